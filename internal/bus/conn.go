@@ -1,0 +1,123 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream and bucket names.
+const (
+	ReliableStream = "LR_RELIABLE"
+	RoomStateKV    = "lr_rooms"
+)
+
+// StreamConfig sizes the durable parts.
+type StreamConfig struct {
+	// Replicas for streams and buckets: 3 on a 3-node cluster, 1 otherwise.
+	// Default 1.
+	Replicas int
+	// DedupeWindow is how long a gift's idempotency key is remembered.
+	// Default 5 minutes (a client retrying for 2 minutes is covered).
+	DedupeWindow time.Duration
+	// ReliableMaxAge bounds how long reliable messages are kept for replay
+	// after reconnects. Default 24h.
+	ReliableMaxAge time.Duration
+}
+
+// Connect connects to NATS with reconnects that never give up, logging state
+// changes. name identifies the role in NATS monitoring.
+func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.RetryOnFailedConnect(false),
+		nats.PingInterval(5 * time.Second),
+		nats.MaxPingsOutstanding(3),
+		nats.ReconnectBufSize(8 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Warn("nats async error", "subject", subj, "err", err)
+		}),
+	}
+	opts = append(opts, extra...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to nats at %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// EnsureStreams creates or updates the reliable stream and the room-state
+// bucket. Every role calls it at start; it is idempotent.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.DedupeWindow <= 0 {
+		cfg.DedupeWindow = 5 * time.Minute
+	}
+	if cfg.ReliableMaxAge <= 0 {
+		cfg.ReliableMaxAge = 24 * time.Hour
+	}
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        ReliableStream,
+		Description: "liveroom reliable-class room messages (gifts, notices)",
+		Subjects:    []string{ReliableWildcard},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      cfg.ReliableMaxAge,
+		Duplicates:  cfg.DedupeWindow,
+		Replicas:    cfg.Replicas,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create stream %s: %w", ReliableStream, err)
+	}
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      RoomStateKV,
+		Description: "liveroom room state (likes totals)",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create bucket %s: %w", RoomStateKV, err)
+	}
+	return nil
+}
+
+// WaitStreams retries EnsureStreams until it succeeds or ctx ends; JetStream
+// may need a moment after a cluster forms.
+func WaitStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
+	var err error
+	for {
+		if err = EnsureStreams(ctx, js, cfg); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,58 @@
+// Package bus is liveroom's only backbone: it starts the embedded NATS server,
+// connects roles to NATS, declares the JetStream stream and key-value buckets,
+// and owns every subject name. Subjects are built only from validated
+// protocol.Room and protocol.User values, so no subject is ever built from
+// unchecked input.
+package bus
+
+import "github.com/liveroom/liveroom/internal/protocol"
+
+// Subject names. See docs/PROTOCOL.md for what each carries.
+const (
+	// BeatSubject carries gateway load beats.
+	BeatSubject = "lr.gw.beat"
+	// ControlSubjectPrefix + gateway id carries admin commands to one gateway.
+	ControlSubjectPrefix = "lr.gw.ctl."
+	// ReliableWildcard is captured by the reliable stream.
+	ReliableWildcard = "lr.room.*.reliable"
+
+	// HeaderPrio marks a live message that must not be sampled away (sent by
+	// an anchor or admin).
+	HeaderPrio = "Lr-Prio"
+)
+
+// LiveSubject carries live-class messages and aggregates of room.
+func LiveSubject(room protocol.Room) string { return "lr.room." + string(room) + ".live" }
+
+// ReliableSubject carries reliable-class messages of room (stored by JetStream).
+func ReliableSubject(room protocol.Room) string { return "lr.room." + string(room) + ".reliable" }
+
+// PresenceSubject carries each gateway's local viewer count of room, summed by
+// the other gateways that host the room.
+func PresenceSubject(room protocol.Room) string { return "lr.room." + string(room) + ".presence" }
+
+// UserSubject carries notices for one user.
+func UserSubject(user protocol.User) string { return "lr.user." + string(user) }
+
+// RoomFromSubject extracts the room token of an lr.room.<room>.<kind> subject.
+// It returns false for anything else.
+func RoomFromSubject(subj string) (protocol.Room, string, bool) {
+	const p = "lr.room."
+	if len(subj) <= len(p) || subj[:len(p)] != p {
+		return "", "", false
+	}
+	rest := subj[len(p):]
+	for i := len(rest) - 1; i >= 0; i-- {
+		if rest[i] == '.' {
+			r, err := protocol.ParseRoom(rest[:i])
+			if err != nil {
+				return "", "", false
+			}
+			return r, rest[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+// LikesKey is the key of a room's likes total in the room-state bucket.
+func LikesKey(room protocol.Room) string { return "likes." + string(room) }

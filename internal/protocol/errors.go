@@ -1,0 +1,100 @@
+package protocol
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+)
+
+// Stable error codes. Clients branch on these; never change their meaning.
+const (
+	CodeBadRequest       = "bad_request"
+	CodeInvalidJSON      = "invalid_json"
+	CodeInvalidRoom      = "invalid_room"
+	CodeInvalidField     = "invalid_field"
+	CodeUnknownType      = "unknown_type"
+	CodeUnknownGift      = "unknown_gift"
+	CodeMissingIdemKey   = "missing_idempotency_key"
+	CodeTooLarge         = "body_too_large"
+	CodeUnauthorized     = "unauthorized"
+	CodeForbidden        = "forbidden"
+	CodeMuted            = "muted"
+	CodeBanned           = "banned"
+	CodeUserRateLimited  = "user_rate_limited"
+	CodeRoomRateLimited  = "room_rate_limited"
+	CodeUnavailable      = "unavailable"
+	CodeDraining         = "draining"
+	CodeNotFound         = "not_found"
+	CodeMethodNotAllowed = "method_not_allowed"
+	CodeInternal         = "internal"
+	CodeSlowConsumer     = "slow_consumer"
+	CodeFrameTooLarge    = "frame_too_large"
+	CodeProtocol         = "protocol_error"
+	CodeDevOnly          = "dev_mode_only"
+)
+
+// ErrorBody is the object under "error" in every error response.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+	// RetryAfterMS is set on 429 and 503 answers (also sent as Retry-After).
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+}
+
+// Error is a client-facing error: an HTTP status plus a stable code. Handlers
+// return it and WriteError renders it; anything else becomes a 500 "internal".
+type Error struct {
+	Status int
+	Body   ErrorBody
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	if e.Body.Field != "" {
+		return e.Body.Code + " (" + e.Body.Field + "): " + e.Body.Message
+	}
+	return e.Body.Code + ": " + e.Body.Message
+}
+
+// Errorf builds an Error.
+func Errorf(status int, code, field, msg string) *Error {
+	return &Error{Status: status, Body: ErrorBody{Code: code, Message: msg, Field: field}}
+}
+
+// WithRetry sets the retry hint in milliseconds and returns e.
+func (e *Error) WithRetry(ms int64) *Error {
+	e.Body.RetryAfterMS = ms
+	return e
+}
+
+// WriteError writes err as a JSON error answer. A *Error keeps its status and
+// code; any other error is reported as 500 "internal" without its text, which
+// may hold details the client must not see.
+func WriteError(w http.ResponseWriter, err error) {
+	var pe *Error
+	if !errors.As(err, &pe) {
+		pe = Errorf(http.StatusInternalServerError, CodeInternal, "", "internal error")
+	}
+	if pe.Body.RetryAfterMS > 0 {
+		secs := (pe.Body.RetryAfterMS + 999) / 1000
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	}
+	WriteJSON(w, pe.Status, struct {
+		Error ErrorBody `json:"error"`
+	}{pe.Body})
+}
+
+// WriteJSON writes v as a JSON answer with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"cannot encode answer"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,134 @@
+package protocol
+
+import (
+	"encoding/json"
+	"strconv"
+)
+
+// Message types carried inside batch frames.
+const (
+	TypeDanmaku = "danmaku" // live: a bullet comment
+	TypeGift    = "gift"    // reliable: a paid gift
+	TypeLike    = "like"    // aggregate: likes summed over a window
+	TypeCount   = "count"   // aggregate: online viewers of the room, across all gateways
+	TypeNotice  = "notice"  // reliable: system or moderation notice
+)
+
+// Frame types sent by a gateway to a viewer.
+const (
+	FrameWelcome   = "welcome"
+	FrameBatch     = "batch"
+	FrameReconnect = "reconnect"
+	FrameError     = "error"
+)
+
+// Roles carried in tokens.
+const (
+	RoleViewer = "viewer"
+	RoleAnchor = "anchor"
+	RoleAdmin  = "admin"
+)
+
+// ValidRole reports whether r is one of the known roles.
+func ValidRole(r string) bool {
+	return r == RoleViewer || r == RoleAnchor || r == RoleAdmin
+}
+
+// Message is one room message as it travels on NATS and appears in a batch
+// frame. Fields that do not apply to a type are omitted from JSON. Seq is set
+// only for reliable messages, by the gateway, from the JetStream stream
+// sequence (so it is not part of the stored payload).
+type Message struct {
+	ID     string `json:"id"`
+	Type   string `json:"type"`
+	Seq    uint64 `json:"seq,omitempty"`
+	Room   string `json:"room,omitempty"`
+	User   string `json:"user,omitempty"`
+	Name   string `json:"name,omitempty"`
+	Role   string `json:"role,omitempty"`
+	TS     int64  `json:"ts"` // server time in Unix milliseconds
+	Text   string `json:"text,omitempty"`
+	Gift   string `json:"gift,omitempty"`
+	Count  int64  `json:"count,omitempty"`  // gift count, or like delta
+	Total  int64  `json:"total,omitempty"`  // like running total
+	Online int64  `json:"online,omitempty"` // count messages
+}
+
+// Reliable reports whether messages of type t are persisted and sequenced.
+func Reliable(t string) bool { return t == TypeGift || t == TypeNotice }
+
+// Welcome is the first frame on every connection.
+type Welcome struct {
+	Type    string `json:"type"` // "welcome"
+	Room    string `json:"room"`
+	Seq     uint64 `json:"seq"`    // last reliable sequence of the room at join
+	Online  int64  `json:"online"` // viewers across all gateways
+	Likes   int64  `json:"likes"`  // likes total
+	Gateway string `json:"gateway"`
+	User    string `json:"user"`
+	// Replayed is how many reliable messages follow because the client asked
+	// for since=; they arrive in batch frames before any live traffic.
+	Replayed int `json:"replayed,omitempty"`
+}
+
+// Batch is a frame carrying the messages of one merge window of a room.
+type Batch struct {
+	Type string    `json:"type"` // "batch"
+	Room string    `json:"room"`
+	Msgs []Message `json:"msgs"`
+}
+
+// Reconnect asks the client to reconnect through dispatch after AfterMS.
+type Reconnect struct {
+	Type    string `json:"type"` // "reconnect"
+	AfterMS int64  `json:"after_ms"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// ErrorFrame is sent before the server closes a connection for a reason the
+// client should know (banned, room closed, too slow, ...).
+type ErrorFrame struct {
+	Type  string    `json:"type"` // "error"
+	Error ErrorBody `json:"error"`
+}
+
+// AppendBatch appends a batch frame for room built from already-encoded
+// messages. The messages are spliced in verbatim: a room's frame is encoded
+// once, without decoding what the uplink encoded.
+func AppendBatch(dst []byte, room Room, msgs [][]byte) []byte {
+	dst = append(dst, `{"type":"batch","room":"`...)
+	dst = append(dst, room...) // validated: needs no escaping
+	dst = append(dst, `","msgs":[`...)
+	for i, m := range msgs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, m...)
+	}
+	return append(dst, "]}"...)
+}
+
+// WithSeq returns the encoded message msg (a JSON object) with "seq":seq
+// inserted as its first field. It allocates once.
+func WithSeq(msg []byte, seq uint64) []byte {
+	if len(msg) < 2 || msg[0] != '{' {
+		return msg
+	}
+	out := make([]byte, 0, len(msg)+28)
+	out = append(out, `{"seq":`...)
+	out = strconv.AppendUint(out, seq, 10)
+	if len(msg) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, msg[1:]...)
+}
+
+// Encode marshals v; it panics only on types that cannot be marshalled,
+// which would be a programming error in this package's own frame types.
+func Encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("protocol: cannot encode " + err.Error())
+	}
+	return b
+}

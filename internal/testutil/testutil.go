@@ -1,0 +1,83 @@
+// Package testutil holds helpers shared by liveroom tests: a real embedded
+// NATS server on a random port, polling with a deadline, and token minting.
+package testutil
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+// Secret is the HS256 secret tests sign tokens with.
+const Secret = "liveroom-test-secret-0123456789"
+
+// Logger returns a logger that is silent unless LIVEROOM_TEST_LOG is set.
+func Logger() *slog.Logger {
+	if os.Getenv("LIVEROOM_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// StartNATS starts an embedded NATS server with JetStream on a random port
+// and stops it when the test ends.
+func StartNATS(t testing.TB) *bus.Embedded {
+	t.Helper()
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{
+		Host:    "127.0.0.1",
+		Port:    -1,
+		DataDir: t.TempDir(),
+		Logger:  Logger(),
+	})
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+// Verifier returns a verifier for Secret.
+func Verifier(t testing.TB) *auth.Verifier {
+	t.Helper()
+	v, err := auth.NewHS256([]byte(Secret), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// Token mints a token for user with role, signed with Secret.
+func Token(t testing.TB, user, role string) string {
+	t.Helper()
+	s, err := auth.NewSigner([]byte(Secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.Mint(protocol.User(user), user, role, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// Eventually polls cond every 10ms until it is true or timeout passes, then
+// fails the test with msg. Use it instead of sleeping.
+func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v: %s", timeout, msg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
