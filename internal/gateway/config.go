@@ -1,0 +1,131 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/auth"
+)
+
+// Config configures a gateway. Zero values take the documented defaults.
+type Config struct {
+	// ID names the gateway in beats and logs. Default "gw-" + random hex.
+	ID string
+	// PublicURL is the WebSocket URL clients use, sent in beats
+	// (ws://host:port/v1/ws). Required.
+	PublicURL string
+	// NC and JS connect to the backbone. Required.
+	NC *nats.Conn
+	JS jetstream.JetStream
+	// Verifier checks viewer tokens. Required.
+	Verifier *auth.Verifier
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+
+	// MergeWindow is how long a room's messages are merged into one frame.
+	// Default 50ms.
+	MergeWindow time.Duration
+	// ViewerBudget is the live messages per second a viewer is sent; a room
+	// running hotter is sampled. Reliable and staff messages are always kept.
+	// Default 30.
+	ViewerBudget float64
+	// QueueFrames bounds the frames waiting for one slow connection. When it
+	// is full, live frames are dropped and a frame carrying a reliable
+	// message closes the connection (it reconnects and recovers). Default 64.
+	QueueFrames int
+	// QueueBytes bounds the bytes waiting for one slow connection (frames
+	// are shared, so this bounds what the connection pins in memory); the
+	// queue is full at QueueFrames frames or QueueBytes bytes. Default 1 MiB.
+	QueueBytes int
+	// ReadLimit is the largest client frame payload accepted, in bytes; a
+	// larger frame closes that connection. Default 4096.
+	ReadLimit int
+	// PingInterval is how often an idle connection is pinged. Default 25s.
+	PingInterval time.Duration
+	// IdleTimeout closes a connection from which nothing (not even a pong)
+	// was read for this long. Default 2.5 × PingInterval.
+	IdleTimeout time.Duration
+	// WriteTimeout closes a connection whose queued frames made no progress
+	// for this long. Default 10s.
+	WriteTimeout time.Duration
+	// MaxConns is this gateway's connection capacity; upgrades beyond it get
+	// 503. Default 19000 (the per-process file limit here is 20000).
+	MaxConns int
+	// ReliableWindow is how many recent reliable messages per room are kept
+	// in memory to serve reconnects with since=. Default 1024.
+	ReliableWindow int
+	// ReplayMax bounds how many reliable messages one reconnect replays.
+	// Default 10000.
+	ReplayMax int
+	// RoomLinger keeps a room's subscriptions for this long after its last
+	// local viewer left, so a reconnecting viewer does not cause churn.
+	// Default 2s.
+	RoomLinger time.Duration
+	// BeatInterval is how often the load beat is published. Default 1s.
+	BeatInterval time.Duration
+	// CountInterval is the minimum time between two online-count pushes to a
+	// room; counts are pushed only when they changed. Default 2s.
+	CountInterval time.Duration
+	// Shards is the number of registry shards. Default 64.
+	Shards int
+	// Flushers is the number of goroutines flushing rooms. Default GOMAXPROCS.
+	Flushers int
+}
+
+func (c *Config) setDefaults() error {
+	if c.NC == nil || c.JS == nil {
+		return errors.New("cannot create gateway: NATS connection and JetStream are required")
+	}
+	if c.Verifier == nil {
+		return errors.New("cannot create gateway: a token verifier is required")
+	}
+	if c.PublicURL == "" {
+		return errors.New("cannot create gateway: a public URL is required")
+	}
+	if c.ID == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		c.ID = "gw-" + hex.EncodeToString(b[:])
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	setDur(&c.MergeWindow, 50*time.Millisecond)
+	if c.ViewerBudget <= 0 {
+		c.ViewerBudget = 30
+	}
+	setInt(&c.QueueFrames, 64)
+	setInt(&c.QueueBytes, 1<<20)
+	setInt(&c.ReadLimit, 4096)
+	setDur(&c.PingInterval, 25*time.Second)
+	setDur(&c.IdleTimeout, c.PingInterval*5/2)
+	setDur(&c.WriteTimeout, 10*time.Second)
+	setInt(&c.MaxConns, 19000)
+	setInt(&c.ReliableWindow, 1024)
+	setInt(&c.ReplayMax, 10000)
+	setDur(&c.RoomLinger, 2*time.Second)
+	setDur(&c.BeatInterval, time.Second)
+	setDur(&c.CountInterval, 2*time.Second)
+	setInt(&c.Shards, 64)
+	setInt(&c.Flushers, runtime.GOMAXPROCS(0))
+	return nil
+}
+
+func setDur(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}
+
+func setInt(i *int, def int) {
+	if *i <= 0 {
+		*i = def
+	}
+}

@@ -1,0 +1,320 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/testutil"
+)
+
+func TestRoomsAreIsolated(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(nil)
+	a1, a2, b := g.dial(t, "A", "v1", ""), g.dial(t, "A", "v2", ""), g.dial(t, "B", "v3", "")
+	defer a1.close()
+	defer a2.close()
+	defer b.close()
+	for _, v := range []*viewer{a1, a2, b} {
+		v.welcome(t)
+	}
+	e.danmaku("A", "hello A", false)
+	e.danmaku("B", "hello B", false)
+	for _, v := range []*viewer{a1, a2} {
+		msgs, _ := v.collect(t, 5*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeDanmaku) >= 1 })
+		if msgs[0].Text != "hello A" {
+			t.Fatalf("A viewer got %+v", msgs)
+		}
+	}
+	msgs, _ := b.collect(t, 5*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeDanmaku) >= 1 })
+	for _, m := range msgs {
+		if m.Type == protocol.TypeDanmaku && m.Text != "hello B" {
+			t.Fatalf("B viewer got a message of another room: %+v", m)
+		}
+	}
+}
+
+func TestInterestOnlyHostingGatewayReceives(t *testing.T) {
+	e := newEnv(t)
+	g1, g2, g3 := e.gateway(nil), e.gateway(nil), e.gateway(nil)
+	v := g1.dial(t, "hot", "v1", "")
+	defer v.close()
+	v.welcome(t)
+	// A viewer of another room on gateway 2 proves gateway 2 is alive and
+	// subscribed to something, just not to "hot".
+	o := g2.dial(t, "other", "v2", "")
+	defer o.close()
+	o.welcome(t)
+	before2, before3 := g2.nc.Stats().InMsgs, g3.nc.Stats().InMsgs
+	for i := range 50 {
+		e.danmaku("hot", "m"+string(rune('a'+i%26)), true)
+	}
+	e.gift("hot", "g-interest")
+	msgs, _ := v.collect(t, 10*time.Second, func(m []protocol.Message) bool {
+		return countType(m, protocol.TypeDanmaku) == 50 && countType(m, protocol.TypeGift) == 1
+	})
+	if len(msgs) < 51 {
+		t.Fatalf("got %d messages", len(msgs))
+	}
+	// Everything for "hot" has reached gateway 1. A message to "other" sent
+	// after it reaches gateway 2 after "hot"'s traffic would have (NATS keeps
+	// order per publisher), so once it arrives, gateway 2's counters are final.
+	e.danmaku("other", "barrier", false)
+	o.collect(t, 5*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeDanmaku) == 1 })
+	if got := g1.Stats().LiveIn.Load(); got < 50 {
+		t.Fatalf("gateway 1 received %d live messages, want 50", got)
+	}
+	if got := g2.Stats().LiveIn.Load(); got != 1 {
+		t.Fatalf("gateway 2 received %d live messages, want only the 1 of its own room", got)
+	}
+	if g2.Stats().ReliableIn.Load() != 0 || g3.Stats().ReliableIn.Load() != 0 {
+		t.Fatal("a gateway without viewers in the room received its gifts")
+	}
+	if got := g3.nc.Stats().InMsgs - before3; got != 0 {
+		t.Fatalf("gateway 3 (no viewers) received %d NATS messages", got)
+	}
+	// Gateway 2's NATS connection carried only its own room: the barrier and
+	// presence of "other" (its own, echoed), never the 51 messages of "hot".
+	if got := g2.nc.Stats().InMsgs - before2; got >= 50 {
+		t.Fatalf("gateway 2 received %d NATS messages, as if it had the hot room", got)
+	}
+	if g3.Stats().RoomsStarted.Load() != 0 {
+		t.Fatal("gateway 3 subscribed to a room it does not host")
+	}
+}
+
+func TestMergeWindowEncodesOncePerRoom(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(func(c *Config) { c.MergeWindow = 200 * time.Millisecond; c.ViewerBudget = 100000 })
+	var vs []*viewer
+	for i := range 5 {
+		v := g.dial(t, "merge", "v"+string(rune('0'+i)), "")
+		defer v.close()
+		v.welcome(t)
+		vs = append(vs, v)
+	}
+	for i := range 100 {
+		e.danmaku("merge", "msg", i%2 == 0)
+	}
+	for _, v := range vs {
+		msgs, frames := v.collect(t, 10*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeDanmaku) == 100 })
+		if frames > 3 {
+			t.Fatalf("100 messages sent inside one window arrived in %d frames, want ≤ 3", frames)
+		}
+		_ = msgs
+	}
+	// Every frame was encoded once for the room and written to all 5.
+	enc, out := g.Stats().FramesEncoded.Load(), g.Stats().FramesOut.Load()
+	if enc == 0 || out < 5*enc-10 || out > 5*enc+10 {
+		t.Fatalf("frames encoded %d, written %d: want written ≈ 5 × encoded", enc, out)
+	}
+}
+
+func TestViewerBudgetSamplesLiveButNeverGifts(t *testing.T) {
+	e := newEnv(t)
+	const budget = 30
+	g := e.gateway(func(c *Config) { c.ViewerBudget = budget })
+	v := g.dial(t, "busy", "v1", "")
+	defer v.close()
+	v.welcome(t)
+	start := time.Now()
+	stop := make(chan struct{})
+	var sent atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(10 * time.Millisecond) // 3 per tick = 300/s
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				for range 3 {
+					e.danmaku("busy", "spam", false)
+					sent.Add(1)
+				}
+			}
+		}
+	}()
+	var giftIDs []string
+	for i := range 10 {
+		id := "gift-" + string(rune('a'+i))
+		e.gift("busy", id)
+		giftIDs = append(giftIDs, id)
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	<-done
+	msgs, _ := v.collect(t, 10*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeGift) == 10 })
+	elapsed := time.Since(start).Seconds()
+	// Drain what is still in flight (one window).
+	if typ, raw, err := v.read(300 * time.Millisecond); err == nil && typ == protocol.FrameBatch {
+		var b protocol.Batch
+		_ = json.Unmarshal(raw, &b)
+		msgs = append(msgs, b.Msgs...)
+	}
+	got := countType(msgs, protocol.TypeDanmaku)
+	// The allowance accrues budget×t and carries at most one window's worth.
+	limit := int(budget*(elapsed+0.3)) + 2
+	if got > limit {
+		t.Fatalf("viewer got %d danmaku in %.1fs, budget allows %d", got, elapsed, limit)
+	}
+	if got == 0 || g.Stats().DroppedSampled.Load() == 0 {
+		t.Fatalf("sampling did not happen: got %d, dropped %d of %d", got, g.Stats().DroppedSampled.Load(), sent.Load())
+	}
+	seen := map[string]int{}
+	for _, m := range msgs {
+		if m.Type == protocol.TypeGift {
+			seen[m.ID]++
+		}
+	}
+	for _, id := range giftIDs {
+		if seen[id] != 1 {
+			t.Fatalf("gift %s delivered %d times", id, seen[id])
+		}
+	}
+}
+
+func TestSlowConsumerIsIsolatedAndBounded(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(func(c *Config) { c.ViewerBudget = 100000; c.QueueFrames = 16; c.QueueBytes = 256 << 10 })
+	slow := g.dial(t, "slow", "slowpoke", "")
+	defer slow.close()
+	slow.welcome(t)
+	fast := g.dial(t, "slow", "fast", "")
+	defer fast.close()
+	fast.welcome(t)
+	big := strings.Repeat("x", 60000)
+	const n = 300 // 18 MB: far beyond socket buffers plus the queue
+	go func() {
+		for range n {
+			e.danmaku("slow", big, false)
+			time.Sleep(time.Millisecond)
+		}
+		e.gift("slow", "gift-after-flood")
+	}()
+	msgs, _ := fast.collect(t, 60*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeGift) == 1 })
+	if got := countType(msgs, protocol.TypeDanmaku); got != n {
+		t.Fatalf("fast viewer got %d of %d danmaku", got, n)
+	}
+	t.Logf("dropped %d closedSlow %d stalled %d framesOut %d", g.Stats().DroppedQueueFull.Load(), g.Stats().ClosedSlow.Load(), g.Stats().ClosedStalled.Load(), g.Stats().FramesOut.Load())
+	testutil.Eventually(t, 10*time.Second, "slow viewer closed for the reliable message it could not take", func() bool {
+		return g.Stats().ClosedSlow.Load() == 1
+	})
+	if g.Stats().DroppedQueueFull.Load() == 0 {
+		t.Fatal("no live message was dropped for the slow viewer")
+	}
+	// Memory stayed bounded: no connection ever held more than the queue.
+	for _, c := range g.hub.allConns(nil) {
+		c.mu.Lock()
+		n, b := len(c.backlog), c.queued
+		c.mu.Unlock()
+		if n > g.cfg.QueueFrames || b > g.cfg.QueueBytes+len(big)*20 {
+			t.Fatalf("backlog of %d frames, %d bytes exceeds the queue bound", n, b)
+		}
+	}
+}
+
+func TestBadUpgradeRequests(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(nil)
+	tok := testutil.Token(t, "v1", protocol.RoleViewer)
+	long := strings.Repeat("r", 65)
+	cases := []struct {
+		name, query string
+		status      int
+		code        string
+	}{
+		{"dot", "room=a.b&token=" + tok, 400, protocol.CodeInvalidRoom},
+		{"star", "room=a*&token=" + tok, 400, protocol.CodeInvalidRoom},
+		{"gt", "room=%3E&token=" + tok, 400, protocol.CodeInvalidRoom},
+		{"too long", "room=" + long + "&token=" + tok, 400, protocol.CodeInvalidRoom},
+		{"empty", "room=&token=" + tok, 400, protocol.CodeInvalidRoom},
+		{"space", "room=a%20b&token=" + tok, 400, protocol.CodeInvalidRoom},
+		{"bad since", "room=ok&since=-1&token=" + tok, 400, protocol.CodeInvalidField},
+		{"no token", "room=ok", 401, protocol.CodeUnauthorized},
+		{"bad token", "room=ok&token=abc", 401, protocol.CodeUnauthorized},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", g.http.URL+"/v1/ws?"+tc.query, nil)
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+			req.Header.Set("Sec-WebSocket-Version", "13")
+			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Error protocol.ErrorBody `json:"error"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Fatalf("error body is not JSON: %v", err)
+			}
+			if resp.StatusCode != tc.status || body.Error.Code != tc.code {
+				t.Fatalf("got %d %q, want %d %q", resp.StatusCode, body.Error.Code, tc.status, tc.code)
+			}
+		})
+	}
+	if g.Stats().RoomsStarted.Load() != 0 {
+		t.Fatal("a rejected request started a room subscription")
+	}
+}
+
+func TestOversizedClientFrameClosesOnlyThatConnection(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(func(c *Config) { c.ReadLimit = 1024 })
+	bad, good := g.dial(t, "r", "bad", ""), g.dial(t, "r", "good", "")
+	defer bad.close()
+	defer good.close()
+	bad.welcome(t)
+	good.welcome(t)
+	if err := wsutil.WriteClientText(bad.conn, []byte(strings.Repeat("x", 5000))); err != nil {
+		t.Fatal(err)
+	}
+	// The bad connection gets an error frame, then is closed.
+	typ, raw := bad.next(t, 5*time.Second)
+	if typ != protocol.FrameError || !strings.Contains(string(raw), protocol.CodeFrameTooLarge) {
+		t.Fatalf("got %s %s, want error frame_too_large", typ, raw)
+	}
+	if _, _, err := bad.read(5 * time.Second); err == nil {
+		t.Fatal("connection still open after an oversized frame")
+	}
+	e.danmaku("r", "still here", false)
+	good.collect(t, 5*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeDanmaku) == 1 })
+	testutil.Eventually(t, 5*time.Second, "gateway forgets the closed connection", func() bool { return g.Stats().Conns.Load() == 1 })
+}
+
+func TestClientPingGetsPongAndFramesSplitAcrossReads(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(nil)
+	v := g.dial(t, "p", "v1", "")
+	defer v.close()
+	v.welcome(t)
+	// A masked ping written one byte at a time exercises partial frames.
+	b := ws.MustCompileFrame(ws.MaskFrame(ws.NewPingFrame([]byte("hi"))))
+	for i := range b {
+		if _, err := v.conn.Write(b[i : i+1]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	_ = v.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	h, err := ws.ReadHeader(v.rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.OpCode != ws.OpPong || h.Length != 2 {
+		t.Fatalf("got %v len %d, want pong with the ping's payload", h.OpCode, h.Length)
+	}
+}

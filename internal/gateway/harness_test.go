@@ -1,0 +1,259 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/testutil"
+)
+
+// env is one NATS server with its stream, plus helpers to start gateways and
+// publish as the uplink would.
+type env struct {
+	t   *testing.T
+	url string
+	nc  *nats.Conn
+	js  jetstream.JetStream
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := testutil.StartNATS(t)
+	nc, err := bus.Connect(e.ClientURL(), "test", testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, url: e.ClientURL(), nc: nc, js: js}
+}
+
+// gw is a gateway under test on its own NATS connection and HTTP server.
+type gw struct {
+	*Server
+	nc   *nats.Conn
+	http *httptest.Server
+	ws   string
+}
+
+func (e *env) gateway(mod func(*Config)) *gw {
+	t := e.t
+	t.Helper()
+	nc, err := bus.Connect(e.url, "gw", testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	hs := httptest.NewUnstartedServer(nil)
+	cfg := Config{NC: nc, JS: js, Verifier: testutil.Verifier(t), Logger: testutil.Logger(),
+		PublicURL: "ws://" + hs.Listener.Addr().String() + "/v1/ws"}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	hs.Config.Handler = s.Handler()
+	hs.Start()
+	g := &gw{Server: s, nc: nc, http: hs, ws: cfg.PublicURL}
+	t.Cleanup(func() {
+		hs.Close()
+		_ = s.Close()
+		nc.Close()
+	})
+	return g
+}
+
+// viewer is a raw WebSocket client.
+type viewer struct {
+	t    *testing.T
+	conn net.Conn
+	rd   *bufio.Reader
+}
+
+func (g *gw) dial(t *testing.T, room, user, query string) *viewer {
+	t.Helper()
+	v, err := g.tryDial(room, testutil.Token(t, user, protocol.RoleViewer), query)
+	if err != nil {
+		t.Fatalf("dial %s: %v", room, err)
+	}
+	return v
+}
+
+func (g *gw) tryDial(room, token, query string) (*viewer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u := g.ws + "?room=" + room + "&token=" + token + query
+	conn, br, _, err := ws.Dialer{}.Dial(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	if br == nil {
+		br = bufio.NewReader(conn)
+	}
+	v := &viewer{conn: conn, rd: br}
+	return v, nil
+}
+
+type rw struct {
+	*bufio.Reader
+	net.Conn
+}
+
+func (r rw) Read(p []byte) (int, error) { return r.Reader.Read(p) }
+
+// next reads the next text frame (answering pings) as a generic object.
+func (v *viewer) next(t *testing.T, timeout time.Duration) (string, json.RawMessage) {
+	t.Helper()
+	typ, raw, err := v.read(timeout)
+	if err != nil {
+		t.Fatalf("read frame: %v", err)
+	}
+	return typ, raw
+}
+
+func (v *viewer) read(timeout time.Duration) (string, json.RawMessage, error) {
+	_ = v.conn.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		b, op, err := wsutil.ReadServerData(rw{v.rd, v.conn})
+		if err != nil {
+			return "", nil, err
+		}
+		if op != ws.OpText {
+			continue
+		}
+		var probe struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(b, &probe); err != nil {
+			return "", nil, err
+		}
+		return probe.Type, b, nil
+	}
+}
+
+func (v *viewer) welcome(t *testing.T) protocol.Welcome {
+	t.Helper()
+	typ, raw := v.next(t, 10*time.Second)
+	if typ != protocol.FrameWelcome {
+		t.Fatalf("first frame is %q, want welcome: %s", typ, raw)
+	}
+	var w protocol.Welcome
+	if err := json.Unmarshal(raw, &w); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// batch reads frames until a batch arrives.
+func (v *viewer) batch(t *testing.T, timeout time.Duration) protocol.Batch {
+	t.Helper()
+	for {
+		typ, raw := v.next(t, timeout)
+		if typ != protocol.FrameBatch {
+			continue
+		}
+		var b protocol.Batch
+		if err := json.Unmarshal(raw, &b); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+}
+
+// collect reads batches until want returns true or timeout passes; it
+// returns every message and the number of batch frames.
+func (v *viewer) collect(t *testing.T, timeout time.Duration, done func([]protocol.Message) bool) ([]protocol.Message, int) {
+	t.Helper()
+	var msgs []protocol.Message
+	frames := 0
+	deadline := time.Now().Add(timeout)
+	for !done(msgs) {
+		left := time.Until(deadline)
+		if left <= 0 {
+			t.Fatalf("timed out with %d messages in %d frames", len(msgs), frames)
+		}
+		typ, raw, err := v.read(left)
+		if err != nil {
+			t.Fatalf("read after %d messages: %v", len(msgs), err)
+		}
+		if typ != protocol.FrameBatch {
+			continue
+		}
+		var b protocol.Batch
+		if err := json.Unmarshal(raw, &b); err != nil {
+			t.Fatal(err)
+		}
+		frames++
+		msgs = append(msgs, b.Msgs...)
+	}
+	return msgs, frames
+}
+
+func (v *viewer) close() { _ = v.conn.Close() }
+
+var msgSeq int
+
+// danmaku publishes a live message as the uplink does.
+func (e *env) danmaku(room, text string, prio bool) protocol.Message {
+	e.t.Helper()
+	msgSeq++
+	m := protocol.Message{ID: "d" + strconv.Itoa(msgSeq), Type: protocol.TypeDanmaku, Room: room, User: "u1", Name: "U1", TS: time.Now().UnixMilli(), Text: text}
+	nm := nats.NewMsg(bus.LiveSubject(protocol.Room(room)))
+	nm.Data = protocol.Encode(m)
+	if prio {
+		nm.Header.Set(bus.HeaderPrio, "1")
+	}
+	if err := e.nc.PublishMsg(nm); err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+// gift stores a reliable message as the uplink does and returns its seq.
+func (e *env) gift(room, id string) uint64 {
+	e.t.Helper()
+	m := protocol.Message{ID: id, Type: protocol.TypeGift, Room: room, User: "u1", TS: time.Now().UnixMilli(), Gift: "rocket", Count: 1}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := e.js.Publish(ctx, bus.ReliableSubject(protocol.Room(room)), protocol.Encode(m), jetstream.WithMsgID(id))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+func countType(msgs []protocol.Message, typ string) int {
+	n := 0
+	for _, m := range msgs {
+		if m.Type == typ {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,246 @@
+package gateway
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+// Message kinds inside a merge window.
+const (
+	kindLive      uint8 = iota // may be sampled away
+	kindPrio                   // live, from an anchor or admin: kept
+	kindAggregate              // like and count totals: kept
+	kindReliable               // gift, notice: kept, sequenced
+)
+
+type pendingMsg struct {
+	b    []byte
+	seq  uint64
+	kind uint8
+}
+
+// relMsg is a reliable message as pushed to viewers (seq already inserted).
+type relMsg struct {
+	seq uint64
+	b   []byte
+}
+
+type remoteCount struct {
+	n  int64
+	at time.Time
+}
+
+// room is one room hosted on this gateway. Only its shard's flusher flushes
+// it, so flushes of one room never overlap.
+type room struct {
+	id    protocol.Room
+	srv   *Server
+	shard *shard
+
+	mu         sync.Mutex
+	members    []*conn
+	joining    int
+	emptySince time.Time
+	dead       bool
+
+	pending []pendingMsg
+	spare   []pendingMsg
+	dirty   bool
+
+	allow     float64 // live-message allowance of the sampling budget
+	lastFlush time.Time
+
+	// Reliable window: window holds the most recent reliable messages pushed
+	// to members, in order; floor is the sequence below which the window is
+	// incomplete (no message of this room lies in (floor, window[0].seq)).
+	lastSeq uint64
+	floor   uint64
+	window  []relMsg
+
+	likes        int64
+	remote       map[string]remoteCount
+	pushedOnline int64
+	lastCount    time.Time
+	pubCount     int64
+	pubAt        time.Time
+
+	// Set up by start, torn down by stop.
+	ready    chan struct{}
+	readyErr error
+	subs     []*nats.Subscription
+	cc       jetstream.ConsumeContext
+}
+
+func newRoom(srv *Server, id protocol.Room, sh *shard) *room {
+	return &room{id: id, srv: srv, shard: sh, ready: make(chan struct{}), remote: map[string]remoteCount{}, pushedOnline: -1, pubCount: -1}
+}
+
+// add queues a message for the next flush.
+func (r *room) add(m pendingMsg) {
+	r.mu.Lock()
+	if r.dead {
+		r.mu.Unlock()
+		return
+	}
+	if m.kind == kindReliable && m.seq <= r.lastSeq {
+		// Already pushed (an ordered consumer restart can redeliver).
+		r.mu.Unlock()
+		return
+	}
+	r.pending = append(r.pending, m)
+	mark := !r.dirty
+	r.dirty = true
+	r.mu.Unlock()
+	if mark {
+		r.shard.markDirty(r)
+	}
+}
+
+// flush merges the pending messages into one frame, encoded once, and writes
+// the same bytes to every member. scratch is the flusher's reusable member
+// buffer; it is returned for reuse.
+func (r *room) flush(now time.Time, scratch []*conn) []*conn {
+	cfg := &r.srv.cfg
+	r.mu.Lock()
+	msgs := r.pending
+	r.pending = r.spare[:0]
+	r.dirty = false
+	if r.lastFlush.IsZero() {
+		r.lastFlush = now.Add(-cfg.MergeWindow)
+	}
+	r.allow += cfg.ViewerBudget * now.Sub(r.lastFlush).Seconds()
+	if ceil := max(1, cfg.ViewerBudget*cfg.MergeWindow.Seconds()); r.allow > ceil {
+		r.allow = ceil
+	}
+	r.lastFlush = now
+	kept, reliable := r.sample(msgs)
+	for _, m := range msgs {
+		if m.kind == kindReliable && m.seq > r.lastSeq {
+			r.window = append(r.window, relMsg{seq: m.seq, b: m.b})
+			r.lastSeq = m.seq
+		}
+	}
+	if len(r.window) > 2*cfg.ReliableWindow {
+		cut := len(r.window) - cfg.ReliableWindow
+		r.floor = r.window[cut-1].seq
+		r.window = append([]relMsg(nil), r.window[cut:]...)
+	}
+	scratch = append(scratch[:0], r.members...)
+	r.mu.Unlock()
+
+	if len(kept) > 0 && len(scratch) > 0 {
+		f := &frame{msgs: len(kept), reliable: reliable}
+		f.b = newTextFrame(func(b []byte) []byte { return protocol.AppendBatch(b, r.id, kept) }, batchSize(kept, r.id))
+		r.srv.stats.FramesEncoded.Add(1)
+		var written, dropped int64
+		for _, c := range scratch {
+			switch c.send(f) {
+			case sentNow, sentQueued:
+				written++
+			case sentDropped:
+				dropped++
+			}
+		}
+		st := &r.srv.stats
+		st.FramesOut.Add(written)
+		st.MsgsOut.Add(written * int64(f.msgs))
+		st.BytesOut.Add(written * int64(len(f.b)))
+		st.DroppedQueueFull.Add(dropped * int64(f.msgs))
+	}
+	// Hand the message slice back for reuse by the next window.
+	clear(msgs)
+	r.mu.Lock()
+	r.spare = msgs[:0]
+	r.mu.Unlock()
+	clear(scratch)
+	return scratch[:0]
+}
+
+// sample picks the messages of one window that fit the viewer budget:
+// reliable, staff and aggregate messages always; plain live messages evenly
+// spread over the window up to the allowance. Called with r.mu held.
+func (r *room) sample(msgs []pendingMsg) (kept [][]byte, reliable bool) {
+	var live int
+	for _, m := range msgs {
+		switch m.kind {
+		case kindLive:
+			live++
+		case kindPrio:
+			r.allow--
+		}
+	}
+	take := 0
+	if r.allow >= 1 && live > 0 {
+		take = min(live, int(r.allow))
+		r.allow -= float64(take)
+	}
+	if drop := live - take; drop > 0 {
+		r.srv.stats.DroppedSampled.Add(int64(drop))
+	}
+	kept = make([][]byte, 0, len(msgs)-live+take)
+	li := 0
+	next := 0 // index among live messages of the next one to keep
+	picked := 0
+	for _, m := range msgs {
+		if m.kind != kindLive {
+			kept = append(kept, m.b)
+			if m.kind == kindReliable {
+				reliable = true
+			}
+			continue
+		}
+		if picked < take && li == next {
+			kept = append(kept, m.b)
+			picked++
+			next = picked * live / take
+		}
+		li++
+	}
+	return kept, reliable
+}
+
+func batchSize(msgs [][]byte, id protocol.Room) int {
+	n := 40 + len(id)
+	for _, m := range msgs {
+		n += len(m) + 1
+	}
+	return n
+}
+
+// replayFrames encodes reliable messages as batch frames of at most 500
+// messages each.
+func replayFrames(id protocol.Room, msgs []relMsg) []*frame {
+	var out []*frame
+	for len(msgs) > 0 {
+		n := min(len(msgs), 500)
+		part := make([][]byte, n)
+		for i := range part {
+			part[i] = msgs[i].b
+		}
+		f := &frame{msgs: n, reliable: true}
+		f.b = newTextFrame(func(b []byte) []byte { return protocol.AppendBatch(b, id, part) }, batchSize(part, id))
+		out = append(out, f)
+		msgs = msgs[n:]
+	}
+	return out
+}
+
+// countMessage encodes an online-count message.
+func countMessage(gw string, online int64, now time.Time) []byte {
+	b := make([]byte, 0, 96)
+	b = append(b, `{"id":"c-`...)
+	b = append(b, gw...)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, now.UnixNano(), 36)
+	b = append(b, `","type":"count","ts":`...)
+	b = strconv.AppendInt(b, now.UnixMilli(), 10)
+	b = append(b, `,"online":`...)
+	b = strconv.AppendInt(b, online, 10)
+	return append(b, '}')
+}

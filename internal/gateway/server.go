@@ -1,0 +1,388 @@
+// Package gateway holds viewers' WebSocket connections and pushes room
+// traffic to them. It keeps, in memory, which of its own connections sit in
+// which room; subscribes to a room's NATS subjects while it has viewers in
+// it; merges each room's messages over a short window into one frame that is
+// encoded once and written, as the same bytes, to every local member.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+// Server is a gateway. Create it with New, then Start it; Close stops it.
+// All methods are safe for concurrent use.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	hub   *hub
+	stats Stats
+
+	stream jetstream.Stream
+	kv     jetstream.KeyValue
+
+	natsCh  chan *nats.Msg
+	connSeq atomic.Uint64
+	started time.Time
+	state   atomic.Value // string: bus.StateActive or bus.StateDraining
+	running atomic.Bool
+	closing atomic.Bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // background loops
+	connWG sync.WaitGroup // reader and drain goroutines
+	roomWG sync.WaitGroup // room start/stop goroutines
+
+	closeOnce sync.Once
+	// admitMu orders connection admission against Close, so that no
+	// connection is registered after Close started waiting for them.
+	admitMu sync.Mutex
+}
+
+// New validates cfg and returns a gateway that is not yet started.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
+		hub:    newHub(cfg.Shards),
+		natsCh: make(chan *nats.Msg, 1<<16),
+	}
+	s.state.Store(bus.StateActive)
+	return s, nil
+}
+
+// ID returns the gateway id.
+func (s *Server) ID() string { return s.cfg.ID }
+
+// Stats returns the live counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Start binds the gateway to the reliable stream and starts its loops. It
+// returns once the gateway accepts connections.
+func (s *Server) Start(ctx context.Context) error {
+	st, err := s.cfg.JS.Stream(ctx, bus.ReliableStream)
+	if err != nil {
+		return fmt.Errorf("cannot open stream %s: %w", bus.ReliableStream, err)
+	}
+	kv, err := s.cfg.JS.KeyValue(ctx, bus.RoomStateKV)
+	if err != nil {
+		return fmt.Errorf("cannot open bucket %s: %w", bus.RoomStateKV, err)
+	}
+	s.stream, s.kv = st, kv
+	s.started = time.Now()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	for i := 0; i < s.cfg.Flushers; i++ {
+		s.goLoop(func() { s.flushLoop(i) })
+	}
+	for range 2 {
+		s.goLoop(s.natsLoop)
+	}
+	s.goLoop(s.tickLoop)
+	s.goLoop(s.beatLoop)
+	s.running.Store(true)
+	s.log.Info("gateway started", "url", s.cfg.PublicURL, "merge_window", s.cfg.MergeWindow, "viewer_budget", s.cfg.ViewerBudget)
+	return nil
+}
+
+func (s *Server) goLoop(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Close stops accepting connections, closes every connection with "going
+// away", unsubscribes every room and waits for all goroutines. Idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.admitMu.Lock()
+		s.closing.Store(true)
+		s.admitMu.Unlock()
+		if !s.running.Load() {
+			return
+		}
+		for _, c := range s.hub.allConns(nil) {
+			c.close(ws.StatusGoingAway)
+		}
+		s.connWG.Wait()
+		s.cancel()
+		s.wg.Wait()
+		s.roomWG.Wait()
+		for _, r := range s.hub.allRooms(nil) {
+			s.stopRoom(r)
+		}
+		s.log.Info("gateway stopped")
+	})
+	return nil
+}
+
+// Handler serves GET /v1/ws.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ws", s.serveWS)
+	return mux
+}
+
+var errStarting = protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "gateway is not ready").WithRetry(1000)
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	id, err := protocol.ParseRoom(q.Get("room"))
+	if err != nil {
+		s.stats.Rejected.Add(1)
+		protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidRoom, "room", err.Error()))
+		return
+	}
+	var since uint64
+	hasSince := false
+	if v := q.Get("since"); v != "" {
+		since, err = strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			s.stats.Rejected.Add(1)
+			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "since", "since must be a non-negative integer sequence"))
+			return
+		}
+		hasSince = true
+	}
+	who, err := s.cfg.Verifier.FromRequest(r)
+	if err != nil {
+		s.stats.Rejected.Add(1)
+		protocol.WriteError(w, err)
+		return
+	}
+	switch {
+	case !s.running.Load() || s.closing.Load():
+		s.stats.Rejected.Add(1)
+		protocol.WriteError(w, errStarting)
+		return
+	case s.state.Load() == bus.StateDraining:
+		s.stats.Rejected.Add(1)
+		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeDraining, "", "gateway is draining; ask dispatch for another").WithRetry(1000))
+		return
+	case s.stats.Conns.Load() >= int64(s.cfg.MaxConns):
+		s.stats.Rejected.Add(1)
+		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "gateway is full; ask dispatch for another").WithRetry(1000))
+		return
+	}
+	nc, rw, _, err := ws.UpgradeHTTP(r, w)
+	if err != nil {
+		// The upgrader already answered with an HTTP error.
+		s.stats.Rejected.Add(1)
+		return
+	}
+	c, err := newConn(s, nc, who)
+	if err != nil {
+		_ = nc.Close()
+		return
+	}
+	if n := rw.Reader.Buffered(); n > 0 {
+		// The client sent frames right behind its handshake.
+		c.partial, _ = rw.Reader.Peek(n)
+		c.partial = append([]byte(nil), c.partial...)
+	}
+	c.id = s.connSeq.Add(1)
+	s.admitMu.Lock()
+	if s.closing.Load() {
+		s.admitMu.Unlock()
+		c.close(ws.StatusGoingAway)
+		return
+	}
+	s.connWG.Add(1)
+	sh := s.hub.connShard(c)
+	sh.mu.Lock()
+	sh.conns[c] = struct{}{}
+	sh.mu.Unlock()
+	s.admitMu.Unlock()
+	s.stats.Conns.Add(1)
+	s.stats.ConnsTotal.Add(1)
+
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	err = s.join(ctx, c, id, since, hasSince)
+	cancel()
+	if err != nil {
+		s.log.Warn("cannot join room", "room", id, "err", err)
+		c.closeWith(protocol.CodeUnavailable, "cannot join the room now; retry")
+		s.removeConn(c)
+		s.connWG.Done()
+		return
+	}
+	if len(c.partial) > 0 && !c.handle(nil) {
+		s.connWG.Done()
+		s.removeConn(c)
+		return
+	}
+	go c.readLoop()
+}
+
+// removeConn forgets a closed connection; idempotent.
+func (s *Server) removeConn(c *conn) {
+	sh := s.hub.connShard(c)
+	sh.mu.Lock()
+	_, ok := sh.conns[c]
+	delete(sh.conns, c)
+	sh.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.stats.Conns.Add(-1)
+	if r := c.room; r != nil {
+		r.leave(c)
+	}
+}
+
+func (r *room) leave(c *conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := c.idx
+	if i < 0 || i >= len(r.members) || r.members[i] != c {
+		return
+	}
+	last := len(r.members) - 1
+	r.members[i] = r.members[last]
+	r.members[i].idx = i
+	r.members[last] = nil
+	r.members = r.members[:last]
+	c.idx = -1
+	if len(r.members) == 0 {
+		r.emptySince = time.Now()
+	}
+}
+
+// errReplayRace asks join to fetch again: the memory window moved past what
+// was read from JetStream while it was being read.
+var errReplayRace = errors.New("replay raced the window")
+
+// join adds c to room id: it sends the welcome frame, then what the client
+// missed since `since` (when asked), then makes c a member so it receives
+// every following flush. Holding the room lock across these steps is what
+// makes replay and live traffic meet without gap or overlap.
+func (s *Server) join(ctx context.Context, c *conn, id protocol.Room, since uint64, hasSince bool) error {
+	r, err := s.acquireRoom(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer s.releaseRoom(r)
+	for attempt := 0; ; attempt++ {
+		var fetched []relMsg
+		var covered uint64
+		r.mu.Lock()
+		needJS := hasSince && since < r.lastSeq && since < r.floor
+		floor := r.floor
+		r.mu.Unlock()
+		if needJS {
+			fetched, covered, err = s.fetchReliable(ctx, id, since, floor)
+			if err != nil {
+				return err
+			}
+		}
+		err = r.admit(c, since, hasSince, fetched, covered, needJS)
+		if err == errReplayRace && attempt < 5 {
+			continue
+		}
+		return err
+	}
+}
+
+func (r *room) admit(c *conn, since uint64, hasSince bool, fetched []relMsg, covered uint64, usedJS bool) error {
+	s := r.srv
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var replay []relMsg
+	if hasSince && since < r.lastSeq {
+		from := since
+		if usedJS {
+			if covered < r.floor {
+				return errReplayRace
+			}
+			replay = append(replay, fetched...)
+			from = max(since, covered)
+		}
+		for _, m := range r.window {
+			if m.seq > from {
+				replay = append(replay, m)
+			}
+		}
+		if len(replay) > s.cfg.ReplayMax {
+			replay = replay[len(replay)-s.cfg.ReplayMax:]
+		}
+	}
+	online := int64(len(r.members)+1) + r.remoteSum(time.Now())
+	welcome := textFrame(protocol.Encode(protocol.Welcome{
+		Type: protocol.FrameWelcome, Room: string(r.id), Seq: r.lastSeq, Online: online,
+		Likes: r.likes, Gateway: s.cfg.ID, User: string(c.who.User), Replayed: len(replay),
+	}))
+	if c.send(&frame{b: welcome, reliable: true}) == sentClosed {
+		return errors.New("connection closed during join")
+	}
+	for _, f := range replayFrames(r.id, replay) {
+		c.send(f)
+	}
+	s.stats.Replayed.Add(int64(len(replay)))
+	if usedJS {
+		s.stats.ReplayedFromJS.Add(int64(len(fetched)))
+	}
+	c.room = r
+	c.idx = len(r.members)
+	r.members = append(r.members, c)
+	return nil
+}
+
+// acquireRoom returns the room, starting its subscriptions if this is its
+// first viewer here, and holds it against removal until releaseRoom.
+func (s *Server) acquireRoom(ctx context.Context, id protocol.Room) (*room, error) {
+	sh := s.hub.roomShard(id)
+	sh.mu.Lock()
+	r := sh.rooms[id]
+	if r == nil {
+		r = newRoom(s, id, sh)
+		sh.rooms[id] = r
+		s.roomWG.Add(1)
+		go func() {
+			defer s.roomWG.Done()
+			s.startRoom(r)
+		}()
+	}
+	r.mu.Lock()
+	r.joining++
+	r.mu.Unlock()
+	sh.mu.Unlock()
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
+		s.releaseRoom(r)
+		return nil, fmt.Errorf("cannot join room %s: %w", id, ctx.Err())
+	}
+	if r.readyErr != nil {
+		s.releaseRoom(r)
+		return nil, r.readyErr
+	}
+	return r, nil
+}
+
+func (s *Server) releaseRoom(r *room) {
+	r.mu.Lock()
+	r.joining--
+	if len(r.members) == 0 && r.joining == 0 && r.emptySince.IsZero() {
+		r.emptySince = time.Now()
+	}
+	r.mu.Unlock()
+}

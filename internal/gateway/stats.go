@@ -1,0 +1,28 @@
+package gateway
+
+import "sync/atomic"
+
+// Stats are the gateway's counters. Every field is safe for concurrent use;
+// message counts are per delivered message, frame counts per written frame.
+type Stats struct {
+	Conns            atomic.Int64 // open connections
+	ConnsTotal       atomic.Int64 // connections accepted since start
+	Rejected         atomic.Int64 // upgrades refused (auth, capacity, draining)
+	LiveIn           atomic.Int64 // live messages received from NATS
+	ReliableIn       atomic.Int64 // reliable messages received from JetStream
+	PresenceIn       atomic.Int64 // presence updates received from other gateways
+	FramesEncoded    atomic.Int64 // batch frames encoded (once per room window)
+	FramesOut        atomic.Int64 // frames written or queued to connections
+	MsgsOut          atomic.Int64 // messages in those frames
+	BytesOut         atomic.Int64
+	DroppedSampled   atomic.Int64 // live messages sampled away by the viewer budget
+	DroppedQueueFull atomic.Int64 // live messages dropped at a full connection queue
+	ClosedSlow       atomic.Int64 // connections closed: could not take a reliable message
+	ClosedIdle       atomic.Int64 // connections closed: no pong within the idle timeout
+	ClosedStalled    atomic.Int64 // connections closed: queued frames made no progress
+	ClosedBadFrame   atomic.Int64 // connections closed: oversized or malformed client frame
+	Replayed         atomic.Int64 // reliable messages replayed to reconnecting clients
+	ReplayedFromJS   atomic.Int64 // of which read from JetStream (not the memory window)
+	RoomsStarted     atomic.Int64 // room subscriptions started
+	RoomsStopped     atomic.Int64 // room subscriptions stopped
+}
