@@ -56,7 +56,7 @@ type conn struct {
 	mu        sync.Mutex
 	closed    bool
 	backlog   []queued
-	queued    int // bytes in backlog
+	queued    int   // bytes in backlog
 	draining  bool  // a drain goroutine is running
 	progress  int64 // unix nanos of the last backlog progress
 	drainErr  error

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http/httptest"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -106,10 +108,33 @@ func (g *gw) dial(t *testing.T, room, user, query string) *viewer {
 }
 
 func (g *gw) tryDial(room, token, query string) (*viewer, error) {
+	return g.tryDialWith(ws.Dialer{}, room, token, query)
+}
+
+// dialSmallBuffer dials with a 4 KiB receive buffer, so that a viewer that
+// stops reading fills up quickly.
+func (g *gw) dialSmallBuffer(t *testing.T, room, user string) *viewer {
+	t.Helper()
+	d := ws.Dialer{NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return errors.Join(err, serr)
+		}}
+		return nd.DialContext(ctx, network, addr)
+	}}
+	v, err := g.tryDialWith(d, room, testutil.Token(t, user, protocol.RoleViewer), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (g *gw) tryDialWith(d ws.Dialer, room, token, query string) (*viewer, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	u := g.ws + "?room=" + room + "&token=" + token + query
-	conn, br, _, err := ws.Dialer{}.Dial(ctx, u)
+	conn, br, _, err := d.Dial(ctx, u)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,114 @@
+package gateway
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/auth"
+)
+
+// tcpPair returns the server side wrapped as a conn and the raw client side.
+func tcpPair(t *testing.T, s *Server) (*conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newConn(s, srv, auth.Identity{User: "u"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.close(1000)
+		client.Close()
+	})
+	return c, client
+}
+
+func TestSendQueueDropsLiveAndClosesOnReliable(t *testing.T) {
+	s := &Server{cfg: Config{QueueFrames: 4, QueueBytes: 1 << 20}}
+	c, client := tcpPair(t, s)
+	live := &frame{b: make([]byte, 64<<10), msgs: 1}
+	// Fill the kernel buffers: the peer never reads.
+	queuedAt := -1
+	for i := 0; i < 10000; i++ {
+		if r := c.send(live); r == sentQueued {
+			queuedAt = i
+			break
+		}
+	}
+	if queuedAt < 0 {
+		t.Fatal("socket never pushed back")
+	}
+	for range 3 {
+		if r := c.send(live); r != sentQueued {
+			t.Fatalf("send with room in the queue = %v, want queued", r)
+		}
+	}
+	if r := c.send(live); r != sentDropped {
+		t.Fatalf("live frame on a full queue = %v, want dropped", r)
+	}
+	if r := c.send(&frame{b: []byte("gift"), reliable: true, msgs: 1}); r != sentClosed {
+		t.Fatalf("reliable frame on a full queue = %v, want closed", r)
+	}
+	if s.stats.ClosedSlow.Load() != 1 || !c.isClosed() {
+		t.Fatal("connection not closed")
+	}
+	// The peer sees the connection end once it reads what was sent.
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1<<20)
+	for {
+		if _, err := client.Read(buf); err != nil {
+			break
+		}
+	}
+	s.connWG.Wait() // the drain goroutine has exited
+}
+
+func TestBacklogDrainsInOrderWhenPeerReads(t *testing.T) {
+	s := &Server{cfg: Config{QueueFrames: 1000, QueueBytes: 64 << 20}}
+	c, client := tcpPair(t, s)
+	const n = 400
+	var want int
+	for i := range n {
+		b := make([]byte, 32<<10)
+		for j := range b {
+			b[j] = byte(i)
+		}
+		want += len(b)
+		if r := c.send(&frame{b: b, msgs: 1}); r != sentNow && r != sentQueued {
+			t.Fatalf("frame %d: %v", i, r)
+		}
+	}
+	_ = client.SetReadDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 64<<10)
+	got := 0
+	for got < want {
+		k, err := client.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d of %d bytes: %v", got, want, err)
+		}
+		for j := 0; j < k; j++ {
+			if exp := byte((got + j) / (32 << 10)); buf[j] != exp {
+				t.Fatalf("byte %d is from frame %d, want %d: frames out of order", got+j, buf[j], exp)
+			}
+		}
+		got += k
+	}
+	c.mu.Lock()
+	left := len(c.backlog)
+	c.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d frames still queued after the peer read everything", left)
+	}
+}
