@@ -105,7 +105,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot subscribe to beats: %w", err)
 	}
-	if err := s.cfg.NC.FlushWithContext(ctx); err != nil {
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.cfg.NC.FlushWithContext(fctx); err != nil {
 		_ = sub.Unsubscribe()
 		return fmt.Errorf("cannot subscribe to beats: %w", err)
 	}

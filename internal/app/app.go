@@ -1,0 +1,277 @@
+// Package app wires the roles together: `liveroom serve` runs an embedded
+// NATS server plus gateway, uplink, dispatch and the web pages on one HTTP
+// address. It is also what end-to-end tests start.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/dispatch"
+	"github.com/liveroom/liveroom/internal/gateway"
+	"github.com/liveroom/liveroom/internal/uplink"
+	"github.com/liveroom/liveroom/internal/web"
+)
+
+// Config configures an all-in-one node.
+type Config struct {
+	// Addr is the HTTP listen address. Default ":8080". Use "127.0.0.1:0" in tests.
+	Addr string
+	// PublicURL is the WebSocket URL dispatch hands out for this node's
+	// gateway. Default ws://<addr host or localhost>:<port>/v1/ws.
+	PublicURL string
+	// DataDir holds JetStream data. Default "./data".
+	DataDir string
+	// NATSURL, when set, connects to an external NATS instead of embedding one.
+	NATSURL string
+	// NATSHost and NATSPort are where the embedded server listens for other
+	// processes. Default 127.0.0.1:4222; -1 picks a random port.
+	NATSHost string
+	NATSPort int
+	// JWTSecret verifies tokens. Empty means dev mode: a random secret and
+	// POST /v1/dev/token.
+	JWTSecret string
+	// Gateway tunes the gateway (NC, JS, Verifier, PublicURL are filled in).
+	Gateway gateway.Config
+	// Uplink tunes the uplink (NC, JS, Verifier are filled in).
+	Uplink uplink.Config
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Node is a running all-in-one liveroom.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	emb  *bus.Embedded
+	nc   *nats.Conn
+	gw   *gateway.Server
+	up   *uplink.Server
+	disp *dispatch.Server
+	http *http.Server
+	ln   net.Listener
+	url  string
+	dev  bool
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New validates cfg.
+func New(cfg Config) (*Node, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = ":8080"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "./data"
+	}
+	if cfg.NATSHost == "" {
+		cfg.NATSHost = "127.0.0.1"
+	}
+	if cfg.NATSPort == 0 {
+		cfg.NATSPort = 4222
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.JWTSecret != "" && len(cfg.JWTSecret) < auth.MinSecretLen {
+		return nil, fmt.Errorf("cannot use jwt secret: need at least %d bytes", auth.MinSecretLen)
+	}
+	return &Node{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Start starts NATS, the roles and the HTTP listener. On error everything
+// already started is stopped.
+func (n *Node) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			_ = n.Close()
+		}
+	}()
+	secret := []byte(n.cfg.JWTSecret)
+	if len(secret) == 0 {
+		n.dev = true
+		var b [32]byte
+		_, _ = rand.Read(b[:])
+		secret = []byte(hex.EncodeToString(b[:]))
+	}
+	verifier, err := auth.NewHS256(secret, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	signer, err := auth.NewSigner(secret)
+	if err != nil {
+		return err
+	}
+
+	natsURL := n.cfg.NATSURL
+	if natsURL == "" {
+		n.emb, err = bus.StartEmbedded(bus.EmbeddedConfig{
+			Host: n.cfg.NATSHost, Port: n.cfg.NATSPort, DataDir: n.cfg.DataDir, Logger: n.log,
+		})
+		if err != nil {
+			return err
+		}
+		natsURL = n.emb.ClientURL()
+	}
+	n.nc, err = bus.Connect(natsURL, "liveroom-serve", n.log)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		return fmt.Errorf("cannot open jetstream: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = bus.WaitStreams(sctx, js, bus.StreamConfig{})
+	cancel()
+	if err != nil {
+		return err
+	}
+
+	n.ln, err = net.Listen("tcp", n.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", n.cfg.Addr, err)
+	}
+	host, port := hostPort(n.ln.Addr())
+	n.url = "http://" + net.JoinHostPort(host, port)
+	public := n.cfg.PublicURL
+	if public == "" {
+		public = "ws://" + net.JoinHostPort(host, port) + "/v1/ws"
+	}
+
+	gcfg := n.cfg.Gateway
+	gcfg.NC, gcfg.JS, gcfg.Verifier, gcfg.PublicURL, gcfg.Logger = n.nc, js, verifier, public, n.log
+	if n.gw, err = gateway.New(gcfg); err != nil {
+		return err
+	}
+	if err = n.gw.Start(ctx); err != nil {
+		return err
+	}
+	ucfg := n.cfg.Uplink
+	ucfg.NC, ucfg.JS, ucfg.Verifier, ucfg.Logger = n.nc, js, verifier, n.log
+	if n.up, err = uplink.New(ucfg); err != nil {
+		return err
+	}
+	if n.disp, err = dispatch.New(dispatch.Config{NC: n.nc, Logger: n.log}); err != nil {
+		return err
+	}
+	if err = n.disp.Start(ctx); err != nil {
+		return err
+	}
+	// The gateway's first beat may still be in flight: seed dispatch so the
+	// first client is not told "no gateway".
+	n.disp.Observe(n.gw.Beat())
+
+	runCtx, runCancel := context.WithCancel(context.Background())
+	n.cancel = runCancel
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.up.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			n.log.Error("uplink stopped", "err", err)
+		}
+	}()
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/ws", n.gw.Handler())
+	mux.Handle("/v1/rooms/", n.up.Handler())
+	mux.Handle("/v1/dispatch", n.disp.Handler())
+	mux.Handle("/v1/gateways", n.disp.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	if n.dev {
+		mux.Handle("POST /v1/dev/token", DevTokenHandler(signer))
+	}
+	mux.Handle("/", web.Handler())
+	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		// Serve backs off on accept errors such as EMFILE (up to 1s) rather
+		// than spinning.
+		if err := n.http.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "err", err)
+		}
+	}()
+	if n.dev {
+		n.log.Warn("DEV MODE: no --jwt-secret given; tokens are signed with a random secret and anyone can mint one at POST /v1/dev/token. Never run like this in production.")
+	}
+	n.log.Info("liveroom is up", "url", n.url, "nats", natsURL, "gateway", n.gw.ID())
+	return nil
+}
+
+func hostPort(a net.Addr) (string, string) {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		h, p, _ := net.SplitHostPort(a.String())
+		return h, p
+	}
+	host := ta.IP.String()
+	if ta.IP.IsUnspecified() {
+		host = "localhost"
+	}
+	return host, strconv.Itoa(ta.Port)
+}
+
+// URL is the base HTTP URL, e.g. http://127.0.0.1:8080.
+func (n *Node) URL() string { return n.url }
+
+// NATSURL is the NATS URL the node uses (embedded or external).
+func (n *Node) NATSURL() string { return n.nc.ConnectedUrl() }
+
+// Gateway exposes the node's gateway (tests read its counters).
+func (n *Node) Gateway() *gateway.Server { return n.gw }
+
+// Uplink exposes the node's uplink.
+func (n *Node) Uplink() *uplink.Server { return n.up }
+
+// Dev reports whether the node runs in dev mode.
+func (n *Node) Dev() bool { return n.dev }
+
+// Close stops everything in order and waits: stop taking requests, close
+// viewers' connections, flush likes, then NATS. Idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		if n.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = n.http.Shutdown(ctx)
+			cancel()
+		}
+		if n.gw != nil {
+			_ = n.gw.Close()
+		}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.wg.Wait()
+		if n.disp != nil {
+			_ = n.disp.Close()
+		}
+		if n.nc != nil {
+			n.nc.Close()
+		}
+		if n.emb != nil {
+			n.emb.Close()
+		}
+	})
+	return nil
+}

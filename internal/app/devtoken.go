@@ -1,0 +1,53 @@
+package app
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+	"unicode/utf8"
+
+	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+// DevTokenHandler serves POST /v1/dev/token in dev mode: body
+// {"user":"alice","name":"Alice","role":"viewer"} → {"token":"…"}, valid 24h.
+func DevTokenHandler(s *auth.Signer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			User string `json:"user"`
+			Name string `json:"name"`
+			Role string `json:"role"`
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 1024)
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidJSON, "", "body must be JSON like {\"user\":\"alice\",\"name\":\"Alice\",\"role\":\"viewer\"}"))
+			return
+		}
+		user, err := protocol.ParseUser(req.User)
+		if err != nil {
+			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "user", err.Error()))
+			return
+		}
+		if req.Role == "" {
+			req.Role = protocol.RoleViewer
+		}
+		if !protocol.ValidRole(req.Role) {
+			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "role", "role must be viewer, anchor or admin"))
+			return
+		}
+		if req.Name == "" {
+			req.Name = req.User
+		}
+		if !utf8.ValidString(req.Name) || utf8.RuneCountInString(req.Name) > 32 {
+			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "name", "name must be 1-32 characters of valid UTF-8"))
+			return
+		}
+		tok, err := s.Mint(user, req.Name, req.Role, 24*time.Hour)
+		if err != nil {
+			protocol.WriteError(w, err)
+			return
+		}
+		protocol.WriteJSON(w, http.StatusOK, map[string]string{"token": tok})
+	})
+}
