@@ -1,0 +1,176 @@
+package app
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/liveroom/liveroom/client"
+	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// The embedded NATS server and the HTTP client keep a few pooled
+		// goroutines that end with the process.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+func startNode(t *testing.T, secret string) *Node {
+	t.Helper()
+	n, err := New(Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, JWTSecret: secret, Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
+// recorder collects a Conn's messages.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []protocol.Message
+}
+
+func (r *recorder) on(ev client.Event) {
+	if ev.Kind == client.EventMessage {
+		r.mu.Lock()
+		r.msgs = append(r.msgs, ev.Msg)
+		r.mu.Unlock()
+	}
+}
+
+func (r *recorder) count(typ, text string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if m.Type == typ && (text == "" || m.Text == text || m.ID == text) {
+			n++
+		}
+	}
+	return n
+}
+
+func viewer(t *testing.T, n *Node, room, user string) *recorder {
+	t.Helper()
+	rec := &recorder{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Connect(ctx, client.Config{BaseURL: n.URL(), Room: room, Token: testutil.Token(t, user, protocol.RoleViewer), OnEvent: rec.on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return rec
+}
+
+func TestEndToEndRoomsDanmakuAndIdempotentGifts(t *testing.T) {
+	n := startNode(t, testutil.Secret)
+	a1, a2, b := viewer(t, n, "A", "a1"), viewer(t, n, "A", "a2"), viewer(t, n, "B", "b1")
+	s := &client.Sender{BaseURL: n.URL(), Token: testutil.Token(t, "sender", protocol.RoleViewer)}
+	ctx := context.Background()
+	if _, err := s.Danmaku(ctx, "A", "hello room A"); err != nil {
+		t.Fatal(err)
+	}
+	r1, err := s.Gift(ctx, "A", "rocket", 1, "key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := s.Gift(ctx, "A", "rocket", 1, "key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.ID != r2.ID || r1.Seq != r2.Seq || r1.Seq == 0 {
+		t.Fatalf("same Idempotency-Key answered %+v then %+v", r1, r2)
+	}
+	// A message to B after A's traffic: once B has it, A's traffic would
+	// have reached B too, had it been routed there.
+	if _, err := s.Danmaku(ctx, "B", "hello room B"); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*recorder{a1, a2} {
+		testutil.Eventually(t, 10*time.Second, "A viewers get the danmaku and the gift", func() bool {
+			return v.count(protocol.TypeDanmaku, "hello room A") == 1 && v.count(protocol.TypeGift, r1.ID) == 1
+		})
+	}
+	testutil.Eventually(t, 10*time.Second, "B viewer gets B's danmaku", func() bool { return b.count(protocol.TypeDanmaku, "hello room B") == 1 })
+	if b.count(protocol.TypeDanmaku, "hello room A") != 0 || b.count(protocol.TypeGift, "") != 0 {
+		t.Fatal("room B received room A's traffic")
+	}
+	// The duplicate gift never shows: a third gift proves delivery moved on.
+	r3, err := s.Gift(ctx, "A", "rose", 1, "key-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*recorder{a1, a2} {
+		testutil.Eventually(t, 10*time.Second, "third gift", func() bool { return v.count(protocol.TypeGift, r3.ID) == 1 })
+		if got := v.count(protocol.TypeGift, r1.ID); got != 1 {
+			t.Fatalf("gift sent twice with one key shown %d times", got)
+		}
+	}
+}
+
+func TestDevModeTokenAndPages(t *testing.T) {
+	n := startNode(t, "")
+	if !n.Dev() {
+		t.Fatal("no secret must mean dev mode")
+	}
+	tok, err := client.DevToken(context.Background(), n.URL(), "guest-1", "Guest", "viewer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &client.Sender{BaseURL: n.URL(), Token: tok}
+	if _, err := s.Like(context.Background(), "lobby", 3); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path   string
+		status int
+	}{
+		{"/", 200}, {"/room/lobby", 200}, {"/healthz", 200}, {"/v1/dispatch?room=a.b", 400}, {"/v1/dispatch?room=lobby", 200},
+	} {
+		resp, err := http.Get(n.URL() + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Fatalf("GET %s = %d, want %d", tc.path, resp.StatusCode, tc.status)
+		}
+	}
+	resp, err := http.Post(n.URL()+"/v1/dev/token", "application/json", strings.NewReader(`{"user":"a.b"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("bad dev user = %d, want 400", resp.StatusCode)
+	}
+}
+
+func TestProductionModeHasNoDevTokens(t *testing.T) {
+	n := startNode(t, testutil.Secret)
+	resp, err := http.Post(n.URL()+"/v1/dev/token", "application/json", strings.NewReader(`{"user":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == 200 {
+		t.Fatal("dev token endpoint open with a configured secret")
+	}
+}
