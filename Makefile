@@ -1,0 +1,26 @@
+# liveroom — `make test` is the one command that runs every test.
+GO ?= go
+PKGS := ./...
+
+.PHONY: test check vet deps bench fuzz run
+
+## test: install what the tests need, check formatting and vet, run every test with the race detector
+test: deps check
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## check: gofmt and go vet
+check:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## deps: Chromium for the browser tests (Debian package), installed when missing
+deps:
+	bash scripts/ensure-chromium.sh
+
+## bench: every benchmark, with allocations
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## run: the whole system on http://localhost:8080
+run:
+	$(GO) run ./cmd/liveroom serve
