@@ -1,0 +1,40 @@
+// Package client is the public Go client of liveroom.
+//
+// A viewer calls Connect: it asks dispatch for gateways, opens a WebSocket to
+// the best one that accepts, and delivers the room's traffic as Events. The
+// Conn survives gateway drains and network drops on its own: it reconnects
+// through dispatch with since=<last reliable sequence>, so gifts and notices
+// sent while it was away are replayed, and it never delivers a reliable
+// message twice.
+//
+// A sender uses Sender to post danmaku, gifts and likes. Gifts carry an
+// idempotency key and are retried with the same key, so a retried gift is
+// stored once.
+//
+// DialGateway and GatewayConn are the low-level building blocks: one
+// WebSocket connection to one gateway, read frame by frame, without dispatch,
+// reconnects or de-duplication. Tests use them to check exact frame contents.
+package client
+
+import "github.com/liveroom/liveroom/internal/protocol"
+
+// Message is one room message (danmaku, gift, like, count, notice, ...), as
+// defined by the wire protocol. Seq is set only on reliable messages.
+type Message = protocol.Message
+
+// Welcome is the first frame a gateway sends on every connection.
+type Welcome = protocol.Welcome
+
+// Batch is a frame carrying the messages of one merge window of a room.
+type Batch = protocol.Batch
+
+// ReconnectFrame is sent by a draining gateway: reconnect through dispatch
+// after AfterMS milliseconds.
+type ReconnectFrame = protocol.Reconnect
+
+// ErrorFrame is sent by a gateway just before it closes the connection.
+type ErrorFrame = protocol.ErrorFrame
+
+// ErrorBody is the JSON error object every endpoint answers with: a stable
+// Code, a Message for people and, for validation errors, the Field at fault.
+type ErrorBody = protocol.ErrorBody

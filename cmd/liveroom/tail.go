@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/liveroom/liveroom/client"
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+// runTail implements `liveroom tail`: it joins a room through dispatch, like
+// a viewer, and prints its traffic until ctx is cancelled or the server
+// refuses the viewer for good.
+func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "", "liveroom base URL (default $"+envURL+" or "+defaultBaseURL+")")
+	room := fs.String("room", "", "room id (required)")
+	asJSON := fs.Bool("json", false, "print one JSON object per line instead of readable lines")
+	since := fs.Uint64("since", 0, "resume after this reliable sequence, replaying what came after it (0: start live)")
+	verbose := fs.Bool("v", false, "log connection details to stderr")
+	var af authFlags
+	af.register(fs, protocol.RoleViewer)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: liveroom tail --room R [--url URL] [--token T | --secret S --user U] [--json] [--since SEQ]")
+		fmt.Fprintln(fs.Output(), "\nPrints a room's messages as a viewer receives them, reconnecting as needed.")
+		fs.PrintDefaults()
+	}
+	if stop, err := parseFlags(fs, args); stop {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("tail: unexpected argument %q", fs.Arg(0))
+	}
+	if *room == "" {
+		return errors.New("tail: --room is required")
+	}
+	base := toolBaseURL(*url)
+	tok, err := af.resolve(ctx, base)
+	if err != nil {
+		return fmt.Errorf("tail: %w", err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(stderr, nil))
+	}
+	c, err := client.Connect(ctx, client.Config{BaseURL: base, Room: *room, Token: tok, Since: *since, Logger: logger})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("tail: %w", err)
+	}
+	defer c.Close()
+	p := tailPrinter{w: stdout, json: *asJSON}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-c.Events():
+			if !ok {
+				return nil
+			}
+			if ev.Kind == client.EventClosed {
+				if errors.Is(ev.Err, client.ErrClosed) {
+					return nil
+				}
+				return fmt.Errorf("tail: disconnected: %w", ev.Err)
+			}
+			if err := p.print(ev); err != nil {
+				return fmt.Errorf("tail: cannot write: %w", err)
+			}
+		}
+	}
+}
+
+// tailPrinter renders events for people or, with json, for programs.
+type tailPrinter struct {
+	w    io.Writer
+	json bool
+}
+
+func (p tailPrinter) print(ev client.Event) error {
+	if p.json {
+		return p.printJSON(ev)
+	}
+	var line string
+	switch ev.Kind {
+	case client.EventMessage:
+		line = formatMessage(ev.Msg)
+	case client.EventWelcome, client.EventReconnected:
+		w := ev.Welcome
+		verb := "joined"
+		if ev.Kind == client.EventReconnected {
+			verb = "reconnected"
+		}
+		line = fmt.Sprintf("# %s room %s via %s as %s: seq=%d online=%d likes=%d replayed=%d",
+			verb, cleanText(w.Room), cleanText(ev.Gateway), cleanText(w.User), w.Seq, w.Online, w.Likes, w.Replayed)
+	case client.EventReconnecting:
+		line = fmt.Sprintf("# reconnecting in %v (attempt %d): %v", ev.Delay.Round(time.Millisecond), ev.Attempt, ev.Err)
+	default:
+		return nil
+	}
+	_, err := fmt.Fprintln(p.w, line)
+	return err
+}
+
+func (p tailPrinter) printJSON(ev client.Event) error {
+	var v any
+	switch ev.Kind {
+	case client.EventMessage:
+		v = ev.Msg
+	case client.EventWelcome, client.EventReconnected:
+		v = ev.Welcome
+	case client.EventReconnecting:
+		v = struct {
+			Type    string `json:"type"`
+			Attempt int    `json:"attempt"`
+			DelayMS int64  `json:"delay_ms"`
+			Error   string `json:"error,omitempty"`
+		}{"reconnecting", ev.Attempt, ev.Delay.Milliseconds(), errString(ev.Err)}
+	default:
+		return nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = p.w.Write(append(b, '\n'))
+	return err
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// formatMessage renders m as one line: time, type, sender and content.
+func formatMessage(m client.Message) string {
+	ts := time.Now()
+	if m.TS > 0 {
+		ts = time.UnixMilli(m.TS)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %-7s ", ts.Format("15:04:05.000"), cleanText(m.Type))
+	who := m.Name
+	if who == "" {
+		who = m.User
+	}
+	switch m.Type {
+	case protocol.TypeDanmaku:
+		fmt.Fprintf(&b, "%s: %s", cleanText(who), cleanText(m.Text))
+	case protocol.TypeGift:
+		fmt.Fprintf(&b, "%s: %s ×%d", cleanText(who), cleanText(m.Gift), m.Count)
+	case protocol.TypeLike:
+		fmt.Fprintf(&b, "+%d, total %d", m.Count, m.Total)
+	case protocol.TypeCount:
+		fmt.Fprintf(&b, "online %d", m.Online)
+	case protocol.TypeNotice:
+		if who != "" {
+			fmt.Fprintf(&b, "%s: ", cleanText(who))
+		}
+		b.WriteString(cleanText(m.Text))
+	default:
+		raw, _ := json.Marshal(m)
+		b.Write(raw)
+	}
+	if m.Seq > 0 {
+		fmt.Fprintf(&b, "  [seq %d]", m.Seq)
+	}
+	return b.String()
+}
+
+// cleanText replaces control characters and bidi overrides, which could rewrite
+// the terminal or forge extra lines, in text that other users wrote.
+func cleanText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) ||
+			(r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+			return '�'
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"go.uber.org/goleak"
+
+	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/testutil"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// tailServer serves dispatch and one scripted gateway on one address. The
+// first connection is asked to move (a drain); the second stays.
+type tailServer struct {
+	srv   *httptest.Server
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns []net.Conn
+	since []string
+}
+
+func newTailServer(t *testing.T) *tailServer {
+	t.Helper()
+	v := testutil.Verifier(t)
+	s := &tailServer{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/dispatch", func(w http.ResponseWriter, r *http.Request) {
+		protocol.WriteJSON(w, 200, map[string]any{
+			"gateways":  []map[string]any{{"id": "gw-t", "url": "ws://" + r.Host + "/v1/ws", "load": 0.1}},
+			"reconnect": map[string]any{"base_ms": 5, "max_ms": 10, "jitter": 0.5},
+		})
+	})
+	mux.HandleFunc("GET /v1/ws", func(w http.ResponseWriter, r *http.Request) {
+		s.wg.Add(1)
+		defer s.wg.Done()
+		who, err := v.FromRequest(r)
+		if err != nil {
+			protocol.WriteError(w, err)
+			return
+		}
+		conn, _, _, err := ws.UpgradeHTTP(r, w)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		s.mu.Lock()
+		n := len(s.conns)
+		s.conns = append(s.conns, conn)
+		s.since = append(s.since, r.URL.Query().Get("since"))
+		s.mu.Unlock()
+		send := func(v any) { _ = wsutil.WriteServerText(conn, protocol.Encode(v)) }
+		ts := time.Date(2026, 3, 1, 20, 15, 30, 250_000_000, time.Local).UnixMilli()
+		if n == 0 {
+			send(protocol.Welcome{Type: "welcome", Room: "r1", Seq: 4, Online: 12, Likes: 100, Gateway: "gw-t", User: string(who.User)})
+			send(protocol.Batch{Type: "batch", Room: "r1", Msgs: []protocol.Message{
+				{ID: "d1", Type: "danmaku", User: "bob", Name: "Bob", TS: ts, Text: "hi\x1b[2Jthere\nfake line"},
+				{ID: "g5", Type: "gift", Seq: 5, User: "bob", Name: "Bob", TS: ts, Gift: "rocket", Count: 3},
+				{ID: "l1", Type: "like", TS: ts, Count: 4, Total: 104},
+				{ID: "c1", Type: "count", TS: ts, Online: 13},
+				{ID: "n6", Type: "notice", Seq: 6, TS: ts, Text: "bob was muted"},
+			}})
+			send(protocol.Reconnect{Type: "reconnect", AfterMS: 10})
+		} else {
+			send(protocol.Welcome{Type: "welcome", Room: "r1", Seq: 6, Online: 12, Gateway: "gw-t", User: string(who.User)})
+			send(protocol.Batch{Type: "batch", Room: "r1", Msgs: []protocol.Message{{ID: "d2", Type: "danmaku", User: "bob", TS: ts, Text: "after"}}})
+		}
+		for {
+			if _, _, err := wsutil.ReadClientData(conn); err != nil {
+				return
+			}
+		}
+	})
+	s.srv = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		s.srv.Close()
+		s.mu.Lock()
+		for _, c := range s.conns {
+			_ = c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+// tail runs runTail until stdout contains until, then cancels it.
+func tail(t *testing.T, args []string, until string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- runTail(ctx, args, &out, &errOut) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), until) {
+		select {
+		case err := <-done:
+			t.Fatalf("tail returned early: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in output:\n%s\nstderr:\n%s", until, out.String(), errOut.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("tail: %v", err)
+	}
+	return out.String()
+}
+
+func TestRunTail(t *testing.T) {
+	// Registered first, so it runs after the server's cleanup: the tail's
+	// Conn must be gone once runTail has returned.
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+	t.Setenv(envToken, "")
+	t.Setenv(envSecret, "")
+	s := newTailServer(t)
+	out := tail(t, []string{"--url", s.srv.URL, "--room", "r1", "--secret", testutil.Secret, "--user", "watcher"}, "after")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	want := []string{
+		"# joined room r1 via gw-t as watcher: seq=4 online=12 likes=100 replayed=0",
+		"20:15:30.250 danmaku Bob: hi�[2Jthere�fake line",
+		"20:15:30.250 gift    Bob: rocket ×3  [seq 5]",
+		"20:15:30.250 like    +4, total 104",
+		"20:15:30.250 count   online 13",
+		"20:15:30.250 notice  bob was muted  [seq 6]",
+		"# reconnecting in 0s (attempt 1): liveroom client: gateway is draining",
+		"# reconnected room r1 via gw-t as watcher: seq=6 online=12 likes=0 replayed=0",
+		"20:15:30.250 danmaku bob: after",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("output:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.since) != 2 || s.since[0] != "" || s.since[1] != "6" {
+		t.Errorf("since per connection %q, want [\"\" \"6\"]", s.since)
+	}
+}
+
+func TestRunTailJSON(t *testing.T) {
+	t.Setenv(envToken, testutil.Token(t, "watcher", "viewer"))
+	s := newTailServer(t)
+	out := tail(t, []string{"--url", s.srv.URL, "--room", "r1", "--json"}, `"after"`)
+	var types []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var obj struct {
+			Type string `json:"type"`
+			Seq  uint64 `json:"seq"`
+		}
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		types = append(types, obj.Type)
+	}
+	want := "welcome danmaku gift like count notice reconnecting welcome danmaku"
+	if got := strings.Join(types, " "); got != want {
+		t.Errorf("types %q, want %q", got, want)
+	}
+}
+
+func TestRunTailErrors(t *testing.T) {
+	t.Setenv(envToken, "")
+	t.Setenv(envSecret, "")
+	s := newTailServer(t)
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{name: "no room", args: []string{"--url", s.srv.URL, "--token", "x"}, wantErr: "--room"},
+		{name: "rejected token", args: []string{"--url", s.srv.URL, "--room", "r1", "--token", "bad"}, wantErr: "unauthorized"},
+		{name: "no dev mode", args: []string{"--url", s.srv.URL, "--room", "r1"}, wantErr: "dev token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := runTail(context.Background(), tt.args, &out, &errOut)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want it to mention %q", err, tt.wantErr)
+			}
+		})
+	}
+}

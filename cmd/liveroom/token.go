@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/liveroom/liveroom/client"
+	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+// Environment variables read by token, tail and send when the matching flag
+// is not given. The secret is never a flag default, so -help cannot print it.
+const (
+	envSecret = "LIVEROOM_JWT_SECRET"
+	envToken  = "LIVEROOM_TOKEN"
+	envURL    = "LIVEROOM_URL"
+)
+
+const defaultBaseURL = "http://127.0.0.1:8080"
+
+// runToken implements `liveroom token`: it mints an HS256 JWT and prints it.
+func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	secret := fs.String("secret", "", "HS256 signing secret, at least 16 bytes (default $"+envSecret+")")
+	user := fs.String("user", "", "user id, the token's sub: 1-64 of [A-Za-z0-9_-] (required)")
+	name := fs.String("name", "", "display name (default: the user id)")
+	role := fs.String("role", protocol.RoleViewer, "role: viewer, anchor or admin")
+	ttl := fs.Duration("ttl", 24*time.Hour, "validity of the token")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: liveroom token --user ID [--name NAME] [--role viewer|anchor|admin] [--ttl 24h] [--secret S]")
+		fmt.Fprintln(fs.Output(), "\nMints a JWT for the platform secret and prints it.")
+		fs.PrintDefaults()
+	}
+	if stop, err := parseFlags(fs, args); stop {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("token: unexpected argument %q", fs.Arg(0))
+	}
+	if *secret == "" {
+		*secret = os.Getenv(envSecret)
+	}
+	if *secret == "" {
+		return fmt.Errorf("token: a secret is required (--secret or $%s)", envSecret)
+	}
+	if *ttl <= 0 {
+		return errors.New("token: --ttl must be positive")
+	}
+	tok, err := mintToken(*secret, *user, *name, *role, *ttl)
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	_, err = fmt.Fprintln(stdout, tok)
+	return err
+}
+
+// parseFlags parses args into fs. It reports stop when the command must not
+// go on: after -help (usage printed, err nil) or on a bad flag (err set).
+func parseFlags(fs *flag.FlagSet, args []string) (stop bool, err error) {
+	err = fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return true, nil
+	}
+	return err != nil, err
+}
+
+func mintToken(secret, user, name, role string, ttl time.Duration) (string, error) {
+	u, err := protocol.ParseUser(user)
+	if err != nil {
+		return "", fmt.Errorf("--user: %w", err)
+	}
+	if name == "" {
+		name = user
+	}
+	s, err := auth.NewSigner([]byte(secret))
+	if err != nil {
+		return "", err
+	}
+	return s.Mint(u, name, role, ttl)
+}
+
+// authFlags are the ways tail and send get a token: --token, else a token
+// minted with --secret for --user, else one asked from a dev-mode server.
+type authFlags struct {
+	token, secret, user, name, role string
+}
+
+func (a *authFlags) register(fs *flag.FlagSet, defaultRole string) {
+	fs.StringVar(&a.token, "token", "", "JWT to use (default $"+envToken+")")
+	fs.StringVar(&a.secret, "secret", "", "mint a token with this HS256 secret instead (default $"+envSecret+")")
+	fs.StringVar(&a.user, "user", "", "user id for a minted or dev token (default: a random cli-… id)")
+	fs.StringVar(&a.name, "name", "", "display name for a minted or dev token")
+	fs.StringVar(&a.role, "role", defaultRole, "role for a minted or dev token")
+}
+
+// resolve returns the token to use against baseURL. With neither a token
+// nor a secret it asks the dev token endpoint, which only a server running
+// without a secret offers.
+func (a *authFlags) resolve(ctx context.Context, baseURL string) (string, error) {
+	if a.token == "" {
+		a.token = os.Getenv(envToken)
+	}
+	if a.token != "" {
+		return a.token, nil
+	}
+	if a.user == "" {
+		a.user = "cli-" + randomHex(4)
+	}
+	if a.secret == "" {
+		a.secret = os.Getenv(envSecret)
+	}
+	if a.secret != "" {
+		return mintToken(a.secret, a.user, a.name, a.role, 24*time.Hour)
+	}
+	tok, err := client.DevToken(ctx, baseURL, a.user, a.name, a.role)
+	if err != nil {
+		return "", fmt.Errorf("no --token or --secret given, and the dev token endpoint failed "+
+			"(the server runs with a secret?): %w", err)
+	}
+	return tok, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// toolBaseURL returns the --url value, else $LIVEROOM_URL, else the default,
+// without a trailing slash.
+func toolBaseURL(flagValue string) string {
+	u := flagValue
+	if u == "" {
+		u = os.Getenv(envURL)
+	}
+	if u == "" {
+		u = defaultBaseURL
+	}
+	return strings.TrimRight(u, "/")
+}
