@@ -1,0 +1,109 @@
+package auth
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+const secret = "0123456789abcdef0123456789abcdef"
+
+func sign(t *testing.T, m jwt.SigningMethod, key any, c jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(m, c).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestVerify(t *testing.T) {
+	v, err := NewHS256([]byte(secret), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	cases := []struct {
+		name string
+		tok  string
+		ok   bool
+		role string
+	}{
+		{"valid", sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "alice", "exp": exp, "role": "anchor"}), true, "anchor"},
+		{"default role", sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "bob", "exp": exp}), true, "viewer"},
+		{"expired", sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "a", "exp": time.Now().Add(-time.Hour).Unix()}), false, ""},
+		{"no exp", sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "a"}), false, ""},
+		{"wrong secret", sign(t, jwt.SigningMethodHS256, []byte("another-secret-0123456789"), jwt.MapClaims{"sub": "a", "exp": exp}), false, ""},
+		{"alg none", sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims{"sub": "a", "exp": exp}), false, ""},
+		{"other alg", sign(t, jwt.SigningMethodHS512, []byte(secret), jwt.MapClaims{"sub": "a", "exp": exp}), false, ""},
+		{"eddsa", sign(t, jwt.SigningMethodEdDSA, edKey, jwt.MapClaims{"sub": "a", "exp": exp}), false, ""},
+		{"bad sub", sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "a.b", "exp": exp}), false, ""},
+		{"unknown role", sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "a", "exp": exp, "role": "root"}), false, ""},
+		{"garbage", "not.a.token", false, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := v.Verify(tc.tok)
+			if (err == nil) != tc.ok {
+				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalidToken) {
+				t.Fatalf("error %v does not wrap ErrInvalidToken", err)
+			}
+			if tc.ok && id.Role != tc.role {
+				t.Fatalf("role %q, want %q", id.Role, tc.role)
+			}
+		})
+	}
+}
+
+func TestSignerRoundTripAndRequest(t *testing.T) {
+	s, err := NewSigner([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := NewHS256([]byte(secret), 0)
+	tok, err := s.Mint("carol", "Carol", protocol.RoleAdmin, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/x?token="+tok, nil)
+	id, err := v.FromRequest(r)
+	if err != nil || id.User != "carol" || id.Name != "Carol" || !id.IsStaff() {
+		t.Fatalf("got %+v, %v", id, err)
+	}
+	r = httptest.NewRequest("GET", "/x", nil)
+	r.Header.Set("Authorization", "Basic abc")
+	var pe *protocol.Error
+	if _, err := v.FromRequest(r); !errors.As(err, &pe) || pe.Status != 401 {
+		t.Fatalf("Basic auth: %v", err)
+	}
+	if _, err := NewHS256([]byte("short"), 0); err == nil {
+		t.Fatal("short secret accepted")
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	v, _ := NewHS256([]byte(secret), 0)
+	s, _ := NewSigner([]byte(secret))
+	tok, _ := s.Mint("seed", "Seed", protocol.RoleViewer, time.Hour)
+	for _, seed := range []string{tok, "", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.", tok + "x"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		id, err := v.Verify(tok)
+		if err == nil {
+			if _, perr := protocol.ParseUser(string(id.User)); perr != nil || !protocol.ValidRole(id.Role) {
+				t.Fatalf("accepted token with bad identity %+v", id)
+			}
+		}
+	})
+}

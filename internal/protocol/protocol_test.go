@@ -1,0 +1,84 @@
+package protocol
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestParseRoom(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"a", true}, {"Room_1-x", true}, {strings.Repeat("r", 64), true},
+		{"", false}, {strings.Repeat("r", 65), false}, {"a.b", false}, {"a*", false},
+		{">", false}, {"a b", false}, {"é", false}, {"a\x00", false}, {"lr.room.x", false},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			r, err := ParseRoom(tc.in)
+			if (err == nil) != tc.ok {
+				t.Fatalf("ParseRoom(%q) err = %v, want ok=%v", tc.in, err, tc.ok)
+			}
+			if !tc.ok && !errors.Is(err, ErrInvalidRoom) {
+				t.Fatalf("error %v does not wrap ErrInvalidRoom", err)
+			}
+			if tc.ok && string(r) != tc.in {
+				t.Fatalf("got %q", r)
+			}
+		})
+	}
+}
+
+func FuzzParseRoom(f *testing.F) {
+	for _, s := range []string{"a", "a.b", ">", "*", "room-1", strings.Repeat("x", 64), strings.Repeat("x", 65), "\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseRoom(s)
+		if err != nil {
+			return
+		}
+		// Anything accepted is a single, literal NATS subject token.
+		if len(r) == 0 || len(r) > MaxRoomLen || strings.ContainsAny(string(r), ".*> \t\r\n") {
+			t.Fatalf("accepted unsafe room %q", r)
+		}
+	})
+}
+
+func TestAppendBatchAndWithSeqAreValidJSON(t *testing.T) {
+	m1 := Encode(Message{ID: "a", Type: TypeDanmaku, Text: `quote " and \ backslash`, TS: 1})
+	m2 := WithSeq(Encode(Message{ID: "g", Type: TypeGift, Gift: "rose", Count: 1, TS: 2}), 42)
+	b := AppendBatch(nil, "room-1", [][]byte{m1, m2})
+	var got Batch
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("invalid batch %s: %v", b, err)
+	}
+	if got.Type != FrameBatch || got.Room != "room-1" || len(got.Msgs) != 2 || got.Msgs[1].Seq != 42 || got.Msgs[0].Text != `quote " and \ backslash` {
+		t.Fatalf("decoded %+v", got)
+	}
+	if string(WithSeq([]byte("{}"), 7)) != `{"seq":7}` {
+		t.Fatalf("WithSeq on empty object: %s", WithSeq([]byte("{}"), 7))
+	}
+}
+
+func TestWriteErrorShapes(t *testing.T) {
+	w := httptest.NewRecorder()
+	WriteError(w, Errorf(429, CodeUserRateLimited, "", "slow down").WithRetry(1500))
+	if w.Code != 429 || w.Header().Get("Retry-After") != "2" {
+		t.Fatalf("got %d Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+	var body struct {
+		Error ErrorBody `json:"error"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body.Error.Code != CodeUserRateLimited {
+		t.Fatalf("body %s", w.Body)
+	}
+	w = httptest.NewRecorder()
+	WriteError(w, errors.New("db password is hunter2"))
+	if w.Code != 500 || strings.Contains(w.Body.String(), "hunter2") {
+		t.Fatalf("internal error leaked: %d %s", w.Code, w.Body)
+	}
+}
