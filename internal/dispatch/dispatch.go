@@ -21,7 +21,8 @@ import (
 )
 
 // ReconnectPolicy is the backoff clients must follow between attempts:
-// delay = min(MaxMS, BaseMS × 2^attempt) × (1 ± Jitter·rand).
+// delay = min(MaxMS, BaseMS × 2^attempt) × (1 − Jitter·rand), rand in [0,1),
+// so that clients dropped together spread out and never wait above MaxMS.
 type ReconnectPolicy struct {
 	BaseMS int64   `json:"base_ms"`
 	MaxMS  int64   `json:"max_ms"`
