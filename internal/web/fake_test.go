@@ -1,0 +1,533 @@
+package web_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/web"
+)
+
+// fakeServer stands in for dispatch, the gateway and the uplink, so the page
+// can be driven through cases the real system produces only by accident:
+// duplicate and overlapping replays, a 503 before a gift is accepted, a 429,
+// a reconnect frame, a ban. TestRoomInBrowser covers the real system.
+type fakeServer struct {
+	t   *testing.T
+	srv *httptest.Server
+
+	dials chan url.Values // the query of every gateway connection
+	posts chan fakePost   // every POST /v1/rooms/{room}/messages
+
+	mu          sync.Mutex
+	tokens      []devTokenRequest
+	conns       map[*fakeConn]bool
+	reliable    []protocol.Message // every gift, in seq order
+	giftsByKey  map[string]protocol.Message
+	fail503     int // answer this many gift requests with 503 first
+	devTokenErr *protocol.Error
+	nextID      int
+	lastWelcome protocol.Welcome
+}
+
+type devTokenRequest struct {
+	User, Name, Role string
+}
+
+type fakePost struct {
+	Auth, IdemKey string
+	Body          map[string]any
+}
+
+type fakeConn struct {
+	mu sync.Mutex
+	c  net.Conn
+}
+
+func (c *fakeConn) write(b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = wsutil.WriteServerMessage(c.c, ws.OpText, b)
+}
+
+func newFakeServer(t *testing.T) *fakeServer {
+	f := &fakeServer{
+		t:          t,
+		dials:      make(chan url.Values, 32),
+		posts:      make(chan fakePost, 64),
+		conns:      map[*fakeConn]bool{},
+		giftsByKey: map[string]protocol.Message{},
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", web.Handler())
+	mux.HandleFunc("POST /v1/dev/token", f.devToken)
+	mux.HandleFunc("GET /v1/dispatch", f.dispatch)
+	mux.HandleFunc("GET /v1/ws", f.ws)
+	mux.HandleFunc("POST /v1/rooms/{room}/messages", f.messages)
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		f.closeAll()
+		f.srv.Close()
+	})
+	return f
+}
+
+func (f *fakeServer) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.conns {
+		_ = c.c.Close()
+	}
+}
+
+// fakeToken is shaped like a JWT so the page can read its exp.
+func fakeToken(user, name string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	claims, _ := json.Marshal(map[string]any{"sub": user, "name": name, "role": "viewer", "exp": time.Now().Add(time.Hour).Unix()})
+	return enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc(claims) + ".c2ln"
+}
+
+func (f *fakeServer) devToken(w http.ResponseWriter, r *http.Request) {
+	var req struct{ User, Name, Role string }
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		protocol.WriteError(w, protocol.Errorf(400, protocol.CodeInvalidJSON, "", err.Error()))
+		return
+	}
+	f.mu.Lock()
+	f.tokens = append(f.tokens, devTokenRequest(req))
+	tokErr := f.devTokenErr
+	f.mu.Unlock()
+	if tokErr != nil {
+		protocol.WriteError(w, tokErr)
+		return
+	}
+	protocol.WriteJSON(w, 200, map[string]string{"token": fakeToken(req.User, req.Name)})
+}
+
+func (f *fakeServer) dispatch(w http.ResponseWriter, r *http.Request) {
+	if _, err := protocol.ParseRoom(r.URL.Query().Get("room")); err != nil {
+		protocol.WriteError(w, protocol.Errorf(400, protocol.CodeInvalidRoom, "room", err.Error()))
+		return
+	}
+	_, port, _ := net.SplitHostPort(f.srv.Listener.Addr().String())
+	protocol.WriteJSON(w, 200, map[string]any{
+		"gateways": []map[string]any{
+			// A dead gateway first: the page must move on to the next one.
+			{"id": "gw-dead", "url": "ws://127.0.0.1:1/v1/ws", "load": 0.1},
+			// A wildcard host: the page must substitute its own.
+			{"id": "gw-1", "url": "ws://0.0.0.0:" + port + "/v1/ws", "load": 0.5},
+		},
+		"reconnect": map[string]any{"base_ms": 100, "max_ms": 800, "jitter": 0.2},
+	})
+}
+
+// ws accepts a viewer, welcomes it and replays reliable messages from since
+// — deliberately including the one at since itself, as an overlapping
+// replay, so the page's de-duplication is exercised.
+func (f *fakeServer) ws(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	nc, _, _, err := ws.UpgradeHTTP(r, w)
+	if err != nil {
+		return
+	}
+	c := &fakeConn{c: nc}
+	f.mu.Lock()
+	welcome := protocol.Welcome{Type: protocol.FrameWelcome, Room: q.Get("room"), Online: 1, Likes: 7, Gateway: "gw-1", User: "someone"}
+	if n := len(f.reliable); n > 0 {
+		welcome.Seq = f.reliable[n-1].Seq
+	}
+	var replay []protocol.Message
+	if q.Has("since") {
+		var since uint64
+		fmt.Sscan(q.Get("since"), &since)
+		for _, m := range f.reliable {
+			if m.Seq >= since && since > 0 {
+				replay = append(replay, m)
+			}
+		}
+		welcome.Replayed = len(replay)
+	}
+	f.conns[c] = true
+	f.lastWelcome = welcome
+	f.mu.Unlock()
+
+	c.write(protocol.Encode(welcome))
+	if len(replay) > 0 {
+		c.write(protocol.Encode(protocol.Batch{Type: protocol.FrameBatch, Room: q.Get("room"), Msgs: replay}))
+	}
+	f.dials <- q
+	go func() {
+		defer func() {
+			f.mu.Lock()
+			delete(f.conns, c)
+			f.mu.Unlock()
+			_ = nc.Close()
+		}()
+		for {
+			if _, _, err := wsutil.ReadClientData(nc); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// broadcast sends a frame to every connected viewer.
+func (f *fakeServer) broadcast(frame any) {
+	b, ok := frame.([]byte)
+	if !ok {
+		b = protocol.Encode(frame)
+	}
+	f.mu.Lock()
+	conns := make([]*fakeConn, 0, len(f.conns))
+	for c := range f.conns {
+		conns = append(conns, c)
+	}
+	f.mu.Unlock()
+	for _, c := range conns {
+		c.write(b)
+	}
+}
+
+func (f *fakeServer) batch(msgs ...protocol.Message) {
+	f.broadcast(protocol.Batch{Type: protocol.FrameBatch, Room: "fake-room", Msgs: msgs})
+}
+
+// addGift records a reliable gift with the next seq and returns it.
+func (f *fakeServer) addGift(gift, name string) protocol.Message {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.addGiftLocked(gift, name)
+}
+
+func (f *fakeServer) addGiftLocked(gift, name string) protocol.Message {
+	seq := uint64(len(f.reliable) + 1)
+	m := protocol.Message{ID: fmt.Sprintf("gift-%d", seq), Type: protocol.TypeGift, Seq: seq, User: "u", Name: name, TS: time.Now().UnixMilli(), Gift: gift, Count: 1}
+	f.reliable = append(f.reliable, m)
+	return m
+}
+
+func (f *fakeServer) messages(w http.ResponseWriter, r *http.Request) {
+	var body map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		protocol.WriteError(w, protocol.Errorf(400, protocol.CodeInvalidJSON, "", err.Error()))
+		return
+	}
+	p := fakePost{Auth: r.Header.Get("Authorization"), IdemKey: r.Header.Get("Idempotency-Key"), Body: body}
+	f.posts <- p
+	if !strings.HasPrefix(p.Auth, "Bearer ") {
+		protocol.WriteError(w, protocol.Errorf(401, protocol.CodeUnauthorized, "", "no token"))
+		return
+	}
+	f.mu.Lock()
+	f.nextID++
+	id := fmt.Sprintf("msg-%d", f.nextID)
+	switch body["type"] {
+	case "danmaku":
+		text, _ := body["text"].(string)
+		f.mu.Unlock()
+		if text == "too fast" {
+			protocol.WriteError(w, protocol.Errorf(429, protocol.CodeUserRateLimited, "", "you are sending too fast").WithRetry(2000))
+			return
+		}
+		f.batch(protocol.Message{ID: id, Type: protocol.TypeDanmaku, User: "me", Name: "Tess", TS: time.Now().UnixMilli(), Text: text})
+		protocol.WriteJSON(w, 202, map[string]string{"id": id})
+	case "gift":
+		if f.fail503 > 0 {
+			f.fail503--
+			f.mu.Unlock()
+			protocol.WriteError(w, protocol.Errorf(503, protocol.CodeUnavailable, "", "try again"))
+			return
+		}
+		m, dup := f.giftsByKey[p.IdemKey]
+		if !dup {
+			m = f.addGiftLocked(body["gift"].(string), "Tess")
+			f.giftsByKey[p.IdemKey] = m
+		}
+		f.mu.Unlock()
+		if !dup {
+			f.batch(m)
+		}
+		protocol.WriteJSON(w, 202, map[string]any{"id": m.ID, "seq": m.Seq})
+	default:
+		f.mu.Unlock()
+		protocol.WriteJSON(w, 202, map[string]string{"id": id})
+	}
+}
+
+func (f *fakeServer) nextDial(t *testing.T) url.Values {
+	t.Helper()
+	select {
+	case q := <-f.dials:
+		return q
+	case <-time.After(15 * time.Second):
+		t.Fatal("no gateway connection")
+		return nil
+	}
+}
+
+func (f *fakeServer) nextPost(t *testing.T) fakePost {
+	t.Helper()
+	select {
+	case p := <-f.posts:
+		return p
+	case <-time.After(10 * time.Second):
+		t.Fatal("no POST to the uplink")
+		return fakePost{}
+	}
+}
+
+// TestRoomPageAgainstFakeServer drives the room page's connection logic in
+// Chromium: dispatch candidates in order, wildcard gateway hosts, welcome,
+// de-duplication of replayed gifts, since= on reconnect (after a reconnect
+// frame and after a dropped socket), the gift Idempotency-Key reused across a
+// retry, like batching, a 429 shown to the user and a ban that stops it.
+func TestRoomPageAgainstFakeServer(t *testing.T) {
+	browser := newBrowser(t)
+	f := newFakeServer(t)
+	b := newTab(t, browser, "tess")
+	b.do(chromedp.EmulateViewport(1280, 800))
+	b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room?name=Tess"))
+
+	// Connect: dev token for the chosen name, dead gateway skipped, no since.
+	q := f.nextDial(t)
+	b.waitJS(10*time.Second, `window.liveroom.state === 'live' && document.body.dataset.state === 'live'`, "live")
+	if q.Get("room") != "fake-room" || q.Has("since") || q.Get("token") == "" {
+		t.Errorf("first connection query: %v", q)
+	}
+	f.mu.Lock()
+	tokens := f.tokens
+	f.mu.Unlock()
+	if len(tokens) != 1 || tokens[0].Name != "Tess" || tokens[0].Role != "viewer" || !regexp.MustCompile(`^guest-[A-Za-z0-9]{4}$`).MatchString(tokens[0].User) {
+		t.Errorf("dev token requests: %+v", tokens)
+	}
+	if s := b.state(); s.Gateway != "gw-1" || s.Likes != 7 || s.Online != 1 {
+		t.Errorf("after welcome: %+v", s)
+	}
+
+	// Traffic: a comment, a gift, counts.
+	g1 := f.addGift("rocket", "Ann")
+	f.batch(
+		protocol.Message{ID: "dm-a", Type: protocol.TypeDanmaku, User: "ann", Name: "Ann", TS: time.Now().UnixMilli(), Text: "first comment"},
+		g1,
+		protocol.Message{ID: "cnt-1", Type: protocol.TypeCount, Online: 42},
+		protocol.Message{ID: "lk-1", Type: protocol.TypeLike, Count: 3, Total: 12},
+	)
+	b.waitJS(5*time.Second, `window.liveroom.gifts.length === 1`, "gift 1")
+	s := b.state()
+	if s.Online != 42 || s.Likes != 12 || s.LastSeq != 1 || countOf(s.Seen, "dm-a") != 1 {
+		t.Errorf("after first batch: %+v", s)
+	}
+	if got := eval[string](b, `document.getElementById('online').textContent + '/' + document.getElementById('likes').textContent`); got != "42/12" {
+		t.Errorf("online/likes on screen %q", got)
+	}
+	if got := eval[string](b, `document.querySelector('#ticker li').textContent`); !strings.Contains(got, "Ann sent a Rocket") {
+		t.Errorf("ticker entry %q", got)
+	}
+
+	// The same gift again (a duplicate delivery) is not shown again.
+	f.batch(g1, protocol.Message{ID: "dm-b", Type: protocol.TypeDanmaku, Text: "marker"})
+	b.waitJS(5*time.Second, `window.liveroom.seen.includes('dm-b')`, "marker")
+	if s := b.state(); len(s.Gifts) != 1 {
+		t.Errorf("duplicate gift shown: %v", s.Gifts)
+	}
+
+	// A gift click: the first attempt gets 503, the retry carries the same key.
+	f.mu.Lock()
+	f.fail503 = 1
+	f.mu.Unlock()
+	b.do(chromedp.Click(chromedp.CSS(`button[data-gift="rose"]`)))
+	p1, p2 := f.nextPost(t), f.nextPost(t)
+	if p1.IdemKey == "" || p1.IdemKey != p2.IdemKey || !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(p1.IdemKey) {
+		t.Errorf("gift retry keys %q then %q", p1.IdemKey, p2.IdemKey)
+	}
+	if p2.Auth != "Bearer "+q.Get("token") || p2.Body["gift"] != "rose" || p2.Body["count"] != 1.0 || p2.Body["type"] != "gift" {
+		t.Errorf("gift request %+v", p2)
+	}
+	b.waitJS(5*time.Second, `window.liveroom.gifts.length === 2`, "the rose")
+	// A second click is a new key.
+	b.do(chromedp.Click(chromedp.CSS(`button[data-gift="car"]`)))
+	if p := f.nextPost(t); p.IdemKey == p1.IdemKey {
+		t.Error("two clicks shared an Idempotency-Key")
+	}
+	b.waitJS(5*time.Second, `window.liveroom.gifts.length === 3`, "the car")
+
+	// Likes: three quick clicks are one request, counted on screen at once.
+	if got := eval[int](b, `(() => { const l = document.getElementById('like'); l.click(); l.click(); l.click(); return window.liveroom.likes; })()`); got != 15 {
+		t.Errorf("likes right after 3 clicks = %d, want 15", got)
+	}
+	if p := f.nextPost(t); p.Body["type"] != "like" || p.Body["count"] != 3.0 {
+		t.Errorf("like request %+v", p.Body)
+	}
+	select {
+	case p := <-f.posts:
+		t.Errorf("unexpected extra request %+v", p.Body)
+	case <-time.After(500 * time.Millisecond):
+	}
+
+	// Danmaku typed and sent with Enter, shown once.
+	b.do(chromedp.SendKeys(chromedp.ID("text"), "hello fake"+kb.Enter))
+	if p := f.nextPost(t); p.Body["type"] != "danmaku" || p.Body["text"] != "hello fake" {
+		t.Errorf("danmaku request %+v", p.Body)
+	}
+	b.waitJS(5*time.Second, `document.getElementById('text').value === ''`, "send box cleared")
+	b.waitJS(5*time.Second, `[...document.querySelectorAll('#danmaku .dm')].filter(e => e.textContent === 'hello fake').length === 1`, "the comment flying")
+	time.Sleep(300 * time.Millisecond)
+	if n := eval[int](b, `[...document.querySelectorAll('#danmaku .dm')].filter(e => e.textContent === 'hello fake').length`); n != 1 {
+		t.Errorf("own comment flying %d times", n)
+	}
+
+	// A 429 is shown, and the text stays for another try.
+	b.do(chromedp.SendKeys(chromedp.ID("text"), "too fast"+kb.Enter))
+	f.nextPost(t)
+	b.waitJS(5*time.Second, `!document.getElementById('toast').hidden && document.getElementById('toast').textContent.startsWith('Slow down')`, "slow down toast")
+	if v := eval[string](b, `document.getElementById('text').value`); v != "too fast" {
+		t.Errorf("send box after 429: %q", v)
+	}
+	eval[string](b, `document.getElementById('text').value = ''`)
+
+	// A reconnect frame: the page moves through dispatch with since=, and
+	// the overlapping replay shows nothing twice.
+	f.broadcast(protocol.Reconnect{Type: protocol.FrameReconnect, AfterMS: 300})
+	b.waitJS(2*time.Second, `window.liveroom.state === 'reconnecting'`, "reconnecting after the reconnect frame")
+	if q := f.nextDial(t); q.Get("since") != "3" {
+		t.Errorf("reconnect query since=%q, want 3", q.Get("since"))
+	}
+	b.waitJS(5*time.Second, `window.liveroom.state === 'live'`, "live again")
+	f.batch(f.addGift("castle", "Ann"))
+	b.waitJS(5*time.Second, `window.liveroom.gifts.length === 4`, "gift 4")
+
+	// A dropped socket: a gift sent meanwhile arrives once after recovery.
+	if !eval[bool](b, `window.liveroom._debugDrop(600)`) {
+		t.Fatal("_debugDrop found no connection")
+	}
+	if s := b.state(); s.State != "reconnecting" {
+		t.Errorf("state right after the drop %q", s.State)
+	}
+	f.addGift("heart", "Ann") // nobody is connected: only the replay can deliver it
+	if q := f.nextDial(t); q.Get("since") != "4" {
+		t.Errorf("after drop since=%q, want 4", q.Get("since"))
+	}
+	b.waitJS(5*time.Second, `window.liveroom.state === 'live' && window.liveroom.gifts.length === 5`, "gift 5 replayed")
+	s = b.state()
+	checkOnce(t, "tess", s.Gifts)
+	if want := "gift-1,gift-2,gift-3,gift-4,gift-5"; strings.Join(s.Gifts, ",") != want {
+		t.Errorf("gifts %v, want %s", s.Gifts, want)
+	}
+	if s.LastSeq != 5 {
+		t.Errorf("lastSeq %d, want 5", s.LastSeq)
+	}
+	if n := eval[int](b, `document.querySelectorAll('#ticker li').length`); n != 5 {
+		t.Errorf("%d ticker entries for 5 gifts", n)
+	}
+
+	// A ban: shown, and the page stops reconnecting.
+	f.broadcast(protocol.ErrorFrame{Type: protocol.FrameError, Error: protocol.ErrorBody{Code: protocol.CodeBanned, Message: "you are banned from this room"}})
+	f.closeAll()
+	b.waitJS(5*time.Second, `window.liveroom.state === 'offline'`, "offline after the ban")
+	if s := b.state(); s.Error == nil || s.Error.Code != "banned" {
+		t.Errorf("error after ban: %+v", s.Error)
+	}
+	if got := eval[string](b, `document.getElementById('status-label').textContent`); !strings.Contains(got, "banned") {
+		t.Errorf("status shows %q", got)
+	}
+	select {
+	case q := <-f.dials:
+		t.Errorf("reconnected after a ban: %v", q)
+	case <-time.After(time.Second):
+	}
+	if hidden := eval[bool](b, `document.getElementById('retry').hidden`); hidden {
+		t.Error("no retry button when offline")
+	}
+	b.checkClean()
+}
+
+// TestPagesInBrowser loads the index and an invalid room in Chromium: no
+// script errors, no CSP violations, the form leads to the room, and the room
+// page lays out on a phone without horizontal scrolling.
+func TestPagesInBrowser(t *testing.T) {
+	browser := newBrowser(t)
+	f := newFakeServer(t)
+	b := newTab(t, browser, "pages")
+	b.do(chromedp.EmulateViewport(1280, 800))
+	b.do(chromedp.Navigate(f.srv.URL + "/"))
+	if n := eval[int](b, `document.querySelectorAll('.cards a[href^="/room/"]').length`); n != len(web.Suggested) {
+		t.Errorf("%d room links on the index", n)
+	}
+	b.do(
+		chromedp.SendKeys(chromedp.ID("room"), "my-room"),
+		chromedp.SendKeys(chromedp.ID("name"), "Zed"+kb.Enter),
+	)
+	b.waitJS(5*time.Second, `location.pathname === '/room/my-room' && location.search === '?name=Zed'`, "the room after the form")
+	b.waitJS(10*time.Second, `window.liveroom && window.liveroom.state === 'live'`, "live")
+
+	// Phone: nothing wider than the screen, the ticker below the video.
+	b.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	b.do(chromedp.Sleep(200 * time.Millisecond))
+	if w := eval[int](b, `document.documentElement.scrollWidth`); w > 390 {
+		t.Errorf("room page is %d px wide on a 390 px phone", w)
+	}
+	if !eval[bool](b, `document.querySelector('.ticker').getBoundingClientRect().top >= document.getElementById('video').getBoundingClientRect().bottom`) {
+		t.Error("ticker is not below the video on a phone")
+	}
+
+	b.do(chromedp.EmulateViewport(1280, 800))
+	b.do(chromedp.Navigate(f.srv.URL + "/room/not.valid"))
+	if got := eval[string](b, `document.querySelector('h1').textContent`); got != "Not a room" {
+		t.Errorf("bad room page h1 %q", got)
+	}
+	b.checkClean()
+}
+
+// TestRoomPageTokens checks where the page's token comes from: ?token=
+// overrides the dev endpoint (and leaves the address bar), and a dev endpoint
+// that refuses is reported instead of retried for ever.
+func TestRoomPageTokens(t *testing.T) {
+	browser := newBrowser(t)
+	f := newFakeServer(t)
+	f.mu.Lock()
+	f.devTokenErr = protocol.Errorf(http.StatusForbidden, protocol.CodeDevOnly, "", "dev tokens are disabled on this server")
+	f.mu.Unlock()
+
+	b := newTab(t, browser, "refused")
+	b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room"))
+	b.waitJS(10*time.Second, `window.liveroom.state === 'offline'`, "offline without a token")
+	if got := eval[string](b, `document.getElementById('status-label').textContent`); !strings.Contains(got, "dev tokens are disabled on this server") {
+		t.Errorf("status shows %q", got)
+	}
+	select {
+	case q := <-f.dials:
+		t.Errorf("connected without a token: %v", q)
+	default:
+	}
+	b.checkClean()
+
+	b = newTab(t, browser, "override")
+	b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room?token=given-token&name=Ann"))
+	if q := f.nextDial(t); q.Get("token") != "given-token" {
+		t.Errorf("connected with token %q, want the one from the URL", q.Get("token"))
+	}
+	b.waitJS(10*time.Second, `window.liveroom.state === 'live'`, "live with the given token")
+	if got := eval[string](b, `location.search`); got != "?name=Ann" {
+		t.Errorf("address bar still has %q", got)
+	}
+	b.do(chromedp.Click(chromedp.CSS(`button[data-gift="heart"]`)))
+	if p := f.nextPost(t); p.Auth != "Bearer given-token" {
+		t.Errorf("gift sent with %q", p.Auth)
+	}
+	b.checkClean()
+}

@@ -1,0 +1,754 @@
+// liveroom room page: connects through dispatch to a gateway, shows danmaku,
+// gifts, likes and the online count, and sends through the uplink.
+// Plain JS, no build step. The wire contract is docs/PROTOCOL.md.
+(function () {
+  'use strict';
+
+  var room = document.body.dataset.room;
+  var params = new URLSearchParams(location.search);
+
+  // Reliable messages are de-duplicated by id over this many recent ids; the
+  // gateway replays at most its window on since=, far fewer than this.
+  var DEDUPE_IDS = 10000;
+  // window.liveroom.seen / gifts keep this many recent ids for tests and
+  // debugging, trimmed in chunks so the trim is amortised.
+  var KEEP_IDS = 5000;
+  var CONNECT_TIMEOUT_MS = 8000; // from new WebSocket to welcome
+  var STABLE_MS = 5000; // a connection that lived this long resets backoff
+  var LIKE_BATCH_MS = 300;
+  var GIFT_RETRIES = 3;
+  var MAX_FLYING = 80; // danmaku elements on screen at once
+  var MAX_QUEUED = 150; // danmaku waiting for a lane; the oldest are dropped
+  var TICKER_ITEMS = 60;
+
+  var lr = {
+    state: 'connecting',
+    lastSeq: 0,
+    gateway: '',
+    user: '',
+    seen: [],
+    gifts: [],
+    online: 0,
+    likes: 0,
+    error: null,
+    _debugDrop: debugDrop,
+  };
+  window.liveroom = lr;
+
+  // ---------- DOM ----------
+  var $ = function (id) { return document.getElementById(id); };
+  var el = {
+    statusLabel: $('status-label'),
+    statusCount: $('status-count'),
+    retry: $('retry'),
+    online: $('online'),
+    likes: $('likes'),
+    like: $('like'),
+    video: $('video'),
+    label: document.querySelector('.video-label'),
+    danmaku: $('danmaku'),
+    flash: $('gift-flash'),
+    hearts: $('hearts'),
+    send: $('send'),
+    text: $('text'),
+    ticker: $('ticker'),
+    tickerEmpty: $('ticker-empty'),
+    commentLog: $('comment-log'),
+    toast: $('toast'),
+    icons: $('gift-icons'),
+  };
+
+  // ---------- small helpers ----------
+  function randomHex(bytes) {
+    var a = new Uint8Array(bytes);
+    crypto.getRandomValues(a);
+    return Array.prototype.map.call(a, function (b) { return (b + 0x100).toString(16).slice(1); }).join('');
+  }
+
+  // uuid4 from getRandomValues: crypto.randomUUID exists only in secure
+  // contexts, and a demo on http://<lan-ip>:8080 is not one.
+  function uuid4() {
+    var h = randomHex(16).split('');
+    h[12] = '4';
+    h[16] = '89ab'[parseInt(h[16], 16) & 3];
+    h = h.join('');
+    return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
+  }
+
+  function sleep(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
+
+  function pushBounded(arr, v) {
+    arr.push(v);
+    if (arr.length > KEEP_IDS + 500) arr.splice(0, arr.length - KEEP_IDS);
+  }
+
+  // BoundedSet remembers the most recent max values (Set keeps insertion order).
+  function BoundedSet(max) { this.max = max; this.s = new Set(); }
+  BoundedSet.prototype.has = function (v) { return this.s.has(v); };
+  BoundedSet.prototype.add = function (v) {
+    if (this.s.has(v)) return;
+    this.s.add(v);
+    if (this.s.size > this.max) this.s.delete(this.s.values().next().value);
+  };
+
+  function fmt(n) { return Number(n || 0).toLocaleString(); }
+
+  function giftIcon(gift) {
+    var src = el.icons.content.querySelector('[data-gift="' + (/^[a-z0-9_-]+$/i.test(gift) ? gift : '') + '"] svg') ||
+      el.icons.content.querySelector('[data-gift=""] svg');
+    return src.cloneNode(true);
+  }
+
+  function giftLabel(gift) {
+    var b = /^[a-z0-9_-]+$/i.test(gift) && document.querySelector('button[data-gift="' + gift + '"] .gift-label');
+    return b ? b.textContent : String(gift || 'gift');
+  }
+
+  // ---------- toast ----------
+  var toastTimer = 0;
+  function toast(msg, kind) {
+    el.toast.textContent = msg;
+    el.toast.className = 'toast' + (kind ? ' ' + kind : '');
+    el.toast.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(function () { el.toast.hidden = true; }, 4000);
+  }
+
+  // ApiError carries a JSON error answer {"error":{code,message,field}}.
+  function ApiError(status, body, fallback) {
+    var e = (body && body.error) || {};
+    this.status = status;
+    this.code = e.code || (status ? 'http_' + status : 'network');
+    this.field = e.field || '';
+    this.retryAfterMs = e.retry_after_ms || 0;
+    this.message = e.message || fallback || ('HTTP ' + status);
+  }
+  ApiError.prototype = Object.create(Error.prototype);
+
+  function describe(err) {
+    if (!(err instanceof ApiError)) return 'Network error — check your connection.';
+    var m = err.message;
+    if (err.status === 429) {
+      m = 'Slow down — ' + m;
+      if (err.retryAfterMs) m += ' (try again in ' + Math.ceil(err.retryAfterMs / 1000) + ' s)';
+    }
+    return m;
+  }
+
+  async function postJSON(url, body, headers) {
+    var res;
+    try {
+      res = await fetch(url, {
+        method: 'POST',
+        headers: Object.assign({ 'Content-Type': 'application/json' }, headers || {}),
+        body: JSON.stringify(body),
+        cache: 'no-store',
+      });
+    } catch (e) {
+      throw new ApiError(0, null, 'Network error — check your connection.');
+    }
+    var j = null;
+    try { j = await res.json(); } catch (e) { /* not JSON */ }
+    if (!res.ok) throw new ApiError(res.status, j);
+    return j || {};
+  }
+
+  // ---------- token ----------
+  // ?token= overrides everything (kept for this tab only, and removed from
+  // the address bar so it is not shared by copying the URL). Otherwise a dev
+  // token from POST /v1/dev/token is kept in localStorage and reused until it
+  // expires or the server rejects it.
+  var TOKEN_KEY = 'liveroom.token';
+  var OVERRIDE_KEY = 'liveroom.tokenOverride';
+  var wantName = (params.get('name') || '').trim().slice(0, 32);
+  var override = params.get('token') || '';
+  try {
+    if (override) sessionStorage.setItem(OVERRIDE_KEY, override);
+    else override = sessionStorage.getItem(OVERRIDE_KEY) || '';
+  } catch (e) { /* storage disabled */ }
+  if (params.has('token')) {
+    params.delete('token');
+    var qs = params.toString();
+    history.replaceState(null, '', location.pathname + (qs ? '?' + qs : '') + location.hash);
+  }
+  var token = '';
+  var tokenIsDev = false;
+
+  function jwtClaims(t) {
+    try {
+      var p = t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      return JSON.parse(atob(p + '==='.slice((p.length + 3) % 4)));
+    } catch (e) { return {}; }
+  }
+
+  function usable(t) {
+    var exp = jwtClaims(t).exp;
+    return !exp || exp * 1000 > Date.now() + 30000;
+  }
+
+  async function getToken(fresh) {
+    if (override) { tokenIsDev = false; return override; }
+    if (token && !fresh && usable(token)) return token;
+    var stored = null;
+    try { stored = JSON.parse(localStorage.getItem(TOKEN_KEY) || 'null'); } catch (e) { /* ignore */ }
+    if (!fresh && stored && stored.token && usable(stored.token) && (!wantName || stored.name === wantName)) {
+      token = stored.token;
+      tokenIsDev = true;
+      return token;
+    }
+    var id = randomHex(2).toUpperCase();
+    var user = 'guest-' + id;
+    var name = wantName || ('Guest ' + id);
+    var j;
+    try {
+      j = await postJSON('/v1/dev/token', { user: user, name: name, role: 'viewer' });
+    } catch (e) {
+      if (e instanceof ApiError && e.status >= 400 && e.status < 500) {
+        e.fatal = true;
+        e.message = 'Cannot get a guest token: ' + e.message + ' — open this page with ?token=… instead.';
+      }
+      throw e;
+    }
+    if (!j.token) throw new ApiError(0, null, 'The dev token endpoint answered without a token.');
+    token = j.token;
+    tokenIsDev = true;
+    try { localStorage.setItem(TOKEN_KEY, JSON.stringify({ token: token, name: name, user: user })); } catch (e) { /* ignore */ }
+    return token;
+  }
+
+  // ---------- connection state ----------
+  var STATE_TEXT = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting', offline: 'Offline' };
+  var countdownTimer = 0;
+  var detail = '';
+
+  function setState(s, info) {
+    detail = info || '';
+    if (lr.state !== s || el.statusLabel.dataset.detail !== detail) {
+      el.statusLabel.textContent = STATE_TEXT[s] + (detail ? ' — ' + detail : '');
+      el.statusLabel.dataset.detail = detail;
+    }
+    lr.state = s;
+    document.body.dataset.state = s;
+    el.retry.hidden = !(s === 'offline' || s === 'reconnecting');
+    if (s !== 'reconnecting') showCountdown(0);
+  }
+
+  function showCountdown(until) {
+    clearInterval(countdownTimer);
+    if (!until) { el.statusCount.textContent = ''; return; }
+    var tick = function () {
+      var left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+      el.statusCount.textContent = left > 0 ? 'in ' + left + ' s' : '…';
+      if (left <= 0) clearInterval(countdownTimer);
+    };
+    tick();
+    countdownTimer = setInterval(tick, 250);
+  }
+
+  // Reconnect policy from dispatch; these defaults apply until it answers.
+  var policy = { base_ms: 500, max_ms: 15000, jitter: 0.3 };
+  var attempt = 0;
+
+  function backoff() {
+    var d = Math.min(policy.max_ms, policy.base_ms * Math.pow(2, attempt));
+    var j = Number(policy.jitter) || 0;
+    // jitter is a fraction of the delay (0..1); a larger number is read as
+    // milliseconds of extra random delay.
+    if (j > 0 && j <= 1) d = d * (1 - j + 2 * j * Math.random());
+    else if (j > 1) d = d + Math.random() * j;
+    attempt++;
+    return Math.max(0, Math.round(d));
+  }
+
+  // waitFor sleeps ms while showing the countdown; "Retry now", the browser
+  // coming back online, or the tab becoming visible cut it short.
+  var wake = null;
+  function waitFor(ms) {
+    return new Promise(function (resolve) {
+      var t = setTimeout(done, ms);
+      function done() { clearTimeout(t); wake = null; resolve(); }
+      wake = done;
+      showCountdown(Date.now() + ms);
+    });
+  }
+
+  el.retry.addEventListener('click', function () {
+    attempt = 0;
+    if (wake) wake();
+    else if (!connecting) connect();
+  });
+  window.addEventListener('online', function () { if (wake) wake(); else if (lr.state === 'offline' && !fatal) connect(); });
+
+  // ---------- dispatch + gateway ----------
+  var conn = null; // {ws, gw, liveAt, retiring, holdMs}
+  var connecting = false;
+  var fatal = null; // an error that stops reconnecting until the user retries
+  var hasPosition = false; // true once a welcome told us where the room stood
+  var failedOpens = 0;
+
+  async function dispatch() {
+    var res;
+    try {
+      res = await fetch('/v1/dispatch?room=' + encodeURIComponent(room), { cache: 'no-store' });
+    } catch (e) {
+      throw new ApiError(0, null, 'cannot reach dispatch');
+    }
+    var j = null;
+    try { j = await res.json(); } catch (e) { /* ignore */ }
+    if (!res.ok) throw new ApiError(res.status, j, 'dispatch answered ' + res.status);
+    if (j && j.reconnect) {
+      var p = j.reconnect;
+      if (p.base_ms > 0) policy.base_ms = p.base_ms;
+      if (p.max_ms > 0) policy.max_ms = p.max_ms;
+      if (p.jitter !== undefined && p.jitter >= 0) policy.jitter = p.jitter;
+    }
+    var gws = (j && j.gateways) || [];
+    if (!gws.length) throw new ApiError(503, null, 'no gateway available');
+    return gws;
+  }
+
+  // wsURL resolves a gateway URL: a wildcard or empty host means "the host
+  // this page came from" (keeping the gateway's own port when it names one).
+  function wsURL(u) {
+    var secure = location.protocol === 'https:';
+    if (u.charAt(0) === '/') return (secure ? 'wss://' : 'ws://') + location.host + u;
+    var m = /^(wss?|https?):\/\/([^\/?#]*)(.*)$/i.exec(u);
+    if (!m) return u;
+    var scheme = m[1].toLowerCase().replace(/^http/, 'ws');
+    var host = m[2];
+    var rest = m[3] || '/';
+    var hm = /^(0\.0\.0\.0|\[::\]|)(?::(\d+))?$/.exec(host);
+    if (hm) {
+      host = hm[2] ? location.hostname.replace(/^(.*:.*)$/, '[$1]') + ':' + hm[2] : location.host;
+      if (secure) scheme = 'wss';
+    }
+    return scheme + '://' + host + rest;
+  }
+
+  // open dials one gateway and resolves once its welcome arrives.
+  function open(gw, tok) {
+    return new Promise(function (resolve, reject) {
+      var url = wsURL(gw.url);
+      url += (url.indexOf('?') < 0 ? '?' : '&') + 'room=' + encodeURIComponent(room) + '&token=' + encodeURIComponent(tok);
+      if (lr.lastSeq || hasPosition) url += '&since=' + lr.lastSeq;
+      var ws;
+      try { ws = new WebSocket(url); } catch (e) { reject(new ApiError(0, null, 'bad gateway url')); return; }
+      var c = { ws: ws, gw: gw, liveAt: 0, retiring: false, holdMs: 0, opened: false };
+      var settled = false;
+      var timer = setTimeout(function () { fail(new ApiError(0, null, 'gateway did not answer')); }, CONNECT_TIMEOUT_MS);
+      function fail(err) {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        try { ws.close(); } catch (e) { /* ignore */ }
+        reject(err);
+      }
+      ws.onopen = function () { c.opened = true; };
+      ws.onmessage = function (ev) {
+        var f;
+        try { f = JSON.parse(ev.data); } catch (e) { return; }
+        if (!settled) {
+          if (f.type === 'welcome') {
+            settled = true;
+            clearTimeout(timer);
+            onWelcome(c, f);
+            resolve(c);
+          } else if (f.type === 'error') {
+            fail(frameError(f));
+          }
+          return;
+        }
+        onFrame(c, f);
+      };
+      ws.onclose = function (ev) {
+        if (!settled) {
+          fail(c.lastError || new ApiError(0, null, c.opened ? 'gateway closed (' + ev.code + ')' : 'cannot connect to gateway'));
+          return;
+        }
+        onClosed(c, ev);
+      };
+    });
+  }
+
+  function frameError(f) {
+    var e = new ApiError(0, { error: f.error || {} }, 'gateway error');
+    e.frame = true;
+    return e;
+  }
+
+  // Codes after which reconnecting would only fail again.
+  var FATAL_CODES = { banned: 1, forbidden: 1, invalid_room: 1 };
+
+  async function connect() {
+    if (connecting) return;
+    connecting = true;
+    fatal = null;
+    try {
+      for (;;) {
+        setState(lr.gateway || attempt ? 'reconnecting' : 'connecting');
+        var err = null;
+        try {
+          var tok = await getToken(false);
+          var gws = await dispatch();
+          for (var i = 0; i < gws.length; i++) {
+            try {
+              var c = await open(gws[i], tok);
+              failedOpens = 0;
+              return c;
+            } catch (e) {
+              err = e;
+              if (e.code && FATAL_CODES[e.code]) throw e;
+              if (e.code === 'unauthorized') break;
+            }
+          }
+          throw err || new ApiError(503, null, 'no gateway available');
+        } catch (e) {
+          err = e;
+        }
+        if (err.fatal || FATAL_CODES[err.code] || (err.code === 'unauthorized' && !tokenIsDev)) {
+          stop(err);
+          return null;
+        }
+        // A browser cannot see why a WebSocket handshake failed. If every
+        // gateway refused us twice in a row, a stale dev token (a dev server
+        // restarted with a new secret) is the likely cause: mint a new one.
+        if (err.code === 'unauthorized' || (err.status === 0 && !err.frame && ++failedOpens >= 2)) {
+          if (tokenIsDev) { token = ''; try { localStorage.removeItem(TOKEN_KEY); } catch (e2) { /* ignore */ } }
+          failedOpens = 0;
+        }
+        if (!navigator.onLine) {
+          setState('offline', 'no network');
+          await new Promise(function (r) { wake = function () { wake = null; r(); }; });
+          continue;
+        }
+        var d = backoff();
+        setState('reconnecting', err.message && err.status !== 0 ? err.message : '');
+        await waitFor(d);
+      }
+    } finally {
+      connecting = false;
+    }
+  }
+
+  function stop(err) {
+    fatal = err;
+    lr.error = { code: err.code, message: err.message };
+    setState('offline', err.message);
+    toast(err.message);
+  }
+
+  function onWelcome(c, f) {
+    conn = c;
+    c.liveAt = Date.now();
+    lr.gateway = f.gateway || c.gw.id || '';
+    lr.user = f.user || '';
+    lr.error = null;
+    if (!hasPosition) {
+      // First join: the room's history before now is not ours to show.
+      lr.lastSeq = Math.max(lr.lastSeq, f.seq || 0);
+      hasPosition = true;
+    }
+    setOnline(f.online || 0);
+    setLikes(f.likes || 0, true);
+    setState('live');
+  }
+
+  function onFrame(c, f) {
+    if (c !== conn) return;
+    switch (f.type) {
+      case 'batch':
+        var msgs = f.msgs || [];
+        for (var i = 0; i < msgs.length; i++) onMessage(msgs[i]);
+        break;
+      case 'reconnect':
+        moveAfter(c, Math.max(0, Number(f.after_ms) || 0));
+        break;
+      case 'error':
+        c.lastError = frameError(f);
+        if (FATAL_CODES[c.lastError.code]) stop(c.lastError);
+        else toast(c.lastError.message);
+        break;
+    }
+  }
+
+  // moveAfter handles a gateway's request to leave (it is draining): keep
+  // receiving on it while the countdown runs, then reconnect via dispatch.
+  function moveAfter(c, ms) {
+    if (c.retiring) return;
+    c.retiring = true;
+    setState('reconnecting', 'moving to another server');
+    waitFor(ms).then(function () {
+      if (conn === c) conn = null;
+      try { c.ws.close(1000, 'moving'); } catch (e) { /* ignore */ }
+      connect();
+    });
+  }
+
+  function onClosed(c, ev) {
+    if (conn !== c) return;
+    conn = null;
+    if (c.retiring) return; // moveAfter reconnects when its countdown ends
+    if (fatal) return;
+    if (Date.now() - c.liveAt >= STABLE_MS) attempt = 0;
+    var hold = c.holdMs;
+    var d = Math.max(hold, backoff());
+    if (!navigator.onLine) { setState('offline', 'no network'); }
+    else setState('reconnecting', c.lastError ? c.lastError.message : '');
+    waitFor(d).then(connect);
+  }
+
+  // debugDrop cuts the connection as a network failure would (for tests);
+  // holdMs keeps it down at least that long.
+  function debugDrop(holdMs) {
+    var c = conn;
+    if (!c) return false;
+    c.holdMs = Math.max(0, Number(holdMs) || 0);
+    c.ws.close();
+    // onclose may come late; act now so the test sees the state at once.
+    onClosed(c, { code: 1006 });
+    return true;
+  }
+
+  // ---------- messages ----------
+  var dedupe = new BoundedSet(DEDUPE_IDS);
+  var echoed = new BoundedSet(500); // own danmaku already shown locally
+
+  function onMessage(m) {
+    if (!m || !m.type) return;
+    if (m.id) {
+      if (dedupe.has(m.id)) return;
+      dedupe.add(m.id);
+      pushBounded(lr.seen, m.id);
+    }
+    if (m.seq && (m.type === 'gift' || m.type === 'notice')) {
+      if (m.seq > lr.lastSeq) lr.lastSeq = m.seq;
+      hasPosition = true;
+    }
+    switch (m.type) {
+      case 'danmaku':
+        logComment(m);
+        if (!echoed.has(m.id)) fly(m, !!m.user && m.user === lr.user);
+        break;
+      case 'gift':
+        pushBounded(lr.gifts, m.id);
+        showGift(m);
+        break;
+      case 'like':
+        if (m.total) setLikes(m.total, false);
+        else setLikes(lr.likes + (m.count || 0), false);
+        var others = Math.max(0, (m.count || 0) - ownLikeEcho);
+        ownLikeEcho = Math.max(0, ownLikeEcho - (m.count || 0));
+        for (var i = 0; i < Math.min(others, 4); i++) setTimeout(floatHeart, i * 120);
+        break;
+      case 'count':
+        setOnline(m.online || 0);
+        break;
+      case 'notice':
+        showNotice(m);
+        break;
+    }
+  }
+
+  function setOnline(n) {
+    lr.online = n;
+    el.online.textContent = fmt(n);
+  }
+
+  // Likes never go backwards on screen: a local click counts at once and the
+  // server's running total, which will include it, catches up later. A
+  // welcome's total (reset) does not include clicks not yet sent.
+  function setLikes(total, reset) {
+    lr.likes = Math.max(lr.likes, total + (reset ? pendingLikes : 0));
+    el.likes.textContent = fmt(lr.likes);
+  }
+
+  function logComment(m) {
+    var li = document.createElement('li');
+    li.textContent = (m.name || m.user || 'someone') + ': ' + (m.text || '');
+    el.commentLog.appendChild(li);
+    while (el.commentLog.childElementCount > 50) el.commentLog.firstElementChild.remove();
+  }
+
+  // ---------- danmaku ----------
+  var danmaku = window.LiveroomDanmaku(el.danmaku, el.label, { maxFlying: MAX_FLYING, maxQueued: MAX_QUEUED });
+
+  function fly(m, mine) { danmaku.fly(m.text || '', mine); }
+
+  // ---------- gifts and notices ----------
+  function clock(ts) {
+    var d = ts ? new Date(ts) : new Date();
+    return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  }
+
+  function tickerItem(li) {
+    el.tickerEmpty.hidden = true;
+    el.ticker.prepend(li);
+    while (el.ticker.childElementCount > TICKER_ITEMS) el.ticker.lastElementChild.remove();
+  }
+
+  function showGift(m) {
+    var who = m.name || m.user || 'Someone';
+    var label = giftLabel(m.gift);
+    var count = m.count || 1;
+
+    var li = document.createElement('li');
+    li.dataset.id = m.id;
+    li.appendChild(giftIcon(m.gift));
+    var t = document.createElement('span');
+    t.className = 'tick-text';
+    var n = document.createElement('span');
+    n.className = 'tick-name';
+    n.textContent = who;
+    var c = document.createElement('span');
+    c.className = 'tick-count';
+    c.textContent = count > 1 ? ' ×' + count : '';
+    t.append(n, ' sent a ' + label, c);
+    var tm = document.createElement('time');
+    tm.className = 'tick-time';
+    if (m.ts) tm.dateTime = new Date(m.ts).toISOString();
+    tm.textContent = clock(m.ts);
+    li.append(t, tm);
+    tickerItem(li);
+
+    if (!document.hidden) flashGift(who, label, m.gift, count);
+  }
+
+  var flashes = 0;
+  function flashGift(who, label, gift, count) {
+    if (flashes >= 3 && el.flash.firstElementChild) {
+      el.flash.firstElementChild.remove();
+      flashes--;
+    }
+    var f = document.createElement('div');
+    f.className = 'flash';
+    f.appendChild(giftIcon(gift));
+    var s = document.createElement('span');
+    s.textContent = who + ' sent a ' + label + ' ';
+    var c = document.createElement('span');
+    c.className = 'count';
+    c.textContent = '×' + count;
+    s.appendChild(c);
+    f.appendChild(s);
+    el.flash.appendChild(f);
+    flashes++;
+    setTimeout(function () { if (f.isConnected) { f.remove(); flashes--; } }, 3100);
+  }
+
+  function showNotice(m) {
+    var li = document.createElement('li');
+    li.className = 'notice';
+    li.dataset.id = m.id;
+    var t = document.createElement('span');
+    t.className = 'tick-text';
+    t.textContent = m.text || '';
+    var tm = document.createElement('time');
+    tm.className = 'tick-time';
+    tm.textContent = clock(m.ts);
+    li.append(t, tm);
+    tickerItem(li);
+    toast(m.text || 'Notice', 'info');
+  }
+
+  // ---------- sending ----------
+  function messagesURL() { return '/v1/rooms/' + encodeURIComponent(room) + '/messages'; }
+
+  // send posts one message; a 401 with a dev token mints a new one once.
+  async function send(body, headers) {
+    var tok = await getToken(false);
+    try {
+      return await postJSON(messagesURL(), body, Object.assign({ Authorization: 'Bearer ' + tok }, headers || {}));
+    } catch (e) {
+      if (e.status === 401 && tokenIsDev) {
+        tok = await getToken(true);
+        return postJSON(messagesURL(), body, Object.assign({ Authorization: 'Bearer ' + tok }, headers || {}));
+      }
+      throw e;
+    }
+  }
+
+  el.send.addEventListener('submit', async function (ev) {
+    ev.preventDefault();
+    var text = el.text.value.trim();
+    if (!text) return;
+    try {
+      var r = await send({ type: 'danmaku', text: text });
+      if (el.text.value.trim() === text) el.text.value = '';
+      // Show our own comment at once, outlined; the copy that comes back
+      // through the gateway (if it is not sampled away) is then skipped.
+      if (r && r.id && !dedupe.has(r.id)) {
+        echoed.add(r.id);
+        fly({ id: r.id, text: text }, true);
+      }
+    } catch (e) {
+      toast(describe(e));
+    }
+  });
+
+  // Gifts are paid: one click is one Idempotency-Key, reused on every retry
+  // so the uplink counts it once however many times the request is sent.
+  async function sendGift(btn) {
+    var key = uuid4();
+    var body = { type: 'gift', gift: btn.dataset.gift, count: 1 };
+    btn.setAttribute('aria-busy', 'true');
+    try {
+      for (var i = 0; ; i++) {
+        try {
+          await send(body, { 'Idempotency-Key': key });
+          return;
+        } catch (e) {
+          var retry = e instanceof ApiError && (e.status === 0 || e.status >= 500) && i < GIFT_RETRIES;
+          if (!retry) { toast(describe(e)); return; }
+          await sleep(300 * Math.pow(2, i));
+        }
+      }
+    } finally {
+      btn.removeAttribute('aria-busy');
+    }
+  }
+
+  document.querySelectorAll('button[data-gift]').forEach(function (b) {
+    b.addEventListener('click', function () { sendGift(b); });
+  });
+
+  // Likes: clicks count on screen at once and go out as one request per
+  // LIKE_BATCH_MS with the summed count.
+  var pendingLikes = 0;
+  var likeTimer = 0;
+  var ownLikeEcho = 0;
+
+  el.like.addEventListener('click', function () {
+    pendingLikes++;
+    lr.likes++;
+    el.likes.textContent = fmt(lr.likes);
+    floatHeart();
+    if (!likeTimer) likeTimer = setTimeout(flushLikes, LIKE_BATCH_MS);
+  });
+
+  async function flushLikes() {
+    likeTimer = 0;
+    var n = pendingLikes;
+    pendingLikes = 0;
+    if (!n) return;
+    ownLikeEcho += n;
+    try {
+      await send({ type: 'like', count: n });
+    } catch (e) {
+      ownLikeEcho = Math.max(0, ownLikeEcho - n);
+      lr.likes = Math.max(0, lr.likes - n);
+      el.likes.textContent = fmt(lr.likes);
+      toast(describe(e));
+    }
+  }
+
+  function floatHeart() {
+    if (document.hidden || el.hearts.childElementCount > 20) return;
+    var svg = el.like.querySelector('svg').cloneNode(true);
+    svg.setAttribute('class', 'heart-float');
+    svg.style.setProperty('--hx', Math.round(Math.random() * 40 - 20) + 'px');
+    svg.addEventListener('animationend', function () { svg.remove(); }, { once: true });
+    el.hearts.appendChild(svg);
+  }
+
+  // ---------- start ----------
+  connect();
+})();
