@@ -246,17 +246,17 @@
   }
 
   // Reconnect policy from dispatch; these defaults apply until it answers.
-  var policy = { base_ms: 500, max_ms: 15000, jitter: 0.3 };
+  var policy = { base_ms: 500, max_ms: 15000, jitter: 0.5 }; // dispatch's defaults
   var attempt = 0;
 
+  // backoff follows the dispatch policy exactly:
+  // delay = min(max_ms, base_ms × 2^attempt) × (1 − jitter·rand), rand in [0,1),
+  // so viewers dropped together spread out and never wait above max_ms.
   function backoff() {
     var d = Math.min(policy.max_ms, policy.base_ms * Math.pow(2, attempt));
-    var j = Number(policy.jitter) || 0;
-    // jitter is a fraction of the delay (0..1); a larger number is read as
-    // milliseconds of extra random delay.
-    if (j > 0 && j <= 1) d = d * (1 - j + 2 * j * Math.random());
-    else if (j > 1) d = d + Math.random() * j;
-    attempt++;
+    var j = Math.min(1, Math.max(0, Number(policy.jitter) || 0));
+    d = d * (1 - j * Math.random());
+    attempt = Math.min(attempt + 1, 30);
     return Math.max(0, Math.round(d));
   }
 
