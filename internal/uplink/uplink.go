@@ -1,0 +1,263 @@
+// Package uplink is liveroom's send path: the HTTP API through which viewers
+// and anchors send danmaku, gifts and likes into a room. It authenticates,
+// validates, rate-limits and publishes to NATS; it never talks to viewers.
+//
+//   - danmaku (live class) are core-published once to the room's live subject;
+//   - gifts (reliable class) are stored in JetStream under a message id derived
+//     from the sender's Idempotency-Key, and answered only after the store
+//     acknowledged them, so a retried gift is stored once;
+//   - likes (aggregate class) are summed per room in memory and, every
+//     LikeWindow, added to the room's total in the room-state bucket and
+//     published as one aggregate.
+package uplink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+// DefaultGifts is the gift catalogue used when Config.Gifts is empty.
+var DefaultGifts = []string{"rose", "heart", "rocket", "castle", "car"}
+
+// Config configures a Server. Zero values mean the documented defaults.
+type Config struct {
+	// NC publishes danmaku and like aggregates. Required; owned by the caller.
+	NC *nats.Conn
+	// JS stores gifts and like totals. Required. The reliable stream and the
+	// room-state bucket must exist (bus.EnsureStreams); New does not create
+	// them.
+	JS jetstream.JetStream
+	// Verifier authenticates senders. Required.
+	Verifier *auth.Verifier
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Gifts is the gift catalogue: names of [a-z0-9_-]{1,32}, no duplicates.
+	// Default DefaultGifts.
+	Gifts []string
+	// UserRate is how many danmaku one user may send per second, on
+	// average. Default 2.
+	UserRate float64
+	// UserBurst is the size of a user's danmaku bucket. Default 5.
+	UserBurst int
+	// RoomRate caps the danmaku per second accepted for one room, burst
+	// equal to the rate (at least 1). Default 1000.
+	RoomRate float64
+	// LikeWindow is how often pending likes are stored and published.
+	// Default 500ms.
+	LikeWindow time.Duration
+	// PublishTimeout bounds the wait for a gift's JetStream ack and for one
+	// like flush. Default 5s.
+	PublishTimeout time.Duration
+	// MaxBody is the largest request body in bytes. Default 4096.
+	MaxBody int64
+}
+
+// Server serves the send API. Create it with New, serve Handler and run Run
+// for as long as Handler serves: Run stores likes and evicts idle limiters.
+// All methods are safe for concurrent use.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	gifts catalogue
+	users *limiterSet
+	rooms *limiterSet
+	likes *likeAgg
+	stats counters
+
+	running atomic.Bool
+	kv      jetstream.KeyValue // opened lazily by the Run goroutine only
+}
+
+// New validates cfg, fills defaults and returns a Server. It does no I/O.
+func New(cfg Config) (*Server, error) {
+	if cfg.NC == nil || cfg.JS == nil || cfg.Verifier == nil {
+		return nil, errors.New("cannot create uplink: NC, JS and Verifier are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if len(cfg.Gifts) == 0 {
+		cfg.Gifts = DefaultGifts
+	}
+	gifts := make(catalogue, len(cfg.Gifts))
+	for _, g := range cfg.Gifts {
+		if !validGiftName(g) {
+			return nil, fmt.Errorf("cannot create uplink: gift name %q: want [a-z0-9_-]{1,32}", g)
+		}
+		if _, dup := gifts[g]; dup {
+			return nil, fmt.Errorf("cannot create uplink: gift %q listed twice", g)
+		}
+		gifts[g] = struct{}{}
+	}
+	cfg.Gifts = append([]string(nil), cfg.Gifts...)
+	if cfg.UserRate == 0 {
+		cfg.UserRate = 2
+	}
+	if cfg.UserBurst == 0 {
+		cfg.UserBurst = 5
+	}
+	if cfg.RoomRate == 0 {
+		cfg.RoomRate = 1000
+	}
+	if cfg.LikeWindow == 0 {
+		cfg.LikeWindow = 500 * time.Millisecond
+	}
+	if cfg.PublishTimeout == 0 {
+		cfg.PublishTimeout = 5 * time.Second
+	}
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = 4096
+	}
+	switch {
+	case cfg.UserRate < 0 || cfg.UserBurst < 0 || cfg.RoomRate < 0:
+		return nil, errors.New("cannot create uplink: rates and bursts must be positive")
+	case cfg.LikeWindow < 0 || cfg.PublishTimeout < 0 || cfg.MaxBody < 0:
+		return nil, errors.New("cannot create uplink: LikeWindow, PublishTimeout and MaxBody must be positive")
+	}
+	s := &Server{
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "uplink"),
+		gifts: gifts,
+		users: newLimiterSet(cfg.UserRate, cfg.UserBurst),
+		rooms: newLimiterSet(cfg.RoomRate, max(int(cfg.RoomRate), 1)),
+		likes: newLikeAgg(),
+	}
+	s.stats.init()
+	return s, nil
+}
+
+func validGiftName(g string) bool {
+	if len(g) == 0 || len(g) > 32 {
+		return false
+	}
+	for i := 0; i < len(g); i++ {
+		c := g[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// Run stores and publishes likes every LikeWindow and evicts idle rate
+// limiters, until ctx is done. It then flushes the pending likes once more
+// (bounded by PublishTimeout) and returns nil. Stop serving Handler before
+// cancelling ctx: likes accepted after Run returned stay pending. Run may not
+// be called twice at once.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("cannot run uplink: already running")
+	}
+	defer s.running.Store(false)
+	likeTick := time.NewTicker(s.cfg.LikeWindow)
+	defer likeTick.Stop()
+	sweepTick := time.NewTicker(limiterSweepEvery)
+	defer sweepTick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx := context.WithoutCancel(ctx)
+			s.flushLikes(fctx)
+			if rooms, likes := s.likes.pending(); rooms > 0 {
+				s.log.Error("likes not stored at shutdown", "rooms", rooms, "likes", likes)
+			}
+			return nil
+		case <-likeTick.C:
+			s.flushLikes(ctx)
+		case now := <-sweepTick.C:
+			u, r := s.users.sweep(now), s.rooms.sweep(now)
+			if u+r > 0 {
+				s.log.Debug("evicted idle rate limiters", "users", u, "rooms", r)
+			}
+		}
+	}
+}
+
+// Stats is a snapshot of a Server's counters since New.
+type Stats struct {
+	// Danmaku is the number of danmaku published.
+	Danmaku uint64
+	// Gifts is the number of gift requests answered 202, duplicates included.
+	Gifts uint64
+	// GiftDuplicates counts gift requests JetStream recognised as retries.
+	GiftDuplicates uint64
+	// LikeRequests is the number of like requests answered 202.
+	LikeRequests uint64
+	// Likes is the sum of the counts of those requests.
+	Likes uint64
+	// LikeMessages is the number of like aggregates published.
+	LikeMessages uint64
+	// LikeFlushErrors counts rooms (or whole flushes) whose totals could not
+	// be stored; their likes were kept for the next window.
+	LikeFlushErrors uint64
+	// LikesPending is the sum of likes waiting for a flush.
+	LikesPending int64
+	// Rejected counts error answers by error code (invalid_room,
+	// user_rate_limited, unavailable, ...). The map is a copy.
+	Rejected map[string]uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	_, pending := s.likes.pending()
+	st := Stats{
+		Danmaku:         s.stats.danmaku.Load(),
+		Gifts:           s.stats.gifts.Load(),
+		GiftDuplicates:  s.stats.giftDuplicates.Load(),
+		LikeRequests:    s.stats.likeRequests.Load(),
+		Likes:           s.stats.likes.Load(),
+		LikeMessages:    s.stats.likeMessages.Load(),
+		LikeFlushErrors: s.stats.likeFlushErrors.Load(),
+		LikesPending:    pending,
+		Rejected:        make(map[string]uint64),
+	}
+	for code, c := range s.stats.rejected {
+		if n := c.Load(); n > 0 {
+			st.Rejected[code] = n
+		}
+	}
+	return st
+}
+
+// counters are the atomic counters behind Stats. rejected is filled by
+// init and only read afterwards, so it needs no lock.
+type counters struct {
+	danmaku, gifts, giftDuplicates    atomic.Uint64
+	likeRequests, likes, likeMessages atomic.Uint64
+	likeFlushErrors                   atomic.Uint64
+	rejected                          map[string]*atomic.Uint64
+}
+
+// rejectCodeOther counts any code not listed in init.
+const rejectCodeOther = "other"
+
+func (c *counters) init() {
+	c.rejected = make(map[string]*atomic.Uint64)
+	for _, code := range []string{
+		protocol.CodeInvalidRoom, protocol.CodeUnauthorized, protocol.CodeTooLarge,
+		protocol.CodeBadRequest, protocol.CodeInvalidJSON, protocol.CodeUnknownType,
+		protocol.CodeInvalidField, protocol.CodeUnknownGift, protocol.CodeMissingIdemKey,
+		protocol.CodeUserRateLimited, protocol.CodeRoomRateLimited, protocol.CodeUnavailable,
+		protocol.CodeMethodNotAllowed, protocol.CodeInternal, rejectCodeOther,
+	} {
+		c.rejected[code] = new(atomic.Uint64)
+	}
+}
+
+func (c *counters) reject(code string) {
+	n, ok := c.rejected[code]
+	if !ok {
+		n = c.rejected[rejectCodeOther]
+	}
+	n.Add(1)
+}
