@@ -78,7 +78,18 @@ func (s *Server) startRoom(r *room) {
 		}
 		s.stats.ReliableIn.Add(1)
 		r.add(pendingMsg{b: protocol.WithSeq(msg.Data(), md.Sequence.Stream), seq: md.Sequence.Stream, kind: kindReliable})
-	})
+	},
+		// Short pulls with a 1 s heartbeat: when the consumer's NATS node
+		// dies, two missed heartbeats make the ordered consumer recreate
+		// itself from the last stream sequence it delivered (no gap, no
+		// duplicate), within seconds rather than the 30 s default.
+		jetstream.PullExpiry(5*time.Second),
+		jetstream.PullHeartbeat(time.Second),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			s.stats.ConsumerErrors.Add(1)
+			s.log.Debug("reliable consumer", "room", r.id, "err", err)
+		}),
+	)
 	if err != nil {
 		fail(err)
 		return

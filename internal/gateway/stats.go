@@ -23,6 +23,7 @@ type Stats struct {
 	ClosedBadFrame   atomic.Int64 // connections closed: oversized or malformed client frame
 	Replayed         atomic.Int64 // reliable messages replayed to reconnecting clients
 	ReplayedFromJS   atomic.Int64 // of which read from JetStream (not the memory window)
+	ConsumerErrors   atomic.Int64 // reliable consumer errors (heartbeats missed, resets)
 	RoomsStarted     atomic.Int64 // room subscriptions started
 	RoomsStopped     atomic.Int64 // room subscriptions stopped
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"path"
@@ -157,8 +158,7 @@ func (s *Server) sendGift(w http.ResponseWriter, r *http.Request, room protocol.
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PublishTimeout)
 	defer cancel()
-	ack, err := s.cfg.JS.PublishMsg(ctx, &nats.Msg{Subject: bus.ReliableSubject(room), Data: protocol.Encode(m)},
-		jetstream.WithMsgID(m.ID), jetstream.WithExpectStream(bus.ReliableStream))
+	ack, err := s.storeGift(ctx, bus.ReliableSubject(room), m.ID, protocol.Encode(m))
 	if err != nil {
 		// Not stored, or not known to be: the client retries with the same
 		// key, and the dedupe makes that safe either way.
@@ -182,6 +182,37 @@ func (s *Server) sendLike(w http.ResponseWriter, r *http.Request, room protocol.
 	s.stats.likeRequests.Add(1)
 	s.stats.likes.Add(uint64(req.Count))
 	protocol.WriteJSON(w, http.StatusAccepted, idAnswer{ID: nuid.Next()})
+}
+
+// storeGift publishes a gift to the reliable stream and waits for the ack.
+// A NATS node loss shows up as a timeout or "no responders" while the client
+// reconnects or the stream elects a new leader, so it retries, always with
+// the same message id (the stream's dedupe makes a retry of a publish that
+// was in fact stored harmless), until ctx ends. Each attempt gets at most a
+// third of the remaining time, so at least two attempts fit.
+func (s *Server) storeGift(ctx context.Context, subject, id string, data []byte) (*jetstream.PubAck, error) {
+	wait := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok {
+			actx, cancel = context.WithTimeout(ctx, max(time.Until(dl)/3, 250*time.Millisecond))
+		}
+		ack, err := s.cfg.JS.PublishMsg(actx, &nats.Msg{Subject: subject, Data: data},
+			jetstream.WithMsgID(id), jetstream.WithExpectStream(bus.ReliableStream))
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				s.log.Info("gift stored after retry", "id", id, "attempts", attempt)
+			}
+			return ack, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cannot store gift after %d attempts: %w", attempt, err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // giftIDEncoding is lowercase base32 without padding: ids stay readable and
