@@ -41,7 +41,7 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.RetryOnFailedConnect(false),
+		nats.RetryOnFailedConnect(true),
 		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(3),
 		nats.ReconnectBufSize(8 << 20),
@@ -111,7 +111,12 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 func WaitStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
 	var err error
 	for {
-		if err = EnsureStreams(ctx, js, cfg); err == nil {
+		// Each attempt gets its own short deadline: a request sent while the
+		// cluster is still electing its metadata leader is never answered.
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = EnsureStreams(actx, js, cfg)
+		cancel()
+		if err == nil {
 			return nil
 		}
 		select {

@@ -61,48 +61,20 @@ func (s *Server) startRoom(r *room) {
 		}
 		r.subs = append(r.subs, sub)
 	}
-	ocfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.ReliableSubject(r.id)}}
-	if last > 0 {
-		ocfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		ocfg.OptStartSeq = last + 1
-	}
-	cons, err := s.cfg.JS.OrderedConsumer(ctx, bus.ReliableStream, ocfg)
-	if err != nil {
-		fail(err)
-		return
-	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		md, err := msg.Metadata()
-		if err != nil {
-			return
-		}
-		s.stats.ReliableIn.Add(1)
-		r.add(pendingMsg{b: protocol.WithSeq(msg.Data(), md.Sequence.Stream), seq: md.Sequence.Stream, kind: kindReliable})
-	},
-		// Short pulls with a 1 s heartbeat: when the consumer's NATS node
-		// dies, two missed heartbeats make the ordered consumer recreate
-		// itself from the last stream sequence it delivered (no gap, no
-		// duplicate), within seconds rather than the 30 s default.
-		jetstream.PullExpiry(5*time.Second),
-		jetstream.PullHeartbeat(time.Second),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			s.stats.ConsumerErrors.Add(1)
-			s.log.Debug("reliable consumer", "room", r.id, "err", err)
-		}),
-	)
-	if err != nil {
+	rs := &relSub{s: s, r: r}
+	if err := rs.start(ctx, last+1); err != nil {
 		fail(err)
 		return
 	}
 	// A flush of the room from the NATS connection proves the subscriptions
 	// are registered with the server before the first viewer is welcomed.
 	if err := s.cfg.NC.FlushWithContext(ctx); err != nil {
-		cc.Stop()
+		rs.stop()
 		fail(err)
 		return
 	}
 	r.mu.Lock()
-	r.cc = cc
+	r.rel = rs
 	r.lastSeq, r.floor, r.likes = last, last, likes
 	r.mu.Unlock()
 	s.stats.RoomsStarted.Add(1)
@@ -114,16 +86,16 @@ func (s *Server) stopRoom(r *room) {
 	<-r.ready
 	r.mu.Lock()
 	r.dead = true
-	subs, cc := r.subs, r.cc
-	r.subs, r.cc = nil, nil
+	subs, rs := r.subs, r.rel
+	r.subs, r.rel = nil, nil
 	r.pending = nil
 	r.window = nil
 	r.mu.Unlock()
 	for _, sub := range subs {
 		_ = sub.Unsubscribe()
 	}
-	if cc != nil {
-		cc.Stop()
+	if rs != nil {
+		rs.stop()
 		s.stats.RoomsStopped.Add(1)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/liveroom/liveroom/internal/protocol"
 )
@@ -74,7 +73,7 @@ type room struct {
 	ready    chan struct{}
 	readyErr error
 	subs     []*nats.Subscription
-	cc       jetstream.ConsumeContext
+	rel      *relSub
 }
 
 func newRoom(srv *Server, id protocol.Room, sh *shard) *room {

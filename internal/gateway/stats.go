@@ -23,7 +23,9 @@ type Stats struct {
 	ClosedBadFrame   atomic.Int64 // connections closed: oversized or malformed client frame
 	Replayed         atomic.Int64 // reliable messages replayed to reconnecting clients
 	ReplayedFromJS   atomic.Int64 // of which read from JetStream (not the memory window)
-	ConsumerErrors   atomic.Int64 // reliable consumer errors (heartbeats missed, resets)
+	ConsumerErrors   atomic.Int64 // reliable consumer errors reported by the client library
+	ReliableGaps     atomic.Int64 // gaps detected in a reliable consumer's sequence
+	ReliableResets   atomic.Int64 // reliable consumers recreated (gap, heartbeat, node loss)
 	RoomsStarted     atomic.Int64 // room subscriptions started
 	RoomsStopped     atomic.Int64 // room subscriptions stopped
 }

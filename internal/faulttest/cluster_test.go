@@ -1,0 +1,103 @@
+package faulttest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/testutil"
+)
+
+// cluster is a liveroom deployment of separate processes.
+type cluster struct {
+	t        *testing.T
+	nats     []*testutil.Proc
+	natsURLs string
+	uplinks  []string // base URLs
+	gateways []*testutil.Proc
+	gwURLs   []string
+	dispatch string // base URL
+	env      []string
+}
+
+const secret = testutil.Secret
+
+// startCluster starts nNATS NATS nodes (a JetStream cluster when 3), the
+// given numbers of uplinks and gateways, and one dispatch.
+func startCluster(t *testing.T, nNATS, nUplinks, nGateways int, gwArgs ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, env: []string{"LIVEROOM_JWT_SECRET=" + secret}}
+	var clientPorts, routePorts []int
+	for range nNATS {
+		clientPorts = append(clientPorts, testutil.FreePort(t))
+		routePorts = append(routePorts, testutil.FreePort(t))
+	}
+	var routes, urls []string
+	for i := range nNATS {
+		routes = append(routes, "nats://"+testutil.Addr(routePorts[i]))
+		urls = append(urls, "nats://"+testutil.Addr(clientPorts[i]))
+	}
+	c.natsURLs = strings.Join(urls, ",")
+	data := t.TempDir()
+	for i := range nNATS {
+		args := []string{"nats", "--name", "n" + strconv.Itoa(i), "--port", strconv.Itoa(clientPorts[i]),
+			"--data-dir", fmt.Sprintf("%s/n%d", data, i), "--log-level", "info"}
+		if nNATS > 1 {
+			args = append(args, "--cluster", "lr", "--cluster-port", strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ","))
+		}
+		c.nats = append(c.nats, testutil.StartProc(t, "nats"+strconv.Itoa(i), nil, args...))
+	}
+	replicas := "1"
+	if nNATS >= 3 {
+		replicas = "3"
+	}
+	common := []string{"--nats-url", c.natsURLs, "--replicas", replicas, "--log-level", "info"}
+	dport := testutil.FreePort(t)
+	testutil.StartProc(t, "dispatch", c.env, append([]string{"dispatch", "--addr", testutil.Addr(dport)}, common...)...)
+	c.dispatch = "http://" + testutil.Addr(dport)
+	for i := range nUplinks {
+		p := testutil.FreePort(t)
+		testutil.StartProc(t, "uplink"+strconv.Itoa(i), c.env, append([]string{"uplink", "--addr", testutil.Addr(p)}, common...)...)
+		c.uplinks = append(c.uplinks, "http://"+testutil.Addr(p))
+	}
+	for i := range nGateways {
+		p := testutil.FreePort(t)
+		args := append([]string{"gateway", "--addr", testutil.Addr(p), "--id", "gw" + strconv.Itoa(i)}, common...)
+		args = append(args, gwArgs...)
+		c.gateways = append(c.gateways, testutil.StartProc(t, "gw"+strconv.Itoa(i), c.env, args...))
+		c.gwURLs = append(c.gwURLs, "http://"+testutil.Addr(p))
+	}
+	for _, u := range append(append([]string{c.dispatch}, c.uplinks...), c.gwURLs...) {
+		testutil.WaitHTTP(t, u+"/healthz", 90*time.Second)
+	}
+	testutil.Eventually(t, 30*time.Second, "dispatch sees every gateway", func() bool { return len(c.activeGateways()) == nGateways })
+	return c
+}
+
+// activeGateways lists the gateway ids dispatch currently has beats from.
+func (c *cluster) activeGateways() []string {
+	resp, err := http.Get(c.dispatch + "/v1/gateways")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Gateways []struct {
+			ID    string `json:"id"`
+			State string `json:"state"`
+			Conns int    `json:"conns"`
+		} `json:"gateways"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&body) != nil {
+		return nil
+	}
+	var ids []string
+	for _, g := range body.Gateways {
+		ids = append(ids, g.ID)
+	}
+	return ids
+}
