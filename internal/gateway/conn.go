@@ -55,6 +55,7 @@ type conn struct {
 
 	mu        sync.Mutex
 	closed    bool
+	closing   bool // last frames queued by finish; closes once they are written
 	backlog   []queued
 	queued    int   // bytes in backlog
 	draining  bool  // a drain goroutine is running
@@ -107,7 +108,7 @@ const (
 // blocks on the network.
 func (c *conn) send(f *frame) sendResult {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed || c.closing {
 		c.mu.Unlock()
 		return sentClosed
 	}
@@ -131,9 +132,9 @@ func (c *conn) send(f *frame) sendResult {
 	}
 	if len(c.backlog) >= c.srv.cfg.QueueFrames || c.queued+len(f.b) > c.srv.cfg.QueueBytes {
 		if f.reliable {
-			c.mu.Unlock()
 			c.srv.stats.ClosedSlow.Add(1)
-			c.closeWith(protocol.CodeSlowConsumer, "connection too slow for reliable messages; reconnect with since")
+			c.finishLocked(errorFrame(protocol.CodeSlowConsumer, "connection too slow for reliable messages; reconnect with since"), closeFrameBytes(ws.StatusPolicyViolation, ""))
+			c.mu.Unlock()
 			return sentClosed
 		}
 		c.mu.Unlock()
@@ -162,8 +163,9 @@ func (c *conn) drain() {
 	if err == nil {
 		err = c.drainErr
 	}
+	finished := c.closing
 	c.mu.Unlock()
-	if err != nil {
+	if err != nil || finished {
 		c.close(ws.StatusGoingAway)
 	}
 }
@@ -221,7 +223,7 @@ func (c *conn) close(code ws.StatusCode) {
 	}
 	c.closed = true
 	c.closeCode = code
-	if len(c.backlog) == 0 {
+	if len(c.backlog) == 0 && !c.closing {
 		// Best effort: the socket is writable, say goodbye.
 		_, _ = writeFD(c.fd, closeFrameBytes(code, ""))
 	}
@@ -231,19 +233,52 @@ func (c *conn) close(code ws.StatusCode) {
 	_ = c.nc.Close()
 }
 
-// closeWith sends an error frame (if the socket takes it) and closes.
+// closeWith sends an error frame and a close frame, then closes.
 func (c *conn) closeWith(code, msg string) {
-	c.mu.Lock()
-	if !c.closed && len(c.backlog) == 0 {
-		b := textFrame(protocol.Encode(protocol.ErrorFrame{Type: protocol.FrameError, Error: protocol.ErrorBody{Code: code, Message: msg}}))
-		_, _ = writeFD(c.fd, b)
-	}
-	c.mu.Unlock()
 	status := ws.StatusPolicyViolation
 	if code == protocol.CodeFrameTooLarge {
 		status = ws.StatusMessageTooBig
 	}
-	c.close(status)
+	c.finish(errorFrame(code, msg), closeFrameBytes(status, ""))
+}
+
+// finish queues the last frames of a connection and closes it once they
+// are written (or after WriteTimeout if the peer does not read them).
+func (c *conn) finish(last ...[]byte) {
+	c.mu.Lock()
+	c.finishLocked(last...)
+	c.mu.Unlock()
+}
+
+// finishLocked drops the queued frames that have not started to go out
+// (a frame half written must be completed, or the stream is corrupt),
+// queues last, and arranges the close; c.mu held.
+func (c *conn) finishLocked(last ...[]byte) {
+	if c.closed || c.closing {
+		return
+	}
+	c.closing = true
+	keep := 0
+	if len(c.backlog) > 0 && c.backlog[0].off > 0 {
+		keep = 1
+	}
+	clear(c.backlog[keep:])
+	c.backlog = c.backlog[:keep]
+	c.queued = 0
+	for _, q := range c.backlog {
+		c.queued += len(q.f.b)
+	}
+	for _, b := range last {
+		c.backlog = append(c.backlog, queued{f: &frame{b: b}})
+		c.queued += len(b)
+	}
+	c.progress = time.Now().UnixNano()
+	c.startDrainLocked()
+	time.AfterFunc(c.srv.cfg.WriteTimeout, func() { c.close(ws.StatusGoingAway) })
+}
+
+func errorFrame(code, msg string) []byte {
+	return textFrame(protocol.Encode(protocol.ErrorFrame{Type: protocol.FrameError, Error: protocol.ErrorBody{Code: code, Message: msg}}))
 }
 
 func (c *conn) isClosed() bool {

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -36,7 +38,7 @@ func tcpPair(t *testing.T, s *Server) (*conn, net.Conn) {
 }
 
 func TestSendQueueDropsLiveAndClosesOnReliable(t *testing.T) {
-	s := &Server{cfg: Config{QueueFrames: 4, QueueBytes: 1 << 20}}
+	s := &Server{cfg: Config{QueueFrames: 4, QueueBytes: 1 << 20, WriteTimeout: 10 * time.Second}}
 	c, client := tcpPair(t, s)
 	live := &frame{b: make([]byte, 64<<10), msgs: 1}
 	// Fill the kernel buffers: the peer never reads.
@@ -61,16 +63,22 @@ func TestSendQueueDropsLiveAndClosesOnReliable(t *testing.T) {
 	if r := c.send(&frame{b: []byte("gift"), reliable: true, msgs: 1}); r != sentClosed {
 		t.Fatalf("reliable frame on a full queue = %v, want closed", r)
 	}
-	if s.stats.ClosedSlow.Load() != 1 || !c.isClosed() {
-		t.Fatal("connection not closed")
+	if s.stats.ClosedSlow.Load() != 1 {
+		t.Fatal("slow close not counted")
 	}
-	// The peer sees the connection end once it reads what was sent.
+	if r := c.send(live); r != sentClosed {
+		t.Fatalf("send on a closing connection = %v", r)
+	}
+	// The peer reads what was queued, then an error frame saying why, then
+	// the connection ends.
 	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 1<<20)
-	for {
-		if _, err := client.Read(buf); err != nil {
-			break
-		}
+	all, _ := io.ReadAll(client)
+	tail := all[max(0, len(all)-200):]
+	if !bytes.Contains(tail, []byte(`"code":"slow_consumer"`)) {
+		t.Fatalf("no slow_consumer error frame before the close; tail %q", tail)
+	}
+	if !c.isClosed() {
+		t.Fatal("connection not closed after its last frames")
 	}
 	s.connWG.Wait() // the drain goroutine has exited
 }
@@ -110,5 +118,29 @@ func TestBacklogDrainsInOrderWhenPeerReads(t *testing.T) {
 	c.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("%d frames still queued after the peer read everything", left)
+	}
+}
+
+// TestSamplingHoldsTheBudgetExactly feeds a room 300 live messages per
+// second for 10 simulated seconds and counts what the budget lets through:
+// the budget per second on average, not fewer (fractional allowances carry
+// over) and not more.
+func TestSamplingHoldsTheBudgetExactly(t *testing.T) {
+	for _, budget := range []float64{30, 10, 7.5, 100} {
+		s := &Server{cfg: Config{ViewerBudget: budget, MergeWindow: 50 * time.Millisecond, ReliableWindow: 16}}
+		r := newRoom(s, "x", newHub(1).shards[0])
+		now := time.Unix(0, 0)
+		const windows, perWindow = 200, 15 // 10 s at 300/s
+		for range windows {
+			for range perWindow {
+				r.add(pendingMsg{b: []byte("m"), kind: kindLive})
+			}
+			now = now.Add(50 * time.Millisecond)
+			r.flush(now, nil)
+		}
+		kept := windows*perWindow - int(s.stats.DroppedSampled.Load())
+		if want := int(budget * 10); kept < want-2 || kept > want+2 {
+			t.Errorf("budget %v/s: %d kept in 10 s, want %d", budget, kept, want)
+		}
 	}
 }

@@ -265,29 +265,39 @@ func TestBadUpgradeRequests(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequest("GET", g.http.URL+"/v1/ws?"+tc.query, nil)
-			req.Header.Set("Connection", "Upgrade")
-			req.Header.Set("Upgrade", "websocket")
-			req.Header.Set("Sec-WebSocket-Version", "13")
-			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			var body struct {
-				Error protocol.ErrorBody `json:"error"`
-			}
-			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-				t.Fatalf("error body is not JSON: %v", err)
-			}
-			if resp.StatusCode != tc.status || body.Error.Code != tc.code {
-				t.Fatalf("got %d %q, want %d %q", resp.StatusCode, body.Error.Code, tc.status, tc.code)
-			}
+			checkUpgradeError(t, g, tc.query, true, tc.status, tc.code)
 		})
 	}
+	t.Run("plain GET", func(t *testing.T) {
+		checkUpgradeError(t, g, "room=ok&token="+tok, false, 400, protocol.CodeBadRequest)
+	})
 	if g.Stats().RoomsStarted.Load() != 0 {
 		t.Fatal("a rejected request started a room subscription")
+	}
+}
+
+func checkUpgradeError(t *testing.T, g *gw, query string, upgrade bool, status int, code string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", g.http.URL+"/v1/ws?"+query, nil)
+	if upgrade {
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Error protocol.ErrorBody `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("error body is not JSON: %v", err)
+	}
+	if resp.StatusCode != status || body.Error.Code != code {
+		t.Fatalf("got %d %q, want %d %q", resp.StatusCode, body.Error.Code, status, code)
 	}
 }
 

@@ -190,23 +190,28 @@ const (
 )
 
 // fetchReliable reads room messages with seq in (since, upTo] from
-// JetStream for a reconnect older than the memory window. It returns the
-// messages and the highest sequence it is sure to have covered.
-func (s *Server) fetchReliable(ctx context.Context, id protocol.Room, since, upTo uint64) ([]relMsg, uint64, error) {
+// JetStream for a reconnect older than the memory window, at most ReplayMax
+// of them. It returns the messages, the highest sequence it is sure to have
+// covered, and whether it stopped at ReplayMax before reaching upTo.
+func (s *Server) fetchReliable(ctx context.Context, id protocol.Room, since, upTo uint64) ([]relMsg, uint64, bool, error) {
 	cons, err := s.cfg.JS.OrderedConsumer(ctx, bus.ReliableStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{bus.ReliableSubject(id)},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    since + 1,
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("cannot replay room %s: %w", id, err)
+		return nil, 0, false, fmt.Errorf("cannot replay room %s: %w", id, err)
 	}
 	var out []relMsg
 	covered := since
-	for covered < upTo && len(out) < s.cfg.ReplayMax {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
+	for covered < upTo {
+		if len(out) >= s.cfg.ReplayMax {
+			return out, covered, true, nil
+		}
+		// No wait: everything up to upTo is already stored.
+		batch, err := cons.FetchNoWait(min(500, s.cfg.ReplayMax-len(out)))
 		if err != nil {
-			return nil, 0, fmt.Errorf("cannot replay room %s: %w", id, err)
+			return nil, 0, false, fmt.Errorf("cannot replay room %s: %w", id, err)
 		}
 		got := 0
 		for msg := range batch.Messages() {
@@ -223,8 +228,8 @@ func (s *Server) fetchReliable(ctx context.Context, id protocol.Room, since, upT
 			out = append(out, relMsg{seq: seq, b: protocol.WithSeq(msg.Data(), seq)})
 			covered = seq
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, 0, fmt.Errorf("cannot replay room %s: %w", id, err)
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, 0, false, fmt.Errorf("cannot replay room %s: %w", id, err)
 		}
 		if got == 0 {
 			// Nothing more is stored (messages aged out): what exists up to
@@ -232,8 +237,8 @@ func (s *Server) fetchReliable(ctx context.Context, id protocol.Room, since, upT
 			covered = upTo
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 	}
-	return out, covered, nil
+	return out, covered, false, nil
 }

@@ -128,3 +128,49 @@ func TestOnlineCountSumsAcrossGateways(t *testing.T) {
 		}
 	}
 }
+
+func TestReplayTooFarBehindContinuesOverReconnects(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(func(c *Config) { c.ReliableWindow = 2; c.ReplayMax = 4 })
+	keeper := g.dial(t, "deep", "keeper", "")
+	defer keeper.close()
+	keeper.welcome(t)
+	var want []string
+	for i := range 11 {
+		want = append(want, "g"+strconv.Itoa(i))
+		e.gift("deep", want[i])
+	}
+	keeper.collect(t, 10*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeGift) == 11 })
+
+	// A client at since=0 gets the history in parts of ReplayMax, each part
+	// ending with a reconnect frame; it comes back with its new since.
+	var got []string
+	var since uint64
+	for round := 0; round < 10 && len(got) < len(want); round++ {
+		v := g.dial(t, "deep", "back", "&since="+strconv.FormatUint(since, 10))
+		w := v.welcome(t)
+		for n := 0; n < w.Replayed; {
+			b := v.batch(t, 10*time.Second)
+			for _, m := range b.Msgs {
+				got = append(got, m.ID)
+				since = m.Seq
+				n++
+			}
+		}
+		if len(got) < len(want) {
+			typ, raw := v.next(t, 10*time.Second)
+			if typ != protocol.FrameReconnect {
+				t.Fatalf("after a partial replay got %s %s, want reconnect", typ, raw)
+			}
+		}
+		v.close()
+	}
+	if len(got) != len(want) {
+		t.Fatalf("replayed %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("replayed %v, want %v", got, want)
+		}
+	}
+}

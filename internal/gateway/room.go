@@ -113,10 +113,11 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 	if r.lastFlush.IsZero() {
 		r.lastFlush = now.Add(-cfg.MergeWindow)
 	}
-	r.allow += cfg.ViewerBudget * now.Sub(r.lastFlush).Seconds()
-	if ceil := max(1, cfg.ViewerBudget*cfg.MergeWindow.Seconds()); r.allow > ceil {
-		r.allow = ceil
-	}
+	// The allowance accrues the budget over the time since the last flush
+	// (at most one window: a room that was quiet gets no burst), and
+	// carries at most one message's worth over, so fractional budgets
+	// (1.5 messages per 50 ms window at 30/s) average out exactly.
+	r.allow = min(r.allow, 1) + cfg.ViewerBudget*min(now.Sub(r.lastFlush), cfg.MergeWindow).Seconds()
 	r.lastFlush = now
 	kept, reliable := r.sample(msgs)
 	for _, m := range msgs {

@@ -7,11 +7,13 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,6 +122,18 @@ func (s *Server) Close() error {
 		if !s.running.Load() {
 			return
 		}
+		// Tell the other gateways this one's viewers are gone, so that
+		// online counts drop now rather than when the entries expire.
+		for _, r := range s.hub.allRooms(nil) {
+			select {
+			case <-r.ready:
+				if r.readyErr == nil {
+					b, _ := json.Marshal(presenceMsg{GW: s.cfg.ID, N: 0})
+					_ = s.cfg.NC.Publish(bus.PresenceSubject(r.id), b)
+				}
+			default:
+			}
+		}
 		for _, c := range s.hub.allConns(nil) {
 			c.close(ws.StatusGoingAway)
 		}
@@ -162,6 +176,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		hasSince = true
+	}
+	if !headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Connection", "upgrade") {
+		s.stats.Rejected.Add(1)
+		protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeBadRequest, "", "this endpoint speaks WebSocket only (Upgrade: websocket)"))
+		return
 	}
 	who, err := s.cfg.Verifier.FromRequest(r)
 	if err != nil {
@@ -218,6 +237,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	err = s.join(ctx, c, id, since, hasSince)
 	cancel()
+	if errors.Is(err, errReplayContinues) {
+		go c.readLoop() // reads until the client closes or finish does
+		return
+	}
 	if err != nil {
 		s.log.Warn("cannot join room", "room", id, "err", err)
 		c.closeWith(protocol.CodeUnavailable, "cannot join the room now; retry")
@@ -267,6 +290,17 @@ func (r *room) leave(c *conn) {
 	}
 }
 
+// errReplayContinues ends a join that replayed a first part of what the
+// client missed and asked it to reconnect for the rest.
+var errReplayContinues = errors.New("replay continues on the next connection")
+
+func (s *Server) welcomeFrame(id protocol.Room, c *conn, seq uint64, online, likes int64, replayed int) []byte {
+	return textFrame(protocol.Encode(protocol.Welcome{
+		Type: protocol.FrameWelcome, Room: string(id), Seq: seq, Online: online,
+		Likes: likes, Gateway: s.cfg.ID, User: string(c.who.User), Replayed: replayed,
+	}))
+}
+
 // errReplayRace asks join to fetch again: the memory window moved past what
 // was read from JetStream while it was being read.
 var errReplayRace = errors.New("replay raced the window")
@@ -289,9 +323,27 @@ func (s *Server) join(ctx context.Context, c *conn, id protocol.Room, since uint
 		floor := r.floor
 		r.mu.Unlock()
 		if needJS {
-			fetched, covered, err = s.fetchReliable(ctx, id, since, floor)
+			var partial bool
+			fetched, covered, partial, err = s.fetchReliable(ctx, id, since, floor)
 			if err != nil {
 				return err
+			}
+			if partial {
+				// Too far behind for one replay: send this part, then ask
+				// the client to come back for the rest with its new since.
+				r.mu.Lock()
+				seq, likes := r.lastSeq, r.likes
+				online := int64(len(r.members)) + r.remoteSum(time.Now())
+				r.mu.Unlock()
+				c.send(&frame{b: s.welcomeFrame(r.id, c, seq, online, likes, len(fetched)), reliable: true})
+				for _, f := range replayFrames(id, fetched) {
+					c.send(f)
+				}
+				s.stats.Replayed.Add(int64(len(fetched)))
+				s.stats.ReplayedFromJS.Add(int64(len(fetched)))
+				c.finish(textFrame(protocol.Encode(protocol.Reconnect{Type: protocol.FrameReconnect, AfterMS: 0, Reason: "replay_continues"})),
+					closeFrameBytes(ws.StatusNormalClosure, ""))
+				return errReplayContinues
 			}
 		}
 		err = r.admit(c, since, hasSince, fetched, covered, needJS)
@@ -326,10 +378,7 @@ func (r *room) admit(c *conn, since uint64, hasSince bool, fetched []relMsg, cov
 		}
 	}
 	online := int64(len(r.members)+1) + r.remoteSum(time.Now())
-	welcome := textFrame(protocol.Encode(protocol.Welcome{
-		Type: protocol.FrameWelcome, Room: string(r.id), Seq: r.lastSeq, Online: online,
-		Likes: r.likes, Gateway: s.cfg.ID, User: string(c.who.User), Replayed: len(replay),
-	}))
+	welcome := s.welcomeFrame(r.id, c, r.lastSeq, online, r.likes, len(replay))
 	if c.send(&frame{b: welcome, reliable: true}) == sentClosed {
 		return errors.New("connection closed during join")
 	}
@@ -385,4 +434,17 @@ func (s *Server) releaseRoom(r *room) {
 		r.emptySince = time.Now()
 	}
 	r.mu.Unlock()
+}
+
+// headerHasToken reports whether a comma-separated header holds token,
+// case-insensitively ("Connection: keep-alive, Upgrade").
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, part := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
