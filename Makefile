@@ -4,9 +4,12 @@ PKGS := ./...
 
 .PHONY: test check vet deps bench fuzz run
 
-## test: install what the tests need, check formatting and vet, run every test with the race detector
+## test: install what the tests need, check formatting and vet, run every test with the race
+## detector, then the multi-process fault tests (which skip themselves under -race: they need
+## the CPU for hundreds of viewers and nine processes on two cores)
 test: deps check
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	bash -o pipefail -c "$(GO) test -count=1 -timeout 20m -v ./internal/faulttest 2>&1 | grep -v '^=== '"
 
 ## check: gofmt and go vet
 check:
