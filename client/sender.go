@@ -208,8 +208,9 @@ func (e *decodeError) Error() string {
 func (e *decodeError) Unwrap() error { return e.err }
 
 // DevToken asks a dev-mode server (one started without a JWT secret) for a
-// token: POST {baseURL}/v1/dev/token. role "" means viewer. Servers with a
-// secret answer 404 or 403 (*APIError).
+// token: POST {baseURL}/v1/dev/token. role "" means viewer. A `liveroom
+// serve` with a secret answers 404 with code dev_mode_only (*APIError); a
+// single-role server answers 404 not_found.
 func DevToken(ctx context.Context, baseURL, user, name, role string) (string, error) {
 	u, err := endpointURL(baseURL, nil, "v1", "dev", "token")
 	if err != nil {

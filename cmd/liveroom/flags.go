@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,25 +23,64 @@ func env(name, def string) string {
 	return def
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(env(name, "")); err == nil {
-		return v
-	}
-	return def
+// envs reads the typed LIVEROOM_* variables that serve as flag defaults. A
+// value that does not parse is not ignored: it is remembered, and err reports
+// it once the flags are parsed, so that a typo in a deployment's environment
+// stops the command instead of running it on a default nobody chose. The
+// check is strict even when the flag is also given on the command line: the
+// environment is wrong either way. An empty value counts as unset. Not safe for concurrent use; one per
+// command run.
+type envs struct{ errs []error }
+
+func (e *envs) bad(name, value, want string) {
+	e.errs = append(e.errs, fmt.Errorf("$LIVEROOM_%s=%q: want %s", name, value, want))
 }
 
-func envFloat(name string, def float64) float64 {
-	if v, err := strconv.ParseFloat(env(name, ""), 64); err == nil {
-		return v
+func (e *envs) int(name string, def int) int {
+	s := os.Getenv("LIVEROOM_" + name)
+	if s == "" {
+		return def
 	}
-	return def
+	v, err := strconv.ParseInt(s, 0, strconv.IntSize) // as flag.IntVar parses
+	if err != nil {
+		e.bad(name, s, "an integer such as "+strconv.Itoa(def))
+		return def
+	}
+	return int(v)
 }
 
-func envDur(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(env(name, "")); err == nil {
-		return v
+func (e *envs) float(name string, def float64) float64 {
+	s := os.Getenv("LIVEROOM_" + name)
+	if s == "" {
+		return def
 	}
-	return def
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		e.bad(name, s, "a number such as "+strconv.FormatFloat(def, 'g', -1, 64))
+		return def
+	}
+	return v
+}
+
+func (e *envs) dur(name string, def time.Duration) time.Duration {
+	s := os.Getenv("LIVEROOM_" + name)
+	if s == "" {
+		return def
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		e.bad(name, s, "a duration with a unit such as "+def.String())
+		return def
+	}
+	return v
+}
+
+// err reports every variable that did not parse, or nil.
+func (e *envs) err() error {
+	if len(e.errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("cannot use the environment: %w", errors.Join(e.errs...))
 }
 
 // newLogger builds the process logger from --log-level and --log-format.
@@ -67,21 +107,21 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 }
 
 // gatewayFlags are the gateway tunables shared by serve and gateway.
-func gatewayFlags(fs *flag.FlagSet, c *gateway.Config) {
-	fs.DurationVar(&c.MergeWindow, "merge-window", envDur("MERGE_WINDOW", 50*time.Millisecond), "per-room merge window ($LIVEROOM_MERGE_WINDOW)")
-	fs.Float64Var(&c.ViewerBudget, "viewer-budget", envFloat("VIEWER_BUDGET", 30), "live messages per viewer per second before sampling ($LIVEROOM_VIEWER_BUDGET)")
-	fs.IntVar(&c.MaxConns, "max-conns", envInt("MAX_CONNS", 19000), "connection capacity of the gateway ($LIVEROOM_MAX_CONNS)")
-	fs.IntVar(&c.QueueFrames, "queue-frames", envInt("QUEUE_FRAMES", 64), "frames queued per slow connection before live frames are dropped ($LIVEROOM_QUEUE_FRAMES)")
-	fs.IntVar(&c.ReadLimit, "read-limit", envInt("READ_LIMIT", 4096), "largest client frame in bytes ($LIVEROOM_READ_LIMIT)")
-	fs.DurationVar(&c.PingInterval, "ping-interval", envDur("PING_INTERVAL", 25*time.Second), "ping idle connections this often ($LIVEROOM_PING_INTERVAL)")
+func gatewayFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
+	fs.DurationVar(&c.MergeWindow, "merge-window", ev.dur("MERGE_WINDOW", 50*time.Millisecond), "per-room merge window ($LIVEROOM_MERGE_WINDOW)")
+	fs.Float64Var(&c.ViewerBudget, "viewer-budget", ev.float("VIEWER_BUDGET", 30), "live messages per viewer per second before sampling ($LIVEROOM_VIEWER_BUDGET)")
+	fs.IntVar(&c.MaxConns, "max-conns", ev.int("MAX_CONNS", 19000), "connection capacity of the gateway ($LIVEROOM_MAX_CONNS)")
+	fs.IntVar(&c.QueueFrames, "queue-frames", ev.int("QUEUE_FRAMES", 64), "frames queued per slow connection before live frames are dropped ($LIVEROOM_QUEUE_FRAMES)")
+	fs.IntVar(&c.ReadLimit, "read-limit", ev.int("READ_LIMIT", 4096), "largest client frame in bytes ($LIVEROOM_READ_LIMIT)")
+	fs.DurationVar(&c.PingInterval, "ping-interval", ev.dur("PING_INTERVAL", 25*time.Second), "ping idle connections this often ($LIVEROOM_PING_INTERVAL)")
 }
 
 // uplinkFlags are the uplink tunables shared by serve and uplink.
-func uplinkFlags(fs *flag.FlagSet, c *uplink.Config, gifts *string) {
+func uplinkFlags(fs *flag.FlagSet, c *uplink.Config, gifts *string, ev *envs) {
 	fs.StringVar(gifts, "gifts", env("GIFTS", "rose,heart,rocket,castle,car"), "gift catalogue, comma separated ($LIVEROOM_GIFTS)")
-	fs.Float64Var(&c.UserRate, "user-rate", envFloat("USER_RATE", 2), "danmaku per user per second ($LIVEROOM_USER_RATE)")
-	fs.IntVar(&c.UserBurst, "user-burst", envInt("USER_BURST", 5), "danmaku burst per user ($LIVEROOM_USER_BURST)")
-	fs.Float64Var(&c.RoomRate, "room-rate", envFloat("ROOM_RATE", 1000), "danmaku per room per second, all senders ($LIVEROOM_ROOM_RATE)")
+	fs.Float64Var(&c.UserRate, "user-rate", ev.float("USER_RATE", 2), "danmaku per user per second ($LIVEROOM_USER_RATE)")
+	fs.IntVar(&c.UserBurst, "user-burst", ev.int("USER_BURST", 5), "danmaku burst per user ($LIVEROOM_USER_BURST)")
+	fs.Float64Var(&c.RoomRate, "room-rate", ev.float("ROOM_RATE", 1000), "danmaku per room per second, all senders ($LIVEROOM_ROOM_RATE)")
 }
 
 func splitList(s string) []string {

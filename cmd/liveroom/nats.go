@@ -18,13 +18,14 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var cfg bus.EmbeddedConfig
 	var routes string
 	var lf logFlags
+	var ev envs
 	fs.StringVar(&cfg.Name, "name", env("NATS_NAME", "liveroom-nats"), "server name, unique in the cluster ($LIVEROOM_NATS_NAME)")
 	fs.StringVar(&cfg.Host, "host", env("NATS_HOST", "127.0.0.1"), "client listen host ($LIVEROOM_NATS_HOST)")
-	fs.IntVar(&cfg.Port, "port", envInt("NATS_PORT", 4222), "client listen port ($LIVEROOM_NATS_PORT)")
+	fs.IntVar(&cfg.Port, "port", ev.int("NATS_PORT", 4222), "client listen port ($LIVEROOM_NATS_PORT)")
 	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", "./data/nats"), "JetStream data directory ($LIVEROOM_DATA_DIR)")
 	fs.StringVar(&cfg.ClusterName, "cluster", env("NATS_CLUSTER", ""), "cluster name; empty runs a single server ($LIVEROOM_NATS_CLUSTER)")
 	fs.StringVar(&cfg.ClusterHost, "cluster-host", env("NATS_CLUSTER_HOST", "127.0.0.1"), "route listen host ($LIVEROOM_NATS_CLUSTER_HOST)")
-	fs.IntVar(&cfg.ClusterPort, "cluster-port", envInt("NATS_CLUSTER_PORT", 6222), "route listen port ($LIVEROOM_NATS_CLUSTER_PORT)")
+	fs.IntVar(&cfg.ClusterPort, "cluster-port", ev.int("NATS_CLUSTER_PORT", 6222), "route listen port ($LIVEROOM_NATS_CLUSTER_PORT)")
 	fs.StringVar(&routes, "routes", env("NATS_ROUTES", ""), "routes to the other nodes, comma separated nats://host:port ($LIVEROOM_NATS_ROUTES)")
 	lf.register(fs)
 	fs.Usage = func() {
@@ -32,6 +33,9 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.PrintDefaults()
 	}
 	if stop, err := parseFlags(fs, args); stop {
+		return err
+	}
+	if err := ev.err(); err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, lf.level, lf.format)

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/dispatch"
@@ -31,10 +32,10 @@ type roleFlags struct {
 	log      logFlags
 }
 
-func (r *roleFlags) register(fs *flag.FlagSet, defAddr string) {
+func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
 	fs.StringVar(&r.addr, "addr", env("ADDR", defAddr), "HTTP listen address ($LIVEROOM_ADDR)")
 	fs.StringVar(&r.natsURL, "nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server(s), comma separated ($LIVEROOM_NATS_URL)")
-	fs.IntVar(&r.replicas, "replicas", envInt("REPLICAS", 1), "replicas of streams and buckets: 3 on a 3-node NATS cluster ($LIVEROOM_REPLICAS)")
+	fs.IntVar(&r.replicas, "replicas", ev.int("REPLICAS", 1), "replicas of streams and buckets: 3 on a 3-node NATS cluster ($LIVEROOM_REPLICAS)")
 	fs.StringVar(&r.secret, "jwt-secret", "", "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps")
 	r.log.register(fs)
 }
@@ -76,12 +77,31 @@ func (r *roleFlags) connect(ctx context.Context, name string, stderr io.Writer) 
 	return &role{log: log, nc: nc, js: js, ln: ln}, nil
 }
 
-// serveHTTP serves h (plus /healthz) until ctx ends, then shuts down.
+// The role handlers put a role's own handler behind an app.Router, which
+// adds GET /healthz, answers JSON 404 and 405 for everything the role does
+// not serve, and never cleans or redirects a path as a ServeMux would.
+
+func gatewayHandler(h http.Handler) http.Handler {
+	return app.NewRouter(app.RouterConfig{Routes: []app.Route{
+		{Path: "/v1/ws", Methods: []string{http.MethodGet}, Handler: h},
+	}})
+}
+
+func uplinkHandler(h http.Handler) http.Handler {
+	return app.NewRouter(app.RouterConfig{Send: h})
+}
+
+func dispatchHandler(h http.Handler) http.Handler {
+	return app.NewRouter(app.RouterConfig{Routes: []app.Route{
+		{Path: "/v1/dispatch", Methods: []string{http.MethodGet}, Handler: h},
+		{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: h},
+	}})
+}
+
+// serveHTTP serves h, one of the role handlers above, until ctx ends, then
+// shuts down.
 func (r *role) serveHTTP(ctx context.Context, h http.Handler, stop func()) error {
-	mux := http.NewServeMux()
-	mux.Handle("/", h)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(r.ln) }()
 	r.log.Info("listening", "addr", r.ln.Addr().String())
@@ -125,11 +145,31 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.SetOutput(stderr)
 	var rf roleFlags
 	var cfg gateway.Config
-	rf.register(fs, ":8081")
+	var ev envs
+	rf.register(fs, ":8081", &ev)
 	fs.StringVar(&cfg.ID, "id", env("GATEWAY_ID", ""), "gateway id (default random) ($LIVEROOM_GATEWAY_ID)")
 	fs.StringVar(&cfg.PublicURL, "public-url", env("PUBLIC_URL", ""), "WebSocket URL clients use (default ws://127.0.0.1:PORT/v1/ws) ($LIVEROOM_PUBLIC_URL)")
-	gatewayFlags(fs, &cfg)
+	gatewayFlags(fs, &cfg, &ev)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `usage: liveroom gateway [flags]
+
+Runs one gateway: it holds viewers' WebSockets (GET /v1/ws), subscribes on NATS
+to the rooms its viewers are in, merges each room's traffic into batches and
+beats its load to dispatch every second. It needs a NATS with JetStream
+(liveroom nats, liveroom serve or nats-server -js) and the JWT secret shared by
+every role. Set --public-url to the address viewers can reach.
+
+example:
+  export LIVEROOM_JWT_SECRET=…   # the same on every role
+  liveroom gateway --nats-url nats://127.0.0.1:4222 --addr :8081 --public-url wss://gw1.example.com/v1/ws
+
+flags:`)
+		fs.PrintDefaults()
+	}
 	if stop, err := parseFlags(fs, args); stop {
+		return err
+	}
+	if err := ev.err(); err != nil {
 		return err
 	}
 	v, err := rf.verifier()
@@ -152,7 +192,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := g.Start(ctx); err != nil {
 		return err
 	}
-	return r.serveHTTP(ctx, g.Handler(), func() { _ = g.Close() })
+	return r.serveHTTP(ctx, gatewayHandler(g.Handler()), func() { _ = g.Close() })
 }
 
 func runUplink(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -161,9 +201,29 @@ func runUplink(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var rf roleFlags
 	var cfg uplink.Config
 	var gifts string
-	rf.register(fs, ":8082")
-	uplinkFlags(fs, &cfg, &gifts)
+	var ev envs
+	rf.register(fs, ":8082", &ev)
+	uplinkFlags(fs, &cfg, &gifts, &ev)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `usage: liveroom uplink [flags]
+
+Runs one uplink: the send API (POST /v1/rooms/{room}/messages). It checks the
+sender's token and the message, rate-limits danmaku, publishes danmaku live,
+stores gifts in JetStream once per Idempotency-Key, and sums likes into one
+update per room within 500 ms. It needs a NATS with JetStream and the JWT
+secret shared by every role. Rate limits are counted per uplink process.
+
+example:
+  export LIVEROOM_JWT_SECRET=…   # the same on every role
+  liveroom uplink --nats-url nats://127.0.0.1:4222 --addr :8082 --gifts rose,heart,rocket
+
+flags:`)
+		fs.PrintDefaults()
+	}
 	if stop, err := parseFlags(fs, args); stop {
+		return err
+	}
+	if err := ev.err(); err != nil {
 		return err
 	}
 	v, err := rf.verifier()
@@ -185,7 +245,7 @@ func runUplink(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		defer close(done)
 		_ = u.Run(runCtx)
 	}()
-	return r.serveHTTP(ctx, u.Handler(), func() {
+	return r.serveHTTP(ctx, uplinkHandler(u.Handler()), func() {
 		cancel()
 		<-done
 	})
@@ -195,8 +255,27 @@ func runDispatch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("dispatch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var rf roleFlags
-	rf.register(fs, ":8083")
+	var ev envs
+	rf.register(fs, ":8083", &ev)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `usage: liveroom dispatch [flags]
+
+Runs one dispatch: it listens to the gateways' beats on NATS and tells clients
+which gateways to try, best first (GET /v1/dispatch?room=R), and operators
+what every gateway reports (GET /v1/gateways). Every dispatch sees the same
+beats, so any number can run. It needs a NATS with JetStream; it verifies no
+tokens, so it needs no secret.
+
+example:
+  liveroom dispatch --nats-url nats://127.0.0.1:4222 --addr :8083
+
+flags:`)
+		fs.PrintDefaults()
+	}
 	if stop, err := parseFlags(fs, args); stop {
+		return err
+	}
+	if err := ev.err(); err != nil {
 		return err
 	}
 	r, err := rf.connect(ctx, "liveroom-dispatch", stderr)
@@ -210,5 +289,5 @@ func runDispatch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
-	return r.serveHTTP(ctx, d.Handler(), func() { _ = d.Close() })
+	return r.serveHTTP(ctx, dispatchHandler(d.Handler()), func() { _ = d.Close() })
 }

@@ -2,6 +2,9 @@ package app
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -173,4 +176,117 @@ func TestProductionModeHasNoDevTokens(t *testing.T) {
 	if resp.StatusCode == 200 {
 		t.Fatal("dev token endpoint open with a configured secret")
 	}
+	_, err = client.DevToken(context.Background(), n.URL(), "x", "", "")
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || ae.Body.Code != protocol.CodeDevOnly ||
+		!strings.Contains(ae.Body.Message, "without a JWT secret") {
+		t.Fatalf("DevToken on a node with a secret: %v, want 404 %s", err, protocol.CodeDevOnly)
+	}
+}
+
+// noRedirect is a client that reports a redirect instead of following it: a
+// followed 301 would turn a POST into a GET and hide the bug.
+var noRedirect = &http.Client{
+	Timeout:       10 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// httpCase is one request and the answer the contract requires.
+type httpCase struct {
+	name, method, path string
+	status             int
+	code               string // "" for a non-error answer
+	allow              string // the Allow header of a 405
+	html               bool   // the web pages' answer, not JSON
+}
+
+func checkHTTP(t *testing.T, base string, cases []httpCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, base+tc.path, strings.NewReader(`{"user":"x"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := noRedirect.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%s %s = %d %s, want %d", tc.method, tc.path, resp.StatusCode, body, tc.status)
+			}
+			if got := resp.Header.Get("Allow"); got != tc.allow {
+				t.Fatalf("Allow %q, want %q", got, tc.allow)
+			}
+			ct := resp.Header.Get("Content-Type")
+			if tc.html {
+				if !strings.HasPrefix(ct, "text/html") {
+					t.Fatalf("Content-Type %q, want the HTML pages", ct)
+				}
+				return
+			}
+			if tc.code == "" {
+				return
+			}
+			if ct != "application/json" {
+				t.Fatalf("Content-Type %q, want application/json; body %s", ct, body)
+			}
+			var e struct {
+				Error protocol.ErrorBody `json:"error"`
+			}
+			if err := json.Unmarshal(body, &e); err != nil || e.Error.Code != tc.code || e.Error.Message == "" {
+				t.Fatalf("body %s (%v), want error code %q with a message", body, err, tc.code)
+			}
+		})
+	}
+}
+
+// jsonErrorCases hold for every node: the paths under /v1 answer JSON errors
+// and are never cleaned or redirected.
+var jsonErrorCases = []httpCase{
+	{"unknown v1 path", "GET", "/v1/nope", 404, protocol.CodeNotFound, "", false},
+	{"v1 root", "GET", "/v1", 404, protocol.CodeNotFound, "", false},
+	{"v1 slash", "GET", "/v1/", 404, protocol.CodeNotFound, "", false},
+	{"ws trailing slash", "GET", "/v1/ws/", 404, protocol.CodeNotFound, "", false},
+	{"dotted v1 path", "GET", "/v1/../v1/dispatch?room=a", 404, protocol.CodeNotFound, "", false},
+	{"POST dispatch", "POST", "/v1/dispatch?room=a", 405, protocol.CodeMethodNotAllowed, "GET, HEAD", false},
+	{"PUT gateways", "PUT", "/v1/gateways", 405, protocol.CodeMethodNotAllowed, "GET, HEAD", false},
+	{"DELETE ws", "DELETE", "/v1/ws?room=a", 405, protocol.CodeMethodNotAllowed, "GET, HEAD", false},
+	{"POST healthz", "POST", "/healthz", 405, protocol.CodeMethodNotAllowed, "GET, HEAD", false},
+	{"GET send path", "GET", "/v1/rooms/a/messages", 405, protocol.CodeMethodNotAllowed, "POST", false},
+	{"empty room", "POST", "/v1/rooms//messages", 400, protocol.CodeInvalidRoom, "", false},
+	{"dot-dot room", "POST", "/v1/rooms/../messages", 400, protocol.CodeInvalidRoom, "", false},
+	{"dot room", "POST", "/v1/rooms/./messages", 400, protocol.CodeInvalidRoom, "", false},
+	{"dot-dot inside", "POST", "/v1/rooms/a/../b/messages", 400, protocol.CodeInvalidRoom, "", false},
+	{"escaped slash", "POST", "/v1/rooms/a%2Fb/messages", 400, protocol.CodeInvalidRoom, "", false},
+	{"two segments", "POST", "/v1/rooms/a/b/messages", 404, protocol.CodeNotFound, "", false},
+	{"room without messages", "POST", "/v1/rooms/a", 404, protocol.CodeNotFound, "", false},
+	{"rooms root", "GET", "/v1/rooms/", 404, protocol.CodeNotFound, "", false},
+	{"send without a token", "POST", "/v1/rooms/a/messages", 401, protocol.CodeUnauthorized, "", false},
+	{"dispatch bad room", "GET", "/v1/dispatch?room=a.b", 400, protocol.CodeInvalidRoom, "", false},
+	{"dispatch", "GET", "/v1/dispatch?room=a", 200, "", "", false},
+	{"HEAD gateways", "HEAD", "/v1/gateways", 200, "", "", false},
+	{"healthz", "GET", "/healthz", 200, "", "", false},
+	{"page", "GET", "/", 200, "", "", true},
+	{"unknown page", "GET", "/nope", 404, "", "", true},
+	{"v1 lookalike page", "GET", "/v1x", 404, "", "", true},
+}
+
+func TestHTTPErrorsAreJSON(t *testing.T) {
+	t.Run("secret", func(t *testing.T) {
+		n := startNode(t, testutil.Secret)
+		checkHTTP(t, n.URL(), append(jsonErrorCases,
+			httpCase{"dev token", "POST", "/v1/dev/token", 404, protocol.CodeDevOnly, "", false},
+			httpCase{"GET dev token", "GET", "/v1/dev/token", 404, protocol.CodeDevOnly, "", false},
+		))
+	})
+	t.Run("dev", func(t *testing.T) {
+		n := startNode(t, "")
+		checkHTTP(t, n.URL(), append(jsonErrorCases,
+			httpCase{"dev token", "POST", "/v1/dev/token", 200, "", "", false},
+			httpCase{"GET dev token", "GET", "/v1/dev/token", 405, protocol.CodeMethodNotAllowed, "POST", false},
+		))
+	})
 }

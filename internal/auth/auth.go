@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -17,6 +18,14 @@ import (
 
 // ErrInvalidToken is wrapped by every verification failure.
 var ErrInvalidToken = errors.New("invalid token")
+
+// ErrUnknownRole is wrapped, with ErrInvalidToken, when a token's role claim
+// is not viewer, anchor or admin.
+var ErrUnknownRole = errors.New("unknown role")
+
+// MaxNameLen is the longest display name an Identity carries, in characters
+// (runes); a longer name claim is cut.
+const MaxNameLen = 64
 
 // MinSecretLen is the shortest HS256 secret accepted.
 const MinSecretLen = 16
@@ -79,16 +88,33 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 		role = protocol.RoleViewer
 	}
 	if !protocol.ValidRole(role) {
-		return Identity{}, fmt.Errorf("%w: unknown role %q", ErrInvalidToken, role)
+		return Identity{}, fmt.Errorf("%w: %w %q", ErrInvalidToken, ErrUnknownRole, role)
 	}
-	name := c.Name
+	name := cleanName(c.Name)
 	if name == "" {
 		name = string(user)
 	}
-	if len(name) > 64 {
-		name = name[:64]
-	}
 	return Identity{User: user, Name: name, Role: role}, nil
+}
+
+// cleanName drops control characters from a name claim, which ends up on
+// every viewer's screen, and cuts it to MaxNameLen runes. Cutting bytes would
+// split a multi-byte character and leave invalid UTF-8 in every message the
+// caller sends. Invalid bytes in the claim become U+FFFD.
+func cleanName(s string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			continue
+		}
+		if n == MaxNameLen {
+			break
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
 }
 
 // FromRequest verifies the bearer token of r (Authorization header, or the
@@ -130,6 +156,8 @@ func reason(err error) string {
 		return "not valid yet"
 	case errors.Is(err, protocol.ErrInvalidUser):
 		return "sub is not a valid user id"
+	case errors.Is(err, ErrUnknownRole):
+		return "unknown role (want viewer, anchor or admin)"
 	default:
 		return "invalid"
 	}

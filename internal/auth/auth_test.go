@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -106,4 +108,78 @@ func FuzzVerify(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestVerifyCleansName(t *testing.T) {
+	v, err := NewHS256([]byte(secret), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	cases := []struct {
+		name, claim, want string
+	}{
+		{"short", "Alice", "Alice"},
+		{"empty is the user id", "", "alice"},
+		{"64 ascii kept", strings.Repeat("a", 64), strings.Repeat("a", 64)},
+		{"65 ascii cut", strings.Repeat("a", 65), strings.Repeat("a", 64)},
+		// 63 ASCII bytes then a 3-byte character: a byte cut at 64 split it.
+		{"multibyte at the byte limit", strings.Repeat("a", 63) + "弹幕", strings.Repeat("a", 63) + "弹"},
+		{"64 runes of 3 bytes kept", strings.Repeat("弹", 64), strings.Repeat("弹", 64)},
+		{"65 runes cut to 64", strings.Repeat("😀", 65), strings.Repeat("😀", 64)},
+		{"control characters dropped", "Al\nice\t\x00\u007f\u0085!", "Alice!"},
+		{"control characters do not count", strings.Repeat("\n", 10) + strings.Repeat("b", 64), strings.Repeat("b", 64)},
+		{"only control characters is the user id", "\r\n\t", "alice"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "alice", "exp": exp, "name": tc.claim})
+			id, err := v.Verify(tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id.Name != tc.want {
+				t.Fatalf("name %q, want %q", id.Name, tc.want)
+			}
+			if !utf8.ValidString(id.Name) || utf8.RuneCountInString(id.Name) > MaxNameLen {
+				t.Fatalf("name %q is not valid UTF-8 of at most %d runes", id.Name, MaxNameLen)
+			}
+		})
+	}
+}
+
+func TestFromRequestReason(t *testing.T) {
+	v, err := NewHS256([]byte(secret), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	cases := []struct {
+		name string
+		tok  string
+		want string
+	}{
+		{"unknown role", sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "a", "exp": exp, "role": "root"}), "token rejected: unknown role (want viewer, anchor or admin)"},
+		{"bad sub", sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "a.b", "exp": exp}), "token rejected: sub is not a valid user id"},
+		{"expired", sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "a", "exp": time.Now().Add(-time.Hour).Unix()}), "token rejected: expired"},
+		{"malformed", "not.a.token", "token rejected: malformed"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := v.Verify(tc.tok)
+			if tc.name == "unknown role" && (!errors.Is(err, ErrUnknownRole) || !errors.Is(err, ErrInvalidToken)) {
+				t.Fatalf("Verify: %v, want ErrUnknownRole and ErrInvalidToken", err)
+			}
+			r := httptest.NewRequest("GET", "/x", nil)
+			r.Header.Set("Authorization", "Bearer "+tc.tok)
+			_, err = v.FromRequest(r)
+			var pe *protocol.Error
+			if !errors.As(err, &pe) || pe.Status != 401 || pe.Body.Code != protocol.CodeUnauthorized {
+				t.Fatalf("FromRequest: %v, want a 401 unauthorized", err)
+			}
+			if pe.Body.Message != tc.want {
+				t.Fatalf("message %q, want %q", pe.Body.Message, tc.want)
+			}
+		})
+	}
 }
