@@ -23,7 +23,29 @@ type Beat struct {
 	// FramesOut and MsgsOut are per-second rates over the last beat interval.
 	FramesOut float64 `json:"frames_out"`
 	MsgsOut   float64 `json:"msgs_out"`
+	// BytesOut is bytes written to viewers per second; PacketsOut counts
+	// write system calls per second (each sends at least one packet).
+	BytesOut   float64 `json:"bytes_out"`
+	PacketsOut float64 `json:"packets_out"`
+	// CPU is the process's CPU use in cores over the last interval; RSS its
+	// resident memory in bytes.
+	CPU float64 `json:"cpu"`
+	RSS int64   `json:"rss"`
+	// Capacity is what Load is measured against.
+	Capacity Capacity `json:"capacity"`
+	// IntervalMS is the beat interval; dispatch treats a gateway silent for
+	// three intervals as gone.
+	IntervalMS int64 `json:"interval_ms"`
 	// RoomConns holds the local viewer count of the gateway's largest rooms
 	// (at most 16), for room affinity in dispatch.
 	RoomConns map[string]int `json:"room_conns,omitempty"`
+}
+
+// Capacity is a gateway's configured limits. Zero means "not limited" for
+// that dimension.
+type Capacity struct {
+	Conns    int     `json:"conns"`
+	CPU      float64 `json:"cpu"`       // cores
+	BytesOut float64 `json:"bytes_out"` // bytes per second
+	MsgsOut  float64 `json:"msgs_out"`  // messages per second
 }
