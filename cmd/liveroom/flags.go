@@ -114,6 +114,13 @@ func gatewayFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
 	fs.IntVar(&c.QueueFrames, "queue-frames", ev.int("QUEUE_FRAMES", 64), "frames queued per slow connection before live frames are dropped ($LIVEROOM_QUEUE_FRAMES)")
 	fs.IntVar(&c.ReadLimit, "read-limit", ev.int("READ_LIMIT", 4096), "largest client frame in bytes ($LIVEROOM_READ_LIMIT)")
 	fs.DurationVar(&c.PingInterval, "ping-interval", ev.dur("PING_INTERVAL", 25*time.Second), "ping idle connections this often ($LIVEROOM_PING_INTERVAL)")
+	fs.Float64Var(&c.MaxCPU, "max-cpu", ev.float("MAX_CPU", 0), "CPU capacity in cores for the load score; 0 = all CPUs ($LIVEROOM_MAX_CPU)")
+	fs.Float64Var(&c.MaxBytesOut, "max-bytes-out", ev.float("MAX_BYTES_OUT", 100e6), "bytes/s to viewers at full load ($LIVEROOM_MAX_BYTES_OUT)")
+	fs.Float64Var(&c.MaxMsgsOut, "max-msgs-out", ev.float("MAX_MSGS_OUT", 1e6), "messages/s to viewers at full load ($LIVEROOM_MAX_MSGS_OUT)")
+	fs.DurationVar(&c.DrainWindow, "drain-window", ev.dur("DRAIN_WINDOW", 30*time.Second), "a drain spreads reconnects over this window ($LIVEROOM_DRAIN_WINDOW)")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", ev.dur("DRAIN_DELAY", 2*time.Second), "pause between reporting draining and the first reconnect notice ($LIVEROOM_DRAIN_DELAY)")
+	fs.Float64Var(&c.DrainRate, "drain-rate", ev.float("DRAIN_RATE", 1000), "most reconnects per second a drain causes ($LIVEROOM_DRAIN_RATE)")
+	fs.DurationVar(&c.DrainGrace, "drain-grace", ev.dur("DRAIN_GRACE", 3*time.Second), "a viewer still connected this long after its reconnect time is closed ($LIVEROOM_DRAIN_GRACE)")
 }
 
 // uplinkFlags are the uplink tunables shared by serve and uplink.

@@ -34,6 +34,7 @@ var commands = []command{
 	{"gateway", "run a gateway (viewers' WebSockets) against --nats-url", runGateway},
 	{"uplink", "run an uplink (the send API) against --nats-url", runUplink},
 	{"dispatch", "run dispatch (which gateway a client should use) against --nats-url", runDispatch},
+	{"drain", "ask a gateway to drain its viewers gently and exit", runDrain},
 	{"nats", "run the embedded NATS server (JetStream, cluster flags) as its own process", runNATS},
 	{"token", "mint a JWT for a user", runToken},
 	{"tail", "print a room's traffic", runTail},

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/liveroom/liveroom/internal/admin"
 	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/bus"
@@ -91,11 +92,12 @@ func uplinkHandler(h http.Handler) http.Handler {
 	return app.NewRouter(app.RouterConfig{Send: h})
 }
 
-func dispatchHandler(h http.Handler) http.Handler {
+// dispatchHandler serves dispatch and, when adm is not nil, the admin API.
+func dispatchHandler(h, adm http.Handler) http.Handler {
 	return app.NewRouter(app.RouterConfig{Routes: []app.Route{
 		{Path: "/v1/dispatch", Methods: []string{http.MethodGet}, Handler: h},
 		{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: h},
-	}})
+	}, Admin: adm})
 }
 
 // serveHTTP serves h, one of the role handlers above, until ctx ends, then
@@ -192,7 +194,29 @@ flags:`)
 	if err := g.Start(ctx); err != nil {
 		return err
 	}
-	return r.serveHTTP(ctx, gatewayHandler(g.Handler()), func() { _ = g.Close() })
+	// SIGTERM (or Ctrl-C) drains before exiting; so does a drain ordered
+	// through `liveroom drain` or the admin API. The HTTP server keeps
+	// running during the drain to answer new upgrades with 503 draining.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	go func() {
+		select {
+		case <-ctx.Done():
+			r.log.Info("signal received: draining before exit")
+			dctx, cancel := context.WithTimeout(context.Background(), drainBudget(cfg))
+			_ = g.Drain(dctx)
+			cancel()
+		case <-g.Drained():
+		}
+		stopRun()
+	}()
+	return r.serveHTTP(runCtx, gatewayHandler(g.Handler()), func() { _ = g.Close() })
+}
+
+// drainBudget bounds how long a gateway may take to drain before it exits
+// anyway; a termination grace period (Kubernetes) must be longer.
+func drainBudget(cfg gateway.Config) time.Duration {
+	return cfg.DrainDelay + cfg.DrainWindow + cfg.DrainGrace + 10*time.Second
 }
 
 func runUplink(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -289,5 +313,11 @@ flags:`)
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
-	return r.serveHTTP(ctx, dispatchHandler(d.Handler()), func() { _ = d.Close() })
+	// The admin API (drain a gateway) lives beside dispatch when the JWT
+	// secret is known; admin calls need a token with role admin.
+	var adm http.Handler
+	if v, err := rf.verifier(); err == nil {
+		adm = admin.Handler(admin.Config{NC: r.nc, Verifier: v, Logger: r.log})
+	}
+	return r.serveHTTP(ctx, dispatchHandler(d.Handler(), adm), func() { _ = d.Close() })
 }

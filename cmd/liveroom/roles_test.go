@@ -66,7 +66,8 @@ func TestRoleHandlers(t *testing.T) {
 			notFound("POST", "/v1/rooms/messages"),
 			notFound("GET", "/v1/ws"),
 		}},
-		{"dispatch", dispatchHandler(roleStub("dispatch")), []tc{
+		{"dispatch", dispatchHandler(roleStub("dispatch"), roleStub("admin")), []tc{
+			{"POST", "/v1/admin/gateways/g1/drain", 200, "", "", "admin"},
 			{"GET", "/v1/dispatch?room=a", 200, "", "", "dispatch"},
 			{"GET", "/v1/gateways", 200, "", "", "dispatch"},
 			{"POST", "/v1/dispatch", 405, protocol.CodeMethodNotAllowed, "GET, HEAD", ""},

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/liveroom/liveroom/internal/admin"
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/dispatch"
@@ -206,6 +207,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		},
 		Send:  n.up.Handler(),
 		Pages: web.Handler(),
+		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log}),
 	})
 	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	n.wg.Add(1)
@@ -316,6 +318,9 @@ type RouterConfig struct {
 	// Pages, when set, gets every path outside /v1/ that no route serves (the
 	// web pages, with their own HTML 404). Nil answers them with JSON 404.
 	Pages http.Handler
+	// Admin, when set, gets every path under /v1/admin/ (it answers its own
+	// 404 and 405 as JSON).
+	Admin http.Handler
 }
 
 // Router is the outermost HTTP handler of every liveroom process. Unlike
@@ -329,6 +334,7 @@ type Router struct {
 	routes map[string]Route
 	send   http.Handler
 	pages  http.Handler
+	admin  http.Handler
 }
 
 var _ http.Handler = (*Router)(nil)
@@ -343,7 +349,7 @@ const (
 // handler, or on a path listed twice, as http.ServeMux does on a bad pattern:
 // routes are fixed in the code.
 func NewRouter(cfg RouterConfig) *Router {
-	rt := &Router{routes: map[string]Route{}, send: cfg.Send, pages: cfg.Pages}
+	rt := &Router{routes: map[string]Route{}, send: cfg.Send, pages: cfg.Pages, admin: cfg.Admin}
 	routes := append([]Route{{Path: "/healthz", Methods: []string{http.MethodGet}, Handler: http.HandlerFunc(healthz)}}, cfg.Routes...)
 	for _, r := range routes {
 		if r.Path == "" || r.Handler == nil {
@@ -367,6 +373,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	if rt.send != nil && isSendPath(r) {
 		rt.send.ServeHTTP(w, r)
+		return
+	}
+	if rt.admin != nil && strings.HasPrefix(p, "/v1/admin/") {
+		rt.admin.ServeHTTP(w, r)
 		return
 	}
 	if route, ok := rt.routes[p]; ok {

@@ -290,3 +290,45 @@ func TestHTTPErrorsAreJSON(t *testing.T) {
 		))
 	})
 }
+
+func TestAdminDrainNeedsAdminAndDrainsTheGateway(t *testing.T) {
+	n := startNode(t, testutil.Secret)
+	post := func(path, token string) (int, string) {
+		req, _ := http.NewRequest("POST", n.URL()+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Error protocol.ErrorBody `json:"error"`
+			State string             `json:"state"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body.Error.Code + body.State
+	}
+	gw := n.Gateway().ID()
+	admin := testutil.Token(t, "boss", protocol.RoleAdmin)
+	for _, tc := range []struct {
+		name, path, token string
+		status            int
+		code              string
+	}{
+		{"no token", "/v1/admin/gateways/" + gw + "/drain", "", 401, protocol.CodeUnauthorized},
+		{"viewer", "/v1/admin/gateways/" + gw + "/drain", testutil.Token(t, "v", protocol.RoleViewer), 403, protocol.CodeForbidden},
+		{"bad id", "/v1/admin/gateways/a.b/drain", admin, 400, protocol.CodeInvalidField},
+		{"unknown gateway", "/v1/admin/gateways/nope/drain", admin, 404, protocol.CodeNotFound},
+		{"unknown endpoint", "/v1/admin/whatever", admin, 404, protocol.CodeNotFound},
+		{"drain", "/v1/admin/gateways/" + gw + "/drain", admin, 202, "draining"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if status, code := post(tc.path, tc.token); status != tc.status || code != tc.code {
+				t.Fatalf("got %d %q, want %d %q", status, code, tc.status, tc.code)
+			}
+		})
+	}
+	testutil.Eventually(t, 5*time.Second, "gateway draining", func() bool { return n.Gateway().State() == "draining" })
+}

@@ -56,3 +56,27 @@ func RoomFromSubject(subj string) (protocol.Room, string, bool) {
 
 // LikesKey is the key of a room's likes total in the room-state bucket.
 func LikesKey(room protocol.Room) string { return "likes." + string(room) }
+
+// ControlSubject carries admin commands (drain) to one gateway; id must have
+// passed ValidGatewayID.
+func ControlSubject(id string) string { return ControlSubjectPrefix + id }
+
+// ValidGatewayID reports whether id can name a gateway (and a subject
+// token): 1-64 characters of A-Z a-z 0-9 _ -.
+func ValidGatewayID(id string) bool {
+	_, err := protocol.ParseRoom(id) // same alphabet and length
+	return err == nil
+}
+
+// Control is a command sent on a gateway's control subject.
+type Control struct {
+	Cmd string `json:"cmd"` // "drain"
+}
+
+// ControlReply answers a Control request.
+type ControlReply struct {
+	Gateway string `json:"gateway"`
+	State   string `json:"state"`
+	Conns   int    `json:"conns"`
+	Error   string `json:"error,omitempty"`
+}

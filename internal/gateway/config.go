@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/bus"
 )
 
 // Config configures a gateway. Zero values take the documented defaults.
@@ -58,6 +59,26 @@ type Config struct {
 	// MaxConns is this gateway's connection capacity; upgrades beyond it get
 	// 503. Default 19000 (the per-process file limit here is 20000).
 	MaxConns int
+	// MaxCPU, MaxBytesOut and MaxMsgsOut are the other capacity dimensions
+	// of the load score (CPU in cores, bytes and messages written to viewers
+	// per second). Defaults: all CPUs of the machine, 100 MB/s, 1,000,000
+	// messages/s; `liveroom bench capacity` measures real ones.
+	MaxCPU      float64
+	MaxBytesOut float64
+	MaxMsgsOut  float64
+	// DrainWindow is the time over which a draining gateway spreads its
+	// viewers' reconnects. Default 30s.
+	DrainWindow time.Duration
+	// DrainDelay is the pause between reporting "draining" (so dispatch
+	// stops sending viewers) and the first reconnect notice. Default 2s.
+	DrainDelay time.Duration
+	// DrainRate caps reconnects per second caused by a drain; the window
+	// stretches when the gateway holds more viewers than rate × window.
+	// Default 1000.
+	DrainRate float64
+	// DrainGrace is how long after its reconnect time a viewer that has not
+	// left is closed. Default 3s.
+	DrainGrace time.Duration
 	// ReliableWindow is how many recent reliable messages per room are kept
 	// in memory to serve reconnects with since=. Default 1024.
 	ReliableWindow int
@@ -94,6 +115,9 @@ func (c *Config) setDefaults() error {
 		_, _ = rand.Read(b[:])
 		c.ID = "gw-" + hex.EncodeToString(b[:])
 	}
+	if !bus.ValidGatewayID(c.ID) {
+		return errors.New("cannot create gateway: id must be 1-64 characters of A-Z a-z 0-9 _ -")
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -108,6 +132,21 @@ func (c *Config) setDefaults() error {
 	setDur(&c.IdleTimeout, c.PingInterval*5/2)
 	setDur(&c.WriteTimeout, 10*time.Second)
 	setInt(&c.MaxConns, 19000)
+	if c.MaxCPU <= 0 {
+		c.MaxCPU = float64(runtime.NumCPU())
+	}
+	if c.MaxBytesOut <= 0 {
+		c.MaxBytesOut = 100e6
+	}
+	if c.MaxMsgsOut <= 0 {
+		c.MaxMsgsOut = 1e6
+	}
+	setDur(&c.DrainWindow, 30*time.Second)
+	setDur(&c.DrainDelay, 2*time.Second)
+	if c.DrainRate <= 0 {
+		c.DrainRate = 1000
+	}
+	setDur(&c.DrainGrace, 3*time.Second)
 	setInt(&c.ReliableWindow, 1024)
 	setInt(&c.ReplayMax, 10000)
 	setDur(&c.RoomLinger, 2*time.Second)

@@ -134,27 +134,42 @@ func (s *Server) keepalive(conns []*conn, now time.Time) {
 func (s *Server) beatLoop() {
 	t := time.NewTicker(s.cfg.BeatInterval)
 	defer t.Stop()
-	s.publishBeat(time.Now(), 0, 0, 0)
-	lastF, lastM := s.stats.FramesOut.Load(), s.stats.MsgsOut.Load()
-	last := time.Now()
+	prev := s.sampleLoad()
+	s.publishBeat(s.beat(prev, prev))
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
-		case now := <-t.C:
-			f, m := s.stats.FramesOut.Load(), s.stats.MsgsOut.Load()
-			s.publishBeat(now, now.Sub(last).Seconds(), f-lastF, m-lastM)
-			lastF, lastM, last = f, m, now
+		case <-t.C:
+			cur := s.sampleLoad()
+			s.publishBeat(s.beat(prev, cur))
+			prev = cur
+		case <-s.beatNow:
+			// A state change (drain) is announced at once; rates keep
+			// their interval.
+			s.publishBeat(s.beat(prev, s.sampleLoad()))
 		}
 	}
 }
 
-// Beat returns the gateway's current load report.
-func (s *Server) Beat() bus.Beat {
-	return s.beat(time.Now(), 0, 0, 0)
+// loadSample holds the counters rates are computed from.
+type loadSample struct {
+	proc                   procSample
+	frames, msgs, bytesOut int64
 }
 
-func (s *Server) beat(now time.Time, secs float64, frames, msgs int64) bus.Beat {
+func (s *Server) sampleLoad() loadSample {
+	return loadSample{proc: sampleProc(), frames: s.stats.FramesOut.Load(), msgs: s.stats.MsgsOut.Load(), bytesOut: s.stats.BytesOut.Load()}
+}
+
+// Beat returns the gateway's current load report (rates over the last
+// beat interval are those of the last published beat).
+func (s *Server) Beat() bus.Beat {
+	cur := s.sampleLoad()
+	return s.beat(cur, cur)
+}
+
+func (s *Server) beat(prev, cur loadSample) bus.Beat {
 	rooms := s.hub.allRooms(nil)
 	type rc struct {
 		id string
@@ -170,16 +185,28 @@ func (s *Server) beat(now time.Time, secs float64, frames, msgs int64) bus.Beat 
 		}
 	}
 	sort.Slice(top, func(i, j int) bool { return top[i].n > top[j].n })
+	cfg := &s.cfg
 	b := bus.Beat{
-		ID: s.cfg.ID, URL: s.cfg.PublicURL, State: s.state.Load().(string),
-		Started: s.started.UnixMilli(), TS: now.UnixMilli(),
-		Conns: int(s.stats.Conns.Load()), Rooms: len(top), MaxConns: s.cfg.MaxConns,
+		ID: cfg.ID, URL: cfg.PublicURL, State: s.state.Load().(string),
+		Started: s.started.UnixMilli(), TS: cur.proc.at.UnixMilli(),
+		Conns: int(s.stats.Conns.Load()), Rooms: len(top), MaxConns: cfg.MaxConns,
+		RSS:        cur.proc.rss,
+		IntervalMS: cfg.BeatInterval.Milliseconds(),
+		Capacity:   bus.Capacity{Conns: cfg.MaxConns, CPU: cfg.MaxCPU, BytesOut: cfg.MaxBytesOut, MsgsOut: cfg.MaxMsgsOut},
 	}
-	b.Load = min(1, float64(b.Conns)/float64(max(1, s.cfg.MaxConns)))
-	if secs > 0 {
-		b.FramesOut = float64(frames) / secs
-		b.MsgsOut = float64(msgs) / secs
+	if secs := cur.proc.at.Sub(prev.proc.at).Seconds(); secs > 0 {
+		b.FramesOut = float64(cur.frames-prev.frames) / secs
+		b.PacketsOut = b.FramesOut
+		b.MsgsOut = float64(cur.msgs-prev.msgs) / secs
+		b.BytesOut = float64(cur.bytesOut-prev.bytesOut) / secs
+		b.CPU = (cur.proc.cpu - prev.proc.cpu).Seconds() / secs
 	}
+	b.Load = min(1, max(
+		float64(b.Conns)/float64(cfg.MaxConns),
+		b.CPU/cfg.MaxCPU,
+		b.BytesOut/cfg.MaxBytesOut,
+		b.MsgsOut/cfg.MaxMsgsOut,
+	))
 	if len(top) > 0 {
 		b.RoomConns = make(map[string]int, min(16, len(top)))
 		for _, t := range top[:min(16, len(top))] {
@@ -189,10 +216,10 @@ func (s *Server) beat(now time.Time, secs float64, frames, msgs int64) bus.Beat 
 	return b
 }
 
-func (s *Server) publishBeat(now time.Time, secs float64, frames, msgs int64) {
-	b, err := json.Marshal(s.beat(now, secs, frames, msgs))
+func (s *Server) publishBeat(b bus.Beat) {
+	data, err := json.Marshal(b)
 	if err != nil {
 		return
 	}
-	_ = s.cfg.NC.Publish(bus.BeatSubject, b)
+	_ = s.cfg.NC.Publish(bus.BeatSubject, data)
 }

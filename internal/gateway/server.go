@@ -38,6 +38,7 @@ type Server struct {
 	kv     jetstream.KeyValue
 
 	natsCh  chan *nats.Msg
+	beatNow chan struct{}
 	connSeq atomic.Uint64
 	started time.Time
 	state   atomic.Value // string: bus.StateActive or bus.StateDraining
@@ -51,6 +52,9 @@ type Server struct {
 	roomWG sync.WaitGroup // room start/stop goroutines
 
 	closeOnce sync.Once
+	drainOnce sync.Once
+	drained   chan struct{}
+	ctlSub    *nats.Subscription
 	// admitMu orders connection admission against Close, so that no
 	// connection is registered after Close started waiting for them.
 	admitMu sync.Mutex
@@ -62,10 +66,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
-		hub:    newHub(cfg.Shards),
-		natsCh: make(chan *nats.Msg, 1<<16),
+		cfg:     cfg,
+		log:     cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
+		hub:     newHub(cfg.Shards),
+		natsCh:  make(chan *nats.Msg, 1<<16),
+		beatNow: make(chan struct{}, 1),
+		drained: make(chan struct{}),
 	}
 	s.state.Store(bus.StateActive)
 	return s, nil
@@ -99,6 +105,18 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.goLoop(s.tickLoop)
 	s.goLoop(s.beatLoop)
+	sub, err := s.cfg.NC.Subscribe(bus.ControlSubject(s.cfg.ID), s.serveControl)
+	if err != nil {
+		s.cancel()
+		s.wg.Wait()
+		return fmt.Errorf("cannot subscribe to control subject: %w", err)
+	}
+	s.ctlSub = sub
+	// Commands may arrive as soon as Start returns: make sure the server
+	// knows the subscription.
+	if err := s.cfg.NC.FlushTimeout(10 * time.Second); err != nil {
+		s.log.Warn("cannot flush control subscription", "err", err)
+	}
 	s.running.Store(true)
 	s.log.Info("gateway started", "url", s.cfg.PublicURL, "merge_window", s.cfg.MergeWindow, "viewer_budget", s.cfg.ViewerBudget)
 	return nil
@@ -122,6 +140,7 @@ func (s *Server) Close() error {
 		if !s.running.Load() {
 			return
 		}
+		_ = s.ctlSub.Unsubscribe()
 		// Tell the other gateways this one's viewers are gone, so that
 		// online counts drop now rather than when the entries expire.
 		for _, r := range s.hub.allRooms(nil) {

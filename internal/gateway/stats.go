@@ -26,6 +26,8 @@ type Stats struct {
 	ConsumerErrors   atomic.Int64 // reliable consumer errors reported by the client library
 	ReliableGaps     atomic.Int64 // gaps detected in a reliable consumer's sequence
 	ReliableResets   atomic.Int64 // reliable consumers recreated (gap, heartbeat, node loss)
+	DrainNotified    atomic.Int64 // viewers sent a reconnect notice by a drain
+	DrainClosed      atomic.Int64 // viewers a drain closed because they had not left
 	RoomsStarted     atomic.Int64 // room subscriptions started
 	RoomsStopped     atomic.Int64 // room subscriptions stopped
 }

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/bus"
+)
+
+// runDrain implements `liveroom drain --gateway ID`: it asks one gateway,
+// over NATS, to drain (and then exit), and optionally waits until it is gone.
+func runDrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("drain", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var ev envs
+	natsURL := fs.String("nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server(s) ($LIVEROOM_NATS_URL)")
+	id := fs.String("gateway", "", "id of the gateway to drain (see GET /v1/gateways) (required)")
+	wait := fs.Bool("wait", false, "wait until the gateway has stopped beating")
+	timeout := fs.Duration("timeout", 5*time.Minute, "with --wait: give up after this long")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `usage: liveroom drain --gateway ID [--wait] [--nats-url URL]
+
+Asks a gateway to drain: it reports "draining" so dispatch sends it nobody,
+refuses new WebSockets, asks its viewers to reconnect elsewhere spread over its
+drain window, closes the stragglers at a paced rate, then exits.
+
+flags:`)
+		fs.PrintDefaults()
+	}
+	if stop, err := parseFlags(fs, args); stop {
+		return err
+	}
+	if err := ev.err(); err != nil {
+		return err
+	}
+	if !bus.ValidGatewayID(*id) {
+		return errors.New("--gateway: want a gateway id of 1-64 characters A-Z a-z 0-9 _ -")
+	}
+	log, err := newLogger(stderr, "warn", "text")
+	if err != nil {
+		return err
+	}
+	nc, err := bus.Connect(*natsURL, "liveroom-drain", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	req, _ := json.Marshal(bus.Control{Cmd: "drain"})
+	msg, err := nc.Request(bus.ControlSubject(*id), req, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("gateway %s did not answer: %w", *id, err)
+	}
+	var reply bus.ControlReply
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return fmt.Errorf("bad answer from gateway %s: %w", *id, err)
+	}
+	if reply.Error != "" {
+		return fmt.Errorf("gateway %s: %s", *id, reply.Error)
+	}
+	fmt.Fprintf(stdout, "gateway %s is %s with %d connections\n", reply.Gateway, reply.State, reply.Conns)
+	if !*wait {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	status, _ := json.Marshal(bus.Control{Cmd: "status"})
+	for {
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("gateway %s still running: %w", *id, wctx.Err())
+		case <-time.After(time.Second):
+		}
+		m, err := nc.Request(bus.ControlSubject(*id), status, time.Second)
+		if err != nil {
+			fmt.Fprintf(stdout, "gateway %s is gone\n", *id)
+			return nil
+		}
+		var r bus.ControlReply
+		if json.Unmarshal(m.Data, &r) == nil {
+			fmt.Fprintf(stdout, "gateway %s: %s, %d connections\n", r.Gateway, r.State, r.Conns)
+		}
+	}
+}

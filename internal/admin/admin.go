@@ -1,0 +1,99 @@
+// Package admin serves the operator's HTTP API: actions on the fleet that
+// need the admin role. Today: draining a gateway. It talks to gateways only
+// through NATS (their control subjects), so any process on the backbone can
+// serve it.
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+// Config configures the admin API.
+type Config struct {
+	NC       *nats.Conn     // required
+	Verifier *auth.Verifier // required: every call needs an admin token
+	Logger   *slog.Logger
+	// Timeout bounds the wait for a gateway's answer. Default 5s.
+	Timeout time.Duration
+}
+
+// Handler returns the admin API:
+//
+//	POST /v1/admin/gateways/{id}/drain → 202 {"gateway","state":"draining","conns"}
+func Handler(cfg Config) http.Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	h := &handler{cfg: cfg, log: cfg.Logger.With("role", "admin")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/admin/gateways/{id}/drain", h.drain)
+	mux.HandleFunc("/v1/admin/gateways/{id}/drain", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Allow", http.MethodPost)
+		protocol.WriteError(w, protocol.Errorf(http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "", "use POST"))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "", "no admin endpoint here; docs/OPERATIONS.md lists them"))
+	})
+	return mux
+}
+
+type handler struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// requireAdmin verifies the caller's token and role.
+func (h *handler) requireAdmin(w http.ResponseWriter, r *http.Request) (auth.Identity, bool) {
+	id, err := h.cfg.Verifier.FromRequest(r)
+	if err != nil {
+		protocol.WriteError(w, err)
+		return id, false
+	}
+	if id.Role != protocol.RoleAdmin {
+		protocol.WriteError(w, protocol.Errorf(http.StatusForbidden, protocol.CodeForbidden, "", "this endpoint needs a token with role admin"))
+		return id, false
+	}
+	return id, true
+}
+
+func (h *handler) drain(w http.ResponseWriter, r *http.Request) {
+	who, ok := h.requireAdmin(w, r)
+	if !ok {
+		return
+	}
+	gw := r.PathValue("id")
+	if !bus.ValidGatewayID(gw) {
+		protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "id", "gateway id must be 1-64 characters of A-Z a-z 0-9 _ -"))
+		return
+	}
+	req, _ := json.Marshal(bus.Control{Cmd: "drain"})
+	msg, err := h.cfg.NC.Request(bus.ControlSubject(gw), req, h.cfg.Timeout)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "id", "no gateway "+gw+" is running"))
+		return
+	case err != nil:
+		protocol.WriteError(w, protocol.Errorf(http.StatusGatewayTimeout, protocol.CodeUnavailable, "", "gateway "+gw+" did not answer").WithRetry(1000))
+		return
+	}
+	var reply bus.ControlReply
+	if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Error != "" {
+		protocol.WriteError(w, protocol.Errorf(http.StatusBadGateway, protocol.CodeInternal, "", "gateway "+gw+" refused: "+reply.Error))
+		return
+	}
+	h.log.Info("drain ordered", "gateway", gw, "by", who.User, "conns", reply.Conns)
+	protocol.WriteJSON(w, http.StatusAccepted, reply)
+}
