@@ -22,6 +22,7 @@ type cluster struct {
 	gwURLs   []string
 	dispatch string // base URL
 	env      []string
+	common   []string
 }
 
 const secret = testutil.Secret
@@ -56,6 +57,7 @@ func startCluster(t *testing.T, nNATS, nUplinks, nGateways int, gwArgs ...string
 		replicas = "3"
 	}
 	common := []string{"--nats-url", c.natsURLs, "--replicas", replicas, "--log-level", "info"}
+	c.common = common
 	dport := testutil.FreePort(t)
 	testutil.StartProc(t, "dispatch", c.env, append([]string{"dispatch", "--addr", testutil.Addr(dport)}, common...)...)
 	c.dispatch = "http://" + testutil.Addr(dport)
@@ -76,6 +78,19 @@ func startCluster(t *testing.T, nNATS, nUplinks, nGateways int, gwArgs ...string
 	}
 	testutil.Eventually(t, 30*time.Second, "dispatch sees every gateway", func() bool { return len(c.activeGateways()) == nGateways })
 	return c
+}
+
+// addGateway starts one more gateway and waits until dispatch offers it.
+func (c *cluster) addGateway(t *testing.T, gwArgs ...string) {
+	t.Helper()
+	i := len(c.gateways)
+	p := testutil.FreePort(t)
+	args := append([]string{"gateway", "--addr", testutil.Addr(p), "--id", "gw" + strconv.Itoa(i)}, c.common...)
+	args = append(args, gwArgs...)
+	c.gateways = append(c.gateways, testutil.StartProc(t, "gw"+strconv.Itoa(i), c.env, args...))
+	c.gwURLs = append(c.gwURLs, "http://"+testutil.Addr(p))
+	testutil.WaitHTTP(t, c.gwURLs[i]+"/healthz", 60*time.Second)
+	testutil.Eventually(t, 30*time.Second, "dispatch sees the new gateway", func() bool { return len(c.activeGateways()) == i+1 })
 }
 
 // activeGateways lists the gateway ids dispatch currently has beats from.

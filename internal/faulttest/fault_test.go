@@ -23,10 +23,18 @@ type viewer struct {
 	id   int
 	user string
 
-	mu      sync.Mutex
-	conn    *client.Conn
-	arrived map[string][]time.Time // gift id → arrival times
-	fatal   error
+	mu         sync.Mutex
+	conn       *client.Conn
+	arrived    map[string][]time.Time // gift id → arrival times
+	fatal      error
+	reconnects []hop // gateways joined after the first
+}
+
+// hop is one reconnect of a viewer: when it left a gateway, and which one
+// it joined.
+type hop struct {
+	left, joined time.Time
+	from, to     string
 }
 
 func (v *viewer) on(ev client.Event) {
@@ -37,6 +45,18 @@ func (v *viewer) on(ev client.Event) {
 			v.arrived[ev.Msg.ID] = append(v.arrived[ev.Msg.ID], time.Now())
 			v.mu.Unlock()
 		}
+	case client.EventReconnecting:
+		v.mu.Lock()
+		if ev.Attempt == 1 {
+			v.reconnects = append(v.reconnects, hop{left: time.Now(), from: ev.Gateway})
+		}
+		v.mu.Unlock()
+	case client.EventReconnected:
+		v.mu.Lock()
+		if n := len(v.reconnects); n > 0 && v.reconnects[n-1].joined.IsZero() {
+			v.reconnects[n-1].joined, v.reconnects[n-1].to = time.Now(), ev.Gateway
+		}
+		v.mu.Unlock()
 	case client.EventClosed:
 		if ev.Err != nil && !isClosed(ev.Err) {
 			v.mu.Lock()

@@ -31,10 +31,10 @@ import (
 func (s *Server) Drain(ctx context.Context) error {
 	s.drainOnce.Do(func() {
 		s.state.Store(bus.StateDraining)
-		select {
-		case s.beatNow <- struct{}{}:
-		default:
-		}
+		// Announce it before answering whoever asked, so that dispatch
+		// stops offering this gateway before the drain is acknowledged.
+		s.publishBeat(s.Beat())
+		_ = s.cfg.NC.FlushTimeout(2 * time.Second)
 		s.log.Info("draining", "conns", s.stats.Conns.Load(), "window", s.cfg.DrainWindow, "rate", s.cfg.DrainRate)
 		s.goLoop(s.runDrain)
 	})
@@ -117,7 +117,9 @@ func (s *Server) serveControl(m *nats.Msg) {
 	} else {
 		switch c.Cmd {
 		case "drain":
-			go func() { _ = s.Drain(context.Background()) }()
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel() // start the drain, do not wait for it
+			_ = s.Drain(ctx)
 			reply.State = bus.StateDraining
 		case "status":
 			reply.State = s.State()

@@ -144,10 +144,6 @@ func (s *Server) beatLoop() {
 			cur := s.sampleLoad()
 			s.publishBeat(s.beat(prev, cur))
 			prev = cur
-		case <-s.beatNow:
-			// A state change (drain) is announced at once; rates keep
-			// their interval.
-			s.publishBeat(s.beat(prev, s.sampleLoad()))
 		}
 	}
 }

@@ -38,7 +38,6 @@ type Server struct {
 	kv     jetstream.KeyValue
 
 	natsCh  chan *nats.Msg
-	beatNow chan struct{}
 	connSeq atomic.Uint64
 	started time.Time
 	state   atomic.Value // string: bus.StateActive or bus.StateDraining
@@ -70,7 +69,6 @@ func New(cfg Config) (*Server, error) {
 		log:     cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
 		hub:     newHub(cfg.Shards),
 		natsCh:  make(chan *nats.Msg, 1<<16),
-		beatNow: make(chan struct{}, 1),
 		drained: make(chan struct{}),
 	}
 	s.state.Store(bus.StateActive)

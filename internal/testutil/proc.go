@@ -68,8 +68,9 @@ type Proc struct {
 	log  string
 	t    testing.TB
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the current run exits
 }
 
 // StartProc runs the liveroom binary with args and extra environment. The
@@ -104,12 +105,14 @@ func (p *Proc) Start() {
 	if err := cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
+	done := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		f.Close()
+		close(done)
 	}()
 	p.mu.Lock()
-	p.cmd = cmd
+	p.cmd, p.done = cmd, done
 	p.mu.Unlock()
 }
 
@@ -137,6 +140,22 @@ func (p *Proc) Kill() {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// WaitExit waits up to timeout for the current run to exit by itself.
+func (p *Proc) WaitExit(timeout time.Duration) bool {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	if done == nil {
+		return true
+	}
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
 	}
 }
 
