@@ -1,8 +1,15 @@
 package dispatch
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
 	"net/http/httptest"
+	"reflect"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,47 +17,641 @@ import (
 
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/testutil"
 )
 
-func newTestServer(t *testing.T) (*Server, *time.Time) {
+// clock is a fake time source shared by the servers of one test. Tests move
+// it only while no Choose runs.
+type clock struct{ now time.Time }
+
+func (c *clock) Now() time.Time      { return c.now }
+func (c *clock) Add(d time.Duration) { c.now = c.now.Add(d) }
+func newClock() *clock               { return &clock{now: time.Unix(1000, 0)} }
+func seeded(seed uint64) func() float64 {
+	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)).Float64
+}
+
+// newTestServer returns a server on a fake clock. A non-zero seed makes its
+// draws reproducible (and unsafe for concurrent Choose); 0 keeps the
+// concurrency-safe default source.
+func newTestServer(t testing.TB, cfg Config, c *clock, seed uint64) *Server {
 	t.Helper()
+	if cfg.NC == nil {
+		cfg.NC = &nats.Conn{}
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.nowFn = c.Now
+	if seed != 0 {
+		s.randFn = seeded(seed)
+	}
+	return s
+}
+
+func active(id string, conns, maxConns int) bus.Beat {
+	return bus.Beat{
+		ID: id, URL: "ws://" + id + "/v1/ws", State: bus.StateActive, IntervalMS: 1000,
+		Conns: conns, MaxConns: maxConns, Load: float64(conns) / float64(maxConns),
+	}
+}
+
+func ids(cs []Candidate) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.ID
+	}
+	return out
+}
+
+// checkAnswer fails on duplicate gateways or on ids not in allowed.
+func checkAnswer(t testing.TB, cs []Candidate, allowed map[string]bool) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, c := range cs {
+		if seen[c.ID] || !allowed[c.ID] {
+			t.Errorf("answer %v: %s repeated or not allowed", ids(cs), c.ID)
+		}
+		seen[c.ID] = true
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"no nats":          {},
+		"ceiling above 1":  {NC: &nats.Conn{}, LoadCeiling: 1.5},
+		"negative ceiling": {NC: &nats.Conn{}, LoadCeiling: -0.1},
+		"negative margin":  {NC: &nats.Conn{}, FillMargin: -1},
+		"affinity load":    {NC: &nats.Conn{}, AffinityMaxLoad: 2},
+		"negative stale":   {NC: &nats.Conn{}, StaleAfter: -time.Second},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("%s: New accepted %+v", name, cfg)
+		}
+	}
 	s, err := New(Config{NC: &nats.Conn{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Unix(1000, 0)
-	s.nowFn = func() time.Time { return now }
-	return s, &now
+	c := s.cfg
+	if c.LoadCeiling != 0.9 || c.Candidates != 3 || c.FillMargin != 0.1 || c.AffinityMaxViewers != 500 ||
+		c.AffinityMaxLoad != 0.6 || c.Replicas != 1 || c.StaleAfter != 0 || c.Reconnect.BaseMS != 500 {
+		t.Fatalf("defaults: %+v", c)
+	}
 }
 
-func TestChooseRanksAndFilters(t *testing.T) {
-	s, now := newTestServer(t)
-	s.Observe(bus.Beat{ID: "busy", URL: "ws://b", State: bus.StateActive, Load: 0.8, Conns: 800})
-	s.Observe(bus.Beat{ID: "idle", URL: "ws://i", State: bus.StateActive, Load: 0.1, Conns: 100})
-	s.Observe(bus.Beat{ID: "mid", URL: "ws://m", State: bus.StateActive, Load: 0.4, Conns: 400})
-	s.Observe(bus.Beat{ID: "drain", URL: "ws://d", State: bus.StateDraining, Load: 0.0})
-	*now = now.Add(2 * time.Second)
-	s.Observe(bus.Beat{ID: "new", URL: "ws://n", State: bus.StateActive, Load: 0.0, Conns: 0})
-	got := s.Choose("r")
-	want := []string{"new", "idle", "mid"}
-	if len(got) != len(want) {
-		t.Fatalf("got %+v", got)
+func TestEligibility(t *testing.T) {
+	type step struct {
+		after time.Duration // clock advance before Observe
+		beat  bus.Beat
 	}
-	for i := range want {
-		if got[i].ID != want[i] {
-			t.Fatalf("got %+v, want order %v", got, want)
+	mk := func(id string, mut func(*bus.Beat)) bus.Beat {
+		b := active(id, 100, 100000) // roomy: 200 answers move the load by 0.002
+		if mut != nil {
+			mut(&b)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		beats   []step
+		wait    time.Duration // clock advance after the beats
+		offered []string      // by Choose, in any order
+		listed  []string      // by Gateways
+	}{
+		{
+			name:    "fresh active",
+			beats:   []step{{0, mk("a", nil)}, {0, mk("b", nil)}},
+			wait:    2900 * time.Millisecond,
+			offered: []string{"a", "b"}, listed: []string{"a", "b"},
+		},
+		{
+			name:    "silent for 3 intervals of 1s",
+			beats:   []step{{0, mk("a", nil)}, {time.Second, mk("b", nil)}},
+			wait:    2 * time.Second, // a silent 3 s, b 2 s
+			offered: []string{"b"}, listed: []string{"b"},
+		},
+		{
+			name: "silent for 3 of its own 200ms intervals",
+			beats: []step{
+				{0, mk("slow", nil)},
+				{0, mk("fast", func(b *bus.Beat) { b.IntervalMS = 200 })},
+			},
+			wait:    600 * time.Millisecond,
+			offered: []string{"slow"}, listed: []string{"slow"},
+		},
+		{
+			name:    "no interval in the beat means 1s",
+			beats:   []step{{0, mk("a", func(b *bus.Beat) { b.IntervalMS = 0 })}},
+			wait:    2999 * time.Millisecond,
+			offered: []string{"a"}, listed: []string{"a"},
+		},
+		{
+			name:    "StaleAfter overrides the interval",
+			cfg:     Config{StaleAfter: 10 * time.Second},
+			beats:   []step{{0, mk("a", func(b *bus.Beat) { b.IntervalMS = 200 })}},
+			wait:    9 * time.Second,
+			offered: []string{"a"}, listed: []string{"a"},
+		},
+		{
+			name: "draining never",
+			beats: []step{
+				{0, mk("a", nil)},
+				{0, mk("d", func(b *bus.Beat) { b.State = bus.StateDraining; b.Load = 0; b.Conns = 0 })},
+			},
+			offered: []string{"a"}, listed: []string{"a", "d"},
+		},
+		{
+			name: "at or above the ceiling never",
+			beats: []step{
+				{0, mk("a", nil)},
+				{0, mk("at", func(b *bus.Beat) { b.Load = 0.9 })},
+				{0, mk("above", func(b *bus.Beat) { b.Load = 0.95 })},
+				{0, mk("nan", func(b *bus.Beat) { b.Load = math.NaN() })},
+			},
+			offered: []string{"a"}, listed: []string{"a", "above", "at", "nan"},
+		},
+		{
+			name: "a lower ceiling",
+			cfg:  Config{LoadCeiling: 0.5},
+			beats: []step{
+				{0, mk("low", func(b *bus.Beat) { b.Load = 0.49 })},
+				{0, mk("high", func(b *bus.Beat) { b.Load = 0.5 })},
+			},
+			offered: []string{"low"}, listed: []string{"high", "low"},
+		},
+		{
+			name: "unknown state never",
+			beats: []step{
+				{0, mk("a", nil)},
+				{0, mk("x", func(b *bus.Beat) { b.State = "" })},
+			},
+			offered: []string{"a"}, listed: []string{"a", "x"},
+		},
+		{
+			name: "a new beat revives",
+			beats: []step{
+				{0, mk("a", nil)},
+				{5 * time.Second, mk("a", nil)},
+			},
+			wait:    time.Second,
+			offered: []string{"a"}, listed: []string{"a"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			s := newTestServer(t, tc.cfg, c, 1)
+			for _, st := range tc.beats {
+				c.Add(st.after)
+				s.Observe(st.beat)
+			}
+			c.Add(tc.wait)
+			allowed := map[string]bool{}
+			for _, id := range tc.offered {
+				allowed[id] = true
+			}
+			got := map[string]bool{}
+			for range 200 {
+				cs := s.Choose("r")
+				checkAnswer(t, cs, allowed)
+				if len(cs) != min(3, len(tc.offered)) {
+					t.Fatalf("answer %v, want %d candidates", ids(cs), min(3, len(tc.offered)))
+				}
+				for _, c := range cs {
+					got[c.ID] = true
+				}
+			}
+			if len(got) != len(tc.offered) {
+				t.Fatalf("offered %v, want %v", got, tc.offered)
+			}
+			var listed []string
+			for _, b := range s.Gateways() {
+				listed = append(listed, b.ID)
+			}
+			if !reflect.DeepEqual(listed, tc.listed) {
+				t.Fatalf("Gateways %v, want %v", listed, tc.listed)
+			}
+		})
+	}
+}
+
+// TestNewGatewayFirst checks the weights: an empty gateway beside busy ones
+// is drawn first nearly always, and equal gateways equally often.
+func TestNewGatewayFirst(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		old, max int
+		minShare float64 // of the new gateway in the first draw
+	}{
+		{"1000 of 19000", 1000, 19000, 0.95},
+		{"300 of 19000", 300, 19000, 0.95},
+		{"1000 of 2000", 1000, 2000, 0.95},
+		{"17000 of 19000", 17000, 19000, 0.99}, // 0.895: nearly at the ceiling
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			s := newTestServer(t, Config{}, c, 1)
+			s.Observe(active("a", tc.old, tc.max))
+			s.Observe(active("b", tc.old, tc.max))
+			s.Observe(active("new", 0, tc.max))
+			ws := s.Weights("r")
+			total := 0.0
+			for _, w := range ws {
+				total += w.Weight
+			}
+			share := ws[2].Weight / total
+			if ws[2].ID != "new" || share < tc.minShare || ws[0].Weight != ws[1].Weight {
+				t.Fatalf("new gateway's share %.3f < %.2f: %+v", share, tc.minShare, ws)
+			}
+			t.Logf("new gateway's first-draw share %.3f", share)
+		})
+	}
+
+	c := newClock()
+	s := newTestServer(t, Config{}, c, 7)
+	for i := range 4 {
+		s.Observe(active(fmt.Sprintf("g%d", i), 5000, 19000))
+	}
+	firsts := map[string]int{}
+	for range 4000 {
+		firsts[s.Choose("r")[0].ID]++
+	}
+	for id, n := range firsts {
+		// Equal loads, 4000 draws: 1000 each, and the assignments keep
+		// them level between beats.
+		if n < 950 || n > 1050 {
+			t.Fatalf("balanced fleet: %s first %d times of 4000: %v", id, n, firsts)
 		}
 	}
-	// 1.5 s later the first four are 3.5 s old: stale, never returned.
-	*now = now.Add(1500 * time.Millisecond)
-	got = s.Choose("r")
-	if len(got) != 1 || got[0].ID != "new" {
-		t.Fatalf("stale gateways returned: %+v", got)
+}
+
+// TestBurstBetweenBeats: thousands of requests with no beat in between
+// spread over the gateways, move the effective load, and stop at the
+// ceiling.
+func TestBurstBetweenBeats(t *testing.T) {
+	c := newClock()
+	s := newTestServer(t, Config{}, c, 3)
+	s.Observe(active("a", 300, 1000))
+	s.Observe(active("b", 300, 1000))
+	s.Observe(active("c", 300, 1000))
+	firsts := map[string]int{}
+	for range 1500 {
+		cs := s.Choose("r")
+		if len(cs) != 3 {
+			t.Fatalf("answer %v", ids(cs))
+		}
+		firsts[cs[0].ID]++
+	}
+	for id, n := range firsts {
+		if n < 450 || n > 550 {
+			t.Fatalf("%s first %d times of 1500: %v", id, n, firsts)
+		}
+	}
+	for _, w := range s.Weights("r") {
+		if want := 0.3 + float64(w.Assigned)/1000; w.Assigned != int64(firsts[w.ID]) || math.Abs(w.Load-want) > 1e-9 {
+			t.Fatalf("weights %+v, firsts %v", w, firsts)
+		}
+	}
+	// The next beat carries the conns: the counts start again.
+	for id, n := range firsts {
+		s.Observe(active(id, 300+n, 1000))
+	}
+	for _, w := range s.Weights("r") {
+		if w.Assigned != 0 || math.Abs(w.Load-w.BeatLoad) > 1e-12 {
+			t.Fatalf("after the beat: %+v", w)
+		}
+	}
+
+	// One gateway with 10 connections of room left under the ceiling gets
+	// 10 clients, then nothing until its next beat says otherwise.
+	s.Observe(active("a", 880, 1000))
+	s.Observe(active("b", 880, 1000))
+	s.Observe(active("c", 880, 1000))
+	s.Observe(bus.Beat{ID: "b", URL: "ws://b/v1/ws", State: bus.StateDraining})
+	s.Observe(bus.Beat{ID: "c", URL: "ws://c/v1/ws", State: bus.StateDraining})
+	for i := range 30 {
+		cs := s.Choose("r")
+		if (i < 20) != (len(cs) == 1) {
+			t.Fatalf("request %d: %v", i, ids(cs))
+		}
+	}
+	if w := s.Weights("r"); len(w) != 1 || w[0].Weight != 0 || w[0].Assigned != 20 {
+		t.Fatalf("full gateway: %+v", w)
+	}
+	s.Observe(active("a", 880, 1000))
+	if cs := s.Choose("r"); len(cs) != 1 {
+		t.Fatalf("after its beat: %v", ids(cs))
+	}
+}
+
+// TestScaleOut is the spec's scale-out balance in simulation: two gateways
+// with N viewers each, a third starts, and 1.5 N viewers arrive through
+// dispatch in concurrent bursts of 500 between beats. Every gateway beats
+// each second with the conns it then holds. Afterwards every gateway is
+// within ±15 % of the mean.
+func TestScaleOut(t *testing.T) {
+	for _, tc := range []struct {
+		n, maxConns, replicas int
+	}{
+		{1000, 19000, 1},
+		{300, 19000, 1},
+		{1000, 2000, 1},
+		{300, 1000, 1},
+		{10000, 19000, 1},
+		{1000, 19000, 2},
+		{300, 19000, 2},
+		{1000, 19000, 4},
+		{300, 19000, 4},
+	} {
+		t.Run(fmt.Sprintf("N=%d max_conns=%d replicas=%d", tc.n, tc.maxConns, tc.replicas), func(t *testing.T) {
+			conns := scaleOut(t, tc.n, tc.maxConns, tc.replicas)
+			mean := float64(conns[0]+conns[1]+conns[2]) / 3
+			worst := 0.0
+			for _, n := range conns {
+				worst = max(worst, math.Abs(float64(n)-mean)/mean)
+			}
+			t.Logf("conns %v, mean %.0f, worst deviation %.1f %%", conns, mean, 100*worst)
+			if worst > 0.15 {
+				t.Fatalf("conns %v: %.1f %% from the mean", conns, 100*worst)
+			}
+		})
+	}
+}
+
+func scaleOut(t *testing.T, n, maxConns, replicas int) [3]int {
+	const burst, workers = 500, 16
+	c := newClock()
+	servers := make([]*Server, replicas)
+	for i := range servers {
+		servers[i] = newTestServer(t, Config{Replicas: replicas}, c, 0)
+	}
+	names := [3]string{"gw-a", "gw-b", "gw-new"}
+	index := map[string]int{"gw-a": 0, "gw-b": 1, "gw-new": 2}
+	conns := [3]int{n, n, 0}
+	beat := func() {
+		for i, id := range names {
+			for _, s := range servers {
+				s.Observe(active(id, conns[i], maxConns))
+			}
+		}
+	}
+	beat()
+	for left := n * 3 / 2; left > 0; {
+		k := min(burst, left)
+		left -= k
+		var (
+			mu  sync.Mutex
+			got [3]int
+			wg  sync.WaitGroup
+		)
+		for w := range workers {
+			wg.Go(func() {
+				for i := w; i < k; i += workers {
+					s := servers[i%replicas]
+					cs := s.Choose(protocol.Room(fmt.Sprintf("room-%d", i%50)))
+					if len(cs) != 3 {
+						t.Errorf("answer %v", ids(cs))
+						return
+					}
+					mu.Lock()
+					got[index[cs[0].ID]]++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		for i := range conns {
+			conns[i] += got[i]
+		}
+		c.Add(time.Second)
+		beat()
+	}
+	return conns
+}
+
+func TestAffinity(t *testing.T) {
+	type gw struct {
+		id    string
+		conns int
+		rooms map[string]int
+	}
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		gws   []gw
+		room  string
+		first string // "" when no gateway must come first
+	}{
+		{
+			name: "small room sticks to its gateway",
+			gws:  []gw{{"a", 500, map[string]int{"small": 10, "big": 5000}}, {"new", 0, nil}, {"b", 500, nil}},
+			room: "small", first: "a",
+		},
+		{
+			name: "the gateway with most viewers of the room",
+			gws:  []gw{{"a", 100, map[string]int{"small": 10}}, {"b", 500, map[string]int{"small": 300}}, {"new", 0, nil}},
+			room: "small", first: "b",
+		},
+		{
+			name: "equal viewers: the lower load",
+			gws:  []gw{{"a", 400, map[string]int{"small": 10}}, {"b", 200, map[string]int{"small": 10}}, {"new", 0, nil}},
+			room: "small", first: "b",
+		},
+		{
+			name: "large room spreads",
+			gws:  []gw{{"a", 500, map[string]int{"big": 500}}, {"new", 0, nil}, {"b", 500, nil}},
+			room: "big",
+		},
+		{
+			name: "not on a busy gateway",
+			gws:  []gw{{"a", 600, map[string]int{"small": 10}}, {"new", 0, nil}, {"b", 500, nil}},
+			room: "small",
+		},
+		{
+			name: "room elsewhere",
+			gws:  []gw{{"a", 500, map[string]int{"other": 10}}, {"new", 0, nil}, {"b", 500, nil}},
+			room: "small",
+		},
+		{
+			name: "disabled",
+			cfg:  Config{AffinityMaxViewers: -1},
+			gws:  []gw{{"a", 500, map[string]int{"small": 10}}, {"new", 0, nil}, {"b", 500, nil}},
+			room: "small",
+		},
+		{
+			name: "a higher threshold",
+			cfg:  Config{AffinityMaxViewers: 1000, AffinityMaxLoad: 0.8},
+			gws:  []gw{{"a", 700, map[string]int{"big": 900}}, {"new", 0, nil}},
+			room: "big", first: "a",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			s := newTestServer(t, tc.cfg, c, 5)
+			for _, g := range tc.gws {
+				b := active(g.id, g.conns, 1000)
+				b.RoomConns = g.rooms
+				s.Observe(b)
+			}
+			firsts := map[string]int{}
+			for range 50 {
+				cs := s.Choose(protocol.Room(tc.room))
+				if len(cs) != len(tc.gws) {
+					t.Fatalf("answer %v", ids(cs))
+				}
+				firsts[cs[0].ID]++
+				// Start each request from the same beats.
+				for _, g := range tc.gws {
+					b := active(g.id, g.conns, 1000)
+					b.RoomConns = g.rooms
+					s.Observe(b)
+				}
+			}
+			if tc.first != "" && firsts[tc.first] != 50 {
+				t.Fatalf("firsts %v, want %s always", firsts, tc.first)
+			}
+			// Without affinity the empty gateway fills first.
+			if tc.first == "" && firsts["new"] < 40 {
+				t.Fatalf("firsts %v, want mostly the new gateway", firsts)
+			}
+		})
+	}
+
+	// Affinity counts the viewers it sent since the beat: a room at 495
+	// sticks for 5 more, then spreads until the next beat.
+	c := newClock()
+	s := newTestServer(t, Config{}, c, 9)
+	b := active("a", 500, 1000)
+	b.RoomConns = map[string]int{"r": 495}
+	s.Observe(b)
+	s.Observe(active("new", 0, 1000))
+	for i := range 5 {
+		if cs := s.Choose("r"); cs[0].ID != "a" {
+			t.Fatalf("request %d: %v", i, ids(cs))
+		}
+	}
+	for _, w := range s.Weights("r") {
+		if w.Affinity {
+			t.Fatalf("affinity after 500 viewers: %+v", w)
+		}
+	}
+}
+
+// TestConsistentWeights: two dispatch processes fed the same beats, in any
+// order, compute the same candidate set and weights; their own answers set
+// them apart until the next beats.
+func TestConsistentWeights(t *testing.T) {
+	c := newClock()
+	s1 := newTestServer(t, Config{}, c, 11)
+	s2 := newTestServer(t, Config{}, c, 22)
+	beats := []bus.Beat{
+		active("a", 4000, 19000), active("b", 100, 19000), active("c", 0, 19000),
+		active("d", 18000, 19000), // above the ceiling
+		{ID: "e", URL: "ws://e/v1/ws", State: bus.StateDraining},
+	}
+	beats[0].RoomConns = map[string]int{"small": 20, "big": 3000}
+	beats[1].RoomConns = map[string]int{"small": 3}
+	feed := func() {
+		for _, b := range beats {
+			s1.Observe(b)
+		}
+		for i := len(beats) - 1; i >= 0; i-- {
+			s2.Observe(beats[i])
+		}
+	}
+	feed()
+	for _, room := range []protocol.Room{"small", "big", "none"} {
+		w1, w2 := s1.Weights(room), s2.Weights(room)
+		if !reflect.DeepEqual(w1, w2) || len(w1) != 3 {
+			t.Fatalf("room %s:\n%+v\n%+v", room, w1, w2)
+		}
+	}
+	for range 100 {
+		s1.Choose("big")
+	}
+	if reflect.DeepEqual(s1.Weights("big"), s2.Weights("big")) {
+		t.Fatal("100 answers did not change the weights")
+	}
+	c.Add(time.Second)
+	feed()
+	if w1, w2 := s1.Weights("big"), s2.Weights("big"); !reflect.DeepEqual(w1, w2) {
+		t.Fatalf("after the next beats:\n%+v\n%+v", w1, w2)
+	}
+}
+
+// TestConcurrentUse runs Choose, Weights and Gateways from many goroutines
+// while beats arrive; -race checks the locking.
+func TestConcurrentUse(t *testing.T) {
+	s, err := New(Config{NC: &nats.Conn{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{}
+	for i := range 8 {
+		allowed[fmt.Sprintf("g%d", i)] = true
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			b := active(fmt.Sprintf("g%d", i%10), i%5000, 19000)
+			if i%10 >= 8 {
+				b.State = bus.StateDraining
+			}
+			b.RoomConns = map[string]int{"r": i % 600}
+			s.Observe(b)
+		}
+	})
+	rooms := []protocol.Room{"r", "x", "y"}
+	for w := range 32 {
+		wg.Go(func() {
+			for i := range 2000 {
+				cs := s.Choose(rooms[(w+i)%len(rooms)])
+				checkAnswer(t, cs, allowed)
+				if i%100 == 0 {
+					s.Weights("r")
+					s.Gateways()
+				}
+			}
+		})
+	}
+	testutil.Eventually(t, 5*time.Second, "answers", func() bool { return len(s.Choose("r")) == 3 })
+	close(stop)
+	wg.Wait()
+}
+
+func TestForgetsLongSilentGateways(t *testing.T) {
+	c := newClock()
+	s := newTestServer(t, Config{}, c, 1)
+	old := active("old", 10, 1000)
+	old.RoomConns = map[string]int{"r": 5, "gone": 5}
+	s.Observe(old)
+	c.Add(31 * time.Second) // 10 × 3 s
+	a := active("a", 10, 1000)
+	a.RoomConns = map[string]int{"r": 5}
+	for range 3 {
+		s.Observe(a)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.gws) != 1 || len(s.order) != 1 || s.order[0].beat.ID != "a" {
+		t.Fatalf("kept %v", s.gws)
+	}
+	if len(s.rooms) != 1 || len(s.rooms["r"]) != 1 || s.rooms["r"][0].g != s.order[0] {
+		t.Fatalf("room index %v", s.rooms)
 	}
 }
 
 func TestHandler(t *testing.T) {
-	s, _ := newTestServer(t)
+	c := newClock()
+	s := newTestServer(t, Config{}, c, 1)
 	h := s.Handler()
 	for _, tc := range []struct {
 		query  string
@@ -71,11 +672,119 @@ func TestHandler(t *testing.T) {
 			t.Fatalf("%s: got %d %q", tc.query, w.Code, body.Error.Code)
 		}
 	}
-	s.Observe(bus.Beat{ID: "g", URL: "ws://g/v1/ws", State: bus.StateActive})
+	s.Observe(active("g", 190, 1900))
+	s.Observe(bus.Beat{ID: "d", URL: "ws://d/v1/ws", State: bus.StateDraining})
+	for i := range 2 {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "/v1/dispatch?room=ok", nil))
+		var raw map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &raw); err != nil || w.Code != 200 {
+			t.Fatalf("answer %d %s", w.Code, w.Body)
+		}
+		gws, _ := raw["gateways"].([]any)
+		rc, _ := raw["reconnect"].(map[string]any)
+		if len(raw) != 2 || len(gws) != 1 || len(rc) != 3 || rc["base_ms"] != 500.0 || rc["max_ms"] != 15000.0 || rc["jitter"] != 0.5 {
+			t.Fatalf("answer %s", w.Body)
+		}
+		g, _ := gws[0].(map[string]any)
+		// The second answer's load includes the first client.
+		if want := 0.1 + float64(i)/1900; len(g) != 3 || g["id"] != "g" || g["url"] != "ws://g/v1/ws" || math.Abs(g["load"].(float64)-want) > 1e-12 {
+			t.Fatalf("answer %d: %s", i, w.Body)
+		}
+	}
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest("GET", "/v1/dispatch?room=ok", nil))
-	var a Answer
-	if err := json.Unmarshal(w.Body.Bytes(), &a); err != nil || w.Code != 200 || len(a.Gateways) != 1 || a.Reconnect.BaseMS == 0 {
-		t.Fatalf("answer %d %s", w.Code, w.Body)
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/v1/gateways", nil))
+	var list struct{ Gateways []bus.Beat }
+	if err := json.Unmarshal(w.Body.Bytes(), &list); err != nil || len(list.Gateways) != 2 || list.Gateways[0].ID != "d" {
+		t.Fatalf("gateways %d %s", w.Code, w.Body)
+	}
+}
+
+// TestStartReadsBeats runs dispatch on a real NATS server.
+func TestStartReadsBeats(t *testing.T) {
+	e := testutil.StartNATS(t)
+	nc, err := nats.Connect(e.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	s, err := New(Config{NC: nc, Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, b := range []bus.Beat{active("g", 10, 100), {ID: "", URL: "ws://x"}, {ID: "nourl"}} {
+		data, _ := json.Marshal(b)
+		if err := nc.Publish(bus.BeatSubject, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Publish(bus.BeatSubject, []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "beat received", func() bool { return len(s.Choose("r")) == 1 })
+	if gws := s.Gateways(); len(gws) != 1 || gws[0].ID != "g" {
+		t.Fatalf("gateways %+v", gws)
+	}
+}
+
+func BenchmarkChoose(b *testing.B) {
+	for _, n := range []int{16, 256} {
+		setup := func(b *testing.B) (*Server, func()) {
+			s, err := New(Config{NC: &nats.Conn{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			beats := make([]bus.Beat, n)
+			for i := range beats {
+				beats[i] = active(fmt.Sprintf("gw-%03d", i), 1000+i*50, 19000)
+				beats[i].RoomConns = map[string]int{}
+				for r := range 16 {
+					beats[i].RoomConns[fmt.Sprintf("room-%d-%d", i, r)] = 1000 - r*50
+				}
+			}
+			return s, func() {
+				for _, bt := range beats {
+					s.Observe(bt)
+				}
+			}
+		}
+		b.Run(fmt.Sprintf("gateways=%d", n), func(b *testing.B) {
+			s, beat := setup(b)
+			beat()
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				// A beat round per second's worth of requests keeps the
+				// fleet below the ceiling, as in production.
+				if i%10000 == 9999 {
+					b.StopTimer()
+					beat()
+					b.StartTimer()
+				}
+				if len(s.Choose("room-7-3")) != 3 {
+					b.Fatal("no answer")
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("gateways=%d/parallel", n), func(b *testing.B) {
+			s, beat := setup(b)
+			beat()
+			var done atomic.Int64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if len(s.Choose("room-7-3")) != 3 {
+						b.Error("no answer")
+						return
+					}
+					if done.Add(1)%10000 == 0 {
+						beat()
+					}
+				}
+			})
+		})
 	}
 }
