@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
 	"github.com/liveroom/liveroom/internal/uplink"
 )
@@ -139,4 +140,14 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// dispatchFlags are the dispatch tunables (see internal/dispatch).
+func dispatchFlags(fs *flag.FlagSet, c *dispatch.Config, ev *envs) {
+	fs.Float64Var(&c.LoadCeiling, "load-ceiling", ev.float("LOAD_CEILING", dispatch.DefaultLoadCeiling), "never offer a gateway at or above this load ($LIVEROOM_LOAD_CEILING)")
+	fs.Float64Var(&c.FillMargin, "fill-margin", ev.float("FILL_MARGIN", dispatch.DefaultFillMargin), "how strongly emptier gateways are favoured; smaller is stronger ($LIVEROOM_FILL_MARGIN)")
+	fs.IntVar(&c.AffinityMaxViewers, "affinity-max-viewers", ev.int("AFFINITY_MAX_VIEWERS", dispatch.DefaultAffinityMaxViewers), "rooms with fewer viewers on a gateway stick to it; -1 disables ($LIVEROOM_AFFINITY_MAX_VIEWERS)")
+	fs.Float64Var(&c.AffinityMaxLoad, "affinity-max-load", ev.float("AFFINITY_MAX_LOAD", dispatch.DefaultAffinityMaxLoad), "no room affinity above this load ($LIVEROOM_AFFINITY_MAX_LOAD)")
+	fs.IntVar(&c.Replicas, "replicas-dispatch", ev.int("DISPATCH_REPLICAS", 1), "number of dispatch processes sharing the clients ($LIVEROOM_DISPATCH_REPLICAS)")
+	fs.DurationVar(&c.StaleAfter, "stale-after", ev.dur("STALE_AFTER", 0), "forget a gateway silent this long; 0 = 3 beat intervals ($LIVEROOM_STALE_AFTER)")
 }

@@ -281,6 +281,8 @@ func runDispatch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var rf roleFlags
 	var ev envs
 	rf.register(fs, ":8083", &ev)
+	var dc dispatch.Config
+	dispatchFlags(fs, &dc, &ev)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom dispatch [flags]
 
@@ -306,7 +308,8 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	d, err := dispatch.New(dispatch.Config{NC: r.nc, Logger: r.log})
+	dc.NC, dc.Logger = r.nc, r.log
+	d, err := dispatch.New(dc)
 	if err != nil {
 		return err
 	}

@@ -41,7 +41,7 @@ type ranked struct {
 // affinity puts first, or -1. The caller holds s.mu for reading.
 func (s *Server) rank(now time.Time, room protocol.Room, buf []ranked) ([]ranked, int) {
 	ceiling := s.cfg.LoadCeiling
-	hi := 0.0
+	hi, sum, open := 0.0, 0.0, 0
 	for _, g := range s.order {
 		if !g.eligible || !g.fresh(now) {
 			continue
@@ -49,8 +49,20 @@ func (s *Server) rank(now time.Time, room protocol.Room, buf []ranked) ([]ranked
 		r := ranked{g: g, eff: g.load + float64(g.assigned.Load())*g.perConn}
 		if r.eff < ceiling {
 			hi = max(hi, r.eff)
+			sum += r.eff
+			open++
 		}
 		buf = append(buf, r)
+	}
+	// Affinity yields to balance: a gateway loaded above the fleet's mean
+	// gets no affinity, so that a gateway that just joined fills up even
+	// when every room already has a home (with any margin, a burst of
+	// small rooms returns to their old homes before the new gateway has
+	// caught up). In a balanced fleet loads hover around the mean and
+	// rooms keep gathering.
+	affCap := s.cfg.AffinityMaxLoad
+	if open > 0 {
+		affCap = min(affCap, sum/float64(open)+minFillMargin)
 	}
 	fill := min(ceiling, (1+s.cfg.FillMargin)*hi+minFillMargin)
 	for i := range buf {
@@ -65,7 +77,7 @@ func (s *Server) rank(now time.Time, room protocol.Room, buf []ranked) ([]ranked
 	for _, rc := range s.rooms[room] {
 		id := rc.g.beat.ID
 		i, ok := sort.Find(len(buf), func(i int) int { return strings.Compare(id, buf[i].g.beat.ID) })
-		if !ok || buf[i].g != rc.g || buf[i].w == 0 || buf[i].eff >= s.cfg.AffinityMaxLoad {
+		if !ok || buf[i].g != rc.g || buf[i].w == 0 || buf[i].eff >= affCap {
 			continue
 		}
 		v := rc.n + s.cfg.Replicas*int(rc.assigned.Load())

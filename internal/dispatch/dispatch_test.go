@@ -446,17 +446,17 @@ func TestAffinity(t *testing.T) {
 	}{
 		{
 			name: "small room sticks to its gateway",
-			gws:  []gw{{"a", 500, map[string]int{"small": 10, "big": 5000}}, {"new", 0, nil}, {"b", 500, nil}},
+			gws:  []gw{{"a", 500, map[string]int{"small": 10, "big": 5000}}, {"c", 500, nil}, {"b", 500, nil}},
 			room: "small", first: "a",
 		},
 		{
 			name: "the gateway with most viewers of the room",
-			gws:  []gw{{"a", 100, map[string]int{"small": 10}}, {"b", 500, map[string]int{"small": 300}}, {"new", 0, nil}},
+			gws:  []gw{{"a", 500, map[string]int{"small": 10}}, {"b", 500, map[string]int{"small": 300}}, {"c", 500, nil}},
 			room: "small", first: "b",
 		},
 		{
 			name: "equal viewers: the lower load",
-			gws:  []gw{{"a", 400, map[string]int{"small": 10}}, {"b", 200, map[string]int{"small": 10}}, {"new", 0, nil}},
+			gws:  []gw{{"a", 400, map[string]int{"small": 10}}, {"b", 380, map[string]int{"small": 10}}, {"c", 400, nil}},
 			room: "small", first: "b",
 		},
 		{
@@ -483,8 +483,13 @@ func TestAffinity(t *testing.T) {
 		{
 			name: "a higher threshold",
 			cfg:  Config{AffinityMaxViewers: 1000, AffinityMaxLoad: 0.8},
-			gws:  []gw{{"a", 700, map[string]int{"big": 900}}, {"new", 0, nil}},
+			gws:  []gw{{"a", 700, map[string]int{"big": 900}}, {"b", 700, nil}},
 			room: "big", first: "a",
+		},
+		{
+			name: "affinity yields while a new gateway fills",
+			gws:  []gw{{"a", 500, map[string]int{"small": 10}}, {"new", 0, nil}, {"b", 500, nil}},
+			room: "small",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -526,7 +531,7 @@ func TestAffinity(t *testing.T) {
 	b := active("a", 500, 1000)
 	b.RoomConns = map[string]int{"r": 495}
 	s.Observe(b)
-	s.Observe(active("new", 0, 1000))
+	s.Observe(active("other", 520, 1000)) // a stays below the mean for these 5
 	for i := range 5 {
 		if cs := s.Choose("r"); cs[0].ID != "a" {
 			t.Fatalf("request %d: %v", i, ids(cs))

@@ -101,11 +101,19 @@ func (g *giftLoad) check(t *testing.T, vs []*viewer, roomOf func(*viewer) string
 
 func connectViewers(t *testing.T, c *cluster, n, rooms int) []*viewer {
 	t.Helper()
+	return connectViewersFrom(t, c, 0, n, rooms)
+}
+
+// connectViewersFrom connects n viewers numbered from first on, all at once
+// (at most 200 handshakes in flight), through dispatch.
+func connectViewersFrom(t *testing.T, c *cluster, first, n, rooms int) []*viewer {
+	t.Helper()
 	vs := make([]*viewer, n)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 200)
 	for i := range vs {
-		vs[i] = &viewer{id: i, user: "v" + strconv.Itoa(i), arrived: map[string][]time.Time{}}
+		id := first + i
+		vs[i] = &viewer{id: id, user: "v" + strconv.Itoa(id), arrived: map[string][]time.Time{}}
 		tokens.Store(vs[i].user, testutil.Token(t, vs[i].user, protocol.RoleViewer))
 		wg.Add(1)
 		sem <- struct{}{}
@@ -114,7 +122,7 @@ func connectViewers(t *testing.T, c *cluster, n, rooms int) []*viewer {
 			defer func() { <-sem }()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := vs[i].connect(ctx, c.dispatch, "room"+strconv.Itoa(i%rooms), 0); err != nil {
+			if err := vs[i].connect(ctx, c.dispatch, "room"+strconv.Itoa(vs[i].id%rooms), 0); err != nil {
 				t.Errorf("viewer %d: %v", i, err)
 			}
 		}()
