@@ -135,3 +135,76 @@ func benchFanOutMode(b *testing.B, members int, bare bool) {
 	b.ReportMetric(el/float64(b.N*members*perFrame), "ns/msg")
 	b.ReportMetric(float64(s.stats.FramesOut.Load())/float64(b.N*members), "writes/member")
 }
+
+// TestParallelFlushWritesEveryMember checks the writer-pool path of a large
+// room: every member gets the frame exactly once.
+func TestParallelFlushWritesEveryMember(t *testing.T) {
+	s := &Server{cfg: Config{QueueFrames: 1 << 20, QueueBytes: 1 << 30, ViewerBudget: 1e9, MergeWindow: 50 * time.Millisecond, ReliableWindow: 16}}
+	s.startWriters(2)
+	defer s.stopWriters()
+	const members, pairs = 3*parallelChunk + 17, 16
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var servers []*net.TCPConn
+	got := make([]chan int, pairs)
+	for i := range pairs {
+		cl, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sv, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		defer sv.Close()
+		servers = append(servers, sv.(*net.TCPConn))
+		got[i] = make(chan int, 1)
+		go func() {
+			n, _ := io.Copy(io.Discard, cl)
+			got[i] <- int(n)
+		}()
+	}
+	r := newRoom(s, "big", newHub(1).shards[0])
+	var ncs []net.Conn
+	for i := range members {
+		f, err := servers[i%pairs].File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ncs = append(ncs, nc)
+		c, err := newConn(s, nc, auth.Identity{User: "u"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.idx = i
+		r.members = append(r.members, c)
+	}
+	r.add(pendingMsg{b: []byte(`{"id":"x","type":"danmaku"}`), kind: kindLive})
+	r.flush(time.Now(), nil)
+	if n := s.stats.FramesOut.Load(); n != members {
+		t.Fatalf("frames out %d, want %d", n, members)
+	}
+	frameLen := int(s.stats.BytesOut.Load()) / members
+	for _, nc := range ncs {
+		nc.Close()
+	}
+	for _, sv := range servers {
+		sv.Close()
+	}
+	total := 0
+	for i := range pairs {
+		total += <-got[i]
+	}
+	if total != members*frameLen {
+		t.Fatalf("peers read %d bytes, want %d × %d", total, members, frameLen)
+	}
+}

@@ -138,20 +138,7 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 		f := &frame{msgs: len(kept), reliable: reliable}
 		f.b = newTextFrame(func(b []byte) []byte { return protocol.AppendBatch(b, r.id, kept) }, batchSize(kept, r.id))
 		r.srv.stats.FramesEncoded.Add(1)
-		var written, dropped int64
-		for _, c := range scratch {
-			switch c.send(f) {
-			case sentNow, sentQueued:
-				written++
-			case sentDropped:
-				dropped++
-			}
-		}
-		st := &r.srv.stats
-		st.FramesOut.Add(written)
-		st.MsgsOut.Add(written * int64(f.msgs))
-		st.BytesOut.Add(written * int64(len(f.b)))
-		st.DroppedQueueFull.Add(dropped * int64(f.msgs))
+		r.srv.writeAll(f, scratch)
 	}
 	// Hand the message slice back for reuse by the next window.
 	clear(msgs)

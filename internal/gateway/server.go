@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,18 +38,20 @@ type Server struct {
 	stream jetstream.Stream
 	kv     jetstream.KeyValue
 
-	natsCh  chan *nats.Msg
-	connSeq atomic.Uint64
-	started time.Time
-	state   atomic.Value // string: bus.StateActive or bus.StateDraining
-	running atomic.Bool
-	closing atomic.Bool
+	natsCh    chan *nats.Msg
+	writeJobs chan writeJob
+	connSeq   atomic.Uint64
+	started   time.Time
+	state     atomic.Value // string: bus.StateActive or bus.StateDraining
+	running   atomic.Bool
+	closing   atomic.Bool
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // background loops
-	connWG sync.WaitGroup // reader and drain goroutines
-	roomWG sync.WaitGroup // room start/stop goroutines
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // background loops
+	connWG   sync.WaitGroup // reader and drain goroutines
+	writerWG sync.WaitGroup // writer pool
+	roomWG   sync.WaitGroup // room start/stop goroutines
 
 	closeOnce sync.Once
 	drainOnce sync.Once
@@ -101,12 +104,14 @@ func (s *Server) Start(ctx context.Context) error {
 	for range 2 {
 		s.goLoop(s.natsLoop)
 	}
+	s.startWriters(runtime.GOMAXPROCS(0))
 	s.goLoop(s.tickLoop)
 	s.goLoop(s.beatLoop)
 	sub, err := s.cfg.NC.Subscribe(bus.ControlSubject(s.cfg.ID), s.serveControl)
 	if err != nil {
 		s.cancel()
 		s.wg.Wait()
+		s.stopWriters()
 		return fmt.Errorf("cannot subscribe to control subject: %w", err)
 	}
 	s.ctlSub = sub
@@ -157,6 +162,7 @@ func (s *Server) Close() error {
 		s.connWG.Wait()
 		s.cancel()
 		s.wg.Wait()
+		s.stopWriters()
 		s.roomWG.Wait()
 		for _, r := range s.hub.allRooms(nil) {
 			s.stopRoom(r)
