@@ -26,11 +26,12 @@ import (
 
 // roleFlags are shared by the single-role commands.
 type roleFlags struct {
-	addr     string
-	natsURL  string
-	replicas int
-	secret   string
-	log      logFlags
+	addr      string
+	natsURL   string
+	replicas  int
+	secret    string
+	debugAddr string
+	log       logFlags
 }
 
 func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
@@ -38,15 +39,17 @@ func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
 	fs.StringVar(&r.natsURL, "nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server(s), comma separated ($LIVEROOM_NATS_URL)")
 	fs.IntVar(&r.replicas, "replicas", ev.int("REPLICAS", 1), "replicas of streams and buckets: 3 on a 3-node NATS cluster ($LIVEROOM_REPLICAS)")
 	fs.StringVar(&r.secret, "jwt-secret", "", "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps")
+	fs.StringVar(&r.debugAddr, "debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address, e.g. 127.0.0.1:6060; empty: off ($LIVEROOM_DEBUG_ADDR)")
 	r.log.register(fs)
 }
 
 // role is what a single-role command has once connected.
 type role struct {
-	log *slog.Logger
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	ln  net.Listener
+	debugAddr string
+	log       *slog.Logger
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	ln        net.Listener
 }
 
 func (r *roleFlags) connect(ctx context.Context, name string, stderr io.Writer) (*role, error) {
@@ -75,7 +78,7 @@ func (r *roleFlags) connect(ctx context.Context, name string, stderr io.Writer) 
 		nc.Close()
 		return nil, fmt.Errorf("cannot listen on %s: %w", r.addr, err)
 	}
-	return &role{log: log, nc: nc, js: js, ln: ln}, nil
+	return &role{log: log, nc: nc, js: js, ln: ln, debugAddr: r.debugAddr}, nil
 }
 
 // The role handlers put a role's own handler behind an app.Router, which
@@ -104,6 +107,13 @@ func dispatchHandler(h, adm http.Handler) http.Handler {
 // shuts down.
 func (r *role) serveHTTP(ctx context.Context, h http.Handler, stop func()) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)}
+	if r.debugAddr != "" {
+		stopDebug, err := serveDebug(r.debugAddr, r.log)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(r.ln) }()
 	r.log.Info("listening", "addr", r.ln.Addr().String())
