@@ -24,6 +24,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.NATSHost, "nats-host", env("NATS_HOST", "127.0.0.1"), "embedded NATS listen host, for role processes ($LIVEROOM_NATS_HOST)")
 	fs.IntVar(&cfg.NATSPort, "nats-port", ev.int("NATS_PORT", 4222), "embedded NATS listen port; -1 for a random one ($LIVEROOM_NATS_PORT)")
 	secret := fs.String("jwt-secret", "", "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps (empty: dev mode)")
+	debugAddr := fs.String("debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address; empty: off ($LIVEROOM_DEBUG_ADDR)")
 	gatewayFlags(fs, &cfg.Gateway, &ev)
 	uplinkFlags(fs, &cfg.Uplink, &gifts, &ev)
 	lf.register(fs)
@@ -47,6 +48,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	n, err := app.New(cfg)
 	if err != nil {
 		return err
+	}
+	if *debugAddr != "" {
+		stopDebug, err := serveDebug(*debugAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
 	}
 	if err := n.Start(ctx); err != nil {
 		return err
