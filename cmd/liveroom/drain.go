@@ -32,10 +32,7 @@ drain window, closes the stragglers at a paced rate, then exits.
 flags:`)
 		fs.PrintDefaults()
 	}
-	if stop, err := parseFlags(fs, args); stop {
-		return err
-	}
-	if err := ev.err(); err != nil {
+	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
 	if !bus.ValidGatewayID(*id) {

@@ -32,10 +32,7 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(fs.Output(), "usage: liveroom nats [flags]\n\nA three-node cluster: start three with --cluster lr, distinct --name, --port,\n--cluster-port and --data-dir, each with --routes listing all three cluster ports.\n\nflags:")
 		fs.PrintDefaults()
 	}
-	if stop, err := parseFlags(fs, args); stop {
-		return err
-	}
-	if err := ev.err(); err != nil {
+	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
 	log, err := newLogger(stderr, lf.level, lf.format)

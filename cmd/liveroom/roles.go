@@ -135,6 +135,29 @@ func (r *role) serveHTTP(ctx context.Context, h http.Handler, stop func()) error
 	return err
 }
 
+// parseAll parses flags, then reports bad LIVEROOM_* values; stop as in
+// parseFlags.
+func parseAll(fs *flag.FlagSet, args []string, ev *envs) (bool, error) {
+	if stop, err := parseFlags(fs, args); stop {
+		return true, err
+	}
+	if err := ev.err(); err != nil {
+		return true, err
+	}
+	return false, nil
+}
+
+// connectVerified is connect for roles that check tokens: the secret is
+// checked before anything is started.
+func (r *roleFlags) connectVerified(ctx context.Context, name string, stderr io.Writer) (*role, *auth.Verifier, error) {
+	v, err := r.verifier()
+	if err != nil {
+		return nil, nil, err
+	}
+	rl, err := r.connect(ctx, name, stderr)
+	return rl, v, err
+}
+
 // secretOr returns the flag value, or $LIVEROOM_JWT_SECRET when it is empty.
 // The secret is never a flag default, so -help cannot print it.
 func secretOr(flagValue string) string {
@@ -178,17 +201,10 @@ example:
 flags:`)
 		fs.PrintDefaults()
 	}
-	if stop, err := parseFlags(fs, args); stop {
+	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
-	if err := ev.err(); err != nil {
-		return err
-	}
-	v, err := rf.verifier()
-	if err != nil {
-		return err
-	}
-	r, err := rf.connect(ctx, "liveroom-gateway", stderr)
+	r, v, err := rf.connectVerified(ctx, "liveroom-gateway", stderr)
 	if err != nil {
 		return err
 	}
@@ -254,17 +270,10 @@ example:
 flags:`)
 		fs.PrintDefaults()
 	}
-	if stop, err := parseFlags(fs, args); stop {
+	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
-	if err := ev.err(); err != nil {
-		return err
-	}
-	v, err := rf.verifier()
-	if err != nil {
-		return err
-	}
-	r, err := rf.connect(ctx, "liveroom-uplink", stderr)
+	r, v, err := rf.connectVerified(ctx, "liveroom-uplink", stderr)
 	if err != nil {
 		return err
 	}
@@ -308,10 +317,7 @@ example:
 flags:`)
 		fs.PrintDefaults()
 	}
-	if stop, err := parseFlags(fs, args); stop {
-		return err
-	}
-	if err := ev.err(); err != nil {
+	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
 	r, err := rf.connect(ctx, "liveroom-dispatch", stderr)

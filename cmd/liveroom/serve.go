@@ -32,10 +32,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(fs.Output(), "usage: liveroom serve [flags]\n\nRuns NATS (embedded), gateway, uplink, dispatch and the web pages on one address.\nWithout a JWT secret ($LIVEROOM_JWT_SECRET) it runs in dev mode.\n\nflags:")
 		fs.PrintDefaults()
 	}
-	if stop, err := parseFlags(fs, args); stop {
-		return err
-	}
-	if err := ev.err(); err != nil {
+	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
 	cfg.JWTSecret = secretOr(*secret)
