@@ -6,7 +6,22 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"time"
 )
+
+// serveOn serves h at path on its own listener; it returns a stop function.
+func serveOn(addr, path string, h http.Handler, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(path, h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("serving "+path, "addr", ln.Addr().String())
+	return func() { _ = srv.Close() }, nil
+}
 
 // serveDebug serves Go's profiler on its own address, never on the public
 // one: profiles show internals and cost CPU. It returns a stop function.

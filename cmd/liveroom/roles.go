@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/admin"
 	"github.com/liveroom/liveroom/internal/app"
@@ -21,17 +22,19 @@ import (
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
+	"github.com/liveroom/liveroom/internal/metrics"
 	"github.com/liveroom/liveroom/internal/uplink"
 )
 
 // roleFlags are shared by the single-role commands.
 type roleFlags struct {
-	addr      string
-	natsURL   string
-	replicas  int
-	secret    string
-	debugAddr string
-	log       logFlags
+	addr        string
+	natsURL     string
+	replicas    int
+	secret      string
+	debugAddr   string
+	metricsAddr string
+	log         logFlags
 }
 
 func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
@@ -39,17 +42,21 @@ func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
 	fs.StringVar(&r.natsURL, "nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server(s), comma separated ($LIVEROOM_NATS_URL)")
 	fs.IntVar(&r.replicas, "replicas", ev.int("REPLICAS", 1), "replicas of streams and buckets: 3 on a 3-node NATS cluster ($LIVEROOM_REPLICAS)")
 	fs.StringVar(&r.secret, "jwt-secret", "", "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps")
+	fs.StringVar(&r.metricsAddr, "metrics-addr", env("METRICS_ADDR", ""), "serve /metrics on this separate address instead of --addr ($LIVEROOM_METRICS_ADDR)")
 	fs.StringVar(&r.debugAddr, "debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address, e.g. 127.0.0.1:6060; empty: off ($LIVEROOM_DEBUG_ADDR)")
 	r.log.register(fs)
 }
 
 // role is what a single-role command has once connected.
 type role struct {
-	debugAddr string
-	log       *slog.Logger
-	nc        *nats.Conn
-	js        jetstream.JetStream
-	ln        net.Listener
+	debugAddr   string
+	metricsAddr string
+	// reg collects the role's metrics, served on /metrics.
+	reg *prometheus.Registry
+	log *slog.Logger
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	ln  net.Listener
 }
 
 func (r *roleFlags) connect(ctx context.Context, name string, stderr io.Writer) (*role, error) {
@@ -78,7 +85,7 @@ func (r *roleFlags) connect(ctx context.Context, name string, stderr io.Writer) 
 		nc.Close()
 		return nil, fmt.Errorf("cannot listen on %s: %w", r.addr, err)
 	}
-	return &role{log: log, nc: nc, js: js, ln: ln, debugAddr: r.debugAddr}, nil
+	return &role{log: log, nc: nc, js: js, ln: ln, debugAddr: r.debugAddr, metricsAddr: r.metricsAddr, reg: metrics.NewRegistry()}, nil
 }
 
 // The role handlers put a role's own handler behind an app.Router, which
@@ -106,6 +113,23 @@ func dispatchHandler(h, adm http.Handler) http.Handler {
 // serveHTTP serves h, one of the role handlers above, until ctx ends, then
 // shuts down.
 func (r *role) serveHTTP(ctx context.Context, h http.Handler, stop func()) error {
+	mh := metrics.Handler(r.reg)
+	if r.metricsAddr != "" {
+		stopMetrics, err := serveOn(r.metricsAddr, "/metrics", mh, r.log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	} else {
+		inner := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.URL.Path == "/metrics" && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
+				mh.ServeHTTP(w, req)
+				return
+			}
+			inner.ServeHTTP(w, req)
+		})
+	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)}
 	if r.debugAddr != "" {
 		stopDebug, err := serveDebug(r.debugAddr, r.log)
@@ -217,6 +241,9 @@ flags:`)
 	if err != nil {
 		return err
 	}
+	if err := g.Register(r.reg); err != nil {
+		return err
+	}
 	if err := g.Start(ctx); err != nil {
 		return err
 	}
@@ -282,6 +309,9 @@ flags:`)
 	if err != nil {
 		return err
 	}
+	if err := u.Register(r.reg); err != nil {
+		return err
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -327,6 +357,9 @@ flags:`)
 	dc.NC, dc.Logger = r.nc, r.log
 	d, err := dispatch.New(dc)
 	if err != nil {
+		return err
+	}
+	if err := d.Register(r.reg); err != nil {
 		return err
 	}
 	if err := d.Start(ctx); err != nil {

@@ -21,12 +21,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/admin"
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
+	"github.com/liveroom/liveroom/internal/metrics"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/uplink"
 	"github.com/liveroom/liveroom/internal/web"
@@ -54,6 +56,9 @@ type Config struct {
 	Gateway gateway.Config
 	// Uplink tunes the uplink (NC, JS, Verifier are filled in).
 	Uplink uplink.Config
+	// MetricsAddr, when set, serves /metrics on this separate address
+	// instead of Addr.
+	MetricsAddr string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -72,6 +77,9 @@ type Node struct {
 	ln   net.Listener
 	url  string
 	dev  bool
+	reg  *prometheus.Registry
+	// metricsSrv serves /metrics on MetricsAddr when that is set.
+	metricsSrv *http.Server
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -184,6 +192,28 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// first client is not told "no gateway".
 	n.disp.Observe(n.gw.Beat())
 
+	n.reg = metrics.NewRegistry()
+	for _, r := range []interface {
+		Register(prometheus.Registerer) error
+	}{n.gw, n.up, n.disp} {
+		if err := r.Register(n.reg); err != nil {
+			return fmt.Errorf("cannot register metrics: %w", err)
+		}
+	}
+	routes := []Route{}
+	if n.cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", n.cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("cannot listen on %s: %w", n.cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler(n.reg))
+		n.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = n.metricsSrv.Serve(mln) }()
+	} else {
+		routes = append(routes, Route{Path: "/metrics", Methods: []string{http.MethodGet}, Handler: metrics.Handler(n.reg)})
+	}
+
 	runCtx, runCancel := context.WithCancel(context.Background())
 	n.cancel = runCancel
 	n.wg.Add(1)
@@ -199,12 +229,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		devToken = Route{Path: DevTokenPath, Methods: []string{http.MethodPost}, Handler: DevTokenHandler(signer)}
 	}
 	h := NewRouter(RouterConfig{
-		Routes: []Route{
+		Routes: append(routes, []Route{
 			{Path: "/v1/ws", Methods: []string{http.MethodGet}, Handler: n.gw.Handler()},
 			{Path: "/v1/dispatch", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()},
 			{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()},
 			devToken,
-		},
+		}...),
 		Send:  n.up.Handler(),
 		Pages: web.Handler(),
 		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log}),
@@ -258,6 +288,9 @@ func (n *Node) Dev() bool { return n.dev }
 // viewers' connections, flush likes, then NATS. Idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		if n.metricsSrv != nil {
+			_ = n.metricsSrv.Close()
+		}
 		if n.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = n.http.Shutdown(ctx)

@@ -212,6 +212,10 @@ type Server struct {
 	// gateways the per-gateway scan was 80 % of Choose).
 	rooms map[protocol.Room][]*roomCount
 
+	// answered and refused count dispatch answers with candidates and
+	// without (no gateway available), for metrics.
+	answered, refused atomic.Int64
+
 	sub     *nats.Subscription
 	nowFn   func() time.Time
 	randFn  func() float64 // uniform in [0,1); safe for concurrent use
@@ -446,8 +450,10 @@ func (s *Server) serveDispatch(w http.ResponseWriter, r *http.Request) {
 	}
 	c := s.Choose(room)
 	if len(c) == 0 {
+		s.refused.Add(1)
 		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "no gateway is available; retry shortly").WithRetry(1000))
 		return
 	}
+	s.answered.Add(1)
 	protocol.WriteJSON(w, http.StatusOK, Answer{Gateways: c, Reconnect: s.cfg.Reconnect})
 }

@@ -120,6 +120,7 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 	r.allow = min(r.allow, 1) + cfg.ViewerBudget*min(now.Sub(r.lastFlush), cfg.MergeWindow).Seconds()
 	r.lastFlush = now
 	kept, reliable := r.sample(msgs)
+	r.srv.observeDelays(msgs, now)
 	for _, m := range msgs {
 		if m.kind == kindReliable && m.seq > r.lastSeq {
 			r.window = append(r.window, relMsg{seq: m.seq, b: m.b})
@@ -230,4 +231,29 @@ func countMessage(gw string, online int64, now time.Time) []byte {
 	b = append(b, `,"online":`...)
 	b = strconv.AppendInt(b, online, 10)
 	return append(b, '}')
+}
+
+// observeDelays records, once per message and room, the time from the
+// uplink's accept (the message's ts) to this flush. Sampled-away messages
+// are recorded too: their delay is what a kept one would have had.
+func (s *Server) observeDelays(msgs []pendingMsg, now time.Time) {
+	if s.delayLive == nil {
+		return
+	}
+	ms := now.UnixMilli()
+	for _, m := range msgs {
+		ts := messageTS(m.b)
+		if ts <= 0 || ts > ms {
+			continue
+		}
+		d := float64(ms-ts) / 1000
+		switch m.kind {
+		case kindReliable:
+			s.delayReliable.Observe(d)
+		case kindAggregate:
+			s.delayAggregate.Observe(d)
+		default:
+			s.delayLive.Observe(d)
+		}
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
@@ -34,6 +35,9 @@ type Server struct {
 	log   *slog.Logger
 	hub   *hub
 	stats Stats
+
+	// Push-delay observers; nil until Register.
+	delayLive, delayReliable, delayAggregate prometheus.Observer
 
 	stream jetstream.Stream
 	kv     jetstream.KeyValue

@@ -59,6 +59,7 @@ func (s *Server) serveMethodNotAllowed(w http.ResponseWriter, r *http.Request) {
 // NATS subject), the token, the body size and the body, then hands the
 // request to the handler of its type.
 func (s *Server) serveSend(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	room, err := protocol.ParseRoom(r.PathValue("room"))
 	if err != nil {
 		s.fail(w, r, badRequest(protocol.CodeInvalidRoom, "room", err.Error()))
@@ -85,6 +86,7 @@ func (s *Server) serveSend(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, perr)
 		return
 	}
+	defer s.observe(req.Type, start)
 	switch req.Type {
 	case protocol.TypeDanmaku:
 		s.sendDanmaku(w, r, room, id, req)

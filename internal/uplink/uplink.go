@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,9 @@ type Server struct {
 	rooms *limiterSet
 	likes *likeAgg
 	stats counters
+
+	// latency observers by message type; nil until Register.
+	latency map[string]prometheus.Observer
 
 	running atomic.Bool
 	kv      jetstream.KeyValue // opened lazily by the Run goroutine only

@@ -1,0 +1,114 @@
+package gateway
+
+import (
+	"bytes"
+	"sort"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/liveroom/liveroom/internal/metrics"
+)
+
+// Register exposes the gateway's counters to reg under liveroom_gateway_*.
+// Counters are read from Stats at scrape time, so the push path pays
+// nothing for them; only the push-delay histogram is observed on the path,
+// once per message and room (never per viewer).
+func (s *Server) Register(reg prometheus.Registerer) error {
+	st := &s.stats
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "liveroom_gateway_" + name, Help: help}, f)
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "liveroom_gateway_" + name, Help: help}, f)
+	}
+	load := func(v interface{ Load() int64 }) func() float64 { return func() float64 { return float64(v.Load()) } }
+	cs := []prometheus.Collector{
+		gauge("connections", "Open viewer connections.", load(&st.Conns)),
+		gauge("rooms", "Rooms with at least one local viewer or lingering subscriptions.", func() float64 { return float64(len(s.hub.allRooms(nil))) }),
+		gauge("draining", "1 while the gateway drains.", func() float64 {
+			if s.State() == "draining" {
+				return 1
+			}
+			return 0
+		}),
+		counter("connections_accepted_total", "Viewer connections accepted.", load(&st.ConnsTotal)),
+		counter("upgrades_rejected_total", "WebSocket upgrades refused (bad request, auth, capacity, draining).", load(&st.Rejected)),
+		counter("frames_encoded_total", "Batch frames encoded (once per room and window).", load(&st.FramesEncoded)),
+		counter("frames_written_total", "Frames written or queued to viewers.", load(&st.FramesOut)),
+		counter("messages_delivered_total", "Messages in the frames written to viewers.", load(&st.MsgsOut)),
+		counter("bytes_written_total", "Bytes written or queued to viewers.", load(&st.BytesOut)),
+		counter("reliable_replayed_total", "Reliable messages replayed to reconnecting viewers.", load(&st.Replayed)),
+		counter("reliable_replayed_from_jetstream_total", "Replayed reliable messages read from JetStream rather than memory.", load(&st.ReplayedFromJS)),
+		counter("reliable_consumer_resets_total", "Reliable consumers recreated after a gap, missed heartbeats or a node loss.", load(&st.ReliableResets)),
+		counter("reliable_gaps_total", "Gaps detected in a reliable consumer's sequence.", load(&st.ReliableGaps)),
+		counter("drain_notified_total", "Viewers sent a reconnect notice by a drain.", load(&st.DrainNotified)),
+		counter("drain_closed_total", "Viewers a drain closed because they had not left.", load(&st.DrainClosed)),
+	}
+	in := prometheus.NewDesc("liveroom_gateway_messages_received_total", "Messages received from NATS, by class.", []string{"class"}, nil)
+	dropped := prometheus.NewDesc("liveroom_gateway_messages_dropped_total", "Messages not delivered to a viewer, by reason.", []string{"reason"}, nil)
+	closed := prometheus.NewDesc("liveroom_gateway_connections_closed_total", "Connections the gateway closed, by reason.", []string{"reason"}, nil)
+	cs = append(cs, metrics.Func([]*prometheus.Desc{in, dropped, closed}, func(ch chan<- prometheus.Metric) {
+		for _, x := range []struct {
+			d     *prometheus.Desc
+			label string
+			v     int64
+		}{
+			{in, "live", st.LiveIn.Load()}, {in, "reliable", st.ReliableIn.Load()}, {in, "presence", st.PresenceIn.Load()},
+			{dropped, "sampled", st.DroppedSampled.Load()}, {dropped, "queue_full", st.DroppedQueueFull.Load()},
+			{closed, "slow_consumer", st.ClosedSlow.Load()}, {closed, "idle", st.ClosedIdle.Load()},
+			{closed, "stalled", st.ClosedStalled.Load()}, {closed, "bad_frame", st.ClosedBadFrame.Load()},
+		} {
+			ch <- prometheus.MustNewConstMetric(x.d, prometheus.CounterValue, float64(x.v), x.label)
+		}
+	}))
+	// The largest rooms by local viewers, as ranks: a room id is never a
+	// label (unbounded cardinality, and ids may be private).
+	top := prometheus.NewDesc("liveroom_gateway_top_room_viewers", "Local viewers of the gateway's largest rooms, by rank (1 = largest).", []string{"rank"}, nil)
+	cs = append(cs, metrics.Func([]*prometheus.Desc{top}, func(ch chan<- prometheus.Metric) {
+		var sizes []int
+		for _, r := range s.hub.allRooms(nil) {
+			r.mu.Lock()
+			sizes = append(sizes, len(r.members))
+			r.mu.Unlock()
+		}
+		sort.Sort(sort.Reverse(sort.IntSlice(sizes)))
+		for i := 0; i < len(sizes) && i < 10; i++ {
+			ch <- prometheus.MustNewConstMetric(top, prometheus.GaugeValue, float64(sizes[i]), strconv.Itoa(i+1))
+		}
+	}))
+	delay := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "liveroom_gateway_push_delay_seconds",
+		Help:    "Time from the uplink accepting a message to the gateway writing its frame, by class.",
+		Buckets: []float64{.005, .01, .025, .05, .075, .1, .15, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"class"})
+	cs = append(cs, delay)
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	s.delayLive = delay.WithLabelValues("live")
+	s.delayReliable = delay.WithLabelValues("reliable")
+	s.delayAggregate = delay.WithLabelValues("aggregate")
+	return nil
+}
+
+var tsKey = []byte(`"ts":`)
+
+// messageTS reads the "ts" field (Unix ms) of an encoded message without
+// decoding it; 0 if absent.
+func messageTS(b []byte) int64 {
+	i := bytes.Index(b, tsKey)
+	if i < 0 {
+		return 0
+	}
+	var v int64
+	for _, c := range b[i+len(tsKey):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return v
+}
