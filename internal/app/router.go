@@ -1,0 +1,160 @@
+package app
+
+import (
+	"fmt"
+	"net/http"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+// Route is one endpoint of a Router: an exact path, the methods it answers
+// and its handler.
+type Route struct {
+	// Path is matched exactly against the request's decoded path, with no
+	// cleaning and no trailing-slash subtree.
+	Path string
+	// Methods are the methods served; GET implies HEAD. Empty means every
+	// method reaches Handler, which then answers wrong ones itself.
+	Methods []string
+	// Handler serves the path.
+	Handler http.Handler
+}
+
+// RouterConfig lists what a Router serves.
+type RouterConfig struct {
+	// Routes are the exact paths served. GET /healthz is always added.
+	Routes []Route
+	// Send, when set, gets every send path /v1/rooms/{room}/messages,
+	// including those with an empty, dotted or doubled room segment that a
+	// ServeMux would redirect (/v1/rooms//messages, /v1/rooms/a/../b/messages):
+	// it must answer them itself (the uplink answers 400 invalid_room).
+	Send http.Handler
+	// Pages, when set, gets every path outside /v1/ that no route serves (the
+	// web pages, with their own HTML 404). Nil answers them with JSON 404.
+	Pages http.Handler
+	// Admin, when set, gets every path under /v1/admin/ (it answers its own
+	// 404 and 405 as JSON).
+	Admin http.Handler
+}
+
+// Router is the outermost HTTP handler of every liveroom process. Unlike
+// http.ServeMux it never cleans a path and never redirects: a client follows a
+// redirect of a POST as a GET, and a send path with `//` or `..` in it only
+// ever holds a bad room id. Every error it answers itself is JSON: 404
+// not_found for a path it does not know, 405 method_not_allowed with an Allow
+// header for a known path and a wrong method. It is immutable once built and
+// safe for concurrent use.
+type Router struct {
+	routes map[string]Route
+	send   http.Handler
+	pages  http.Handler
+	admin  http.Handler
+}
+
+var _ http.Handler = (*Router)(nil)
+
+// sendPrefix and sendSuffix frame uplink.SendPath.
+const (
+	sendPrefix = "/v1/rooms/"
+	sendSuffix = "/messages"
+)
+
+// NewRouter builds a Router. It panics on a route without a path or a
+// handler, or on a path listed twice, as http.ServeMux does on a bad pattern:
+// routes are fixed in the code.
+func NewRouter(cfg RouterConfig) *Router {
+	rt := &Router{routes: map[string]Route{}, send: cfg.Send, pages: cfg.Pages, admin: cfg.Admin}
+	routes := append([]Route{{Path: "/healthz", Methods: []string{http.MethodGet}, Handler: http.HandlerFunc(healthz)}}, cfg.Routes...)
+	for _, r := range routes {
+		if r.Path == "" || r.Handler == nil {
+			panic(fmt.Sprintf("app: route %q without a path or handler", r.Path))
+		}
+		if _, dup := rt.routes[r.Path]; dup && r.Path != "/healthz" {
+			panic(fmt.Sprintf("app: route %q listed twice", r.Path))
+		}
+		rt.routes[r.Path] = r
+	}
+	return rt
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// ServeHTTP implements http.Handler.
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if rt.send != nil && isSendPath(r) {
+		rt.send.ServeHTTP(w, r)
+		return
+	}
+	if rt.admin != nil && strings.HasPrefix(p, "/v1/admin/") {
+		rt.admin.ServeHTTP(w, r)
+		return
+	}
+	if route, ok := rt.routes[p]; ok {
+		if allow, ok := route.allows(r.Method); !ok {
+			w.Header().Set("Allow", allow)
+			protocol.WriteError(w, protocol.Errorf(http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "",
+				fmt.Sprintf("method %s is not allowed here; use %s", r.Method, allow)))
+			return
+		}
+		route.Handler.ServeHTTP(w, r)
+		return
+	}
+	if rt.pages != nil && p != "/v1" && !strings.HasPrefix(p, "/v1/") {
+		rt.pages.ServeHTTP(w, r)
+		return
+	}
+	shown := p
+	if rs := []rune(p); len(rs) > 100 {
+		shown = string(rs[:100]) + "…"
+	}
+	protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "",
+		fmt.Sprintf("no endpoint at %q; docs/PROTOCOL.md lists the API", shown)))
+}
+
+// allows reports whether the route serves method, and else what to put in
+// the Allow header.
+func (r Route) allows(method string) (string, bool) {
+	if len(r.Methods) == 0 {
+		return "", true
+	}
+	allow := make([]string, 0, len(r.Methods)+1)
+	for _, m := range r.Methods {
+		if m == method || (m == http.MethodGet && method == http.MethodHead) {
+			return "", true
+		}
+		allow = append(allow, m)
+		if m == http.MethodGet && !slices.Contains(r.Methods, http.MethodHead) {
+			allow = append(allow, http.MethodHead)
+		}
+	}
+	return strings.Join(allow, ", "), false
+}
+
+// isSendPath reports whether r is for the send handler: /v1/rooms/{room}/messages
+// with one room segment, or any such path that cleaning would change (which
+// the send handler rejects as a bad room). A clean path with more segments,
+// /v1/rooms/a/b/messages, is no endpoint; an escaped slash, /v1/rooms/a%2Fb/messages,
+// is one segment and a bad room id.
+func isSendPath(r *http.Request) bool {
+	p := r.URL.Path
+	if !strings.HasPrefix(p, sendPrefix) || !strings.HasSuffix(p, sendSuffix) || len(p) < len(sendPrefix)+len(sendSuffix) {
+		return false
+	}
+	if path.Clean(p) != p {
+		return true
+	}
+	ep := r.URL.EscapedPath()
+	mid, ok := strings.CutPrefix(ep, sendPrefix)
+	if !ok {
+		return false
+	}
+	mid, ok = strings.CutSuffix(mid, sendSuffix)
+	return ok && mid != "" && !strings.Contains(mid, "/")
+}
