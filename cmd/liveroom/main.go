@@ -39,6 +39,7 @@ var commands = []command{
 	{"token", "mint a JWT for a user", runToken},
 	{"tail", "print a room's traffic", runTail},
 	{"send", "send a danmaku, gift or like to a room", runSend},
+	{"bench", "load generator: viewers through dispatch, senders, gateway CPU and memory, bare-write floor", runBench},
 }
 
 var errUsage = errors.New("usage: liveroom <command> [flags]; try liveroom help")

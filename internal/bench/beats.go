@@ -1,0 +1,245 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/liveroom/liveroom/internal/bus"
+)
+
+// beatLog collects the gateways' own load beats: CPU (cores over the beat
+// interval, from getrusage), RSS, frames, messages and bytes written per
+// second. They come from NATS (lr.gw.beat) when the bench has the NATS URL,
+// or from polling dispatch's GET /v1/gateways, which holds each gateway's
+// latest beat.
+type beatLog struct {
+	only []string
+	mu   sync.Mutex
+	by   map[string][]bus.Beat // by gateway id, in TS order
+}
+
+func (l *beatLog) add(b bus.Beat) {
+	if len(l.only) > 0 && !slices.Contains(l.only, b.ID) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	bs := l.by[b.ID]
+	if n := len(bs); n > 0 && bs[n-1].TS >= b.TS {
+		return
+	}
+	l.by[b.ID] = append(bs, b)
+}
+
+// startBeats follows the beats until ctx ends.
+func startBeats(ctx context.Context, s *Scenario) (*beatLog, error) {
+	l := &beatLog{only: s.Gateways, by: map[string][]bus.Beat{}}
+	if s.NATSURL != "" {
+		nc, err := nats.Connect(s.NATSURL, nats.Name("liveroom-bench"))
+		if err != nil {
+			return nil, fmt.Errorf("cannot connect to NATS for beats: %w", err)
+		}
+		_, err = nc.Subscribe(bus.BeatSubject, func(m *nats.Msg) {
+			var b bus.Beat
+			if json.Unmarshal(m.Data, &b) == nil {
+				l.add(b)
+			}
+		})
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("cannot subscribe to beats: %w", err)
+		}
+		context.AfterFunc(ctx, nc.Close)
+		return l, nil
+	}
+	if s.DispatchURL == "" {
+		return l, nil
+	}
+	hc := &http.Client{Timeout: 2 * time.Second}
+	poll := func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.DispatchURL, "/")+"/v1/gateways", nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Gateways []bus.Beat `json:"gateways"`
+		}
+		if resp.StatusCode == 200 && json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(&body) == nil {
+			for _, b := range body.Gateways {
+				l.add(b)
+			}
+		}
+	}
+	poll()
+	go func() {
+		// Beats come every second; polling at 4 Hz misses none.
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				poll()
+			}
+		}
+	}()
+	return l, nil
+}
+
+// latest returns, per gateway, the last beat sent at or before ts (Unix ms).
+func (l *beatLog) latest(ts int64) map[string]bus.Beat {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]bus.Beat{}
+	for id, bs := range l.by {
+		for i := len(bs) - 1; i >= 0; i-- {
+			if bs[i].TS <= ts {
+				out[id] = bs[i]
+				break
+			}
+		}
+	}
+	return out
+}
+
+// waitAfter waits (up to timeout) until every known gateway has a beat sent
+// after ts, and returns the first such beat of each.
+func (l *beatLog) waitAfter(ctx context.Context, ts int64, timeout time.Duration) map[string]bus.Beat {
+	deadline := time.Now().Add(timeout)
+	for {
+		l.mu.Lock()
+		out := map[string]bus.Beat{}
+		all := true
+		for id, bs := range l.by {
+			i := sort.Search(len(bs), func(i int) bool { return bs[i].TS > ts })
+			if i < len(bs) {
+				out[id] = bs[i]
+			} else if len(bs) > 0 && time.Since(time.UnixMilli(bs[len(bs)-1].TS)) < 5*time.Second {
+				all = false // alive, its next beat is coming
+			}
+		}
+		l.mu.Unlock()
+		if all || time.Now().After(deadline) || ctx.Err() != nil {
+			return out
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// GatewayFigures are one gateway's own figures over a window, from its
+// beats, with RSS per connection against the baseline before the viewers
+// connected.
+type GatewayFigures struct {
+	ID           string  `json:"id"`
+	Beats        int     `json:"beats"`
+	Seconds      float64 `json:"seconds"`
+	Conns        int     `json:"conns"`
+	CPUSeconds   float64 `json:"cpu_seconds"`
+	Cores        float64 `json:"cores"`
+	FramesPerSec float64 `json:"frames_out_per_s"`
+	MsgsPerSec   float64 `json:"msgs_out_per_s"`
+	BytesPerSec  float64 `json:"bytes_out_per_s"`
+	// CPUPerFrameUS is gateway CPU-µs per written frame; CPUPerMMsgs is
+	// gateway CPU-seconds per million delivered messages.
+	CPUPerFrameUS float64 `json:"cpu_us_per_frame"`
+	CPUPerMMsgs   float64 `json:"cpu_s_per_million_msgs"`
+	FrameBytes    float64 `json:"bytes_per_frame"`
+
+	RSSBase      int64   `json:"rss_base"`
+	ConnsBase    int     `json:"conns_base"`
+	RSSConnected int64   `json:"rss_connected"`
+	ConnsIdle    int     `json:"conns_connected"`
+	RSSPerConn   float64 `json:"rss_per_conn"` // bytes
+}
+
+// window sums the beats whose interval lies inside [from, to] (Unix ms).
+func (l *beatLog) window(from, to int64) map[string]*GatewayFigures {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]*GatewayFigures{}
+	for id, bs := range l.by {
+		g := &GatewayFigures{ID: id}
+		var frames, msgs, bytes float64
+		for _, b := range bs {
+			iv := float64(b.IntervalMS)
+			if iv <= 0 {
+				iv = 1000
+			}
+			if float64(b.TS)-iv < float64(from)-100 || b.TS > to+100 {
+				continue
+			}
+			dt := iv / 1000
+			g.Beats++
+			g.Seconds += dt
+			g.CPUSeconds += b.CPU * dt
+			frames += b.FramesOut * dt
+			msgs += b.MsgsOut * dt
+			bytes += b.BytesOut * dt
+			g.Conns = max(g.Conns, b.Conns)
+		}
+		if g.Beats == 0 {
+			continue
+		}
+		g.Cores = g.CPUSeconds / g.Seconds
+		g.FramesPerSec, g.MsgsPerSec, g.BytesPerSec = frames/g.Seconds, msgs/g.Seconds, bytes/g.Seconds
+		if frames > 0 {
+			g.CPUPerFrameUS = g.CPUSeconds * 1e6 / frames
+			g.FrameBytes = bytes / frames
+		}
+		if msgs > 0 {
+			g.CPUPerMMsgs = g.CPUSeconds * 1e6 / msgs
+		}
+		out[id] = g
+	}
+	return out
+}
+
+// totalFigures adds the gateways up (RSS per connection over all of them).
+func totalFigures(gs []*GatewayFigures) *GatewayFigures {
+	if len(gs) == 0 {
+		return nil
+	}
+	t := &GatewayFigures{ID: "all"}
+	var frames, msgs, bytes float64
+	for _, g := range gs {
+		t.Beats += g.Beats
+		t.Seconds = max(t.Seconds, g.Seconds)
+		t.Conns += g.Conns
+		t.CPUSeconds += g.CPUSeconds
+		t.Cores += g.Cores
+		frames += g.FramesPerSec * g.Seconds
+		msgs += g.MsgsPerSec * g.Seconds
+		bytes += g.BytesPerSec * g.Seconds
+		t.FramesPerSec += g.FramesPerSec
+		t.MsgsPerSec += g.MsgsPerSec
+		t.BytesPerSec += g.BytesPerSec
+		t.RSSBase += g.RSSBase
+		t.ConnsBase += g.ConnsBase
+		t.RSSConnected += g.RSSConnected
+		t.ConnsIdle += g.ConnsIdle
+	}
+	if frames > 0 {
+		t.CPUPerFrameUS = t.CPUSeconds * 1e6 / frames
+		t.FrameBytes = bytes / frames
+	}
+	if msgs > 0 {
+		t.CPUPerMMsgs = t.CPUSeconds * 1e6 / msgs
+	}
+	if d := t.ConnsIdle - t.ConnsBase; d > 0 {
+		t.RSSPerConn = float64(t.RSSConnected-t.RSSBase) / float64(d)
+	}
+	return t
+}

@@ -1,0 +1,98 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/app"
+	"github.com/liveroom/liveroom/internal/testutil"
+	"github.com/liveroom/liveroom/internal/uplink"
+)
+
+// TestBenchEndToEnd runs a small bench with two child processes of the real
+// binary against an all-in-one node, and checks the report: deliveries,
+// delays, exactly-once gifts and the gateway's own CPU figures.
+func TestBenchEndToEnd(t *testing.T) {
+	exe := testutil.Binary(t)
+	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, Logger: testutil.Logger(),
+		Uplink: uplink.Config{UserRate: 1000, UserBurst: 1000, RoomRate: 1e6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+
+	s := DefaultScenario()
+	s.URL, s.Exe = n.URL(), exe
+	s.Viewers, s.Procs = 200, 2
+	s.Duration, s.Grace = Duration(5*time.Second), Duration(1500*time.Millisecond)
+	s.DanmakuRate, s.GiftRate, s.LikeRate = 100, 5, 2
+	rep, err := Run(ctx, s, Env{Progress: testWriter(t), Stderr: os.Stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := rep.Window
+	if rep.Connect.Welcomed != 200 || rep.Connect.Failed != 0 || w.Viewers != 200 {
+		t.Fatalf("connect %+v, %d viewers at the end", rep.Connect, w.Viewers)
+	}
+	if w.Deliveries["danmaku"] == 0 || w.Deliveries["gift"] == 0 || w.FramesPerS == 0 || w.BytesPerS == 0 {
+		t.Fatalf("deliveries %v frames/s %v", w.Deliveries, w.FramesPerS)
+	}
+	if w.Gifts.Acked < 20 || w.Gifts.Viewers != 200 || w.Gifts.Expected != int64(w.Gifts.Acked)*200 || w.Gifts.Lost != 0 || w.Gifts.Doubled != 0 {
+		t.Fatalf("gifts %+v", w.Gifts)
+	}
+	for _, c := range []string{"danmaku", "gift"} {
+		if d := w.Delay[c]; d.Count == 0 || d.P50 <= 0 || d.P99 < d.P50 || d.P99 > 5000 {
+			t.Errorf("%s delay %+v", c, d)
+		}
+	}
+	if w.Live.Expected == 0 || w.Live.Missing != 0 {
+		t.Errorf("live %+v", w.Live)
+	}
+	g := w.Gateway
+	if g == nil || len(w.Gateways) != 1 || g.Conns < 200 || g.CPUSeconds <= 0 || g.CPUPerFrameUS <= 0 || g.CPUPerMMsgs <= 0 || g.FramesPerSec <= 0 || g.RSSConnected <= 0 {
+		t.Fatalf("gateway figures %+v", g)
+	}
+	if f := w.Sends["gift"]; f.Accepted != int64(w.Gifts.Acked) || f.Latency.Count == 0 {
+		t.Errorf("gift sends %+v", f)
+	}
+	if err := rep.WriteTable(io.Discard); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFloorMode measures the bare-write floor: a raw server child writes
+// fixed frames to the bench's plain TCP connections.
+func TestFloorMode(t *testing.T) {
+	s := DefaultScenario()
+	s.Exe = testutil.Binary(t)
+	s.Floor, s.Viewers, s.Procs = true, 100, 0
+	s.FloorFPS, s.FloorSize, s.Duration = 20, 300, Duration(2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, s, Env{Progress: testWriter(t), Stderr: os.Stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := rep.Floor
+	if f == nil || f.Conns != 100 || f.Size != 300 || f.Writes < 100*20 || f.CPUSeconds <= 0 || f.USPerWrite <= 0 {
+		t.Fatalf("floor %+v", f)
+	}
+	// The readers got what was written (± the frames in flight at the ends).
+	if f.ReaderBytes < f.Writes*300*9/10 {
+		t.Errorf("readers got %d bytes of %d writes × 300", f.ReaderBytes, f.Writes)
+	}
+}
+
+type tw struct{ t *testing.T }
+
+func (w tw) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+func testWriter(t *testing.T) io.Writer { return tw{t} }
