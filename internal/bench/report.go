@@ -166,7 +166,7 @@ func (r *Report) WriteTable(out io.Writer) error {
 			}
 			for _, g := range rows {
 				fmt.Fprintf(w, "  %s\t%d\t%.2f\t%.0f\t%.0f\t%s/s\t%.2f\t%.2f\t%s\n", g.ID, g.Conns, g.Cores, g.FramesPerSec, g.MsgsPerSec, bytesH(g.BytesPerSec),
-					g.CPUPerFrameUS, g.CPUPerMMsgs, bytesH(g.RSSPerConn))
+					g.CPUPerFrameUS, g.CPUPerMMsgs, rssH(g.RSSPerConn))
 			}
 		}
 		fmt.Fprintf(w, "bench\t%.2f cores\t(the viewers' own CPU)\n", x.BenchCPU/max(x.Seconds, 1e-9))
@@ -217,6 +217,15 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+// rssH shows RSS per connection; a gateway that was not fresh (its
+// baseline held memory of earlier connections) gives no figure.
+func rssH(v float64) string {
+	if v <= 0 {
+		return "-"
+	}
+	return bytesH(v)
 }
 
 func bytesH(v float64) string {

@@ -280,10 +280,11 @@ type WindowFigures struct {
 func (r *run) window(ctx context.Context, d time.Duration, base map[string]GatewayFigures, connectedAt time.Time) (*WindowFigures, error) {
 	var idle map[string]GatewayFigures
 	if r.beats != nil && r.s.Viewers > 0 {
-		// The first beat sampled a second after the last connect shows the
+		// The first beat sampled Settle after the last connect shows the
 		// memory of the idle connections.
 		r.setPhase("settle")
-		for id, b := range r.beats.waitAfter(ctx, connectedAt.UnixMilli()+1000, 5*time.Second) {
+		settle := time.Duration(r.s.Settle)
+		for id, b := range r.beats.waitAfter(ctx, connectedAt.Add(settle).UnixMilli(), settle+5*time.Second) {
 			idle = mapSet(idle, id, GatewayFigures{RSSConnected: b.RSS, ConnsIdle: b.Conns})
 		}
 	}

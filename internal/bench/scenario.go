@@ -84,6 +84,9 @@ type Scenario struct {
 	Ramp Duration `json:"ramp"`
 	// Grace is how long viewers keep reading after the senders stopped.
 	Grace Duration `json:"grace"`
+	// Settle is how long after the last connect the gateways' idle memory
+	// is read (the Go runtime returns freed handshake memory gradually).
+	Settle Duration `json:"settle"`
 	// Procs is the number of child processes holding viewers; 0 keeps them
 	// in this process (tests, small runs).
 	Procs int `json:"procs"`
@@ -118,7 +121,7 @@ type Scenario struct {
 func DefaultScenario() Scenario {
 	return Scenario{
 		Viewers: 100, Rooms: 1, HotShare: 1,
-		Duration: Duration(10 * time.Second), Ramp: Duration(0), Grace: Duration(2 * time.Second),
+		Duration: Duration(10 * time.Second), Ramp: Duration(0), Grace: Duration(2 * time.Second), Settle: Duration(time.Second),
 		Procs: -1, ConnectConcurrency: 64, DispatchBatch: 1,
 		MergeWindow: Duration(50 * time.Millisecond),
 	}
@@ -247,6 +250,7 @@ func (s *Scenario) register(fs *flag.FlagSet) {
 	fs.Var(durFlag{&s.Duration}, "duration", "how long the senders send (measurement window)")
 	fs.Var(durFlag{&s.Ramp}, "ramp", "connection ramp-up time (0: as fast as possible)")
 	fs.Var(durFlag{&s.Grace}, "grace", "how long viewers keep reading after the senders stop")
+	fs.Var(durFlag{&s.Settle}, "settle", "wait this long after the last connect before reading the gateways' idle RSS")
 	fs.IntVar(&s.Procs, "procs", s.Procs, "child processes for viewers (default: enough for 18,000 each; 0: in this process)")
 	fs.IntVar(&s.ConnectConcurrency, "connect-concurrency", s.ConnectConcurrency, "dials in flight per process")
 	fs.IntVar(&s.DispatchBatch, "dispatch-batch", s.DispatchBatch, "viewers per dispatch call (1: each viewer asks dispatch, like a real client)")
@@ -290,8 +294,8 @@ func (s *Scenario) Validate() error {
 	if s.Duration <= 0 {
 		bad("--duration must be > 0")
 	}
-	if s.Ramp < 0 || s.Grace < 0 {
-		bad("--ramp and --grace must be ≥ 0")
+	if s.Ramp < 0 || s.Grace < 0 || s.Settle < 0 {
+		bad("--ramp, --grace and --settle must be ≥ 0")
 	}
 	if s.ConnectConcurrency < 1 {
 		bad("--connect-concurrency must be ≥ 1, not %d", s.ConnectConcurrency)
