@@ -38,7 +38,7 @@ flags:`)
 	if !bus.ValidGatewayID(*id) {
 		return errors.New("--gateway: want a gateway id of 1-64 characters A-Z a-z 0-9 _ -")
 	}
-	log, err := newLogger(stderr, "warn", "text")
+	log, err := newLogger(stderr, "error", "text")
 	if err != nil {
 		return err
 	}

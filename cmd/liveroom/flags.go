@@ -18,10 +18,10 @@ import (
 
 // env returns $LIVEROOM_<NAME> or def; every role flag can be set this way.
 func env(name, def string) string {
-	if v, ok := os.LookupEnv("LIVEROOM_" + name); ok {
+	if v := os.Getenv("LIVEROOM_" + name); v != "" {
 		return v
 	}
-	return def
+	return def // unset and empty both mean "the default"
 }
 
 // envs reads the typed LIVEROOM_* variables that serve as flag defaults. A

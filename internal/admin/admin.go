@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -38,16 +39,25 @@ func Handler(cfg Config) http.Handler {
 		cfg.Timeout = 5 * time.Second
 	}
 	h := &handler{cfg: cfg, log: cfg.Logger.With("role", "admin")}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/admin/gateways/{id}/drain", h.drain)
-	mux.HandleFunc("/v1/admin/gateways/{id}/drain", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Allow", http.MethodPost)
-		protocol.WriteError(w, protocol.Errorf(http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "", "use POST"))
+	// Routed by hand rather than with a ServeMux, which would answer a path
+	// holding "//" or ".." with a redirect (a client follows a redirected
+	// POST as a GET) instead of a JSON error.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := strings.CutPrefix(r.URL.Path, "/v1/admin/gateways/")
+		if ok {
+			id, ok = strings.CutSuffix(id, "/drain")
+		}
+		if !ok {
+			protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "", "no admin endpoint here; docs/OPERATIONS.md lists them"))
+			return
+		}
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			protocol.WriteError(w, protocol.Errorf(http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "", "use POST"))
+			return
+		}
+		h.drain(w, r, id)
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "", "no admin endpoint here; docs/OPERATIONS.md lists them"))
-	})
-	return mux
 }
 
 type handler struct {
@@ -69,12 +79,11 @@ func (h *handler) requireAdmin(w http.ResponseWriter, r *http.Request) (auth.Ide
 	return id, true
 }
 
-func (h *handler) drain(w http.ResponseWriter, r *http.Request) {
+func (h *handler) drain(w http.ResponseWriter, r *http.Request, gw string) {
 	who, ok := h.requireAdmin(w, r)
 	if !ok {
 		return
 	}
-	gw := r.PathValue("id")
 	if !bus.ValidGatewayID(gw) {
 		protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "id", "gateway id must be 1-64 characters of A-Z a-z 0-9 _ -"))
 		return

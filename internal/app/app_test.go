@@ -322,6 +322,8 @@ func TestAdminDrainNeedsAdminAndDrainsTheGateway(t *testing.T) {
 		{"bad id", "/v1/admin/gateways/a.b/drain", admin, 400, protocol.CodeInvalidField},
 		{"unknown gateway", "/v1/admin/gateways/nope/drain", admin, 404, protocol.CodeNotFound},
 		{"unknown endpoint", "/v1/admin/whatever", admin, 404, protocol.CodeNotFound},
+		{"doubled slash", "/v1/admin/gateways//drain", admin, 400, protocol.CodeInvalidField},
+		{"dot dot", "/v1/admin/gateways/../drain", admin, 400, protocol.CodeInvalidField},
 		{"drain", "/v1/admin/gateways/" + gw + "/drain", admin, 202, "draining"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

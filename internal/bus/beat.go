@@ -23,8 +23,9 @@ type Beat struct {
 	// FramesOut and MsgsOut are per-second rates over the last beat interval.
 	FramesOut float64 `json:"frames_out"`
 	MsgsOut   float64 `json:"msgs_out"`
-	// BytesOut is bytes written to viewers per second; PacketsOut counts
-	// write system calls per second (each sends at least one packet).
+	// BytesOut is bytes written to viewers per second; PacketsOut is frames
+	// written per second, each one write system call and at least one
+	// packet (the gateway does not see segmentation).
 	BytesOut   float64 `json:"bytes_out"`
 	PacketsOut float64 `json:"packets_out"`
 	// CPU is the process's CPU use in cores over the last interval; RSS its

@@ -79,6 +79,17 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	if cfg.ReliableMaxAge <= 0 {
 		cfg.ReliableMaxAge = 24 * time.Hour
 	}
+	// Never lower the replicas another role (or an operator) set: a role
+	// started without --replicas 3 must not turn a clustered stream into a
+	// single copy.
+	replicas := cfg.Replicas
+	if st, err := js.Stream(ctx, ReliableStream); err == nil {
+		replicas = max(replicas, st.CachedInfo().Config.Replicas)
+	}
+	kvReplicas := cfg.Replicas
+	if st, err := js.Stream(ctx, "KV_"+RoomStateKV); err == nil {
+		kvReplicas = max(kvReplicas, st.CachedInfo().Config.Replicas)
+	}
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        ReliableStream,
 		Description: "liveroom reliable-class room messages (gifts, notices)",
@@ -87,7 +98,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      cfg.ReliableMaxAge,
 		Duplicates:  cfg.DedupeWindow,
-		Replicas:    cfg.Replicas,
+		Replicas:    replicas,
 		Discard:     jetstream.DiscardOld,
 	})
 	if err != nil {
@@ -98,7 +109,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		Description: "liveroom room state (likes totals)",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
+		Replicas:    kvReplicas,
 	})
 	if err != nil {
 		return fmt.Errorf("cannot create bucket %s: %w", RoomStateKV, err)

@@ -58,8 +58,10 @@
 //  5. Room affinity. A small room should reach few gateways. If the room
 //     asked for is listed in a candidate's room_conns with fewer than
 //     AffinityMaxViewers viewers there (counting those this replica sent
-//     since the beat) and the candidate's effective load is below
-//     AffinityMaxLoad, that gateway is listed first, followed by the weighted
+//     since the beat) and the candidate's effective load is below both
+//     AffinityMaxLoad and the mean effective load of the open gateways
+//     (affinity yields to balance: while a new gateway fills up, rooms do
+//     not return to their old homes), that gateway is listed first, followed by the weighted
 //     draw among the others. With several such gateways the one holding the
 //     most viewers of the room wins (then the lower load, then the smaller
 //     id). Rooms with AffinityMaxViewers or more viewers on a gateway spread

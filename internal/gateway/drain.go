@@ -74,6 +74,9 @@ func (s *Server) runDrain() {
 	}
 	s.log.Info("drain: reconnect notices sent", "conns", n, "spacing", spacing, "span", time.Duration(n)*spacing)
 	for i, c := range conns {
+		if s.stats.Conns.Load() == 0 {
+			break // everyone has left already
+		}
 		if !s.sleepUntil(start.Add(time.Duration(i)*spacing + s.cfg.DrainGrace)) {
 			return
 		}

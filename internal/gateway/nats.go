@@ -193,7 +193,24 @@ const (
 // JetStream for a reconnect older than the memory window, at most ReplayMax
 // of them. It returns the messages, the highest sequence it is sure to have
 // covered, and whether it stopped at ReplayMax before reaching upTo.
-func (s *Server) fetchReliable(ctx context.Context, id protocol.Room, since, upTo uint64) ([]relMsg, uint64, bool, error) {
+func (s *Server) fetchReliable(ctx context.Context, id protocol.Room, since, upTo uint64) (out []relMsg, covered uint64, partial bool, err error) {
+	// A fresh consumer on a clustered stream may not answer its first pull
+	// yet ("no responders"); try again a few times before failing the join.
+	for attempt := 0; attempt < 4; attempt++ {
+		out, covered, partial, err = s.fetchOnce(ctx, id, since, upTo)
+		if err == nil || ctx.Err() != nil {
+			return out, covered, partial, err
+		}
+		s.log.Debug("replay fetch failed, retrying", "room", id, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+		}
+	}
+	return out, covered, partial, err
+}
+
+func (s *Server) fetchOnce(ctx context.Context, id protocol.Room, since, upTo uint64) ([]relMsg, uint64, bool, error) {
 	cons, err := s.cfg.JS.OrderedConsumer(ctx, bus.ReliableStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{bus.ReliableSubject(id)},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,

@@ -130,8 +130,21 @@ func TestOnlineCountSumsAcrossGateways(t *testing.T) {
 }
 
 func TestReplayTooFarBehindContinuesOverReconnects(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		window, replayMax int
+	}{
+		{"jetstream part larger than the limit", 2, 4},
+		{"jetstream plus memory larger than the limit", 4, 5},
+		{"memory alone larger than the limit", 1024, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testReplayInParts(t, tc.window, tc.replayMax) })
+	}
+}
+
+func testReplayInParts(t *testing.T, window, replayMax int) {
 	e := newEnv(t)
-	g := e.gateway(func(c *Config) { c.ReliableWindow = 2; c.ReplayMax = 4 })
+	g := e.gateway(func(c *Config) { c.ReliableWindow = window; c.ReplayMax = replayMax })
 	keeper := g.dial(t, "deep", "keeper", "")
 	defer keeper.close()
 	keeper.welcome(t)

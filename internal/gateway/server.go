@@ -321,6 +321,11 @@ func (r *room) leave(c *conn) {
 // client missed and asked it to reconnect for the rest.
 var errReplayContinues = errors.New("replay continues on the next connection")
 
+// replayContinues is the frame that ends a partial replay.
+func replayContinues() []byte {
+	return textFrame(protocol.Encode(protocol.Reconnect{Type: protocol.FrameReconnect, AfterMS: 0, Reason: "replay_continues"}))
+}
+
 func (s *Server) welcomeFrame(id protocol.Room, c *conn, seq uint64, online, likes int64, replayed int) []byte {
 	return textFrame(protocol.Encode(protocol.Welcome{
 		Type: protocol.FrameWelcome, Room: string(id), Seq: seq, Online: online,
@@ -360,7 +365,7 @@ func (s *Server) join(ctx context.Context, c *conn, id protocol.Room, since uint
 				// the client to come back for the rest with its new since.
 				r.mu.Lock()
 				seq, likes := r.lastSeq, r.likes
-				online := int64(len(r.members)) + r.remoteSum(time.Now())
+				online := int64(len(r.members)+1) + r.remoteSum(time.Now())
 				r.mu.Unlock()
 				c.send(&frame{b: s.welcomeFrame(r.id, c, seq, online, likes, len(fetched)), reliable: true})
 				for _, f := range replayFrames(id, fetched) {
@@ -368,8 +373,7 @@ func (s *Server) join(ctx context.Context, c *conn, id protocol.Room, since uint
 				}
 				s.stats.Replayed.Add(int64(len(fetched)))
 				s.stats.ReplayedFromJS.Add(int64(len(fetched)))
-				c.finish(textFrame(protocol.Encode(protocol.Reconnect{Type: protocol.FrameReconnect, AfterMS: 0, Reason: "replay_continues"})),
-					closeFrameBytes(ws.StatusNormalClosure, ""))
+				c.finish(replayContinues(), closeFrameBytes(ws.StatusNormalClosure, ""))
 				return errReplayContinues
 			}
 		}
@@ -400,9 +404,12 @@ func (r *room) admit(c *conn, since uint64, hasSince bool, fetched []relMsg, cov
 				replay = append(replay, m)
 			}
 		}
-		if len(replay) > s.cfg.ReplayMax {
-			replay = replay[len(replay)-s.cfg.ReplayMax:]
-		}
+	}
+	// Too much to replay at once: send the oldest part, then ask the client
+	// to come back for the rest with its new since (never skip the middle).
+	partial := len(replay) > s.cfg.ReplayMax
+	if partial {
+		replay = replay[:s.cfg.ReplayMax]
 	}
 	online := int64(len(r.members)+1) + r.remoteSum(time.Now())
 	welcome := s.welcomeFrame(r.id, c, r.lastSeq, online, r.likes, len(replay))
@@ -414,7 +421,11 @@ func (r *room) admit(c *conn, since uint64, hasSince bool, fetched []relMsg, cov
 	}
 	s.stats.Replayed.Add(int64(len(replay)))
 	if usedJS {
-		s.stats.ReplayedFromJS.Add(int64(len(fetched)))
+		s.stats.ReplayedFromJS.Add(int64(min(len(fetched), len(replay))))
+	}
+	if partial {
+		c.finish(replayContinues(), closeFrameBytes(ws.StatusNormalClosure, ""))
+		return errReplayContinues
 	}
 	c.room = r
 	c.idx = len(r.members)

@@ -1,0 +1,40 @@
+package bus_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/testutil"
+)
+
+func TestEnsureStreamsIsIdempotentAndKeepsSettings(t *testing.T) {
+	e := testutil.StartNATS(t)
+	nc, err := bus.Connect(e.ClientURL(), "t", testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for range 2 {
+		if err := bus.WaitStreams(ctx, js, bus.StreamConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := js.Stream(ctx, bus.ReliableStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.Duplicates < 2*time.Minute || cfg.Replicas != 1 || cfg.Subjects[0] != bus.ReliableWildcard {
+		t.Fatalf("stream config %+v", cfg)
+	}
+	if _, err := js.KeyValue(ctx, bus.RoomStateKV); err != nil {
+		t.Fatal(err)
+	}
+}
