@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"math"
 	"sort"
 	"time"
 
@@ -195,8 +196,20 @@ func (s *Server) beat(prev, cur loadSample) bus.Beat {
 		b.PacketsOut = b.FramesOut
 		b.MsgsOut = float64(cur.msgs-prev.msgs) / secs
 		b.BytesOut = float64(cur.bytesOut-prev.bytesOut) / secs
-		b.CPU = (cur.proc.cpu - prev.proc.cpu).Seconds() / secs
+		// CPU is smoothed (about a 3-beat time constant): the handshakes of
+		// a join burst spike a fresh gateway's CPU for a second, and an
+		// unsmoothed load score would then turn dispatch away from the very
+		// gateway that should fill up.
+		inst := (cur.proc.cpu - prev.proc.cpu).Seconds() / secs
+		avg := math.Float64frombits(s.cpuAvg.Load())
+		if avg == 0 {
+			avg = inst
+		} else {
+			avg = 0.3*inst + 0.7*avg
+		}
+		s.cpuAvg.Store(math.Float64bits(avg))
 	}
+	b.CPU = math.Float64frombits(s.cpuAvg.Load())
 	b.Load = min(1, max(
 		float64(b.Conns)/float64(cfg.MaxConns),
 		b.CPU/cfg.MaxCPU,

@@ -49,6 +49,7 @@ type Server struct {
 	state     atomic.Value // string: bus.StateActive or bus.StateDraining
 	running   atomic.Bool
 	closing   atomic.Bool
+	cpuAvg    atomic.Uint64 // float64 bits: smoothed CPU use in cores
 
 	ctx      context.Context
 	cancel   context.CancelFunc
