@@ -149,6 +149,9 @@ func (s *Server) beatLoop() {
 	}
 }
 
+// cpuWarmup is how long after start CPU does not count in the load score.
+const cpuWarmup = 10 * time.Second
+
 // loadSample holds the counters rates are computed from.
 type loadSample struct {
 	proc                   procSample
@@ -201,18 +204,20 @@ func (s *Server) beat(prev, cur loadSample) bus.Beat {
 		// unsmoothed load score would then turn dispatch away from the very
 		// gateway that should fill up.
 		inst := (cur.proc.cpu - prev.proc.cpu).Seconds() / secs
-		avg := math.Float64frombits(s.cpuAvg.Load())
-		if avg == 0 {
-			avg = inst
-		} else {
-			avg = 0.3*inst + 0.7*avg
-		}
+		avg := 0.3*inst + 0.7*math.Float64frombits(s.cpuAvg.Load())
 		s.cpuAvg.Store(math.Float64bits(avg))
 	}
 	b.CPU = math.Float64frombits(s.cpuAvg.Load())
+	cpuLoad := b.CPU / cfg.MaxCPU
+	if cur.proc.at.Sub(s.started) < cpuWarmup {
+		// A process's first seconds (runtime start, NATS and JetStream
+		// setup) say nothing about its capacity; counting them made fresh
+		// gateways look busy exactly when dispatch should fill them.
+		cpuLoad = 0
+	}
 	b.Load = min(1, max(
 		float64(b.Conns)/float64(cfg.MaxConns),
-		b.CPU/cfg.MaxCPU,
+		cpuLoad,
 		b.BytesOut/cfg.MaxBytesOut,
 		b.MsgsOut/cfg.MaxMsgsOut,
 	))
