@@ -243,3 +243,24 @@ func totalFigures(gs []*GatewayFigures) *GatewayFigures {
 	}
 	return t
 }
+
+// cpuAround sums the gateways' CPU-seconds over every beat interval that
+// overlaps [from, to] (Unix ms): a little idle time at the edges is counted
+// rather than any of the phase lost.
+func (l *beatLog) cpuAround(from, to int64) float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var cpu float64
+	for _, bs := range l.by {
+		for _, b := range bs {
+			iv := b.IntervalMS
+			if iv <= 0 {
+				iv = 1000
+			}
+			if b.TS > from && b.TS-iv < to {
+				cpu += b.CPU * float64(iv) / 1000
+			}
+		}
+	}
+	return cpu
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"sync"
 	"time"
 )
@@ -59,6 +60,15 @@ func (l localAgent) Close() error               { l.a.Close(); return nil }
 
 // RunChild is `liveroom bench --child`: it serves one parent over in and out.
 func RunChild(ctx context.Context, in io.Reader, out io.Writer) error {
+	// LIVEROOM_BENCH_CPUPROFILE=prefix profiles each child (prefix.<pid>):
+	// the bench's own costs show up next to the gateway's.
+	if p := os.Getenv("LIVEROOM_BENCH_CPUPROFILE"); p != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid())); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
 	var mu sync.Mutex
 	enc := json.NewEncoder(out)
 	send := func(m childMsg) {

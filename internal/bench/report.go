@@ -130,6 +130,9 @@ func (r *Report) WriteTable(out io.Writer) error {
 		fmt.Fprintf(w, "\nconnect\n")
 		fmt.Fprintf(w, "  attempted\t%d\topened %d, welcomed %d, failed %d\n", c.Attempted, c.Opened, c.Welcomed, c.Failed)
 		fmt.Fprintf(w, "  rate\t%.0f/s\tover %.2f s\n", c.PerSec, c.Seconds)
+		if c.GatewayCPUPerJoinUS > 0 {
+			fmt.Fprintf(w, "  gateway CPU\t%.0f µs/join\t%.2f CPU-s in the connect phase\n", c.GatewayCPUPerJoinUS, c.GatewayCPUSeconds)
+		}
 	}
 	if x := r.Window; x != nil {
 		if x.ConnectLat.Count > 0 {

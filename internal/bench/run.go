@@ -92,6 +92,13 @@ func Run(ctx context.Context, s Scenario, env Env) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.beats != nil && conn.Welcomed > 0 {
+		// The gateways' own CPU per join: what a join storm costs them,
+		// apart from the bench's side of it on the same cores.
+		r.beats.waitAfter(ctx, conn.doneAt.UnixMilli(), 3*time.Second)
+		conn.GatewayCPUSeconds = r.beats.cpuAround(conn.startAt.UnixMilli(), conn.doneAt.UnixMilli())
+		conn.GatewayCPUPerJoinUS = conn.GatewayCPUSeconds * 1e6 / float64(conn.Welcomed)
+	}
 	rep.Connect = conn
 	w, err := r.window(ctx, time.Duration(s.Duration), base, conn.doneAt)
 	if err != nil {
@@ -211,7 +218,11 @@ type ConnectFigures struct {
 	PerSec  float64        `json:"per_s"`
 	Latency Summary        `json:"latency"`
 	Errors  map[string]int `json:"errors,omitempty"`
-	doneAt  time.Time
+	// GatewayCPUSeconds is the gateways' CPU over the connect phase (from
+	// their beats), GatewayCPUPerJoinUS that per welcomed viewer.
+	GatewayCPUSeconds   float64 `json:"gateway_cpu_seconds"`
+	GatewayCPUPerJoinUS float64 `json:"gateway_cpu_us_per_join"`
+	startAt, doneAt     time.Time
 }
 
 // connect opens n more viewers over the agents at rate per second in total
@@ -221,7 +232,7 @@ func (r *run) connect(ctx context.Context, n int, rate float64) (ConnectFigures,
 		rate = 0
 	}
 	plan := splitPlan(r.s.Plan(n), len(r.agents))
-	var f ConnectFigures
+	f := ConnectFigures{startAt: time.Now()}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var firstErr error
