@@ -20,6 +20,11 @@ import (
 // stops.
 var ErrDraining = errors.New("liveroom client: gateway is draining")
 
+// ErrReplayContinues is the cause carried by EventReconnecting when the
+// gateway replayed part of what the client missed and asked it to reconnect
+// at once for the rest (reconnect frame with reason "replay_continues").
+var ErrReplayContinues = errors.New("liveroom client: replay continues on a new connection")
+
 // DefaultEventBuffer is the capacity of a Conn's event channel.
 const DefaultEventBuffer = 256
 
@@ -373,6 +378,9 @@ func (c *Conn) pump(ctx context.Context, gc *GatewayConn) (time.Time, error) {
 			}
 			after := time.Duration(f.Reconnect.AfterMS) * time.Millisecond
 			after = min(max(after, 0), maxServerDelay)
+			if f.Reconnect.Reason == "replay_continues" {
+				return time.Time{}, ErrReplayContinues
+			}
 			c.log.Info("gateway draining", "gateway", c.Gateway(), "after", after, "reason", f.Reconnect.Reason)
 			if after == 0 {
 				return time.Time{}, ErrDraining
@@ -418,7 +426,7 @@ func (c *Conn) deliver(ctx context.Context, m Message) bool {
 func (c *Conn) reconnect(ctx context.Context, cause error, wait time.Duration) (*GatewayConn, *Welcome, error) {
 	// A drain's wait was mostly spent still reading the old gateway.
 	delay := max(wait, 0)
-	if delay == 0 && !errors.Is(cause, ErrDraining) {
+	if delay == 0 && !errors.Is(cause, ErrDraining) && !errors.Is(cause, ErrReplayContinues) {
 		delay = c.policy.Delay(0, c.rnd)
 	}
 	left := c.Gateway()

@@ -461,3 +461,45 @@ func TestConnectContextBoundsConnectOnly(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 }
+
+// TestConnContinuesAPartialReplay: a gateway that replays only part of what
+// the client missed ends with reconnect/replay_continues; the client comes
+// back at once with its new since and gets the rest, in order, once.
+func TestConnContinuesAPartialReplay(t *testing.T) {
+	const room = "r2"
+	var ql queryLog
+	gw := newFakeGateway(t, "gw-a", func(n int, q url.Values, c *serverConn) {
+		switch n {
+		case 0:
+			ql.expect(n, q, "since", "5")
+			c.welcome(room, 9, 2)
+			c.batch(room, gift("g6", 6), gift("g7", 7))
+			c.send(`{"type":"reconnect","after_ms":0,"reason":"replay_continues"}`)
+			c.waitClosed()
+		default:
+			ql.expect(n, q, "since", "7")
+			c.welcome(room, 9, 2)
+			c.batch(room, gift("g8", 8), gift("g9", 9))
+			c.waitClosed()
+		}
+	})
+	disp := newFakeDispatch(t, func(int) []Gateway { return []Gateway{{ID: "gw-a", URL: gw.URL()}} })
+	c, err := Connect(testCtx(t), Config{BaseURL: disp.srv.URL, Room: room, Token: "tok", Since: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := []string{"welcome seq=9", "msg gift g6#6", "msg gift g7#7", "reconnecting", "reconnected seq=9", "msg gift g8#8", "msg gift g9#9"}
+	var got []string
+	for range want {
+		ev := nextEvent(t, c)
+		got = append(got, describe(ev))
+		if ev.Kind == EventReconnecting && (!errors.Is(ev.Err, ErrReplayContinues) || ev.Delay != 0) {
+			t.Errorf("reconnecting: cause %v delay %v, want ErrReplayContinues at once", ev.Err, ev.Delay)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events:\n got %s\nwant %s", strings.Join(got, ", "), strings.Join(want, ", "))
+	}
+	ql.check(t)
+}
