@@ -2,13 +2,21 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/liveroom/liveroom/client"
 
 	"go.uber.org/goleak"
 )
@@ -331,4 +339,54 @@ func TestReportShape(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, buf.String())
 		}
 	}
+}
+
+func TestRawSender(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := hits.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/rooms/r1/messages" || r.Header.Get("Authorization") != "Bearer tok" || !strings.Contains(string(body), `"gift"`) || r.Header.Get("Idempotency-Key") == "" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		if n%2 == 0 { // chunked: flushed before the body
+			w.(http.Flusher).Flush()
+		}
+		fmt.Fprintf(w, `{"id":"g%d","seq":%d}`, n, n)
+	}))
+	defer srv.Close()
+	s := DefaultScenario()
+	s.URL, s.Viewers, s.GiftRate, s.Sender, s.Secret = srv.URL, 0, 1, "raw", "0123456789abcdef0123"
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	x, err := newSenders(context.Background(), &s, []string{"r1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := newRawConn(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.close()
+	for i := 1; i <= 4; i++ {
+		res, err := x.rawSend(rc, sendJob{class: 1, room: "r1"}, "tok")
+		if err != nil || res.Status != 202 || res.ID != fmt.Sprintf("g%d", i) || res.Seq != uint64(i) {
+			t.Fatalf("send %d: %+v %v", i, res, err)
+		}
+	}
+	res, err := x.rawSend(rc, sendJob{class: 0, room: "r1"}, "tok")
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != 400 || res.Status != 400 {
+		t.Fatalf("bad request: %+v %v", res, err)
+	}
+	// The server closes idle connections; the next post redials.
+	srv.CloseClientConnections()
+	if res, err := x.rawSend(rc, sendJob{class: 1, room: "r1"}, "tok"); err != nil || res.Status != 202 {
+		t.Fatalf("after close: %+v %v", res, err)
+	}
+	x.close()
 }

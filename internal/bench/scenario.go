@@ -77,6 +77,10 @@ type Scenario struct {
 	Senders int `json:"senders"`
 	// SendWorkers bounds concurrent send requests; 0 picks one from the rates.
 	SendWorkers int `json:"send_workers"`
+	// Sender is "client" (the public Go client's Sender, with gift
+	// retries) or "raw" (a lean HTTP/1.1 client, one keep-alive connection
+	// per worker, no retries: for measuring the uplink, not the bench).
+	Sender string `json:"sender,omitempty"`
 
 	Duration Duration `json:"duration"`
 	// Ramp is the time over which viewers connect; 0 connects as fast as
@@ -247,6 +251,7 @@ func (s *Scenario) register(fs *flag.FlagSet) {
 	fs.BoolVar(&s.Spread, "spread", s.Spread, "send to every room in turn instead of the hot room")
 	fs.IntVar(&s.Senders, "senders", s.Senders, "sender users (default danmaku-rate/1.5: the uplink allows 2 danmaku/s per user)")
 	fs.IntVar(&s.SendWorkers, "send-workers", s.SendWorkers, "concurrent send requests (default from the rates)")
+	fs.StringVar(&s.Sender, "sender", s.Sender, "client: the Go client's Sender (gift retries); raw: a lean HTTP/1.1 client that leaves the CPU to the uplink")
 	fs.Var(durFlag{&s.Duration}, "duration", "how long the senders send (measurement window)")
 	fs.Var(durFlag{&s.Ramp}, "ramp", "connection ramp-up time (0: as fast as possible)")
 	fs.Var(durFlag{&s.Grace}, "grace", "how long viewers keep reading after the senders stop")
@@ -361,6 +366,17 @@ func (s *Scenario) Validate() error {
 			// Enough that a 20 ms answer does not hold the rate back.
 			s.SendWorkers = min(512, max(4, int((s.DanmakuRate+s.GiftRate+s.LikeRate)/40)))
 		}
+	}
+	switch s.Sender {
+	case "":
+		s.Sender = "client"
+	case "client":
+	case "raw":
+		if _, err := newRawConn(s.UplinkURL); err != nil && s.sends() {
+			bad("%v", err)
+		}
+	default:
+		bad("--sender must be client or raw, not %q", s.Sender)
 	}
 	if s.MergeWindow <= 0 {
 		s.MergeWindow = Duration(50 * time.Millisecond)

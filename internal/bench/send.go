@@ -2,10 +2,13 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +25,7 @@ import (
 type senders struct {
 	s       *Scenario
 	users   []*client.Sender
+	tokens  []string
 	hc      *http.Client
 	rooms   []string
 	mu      sync.Mutex
@@ -58,6 +62,7 @@ func newSenders(ctx context.Context, s *Scenario, rooms []string) (*senders, err
 		}
 	}
 	x.users = make([]*client.Sender, s.Senders)
+	x.tokens = make([]string, s.Senders)
 	var wg sync.WaitGroup
 	var firstErr error
 	var errMu sync.Mutex
@@ -71,6 +76,7 @@ func newSenders(ctx context.Context, s *Scenario, rooms []string) (*senders, err
 				return nil, err
 			}
 			x.users[i] = &client.Sender{BaseURL: s.UplinkURL, Token: tok, HTTP: x.hc}
+			x.tokens[i] = tok
 			continue
 		}
 		wg.Add(1)
@@ -86,6 +92,7 @@ func newSenders(ctx context.Context, s *Scenario, rooms []string) (*senders, err
 				return
 			}
 			x.users[i] = &client.Sender{BaseURL: s.UplinkURL, Token: tok, HTTP: x.hc}
+			x.tokens[i] = tok
 		}()
 	}
 	wg.Wait()
@@ -104,8 +111,13 @@ func (x *senders) run(ctx context.Context, d time.Duration) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var rc *rawConn
+			if x.s.Sender == "raw" {
+				rc, _ = newRawConn(x.s.UplinkURL) // validated with the scenario
+				defer rc.close()
+			}
 			for j := range jobs {
-				x.do(ctx, j)
+				x.do(ctx, j, rc)
 			}
 		}()
 	}
@@ -151,7 +163,7 @@ loop:
 	wg.Wait()
 }
 
-func (x *senders) do(ctx context.Context, j sendJob) {
+func (x *senders) do(ctx context.Context, j sendJob, rc *rawConn) {
 	u := x.users[j.n%int64(len(x.users))]
 	if d := time.Until(j.at); d > 0 {
 		time.Sleep(d)
@@ -159,6 +171,15 @@ func (x *senders) do(ctx context.Context, j sendJob) {
 	x.sent[j.class].Add(1)
 	var res client.SendResult
 	var err error
+	if rc != nil {
+		res, err = x.rawSend(rc, j, x.tokens[j.n%int64(len(x.tokens))])
+	} else {
+		res, err = x.clientSend(ctx, u, j)
+	}
+	x.record(j, res, err)
+}
+
+func (x *senders) clientSend(ctx context.Context, u *client.Sender, j sendJob) (res client.SendResult, err error) {
 	switch j.class {
 	case 0:
 		res, err = u.Danmaku(ctx, j.room, "bench danmaku "+strconv.FormatInt(j.n, 10))
@@ -167,6 +188,47 @@ func (x *senders) do(ctx context.Context, j sendJob) {
 	case 2:
 		res, err = u.Like(ctx, j.room, 1)
 	}
+	return res, err
+}
+
+// rawSend is clientSend over the lean HTTP client: no retries.
+func (x *senders) rawSend(rc *rawConn, j sendJob, token string) (client.SendResult, error) {
+	var body []byte
+	key := ""
+	switch j.class {
+	case 0:
+		body = []byte(`{"type":"danmaku","text":"bench danmaku ` + strconv.FormatInt(j.n, 10) + `"}`)
+	case 1:
+		body = []byte(`{"type":"gift","gift":"rose","count":1}`)
+		key = client.NewIdempotencyKey()
+	case 2:
+		body = []byte(`{"type":"like","count":1}`)
+	}
+	res := client.SendResult{Key: key, Attempts: 1}
+	status, resp, err := rc.post(x.path(j.room), token, key, body)
+	res.Status = status
+	if err != nil {
+		return res, fmt.Errorf("cannot post message: %w", err)
+	}
+	var ok struct {
+		ID    string           `json:"id"`
+		Seq   uint64           `json:"seq"`
+		Error client.ErrorBody `json:"error"`
+	}
+	_ = json.Unmarshal(resp, &ok)
+	if status/100 != 2 {
+		return res, &client.APIError{Status: status, Body: ok.Error}
+	}
+	res.ID, res.Seq = ok.ID, ok.Seq
+	return res, nil
+}
+
+func (x *senders) path(room string) string {
+	u, _ := url.Parse(x.s.UplinkURL)
+	return strings.TrimSuffix(u.Path, "/") + "/v1/rooms/" + room + "/messages"
+}
+
+func (x *senders) record(j sendJob, res client.SendResult, err error) {
 	lat := time.Since(j.at).Microseconds()
 	status := "202"
 	var ae *client.APIError
