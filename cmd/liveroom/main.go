@@ -40,6 +40,7 @@ var commands = []command{
 	{"tail", "print a room's traffic", runTail},
 	{"send", "send a danmaku, gift or like to a room", runSend},
 	{"bench", "load generator: viewers through dispatch, senders, gateway CPU and memory, bare-write floor", runBench},
+	{"autoscale", "decide the gateway count from load beats and act on it (dry-run, local processes or Kubernetes)", runAutoscale},
 }
 
 var errUsage = errors.New("usage: liveroom <command> [flags]; try liveroom help")

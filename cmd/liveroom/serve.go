@@ -5,8 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
+	"time"
 
 	"github.com/liveroom/liveroom/internal/app"
+	"github.com/liveroom/liveroom/internal/autoscale"
+	"github.com/liveroom/liveroom/internal/gateway"
 )
 
 // runServe implements `liveroom serve`: every role in one process.
@@ -27,13 +31,53 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	debugAddr := fs.String("debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address; empty: off ($LIVEROOM_DEBUG_ADDR)")
 	gatewayFlags(fs, &cfg.Gateway, &ev)
 	uplinkFlags(fs, &cfg.Uplink, &gifts, &ev)
+	var pf policyFlags
+	fs.BoolVar(&cfg.Autoscale.Enabled, "autoscale", envBool(&ev, "AUTOSCALE"),
+		"run the gateways as child processes, started and drained by the autoscaler, instead of one gateway in this process ($LIVEROOM_AUTOSCALE=true)")
+	pf.register(fs, "autoscale-", &ev)
+	ports := fs.String("autoscale-ports", env("AUTOSCALE_PORTS", ""), "with --autoscale: port range of the gateway processes, LOW-HIGH (default any free port) ($LIVEROOM_AUTOSCALE_PORTS)")
+	fs.DurationVar(&cfg.Autoscale.DrainTimeout, "autoscale-drain-timeout", ev.dur("AUTOSCALE_DRAIN_TIMEOUT", 5*time.Minute),
+		"with --autoscale: stop a drained gateway that still runs after this long ($LIVEROOM_AUTOSCALE_DRAIN_TIMEOUT)")
 	lf.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: liveroom serve [flags]\n\nRuns NATS (embedded), gateway, uplink, dispatch and the web pages on one address.\nWithout a JWT secret ($LIVEROOM_JWT_SECRET) it runs in dev mode.\n\nflags:")
+		fmt.Fprintln(fs.Output(), `usage: liveroom serve [flags]
+
+Runs NATS (embedded), gateway, uplink, dispatch and the web pages on one address.
+Without a JWT secret ($LIVEROOM_JWT_SECRET) it runs in dev mode.
+
+With --autoscale the gateways are child processes of this binary instead, each
+with its own file limit, from --autoscale-min to --autoscale-max of them: the
+autoscaler adds one as soon as the demand needs it (capacity per gateway from
+--gateway-max-conns and the other --gateway-max-* flags or --capacity-file, at
+--autoscale-target utilisation), and drains and stops the least loaded one
+after --autoscale-stabilization of lower demand. The gateway flags below apply
+to every child. GET /v1/autoscale/decisions lists the decisions.
+
+example:
+  liveroom serve --autoscale --autoscale-min 1 --autoscale-max 4 --gateway-max-conns 3000
+
+flags:`)
 		fs.PrintDefaults()
 	}
 	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
+	}
+	if cfg.Autoscale.Enabled {
+		var base autoscale.Capacity
+		if maxConnsGiven(fs) {
+			base.Conns = cfg.Gateway.MaxConns
+		}
+		p, err := pf.policy(base)
+		if err != nil {
+			return err
+		}
+		lo, hi, err := parsePorts(*ports)
+		if err != nil {
+			return err
+		}
+		cfg.Autoscale.Policy, cfg.Autoscale.PortMin, cfg.Autoscale.PortMax = p, lo, hi
+		cfg.Autoscale.GatewayArgs = childGatewayArgs(fs)
+		cfg.Autoscale.ChildOutput = stderr
 	}
 	cfg.JWTSecret = secretOr(*secret)
 	cfg.Uplink.Gifts = splitList(gifts)
@@ -60,4 +104,43 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	<-ctx.Done()
 	log.Info("shutting down")
 	return n.Close()
+}
+
+// childGatewayArgs repeats the gateway flags given to serve for its gateway
+// processes (their LIVEROOM_* variables reach them through the
+// environment).
+func childGatewayArgs(fs *flag.FlagSet) []string {
+	names := map[string]bool{}
+	gfs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	gatewayFlags(gfs, &gateway.Config{}, &envs{})
+	gfs.VisitAll(func(f *flag.Flag) { names[f.Name] = true })
+	var args []string
+	fs.Visit(func(f *flag.Flag) {
+		if names[f.Name] {
+			args = append(args, "--"+f.Name+"="+f.Value.String())
+		}
+	})
+	return args
+}
+
+// maxConnsGiven reports whether --max-conns was given (flag or variable):
+// with --autoscale it is the capacity when no --gateway-max-conns is.
+func maxConnsGiven(fs *flag.FlagSet) bool {
+	set := env("MAX_CONNS", "") != ""
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "max-conns" })
+	return set
+}
+
+// envBool reads a boolean LIVEROOM_* variable (false when unset); a value
+// that does not parse is reported by ev.
+func envBool(ev *envs, name string) bool {
+	s := env(name, "")
+	if s == "" {
+		return false
+	}
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		ev.bad(name, s, "true or false")
+	}
+	return v
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/liveroom/liveroom/internal/admin"
 	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/autoscale"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
@@ -56,6 +57,10 @@ type Config struct {
 	// MetricsAddr, when set, serves /metrics on this separate address
 	// instead of Addr.
 	MetricsAddr string
+	// Autoscale, when Enabled, runs the node's gateways as child processes
+	// that an autoscaler starts and drains, instead of one gateway in this
+	// process (see AutoscaleConfig).
+	Autoscale AutoscaleConfig
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -77,6 +82,9 @@ type Node struct {
 	reg  *prometheus.Registry
 	// metricsSrv serves /metrics on MetricsAddr when that is set.
 	metricsSrv *http.Server
+	// scaler and procs run the gateways with Autoscale.Enabled.
+	scaler *autoscale.Scaler
+	procs  *autoscale.Process
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -166,13 +174,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		public = "ws://" + net.JoinHostPort(host, port) + "/v1/ws"
 	}
 
-	gcfg := n.cfg.Gateway
-	gcfg.NC, gcfg.JS, gcfg.Verifier, gcfg.PublicURL, gcfg.Logger = n.nc, js, verifier, public, n.log
-	if n.gw, err = gateway.New(gcfg); err != nil {
-		return err
-	}
-	if err = n.gw.Start(ctx); err != nil {
-		return err
+	if !n.cfg.Autoscale.Enabled {
+		gcfg := n.cfg.Gateway
+		gcfg.NC, gcfg.JS, gcfg.Verifier, gcfg.PublicURL, gcfg.Logger = n.nc, js, verifier, public, n.log
+		if n.gw, err = gateway.New(gcfg); err != nil {
+			return err
+		}
+		if err = n.gw.Start(ctx); err != nil {
+			return err
+		}
 	}
 	ucfg := n.cfg.Uplink
 	ucfg.NC, ucfg.JS, ucfg.Verifier, ucfg.Logger = n.nc, js, verifier, n.log
@@ -185,19 +195,30 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err = n.disp.Start(ctx); err != nil {
 		return err
 	}
-	// The gateway's first beat may still be in flight: seed dispatch so the
-	// first client is not told "no gateway".
-	n.disp.Observe(n.gw.Beat())
-
-	n.reg = metrics.NewRegistry()
-	for _, r := range []interface {
+	registrars := []interface {
 		Register(prometheus.Registerer) error
-	}{n.gw, n.up, n.disp} {
+	}{n.up, n.disp}
+	wsRoute := Route{Path: "/v1/ws", Handler: childGateways}
+	routes := []Route{}
+	if n.gw != nil {
+		// The gateway's first beat may still be in flight: seed dispatch so
+		// the first client is not told "no gateway".
+		n.disp.Observe(n.gw.Beat())
+		registrars = append(registrars, n.gw)
+		wsRoute = Route{Path: "/v1/ws", Methods: []string{http.MethodGet}, Handler: n.gw.Handler()}
+	} else {
+		if err := n.startAutoscale(ctx, natsURL, string(secret), host); err != nil {
+			return err
+		}
+		registrars = append(registrars, n.scaler)
+		routes = append(routes, Route{Path: autoscale.DecisionsPath, Methods: []string{http.MethodGet}, Handler: n.scaler.Handler()})
+	}
+	n.reg = metrics.NewRegistry()
+	for _, r := range registrars {
 		if err := r.Register(n.reg); err != nil {
 			return fmt.Errorf("cannot register metrics: %w", err)
 		}
 	}
-	routes := []Route{}
 	if n.cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", n.cfg.MetricsAddr)
 		if err != nil {
@@ -227,7 +248,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	h := NewRouter(RouterConfig{
 		Routes: append(routes, []Route{
-			{Path: "/v1/ws", Methods: []string{http.MethodGet}, Handler: n.gw.Handler()},
+			wsRoute,
 			{Path: "/v1/dispatch", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()},
 			{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()},
 			devToken,
@@ -249,7 +270,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.dev {
 		n.log.Warn("DEV MODE: no --jwt-secret given; tokens are signed with a random secret and anyone can mint one at POST /v1/dev/token. Never run like this in production.")
 	}
-	n.log.Info("liveroom is up", "url", n.url, "nats", natsURL, "gateway", n.gw.ID())
+	if n.gw != nil {
+		n.log.Info("liveroom is up", "url", n.url, "nats", natsURL, "gateway", n.gw.ID())
+		return nil
+	}
+	if err := n.waitGateway(ctx); err != nil {
+		return err
+	}
+	p := n.scaler.Policy()
+	n.log.Info("liveroom is up; gateways run as child processes", "url", n.url, "nats", natsURL,
+		"autoscale_min", p.Min, "autoscale_max", p.Max, "gateway_conns", p.Capacity.Conns)
 	return nil
 }
 
@@ -272,8 +302,12 @@ func (n *Node) URL() string { return n.url }
 // NATSURL is the NATS URL the node uses (embedded or external).
 func (n *Node) NATSURL() string { return n.nc.ConnectedUrl() }
 
-// Gateway exposes the node's gateway (tests read its counters).
+// Gateway exposes the node's gateway (tests read its counters); nil with
+// Autoscale.Enabled, where every gateway is a child process.
 func (n *Node) Gateway() *gateway.Server { return n.gw }
+
+// Scaler exposes the node's autoscaler; nil without Autoscale.Enabled.
+func (n *Node) Scaler() *autoscale.Scaler { return n.scaler }
 
 // Uplink exposes the node's uplink.
 func (n *Node) Uplink() *uplink.Server { return n.up }
@@ -285,6 +319,10 @@ func (n *Node) Dev() bool { return n.dev }
 // viewers' connections, flush likes, then NATS. Idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		// No decision may start a gateway while the node stops.
+		if n.scaler != nil {
+			_ = n.scaler.Close()
+		}
 		if n.metricsSrv != nil {
 			_ = n.metricsSrv.Close()
 		}
@@ -295,6 +333,11 @@ func (n *Node) Close() error {
 		}
 		if n.gw != nil {
 			_ = n.gw.Close()
+		}
+		if n.procs != nil {
+			// The whole node stops, dispatch with it: there is nowhere to
+			// drain the children's viewers to. SIGTERM, SIGKILL after 5 s.
+			_ = n.procs.Close(5 * time.Second)
 		}
 		if n.cancel != nil {
 			n.cancel()

@@ -1,0 +1,142 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/autoscale"
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+// AutoscaleConfig makes a node run its gateways as child processes of this
+// binary (`liveroom gateway`), started and drained by an autoscale.Scaler
+// through the process actuator, instead of one gateway inside the node.
+//
+// The node's own gateway is replaced, not kept as the first one: every
+// gateway is then a child with its own file limit (so one machine can hold
+// more viewers than one process can), every gateway can be drained and
+// removed, and the autoscaler treats them all alike. The node keeps NATS,
+// uplink, dispatch, the pages and the admin API; GET /v1/ws on the node's
+// address answers 404 with a pointer to dispatch, which hands out the
+// children's URLs. Start returns once the first child beats.
+type AutoscaleConfig struct {
+	// Enabled turns it on.
+	Enabled bool
+	// Policy is the scaling policy: Min, Max, the capacity model and the
+	// time constants (see autoscale.Policy). The capacity model's limits
+	// that are set become every child's --max-conns, --max-cpu,
+	// --max-bytes-out and --max-msgs-out, so that the children's load
+	// scores (and so dispatch) measure against the same capacity.
+	Policy autoscale.Policy
+	// GatewayArgs follow "gateway" on every child's command line (the
+	// gateway tunables); the node adds --nats-url and the capacity, the
+	// actuator --id, --addr and --public-url.
+	GatewayArgs []string
+	// Binary is the liveroom binary; default this process's executable.
+	Binary string
+	// PortMin and PortMax bound the children's ports; zero picks free ones.
+	PortMin, PortMax int
+	// ChildOutput receives the children's logs; nil discards them.
+	ChildOutput io.Writer
+	// Interval is the time between two decisions; default 1s.
+	Interval time.Duration
+	// DrainTimeout bounds the wait for a drained child to exit before it is
+	// stopped; default 5m (see autoscale.Config).
+	DrainTimeout time.Duration
+}
+
+// childEnvDrop lists the variables a child must not inherit from the node:
+// they name per-process things (addresses, ids) or are given explicitly.
+var childEnvDrop = []string{"ADDR", "PUBLIC_URL", "GATEWAY_ID", "METRICS_ADDR", "DEBUG_ADDR", "NATS_URL", "JWT_SECRET"}
+
+// startAutoscale starts the process actuator and the autoscaler; the first
+// decision starts Policy.Min children.
+func (n *Node) startAutoscale(ctx context.Context, natsURL, secret, publicHost string) error {
+	ac := n.cfg.Autoscale
+	p := ac.Policy.WithDefaults()
+	if err := p.Capacity.Validate(); err != nil {
+		return err
+	}
+	args := append([]string{"--nats-url", natsURL}, ac.GatewayArgs...)
+	c := p.Capacity
+	if c.Conns > 0 {
+		args = append(args, "--max-conns", fmt.Sprint(c.Conns))
+	}
+	if c.CPU > 0 {
+		args = append(args, "--max-cpu", fmt.Sprint(c.CPU))
+	}
+	if c.BytesOut > 0 {
+		args = append(args, "--max-bytes-out", fmt.Sprint(c.BytesOut))
+	}
+	if c.MsgsOut > 0 {
+		args = append(args, "--max-msgs-out", fmt.Sprint(c.MsgsOut))
+	}
+	env := []string{"LIVEROOM_JWT_SECRET=" + secret}
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		drop := false
+		for _, d := range childEnvDrop {
+			drop = drop || name == "LIVEROOM_"+d
+		}
+		if !drop {
+			env = append(env, kv)
+		}
+	}
+	listenHost := ""
+	if ta, ok := n.ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsUnspecified() {
+		listenHost = ta.IP.String()
+	}
+	if n.cfg.PublicURL != "" {
+		if u, err := url.Parse(n.cfg.PublicURL); err == nil && u.Hostname() != "" {
+			publicHost = u.Hostname()
+		}
+	}
+	if listenHost == "" {
+		listenHost = "0.0.0.0"
+	}
+	var err error
+	n.procs, err = autoscale.NewProcess(autoscale.ProcessConfig{
+		Binary: ac.Binary, Args: args, Env: env, Host: listenHost, PublicHost: publicHost,
+		PortMin: ac.PortMin, PortMax: ac.PortMax, Stdout: ac.ChildOutput, Stderr: ac.ChildOutput, Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	n.scaler, err = autoscale.New(autoscale.Config{
+		NC: n.nc, Actuator: n.procs, Policy: p, Interval: ac.Interval, DrainTimeout: ac.DrainTimeout, Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	return n.scaler.Start(ctx)
+}
+
+// waitGateway waits until a gateway beats, so that Start returns a node
+// viewers can join.
+func (n *Node) waitGateway(ctx context.Context) error {
+	sub, err := n.nc.SubscribeSync(bus.BeatSubject)
+	if err != nil {
+		return fmt.Errorf("cannot subscribe to beats: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if _, err := sub.NextMsgWithContext(wctx); err != nil {
+		return fmt.Errorf("no gateway process beat within 60s (see the gateway logs): %w", err)
+	}
+	return nil
+}
+
+// childGateways answers GET /v1/ws on a node whose gateways are children.
+var childGateways = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "",
+		"this node runs its gateways as separate processes (serve --autoscale): ask GET /v1/dispatch?room=R which one to use"))
+})

@@ -1,0 +1,400 @@
+// Package autoscale turns the gateways' load beats into a gateway count and
+// acts on it.
+//
+// A Scaler subscribes to the beats (bus.BeatSubject), and once a second
+// calls Decide, a pure function of the beats, the actuator's members, the
+// capacity model and its own short memory (see Decide for the rules). It
+// then acts through an Actuator: Process (local child processes of this
+// binary), Kubernetes (the scale subresource of a Deployment) or DryRun.
+// Scale-out is immediate. Scale-in is one gateway at a time: the Scaler
+// asks the gateway to drain over its control subject, waits until it stops
+// beating, and only then has the actuator remove it. Every decision that
+// acts, and every change of reason, is logged with its inputs, kept for
+// GET /v1/autoscale/decisions and counted in liveroom_autoscale_*.
+package autoscale
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/liveroom/liveroom/internal/bus"
+)
+
+// Config configures a Scaler. Zero values take the documented defaults.
+type Config struct {
+	// NC carries the beats and the drain commands. Required.
+	NC *nats.Conn
+	// Actuator starts and removes gateways. Required.
+	Actuator Actuator
+	// Policy is the scaling policy (bounds, capacity, time constants).
+	Policy Policy
+	// Interval is the time between two decisions. Default 1s.
+	Interval time.Duration
+	// DrainTimeout bounds the wait for a drained gateway to stop beating;
+	// after it the actuator removes the gateway anyway. Default 5m.
+	DrainTimeout time.Duration
+	// History is how many decisions GET /v1/autoscale/decisions keeps.
+	// Default 200.
+	History int
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Scaler is the autoscaler. Start it once, Close it once; its methods are
+// safe for concurrent use.
+type Scaler struct {
+	cfg   Config
+	log   *slog.Logger
+	fleet Fleet
+	dry   bool
+	met   *scalerMetrics
+
+	sub    *nats.Subscription
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	state     State // owned by the loop goroutine; under mu for tests
+	latest    Decision
+	history   []Decision // oldest first
+	lastLog   Decision
+	removing  string
+	closeOnce sync.Once
+}
+
+// New validates cfg and fills its defaults.
+func New(cfg Config) (*Scaler, error) {
+	if cfg.NC == nil {
+		return nil, errors.New("cannot create autoscaler: a NATS connection is required")
+	}
+	if cfg.Actuator == nil {
+		return nil, errors.New("cannot create autoscaler: an actuator is required")
+	}
+	cfg.Policy = cfg.Policy.WithDefaults()
+	if err := cfg.Policy.Capacity.Validate(); err != nil {
+		return nil, fmt.Errorf("cannot create autoscaler: %w", err)
+	}
+	if cfg.Policy.Max < cfg.Policy.Min {
+		return nil, fmt.Errorf("cannot create autoscaler: max %d is below min %d", cfg.Policy.Max, cfg.Policy.Min)
+	}
+	setDur(&cfg.Interval, time.Second)
+	setDur(&cfg.DrainTimeout, 5*time.Minute)
+	if cfg.History <= 0 {
+		cfg.History = 200
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	_, dry := cfg.Actuator.(*DryRun)
+	s := &Scaler{cfg: cfg, log: cfg.Logger.With("component", "autoscale"), dry: dry}
+	s.met = newScalerMetrics(s)
+	return s, nil
+}
+
+// Policy returns the policy in force, defaults filled in.
+func (s *Scaler) Policy() Policy { return s.cfg.Policy }
+
+// Start subscribes to the beats and starts deciding every Interval. The
+// first decision comes one interval after Start, so that the fleet's
+// beats have arrived.
+func (s *Scaler) Start(ctx context.Context) error {
+	sub, err := s.cfg.NC.Subscribe(bus.BeatSubject, func(m *nats.Msg) {
+		var b bus.Beat
+		if json.Unmarshal(m.Data, &b) == nil {
+			s.fleet.Observe(b, time.Now())
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("cannot subscribe to beats: %w", err)
+	}
+	s.sub = sub
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.loop(runCtx)
+	}()
+	p := s.cfg.Policy
+	s.log.Info("autoscaler started", "min", p.Min, "max", p.Max, "conns", p.Capacity.Conns, "cpu", p.Capacity.CPU,
+		"bytes_out", p.Capacity.BytesOut, "msgs_out", p.Capacity.MsgsOut, "target", p.Capacity.Target,
+		"ready_time", p.ReadyTime, "stabilization", p.Stabilization, "actuator", fmt.Sprintf("%T", s.cfg.Actuator))
+	return nil
+}
+
+// Close stops deciding and waits for the loop and any scale-in under way
+// (which is abandoned: a gateway already told to drain goes on draining).
+// Idempotent.
+func (s *Scaler) Close() error {
+	s.closeOnce.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.wg.Wait()
+		if s.sub != nil {
+			_ = s.sub.Unsubscribe()
+		}
+	})
+	return nil
+}
+
+func (s *Scaler) loop(ctx context.Context) {
+	tk := time.NewTicker(s.cfg.Interval)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+		s.Tick(ctx, time.Now())
+	}
+}
+
+// Tick makes one decision at now and acts on it. The loop calls it every
+// Interval; tests may call it directly instead of Start's loop.
+func (s *Scaler) Tick(ctx context.Context, now time.Time) Decision {
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	members, err := s.cfg.Actuator.Members(actx)
+	if err != nil {
+		// Without the members, gateways being started are unknown: deciding
+		// now could start them twice.
+		s.met.actuatorErrors.WithLabelValues("members").Inc()
+		s.log.Warn("autoscale: cannot list the actuator's gateways; no decision this time", "err", err)
+		return Decision{}
+	}
+	s.mu.Lock()
+	in := Inputs{
+		Policy:     s.cfg.Policy,
+		Gateways:   s.fleet.Loads(now),
+		Members:    members,
+		AllManaged: s.dry,
+		Removing:   s.removing,
+	}
+	d := Decide(s.state, in, now)
+	s.state = d.Next
+	s.latest = d
+	if d.Action == ActionScaleIn && !s.dry {
+		s.removing = d.Remove
+	}
+	s.mu.Unlock()
+	s.met.decisions.WithLabelValues(string(d.Action), d.Reason).Inc()
+	s.record(d)
+
+	switch d.Action {
+	case ActionScaleOut:
+		if err := s.cfg.Actuator.Add(actx, d.Add); err != nil {
+			s.met.actuatorErrors.WithLabelValues("add").Inc()
+			s.log.Error("autoscale: cannot start gateways", "n", d.Add, "err", err)
+		}
+	case ActionScaleIn:
+		if s.dry {
+			_ = s.cfg.Actuator.Remove(actx, d.Remove)
+			break
+		}
+		var started time.Time
+		for _, g := range in.Gateways {
+			if g.ID == d.Remove {
+				started = g.Started
+			}
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.scaleIn(ctx, d.Remove, started)
+		}()
+	}
+	return d
+}
+
+// record logs d when it acts or when its reason changed, and keeps it for
+// the decisions endpoint. A decision that repeats the last one logged (as
+// dry-run's do, tick after tick) is logged again only after a minute.
+func (s *Scaler) record(d Decision) {
+	s.mu.Lock()
+	last := s.lastLog
+	same := d.Action == last.Action && d.Reason == last.Reason && d.Current == last.Current &&
+		d.Desired == last.Desired && d.Remove == last.Remove
+	if same && (d.Action == ActionNone || d.At.Sub(last.At) < time.Minute) {
+		s.mu.Unlock()
+		return
+	}
+	s.lastLog = d
+	s.history = append(s.history, d)
+	if len(s.history) > s.cfg.History {
+		s.history = append(s.history[:0], s.history[len(s.history)-s.cfg.History:]...)
+	}
+	s.mu.Unlock()
+	f := d.Figures
+	attrs := []any{
+		"action", d.Action, "reason", d.Reason, "current", d.Current, "desired", d.Desired,
+		"active", f.Active, "draining", f.Draining, "starting", f.Starting, "silent", f.Silent,
+		"conns", int(f.Demand.Conns), "cpu", round2(f.Demand.CPU), "bytes_out", int64(f.Demand.BytesOut), "msgs_out", int64(f.Demand.MsgsOut),
+		"join_rate", round2(f.JoinRate), "lookahead", int(f.Lookahead),
+		"need_conns", f.Need[DimConns], "need_cpu", f.Need[DimCPU], "need_bytes_out", f.Need[DimBytesOut], "need_msgs_out", f.Need[DimMsgsOut],
+		"raw", f.Raw, "stable", f.Stable,
+	}
+	if d.Add > 0 {
+		attrs = append(attrs, "add", d.Add)
+	}
+	if d.Remove != "" {
+		attrs = append(attrs, "remove", d.Remove)
+	}
+	s.log.Info("autoscale decision", attrs...)
+}
+
+func round2(v float64) float64 { return float64(int64(v*100+0.5)) / 100 }
+
+// scaleIn drains gateway id (whose beats carried started), waits until it
+// stops beating, then has the actuator remove it.
+func (s *Scaler) scaleIn(ctx context.Context, id string, started time.Time) {
+	defer func() {
+		s.mu.Lock()
+		s.removing = ""
+		s.mu.Unlock()
+	}()
+	t0 := time.Now()
+	log := s.log.With("gateway", id)
+	if err := s.drain(ctx, id); err != nil {
+		if g, ok := s.fleet.Get(id); ok && g.Fresh(time.Now()) && g.State != bus.StateDraining {
+			s.met.actuatorErrors.WithLabelValues("drain").Inc()
+			log.Error("autoscale: scale-in abandoned: the gateway did not accept the drain", "err", err)
+			return
+		}
+	}
+	log.Info("autoscale: draining gateway before removing it")
+	// gone: not beating any more, or beating from a new process (a
+	// container restarted in the same pod after its drain).
+	gone := func() bool {
+		g, ok := s.fleet.Get(id)
+		return !ok || !g.Fresh(time.Now()) || (!started.IsZero() && !g.Started.Equal(started))
+	}
+	tk := time.NewTicker(250 * time.Millisecond)
+	defer tk.Stop()
+	for !gone() {
+		if time.Since(t0) > s.cfg.DrainTimeout {
+			log.Warn("autoscale: drained gateway still beats after the drain timeout; removing it anyway", "timeout", s.cfg.DrainTimeout)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+	}
+	drained := time.Since(t0)
+	if err := s.cfg.Actuator.Remove(ctx, id); err != nil {
+		s.met.actuatorErrors.WithLabelValues("remove").Inc()
+		log.Error("autoscale: cannot remove drained gateway", "err", err)
+		return
+	}
+	s.met.removed.Inc()
+	log.Info("autoscale: gateway drained and removed", "drained_in", drained.Round(time.Millisecond), "took", time.Since(t0).Round(time.Millisecond))
+}
+
+// drain asks gateway id to drain over its control subject, three tries.
+func (s *Scaler) drain(ctx context.Context, id string) error {
+	req, _ := json.Marshal(bus.Control{Cmd: "drain"})
+	var err error
+	for try := 0; try < 3; try++ {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var m *nats.Msg
+		m, err = s.cfg.NC.RequestWithContext(rctx, bus.ControlSubject(id), req)
+		cancel()
+		if err == nil {
+			var r bus.ControlReply
+			if err = json.Unmarshal(m.Data, &r); err == nil && r.Error != "" {
+				err = errors.New(r.Error)
+			}
+			if err == nil {
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("cannot drain gateway %s: %w", id, err)
+}
+
+// Latest returns the latest decision (zero before the first).
+func (s *Scaler) Latest() Decision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.latest
+}
+
+// Decisions returns the recent decisions that acted or changed reason,
+// newest first.
+func (s *Scaler) Decisions() []Decision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Decision, 0, len(s.history))
+	for i := len(s.history) - 1; i >= 0; i-- {
+		out = append(out, s.history[i])
+	}
+	return out
+}
+
+// DecisionsPath is where Handler is served.
+const DecisionsPath = "/v1/autoscale/decisions"
+
+// DecisionsAnswer is the body of GET /v1/autoscale/decisions.
+type DecisionsAnswer struct {
+	Policy PolicyView `json:"policy"`
+	// Latest is the latest decision, whatever it did.
+	Latest *Decision `json:"latest,omitempty"`
+	// Decisions are the recent decisions that acted or changed reason,
+	// newest first.
+	Decisions []Decision `json:"decisions"`
+}
+
+// PolicyView is the policy as served, durations in seconds.
+type PolicyView struct {
+	Min           int      `json:"min"`
+	Max           int      `json:"max"`
+	Capacity      Capacity `json:"capacity"`
+	ReadyTime     float64  `json:"ready_time_s"`
+	Stabilization float64  `json:"stabilization_s"`
+	JoinWindow    float64  `json:"join_window_s"`
+	Actuator      string   `json:"actuator"`
+}
+
+// Handler serves GET /v1/autoscale/decisions (DecisionsAnswer as JSON).
+func (s *Scaler) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := s.cfg.Policy
+		a := DecisionsAnswer{
+			Policy: PolicyView{Min: p.Min, Max: p.Max, Capacity: p.Capacity, ReadyTime: p.ReadyTime.Seconds(),
+				Stabilization: p.Stabilization.Seconds(), JoinWindow: p.JoinWindow.Seconds(), Actuator: actuatorName(s.cfg.Actuator)},
+			Decisions: s.Decisions(),
+		}
+		if l := s.Latest(); !l.At.IsZero() {
+			a.Latest = &l
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(a)
+	})
+}
+
+func actuatorName(a Actuator) string {
+	switch a.(type) {
+	case *DryRun:
+		return "dry-run"
+	case *Process:
+		return "process"
+	case *Kubernetes:
+		return "kubernetes"
+	}
+	return fmt.Sprintf("%T", a)
+}
