@@ -390,3 +390,16 @@ func TestRawSender(t *testing.T) {
 	}
 	x.close()
 }
+
+func TestCapacityFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--url", "http://127.0.0.1:1", "--start-viewers", "20", "--max-viewers", "10"},
+		{"--url", "http://127.0.0.1:1", "--rate-factor", "0.5"},
+		{"--url", "http://127.0.0.1:1", "--target", "1.5"},
+	} {
+		err := RunCapacity(context.Background(), args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "capacity: need") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -179,8 +180,12 @@ func RunCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stdout, "\ncapacity of gateway %s: %d connections, %.0f messages/s out, %.2f cores, %s/s out (limited by: %s)\n",
 		out.Gateway, out.Conns, out.MsgsOut, out.CPU, bytesH(out.BytesOut), out.LimitedBy)
 	if cf.out != "" {
-		b, _ := json.MarshalIndent(out, "", "  ")
-		if err := os.WriteFile(cf.out, append(b, '\n'), 0o644); err != nil {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false) // "p99 110 ms > 100 ms" stays readable
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+		if err := os.WriteFile(cf.out, buf.Bytes(), 0o644); err != nil {
 			return fmt.Errorf("cannot write capacity file: %w", err)
 		}
 		fmt.Fprintf(stdout, "wrote %s (target utilisation %.2f)\n", cf.out, cf.target)
