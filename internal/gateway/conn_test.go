@@ -144,3 +144,21 @@ func TestSamplingHoldsTheBudgetExactly(t *testing.T) {
 		}
 	}
 }
+
+func TestSamplingKeepsTheNewestOfEachStride(t *testing.T) {
+	s := &Server{cfg: Config{ViewerBudget: 30, MergeWindow: 50 * time.Millisecond}}
+	r := newRoom(s, "x", newHub(1).shards[0])
+	var msgs []pendingMsg
+	for i := range 10 {
+		msgs = append(msgs, pendingMsg{b: []byte{byte('0' + i)}, kind: kindLive})
+	}
+	r.allow = 3
+	kept, _ := r.sample(msgs)
+	got := ""
+	for _, k := range kept {
+		got += string(k)
+	}
+	if got != "259" { // strides 0-2, 3-5, 6-9 (10/3): the newest of each
+		t.Fatalf("kept %q, want 259", got)
+	}
+}

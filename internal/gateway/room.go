@@ -172,9 +172,15 @@ func (r *room) sample(msgs []pendingMsg) (kept [][]byte, reliable bool) {
 		r.srv.stats.DroppedSampled.Add(int64(drop))
 	}
 	kept = make([][]byte, 0, len(msgs)-live+take)
+	// Keep the newest message of each of take equal strides: evenly spread
+	// over the window, and the kept ones have waited least (keeping the
+	// oldest of each stride cost sampled rooms about half a window of delay).
 	li := 0
-	next := 0 // index among live messages of the next one to keep
 	picked := 0
+	next := 0 // index among live messages of the next one to keep
+	if take > 0 {
+		next = live/take - 1
+	}
 	for _, m := range msgs {
 		if m.kind != kindLive {
 			kept = append(kept, m.b)
@@ -186,7 +192,7 @@ func (r *room) sample(msgs []pendingMsg) (kept [][]byte, reliable bool) {
 		if picked < take && li == next {
 			kept = append(kept, m.b)
 			picked++
-			next = picked * live / take
+			next = (picked+1)*live/take - 1
 		}
 		li++
 	}
