@@ -136,6 +136,16 @@ func (p *Process) Members(context.Context) ([]Member, error) {
 	return out, nil
 }
 
+// PID returns the process id of child id (0 if unknown).
+func (p *Process) PID(id string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.children[id]; ok {
+		return c.cmd.Process.Pid
+	}
+	return 0
+}
+
 // URL returns the WebSocket URL child id advertises ("" if unknown).
 func (p *Process) URL(id string) string {
 	p.mu.Lock()
