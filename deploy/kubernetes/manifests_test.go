@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -23,11 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
-	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/autoscale"
-	"github.com/liveroom/liveroom/internal/bus"
-	"github.com/liveroom/liveroom/internal/gateway"
-	"github.com/liveroom/liveroom/internal/testutil"
 )
 
 // object is one decoded manifest document.
@@ -320,39 +314,8 @@ func TestHPAScalesOnAnExportedMetric(t *testing.T) {
 		t.Error("HPA scale-down has no stabilisation window")
 	}
 
-	// Gather what a gateway registers.
-	e := testutil.StartNATS(t)
-	nc, err := bus.Connect(e.ClientURL(), "manifest-test", testutil.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.NewHS256([]byte(testutil.Secret), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := gateway.New(gateway.Config{NC: nc, JS: js, Verifier: v, PublicURL: "ws://127.0.0.1:1/v1/ws", Logger: testutil.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	if err := g.Register(reg); err != nil {
-		t.Fatal(err)
-	}
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, f := range fams {
-		names = append(names, f.GetName())
-	}
-	if !slices.Contains(names, name) {
-		t.Errorf("the HPA scales on %q, which gateways do not export (they export %v)", name, names)
+	if names := exportedMetrics(t); !names[name] {
+		t.Errorf("the HPA scales on %q, which gateways do not export", name)
 	}
 	cm, ok := find[*corev1.ConfigMap](objs, "liveroom-prometheus-adapter-rules")
 	if !ok || !strings.Contains(cm.Data["config.yaml"], name) {

@@ -38,6 +38,10 @@ type Config struct {
 	Policy Policy
 	// Interval is the time between two decisions. Default 1s.
 	Interval time.Duration
+	// Warmup is the wait before the first decision, so that every beating
+	// gateway has been heard (a gateway not heard yet would be started
+	// again). Default 3s, three beat intervals; negative means none.
+	Warmup time.Duration
 	// DrainTimeout bounds the wait for a drained gateway to stop beating;
 	// after it the actuator removes the gateway anyway. Default 5m.
 	DrainTimeout time.Duration
@@ -86,6 +90,9 @@ func New(cfg Config) (*Scaler, error) {
 		return nil, fmt.Errorf("cannot create autoscaler: max %d is below min %d", cfg.Policy.Max, cfg.Policy.Min)
 	}
 	setDur(&cfg.Interval, time.Second)
+	if cfg.Warmup == 0 {
+		cfg.Warmup = 3 * time.Second
+	}
 	setDur(&cfg.DrainTimeout, 5*time.Minute)
 	if cfg.History <= 0 {
 		cfg.History = 200
@@ -102,9 +109,8 @@ func New(cfg Config) (*Scaler, error) {
 // Policy returns the policy in force, defaults filled in.
 func (s *Scaler) Policy() Policy { return s.cfg.Policy }
 
-// Start subscribes to the beats and starts deciding every Interval. The
-// first decision comes one interval after Start, so that the fleet's
-// beats have arrived.
+// Start subscribes to the beats and starts deciding every Interval, the
+// first time after Warmup, so that the fleet's beats have arrived.
 func (s *Scaler) Start(ctx context.Context) error {
 	sub, err := s.cfg.NC.Subscribe(bus.BeatSubject, func(m *nats.Msg) {
 		var b bus.Beat
@@ -147,6 +153,16 @@ func (s *Scaler) Close() error {
 }
 
 func (s *Scaler) loop(ctx context.Context) {
+	if s.cfg.Warmup > 0 {
+		t := time.NewTimer(s.cfg.Warmup)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		s.Tick(ctx, time.Now())
+	}
 	tk := time.NewTicker(s.cfg.Interval)
 	defer tk.Stop()
 	for {

@@ -175,7 +175,7 @@ func TestScalerScalesOutAndDrainsBeforeRemoving(t *testing.T) {
 	nc := connect(t)
 	f := newFakeFleet(t, nc)
 	s, err := New(Config{
-		NC: nc, Actuator: f, Interval: 50 * time.Millisecond, Logger: testutil.Logger(),
+		NC: nc, Actuator: f, Interval: 50 * time.Millisecond, Warmup: -1, Logger: testutil.Logger(),
 		Policy: Policy{Min: 1, Max: 3, Capacity: Capacity{Conns: 3000, Target: 0.7},
 			Stabilization: 2 * time.Second, ReadyTime: time.Second, JoinSpan: time.Second},
 	})
@@ -303,7 +303,7 @@ func TestScalerDryRunOnlyLogs(t *testing.T) {
 	var drains atomic.Int64
 	sub, _ := nc.Subscribe(bus.ControlSubjectPrefix+">", func(*nats.Msg) { drains.Add(1) })
 	defer sub.Unsubscribe()
-	s, err := New(Config{NC: nc, Actuator: &DryRun{Log: testutil.Logger()}, Interval: 50 * time.Millisecond, Logger: testutil.Logger(),
+	s, err := New(Config{NC: nc, Actuator: &DryRun{Log: testutil.Logger()}, Interval: 50 * time.Millisecond, Warmup: 200 * time.Millisecond, Logger: testutil.Logger(),
 		Policy: Policy{Min: 1, Max: 5, Stabilization: 500 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
