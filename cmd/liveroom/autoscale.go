@@ -52,7 +52,7 @@ func (pf *policyFlags) register(fs *flag.FlagSet, prefix string, ev *envs) {
 	fs.Float64Var(&pf.c.Target, prefix+"target", ev.float("AUTOSCALE_TARGET", autoscale.DefaultTarget),
 		"planned utilisation of each gateway's capacity, in (0,1] ($LIVEROOM_AUTOSCALE_TARGET)")
 	fs.StringVar(&pf.capFile, "capacity-file", env("CAPACITY_FILE", ""),
-		"capacity file written by `liveroom bench capacity` ({\"conns\",\"cpu\",\"bytes_out\",\"msgs_out\",\"target\"}); flags override it ($LIVEROOM_CAPACITY_FILE)")
+		"capacity file written by liveroom bench capacity --out ({\"conns\",\"cpu\",\"bytes_out\",\"msgs_out\",\"target\"}); flags override it ($LIVEROOM_CAPACITY_FILE)")
 	fs.IntVar(&pf.c.Conns, "gateway-max-conns", ev.int("GATEWAY_MAX_CONNS", 0), "capacity: connections per gateway (default 19000 when no capacity is given) ($LIVEROOM_GATEWAY_MAX_CONNS)")
 	fs.Float64Var(&pf.c.CPU, "gateway-max-cpu", ev.float("GATEWAY_MAX_CPU", 0), "capacity: CPU cores per gateway; 0 = not a limit ($LIVEROOM_GATEWAY_MAX_CPU)")
 	fs.Float64Var(&pf.c.BytesOut, "gateway-max-bytes-out", ev.float("GATEWAY_MAX_BYTES_OUT", 0), "capacity: bytes/s to viewers per gateway; 0 = not a limit ($LIVEROOM_GATEWAY_MAX_BYTES_OUT)")
