@@ -106,11 +106,13 @@ func TestServeGatewayArgsForChildren(t *testing.T) {
 	var ev envs
 	fs.String("addr", ":8080", "")
 	gatewayFlags(fs, &gateway.Config{}, &ev)
-	if err := fs.Parse([]string{"--addr", ":9", "--drain-window", "3s", "--merge-window=20ms"}); err != nil {
+	var lf logFlags
+	lf.register(fs)
+	if err := fs.Parse([]string{"--addr", ":9", "--drain-window", "3s", "--merge-window=20ms", "--log-format", "json"}); err != nil {
 		t.Fatal(err)
 	}
 	got := childGatewayArgs(fs)
-	want := []string{"--drain-window=3s", "--merge-window=20ms"}
+	want := []string{"--drain-window=3s", "--log-format=json", "--merge-window=20ms"}
 	if !slices.Equal(got, want) {
 		t.Errorf("child args %q, want %q (serve's own flags stay out)", got, want)
 	}

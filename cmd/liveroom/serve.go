@@ -106,14 +106,16 @@ flags:`)
 	return n.Close()
 }
 
-// childGatewayArgs repeats the gateway flags given to serve for its gateway
-// processes (their LIVEROOM_* variables reach them through the
+// childGatewayArgs repeats the gateway and log flags given to serve for its
+// gateway processes (their LIVEROOM_* variables reach them through the
 // environment).
 func childGatewayArgs(fs *flag.FlagSet) []string {
 	names := map[string]bool{}
 	gfs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	gatewayFlags(gfs, &gateway.Config{}, &envs{})
 	gfs.VisitAll(func(f *flag.Flag) { names[f.Name] = true })
+	// The children log to serve's stderr, in serve's format.
+	names["log-level"], names["log-format"] = true, true
 	var args []string
 	fs.Visit(func(f *flag.Flag) {
 		if names[f.Name] {

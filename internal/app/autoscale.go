@@ -26,7 +26,10 @@ import (
 // removed, and the autoscaler treats them all alike. The node keeps NATS,
 // uplink, dispatch, the pages and the admin API; GET /v1/ws on the node's
 // address answers 404 with a pointer to dispatch, which hands out the
-// children's URLs. Start returns once the first child beats.
+// children's URLs: ws://HOST:PORT/v1/ws, HOST being PublicURL's host when
+// set, else the node's listen host (localhost when it listens on every
+// interface, as the children then do). Start returns once the first child
+// beats.
 type AutoscaleConfig struct {
 	// Enabled turns it on.
 	Enabled bool
