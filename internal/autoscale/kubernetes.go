@@ -14,7 +14,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	appsclient "k8s.io/client-go/kubernetes/typed/apps/v1"
+	coreclient "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
@@ -30,8 +31,10 @@ const DrainedDeletionCost = "-1000"
 
 // KubernetesConfig configures the Kubernetes actuator.
 type KubernetesConfig struct {
-	// Client talks to the API server. Required.
-	Client kubernetes.Interface
+	// Client talks to the API server: the apps and core groups only (a
+	// kubernetes.Interface, such as client-go's fake clientset, is one).
+	// Required.
+	Client KubernetesClientset
 	// Namespace and Deployment name the gateways' Deployment. Required.
 	Namespace, Deployment string
 	// Logger; default slog.Default().
@@ -54,6 +57,14 @@ type Kubernetes struct {
 
 var _ Actuator = (*Kubernetes)(nil)
 
+// KubernetesClientset is the part of client-go's kubernetes.Interface the
+// actuator uses. Depending on it rather than on the whole clientset keeps
+// the other API groups' clients out of the binary.
+type KubernetesClientset interface {
+	AppsV1() appsclient.AppsV1Interface
+	CoreV1() coreclient.CoreV1Interface
+}
+
 // NewKubernetes validates cfg.
 func NewKubernetes(cfg KubernetesConfig) (*Kubernetes, error) {
 	if cfg.Client == nil || cfg.Namespace == "" || cfg.Deployment == "" {
@@ -67,7 +78,7 @@ func NewKubernetes(cfg KubernetesConfig) (*Kubernetes, error) {
 
 // KubernetesClient connects with a kubeconfig file, or from inside the
 // cluster (the pod's service account) when kubeconfig is empty.
-func KubernetesClient(kubeconfig string) (kubernetes.Interface, error) {
+func KubernetesClient(kubeconfig string) (KubernetesClientset, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -79,12 +90,24 @@ func KubernetesClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("cannot configure the kubernetes client: %w", err)
 	}
 	rc.UserAgent = "liveroom-autoscale"
-	c, err := kubernetes.NewForConfig(rc)
+	apps, err := appsclient.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("cannot create the kubernetes client: %w", err)
 	}
-	return c, nil
+	core, err := coreclient.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create the kubernetes client: %w", err)
+	}
+	return clientset{apps, core}, nil
 }
+
+type clientset struct {
+	apps appsclient.AppsV1Interface
+	core coreclient.CoreV1Interface
+}
+
+func (c clientset) AppsV1() appsclient.AppsV1Interface { return c.apps }
+func (c clientset) CoreV1() coreclient.CoreV1Interface { return c.core }
 
 // Members lists the Deployment's pods that are not terminating, and one
 // member without an id for each replica asked for whose pod does not exist
