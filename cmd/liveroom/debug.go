@@ -18,9 +18,16 @@ func serveOn(addr, path string, h http.Handler, log *slog.Logger) (func(), error
 	mux := http.NewServeMux()
 	mux.Handle(path, h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
 	log.Info("serving "+path, "addr", ln.Addr().String())
-	return func() { _ = srv.Close() }, nil
+	return func() {
+		_ = srv.Close()
+		<-done
+	}, nil
 }
 
 // serveDebug serves Go's profiler on its own address, never on the public
@@ -37,7 +44,14 @@ func serveDebug(addr string, log *slog.Logger) (func(), error) {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux}
-	go func() { _ = srv.Serve(ln) }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
 	log.Info("profiler listening", "addr", ln.Addr().String())
-	return func() { _ = srv.Close() }, nil
+	return func() {
+		_ = srv.Close()
+		<-done
+	}, nil
 }

@@ -227,7 +227,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler(n.reg))
 		n.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = n.metricsSrv.Serve(mln) }()
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			_ = n.metricsSrv.Serve(mln)
+		}()
 	} else {
 		routes = append(routes, Route{Path: "/metrics", Methods: []string{http.MethodGet}, Handler: metrics.Handler(n.reg)})
 	}

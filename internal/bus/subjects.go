@@ -63,10 +63,7 @@ func ControlSubject(id string) string { return ControlSubjectPrefix + id }
 
 // ValidGatewayID reports whether id can name a gateway (and a subject
 // token): 1-64 characters of A-Z a-z 0-9 _ -.
-func ValidGatewayID(id string) bool {
-	_, err := protocol.ParseRoom(id) // same alphabet and length
-	return err == nil
-}
+func ValidGatewayID(id string) bool { return protocol.ValidID(id) }
 
 // Control is a command sent on a gateway's control subject.
 type Control struct {

@@ -45,6 +45,11 @@ func ParseUser(s string) (User, error) {
 	return User(s), nil
 }
 
+// ValidID reports whether s is 1-64 characters of A-Z a-z 0-9 _ -, the
+// alphabet of every id that becomes a NATS subject token (rooms, users,
+// gateways).
+func ValidID(s string) bool { return validToken(s, MaxRoomLen) }
+
 func validToken(s string, max int) bool {
 	if len(s) == 0 || len(s) > max {
 		return false
