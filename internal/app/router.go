@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"path"
 	"slices"
 	"strings"
@@ -38,6 +39,22 @@ type RouterConfig struct {
 	// Admin, when set, gets every path under /v1/admin/ (it answers its own
 	// 404 and 405 as JSON).
 	Admin http.Handler
+	// RoomRoutes are the endpoints under /v1/rooms/{room}/ other than the
+	// send path. The router validates the room id (400 invalid_room) before
+	// any of them runs.
+	RoomRoutes []RoomRoute
+}
+
+// RoomRoute is an endpoint under /v1/rooms/{room}/. Pattern is the rest of
+// the path after the room, segments separated by "/", where a segment
+// "{name}" matches any one non-empty segment and is set as r.PathValue(name)
+// ("live/start", "sessions/{session}/replay"). The room id is validated and
+// set as r.PathValue("room") before Handler runs; other wildcard segments
+// are the handler's to validate.
+type RoomRoute struct {
+	Pattern string
+	Methods []string
+	Handler http.Handler
 }
 
 // Router is the outermost HTTP handler of every liveroom process. Unlike
@@ -49,6 +66,7 @@ type RouterConfig struct {
 // safe for concurrent use.
 type Router struct {
 	routes map[string]Route
+	rooms  []RoomRoute
 	send   http.Handler
 	pages  http.Handler
 	admin  http.Handler
@@ -77,6 +95,17 @@ func NewRouter(cfg RouterConfig) *Router {
 		}
 		rt.routes[r.Path] = r
 	}
+	for _, r := range cfg.RoomRoutes {
+		if r.Pattern == "" || r.Handler == nil || strings.HasPrefix(r.Pattern, "/") || strings.HasSuffix(r.Pattern, "/") {
+			panic(fmt.Sprintf("app: room route %q without a pattern or handler", r.Pattern))
+		}
+		for _, o := range rt.rooms {
+			if o.Pattern == r.Pattern {
+				panic(fmt.Sprintf("app: room route %q listed twice", r.Pattern))
+			}
+		}
+		rt.rooms = append(rt.rooms, r)
+	}
 	return rt
 }
 
@@ -97,13 +126,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if route, ok := rt.routes[p]; ok {
-		if allow, ok := route.allows(r.Method); !ok {
-			w.Header().Set("Allow", allow)
-			protocol.WriteError(w, protocol.Errorf(http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "",
-				fmt.Sprintf("method %s is not allowed here; use %s", r.Method, allow)))
-			return
-		}
-		route.Handler.ServeHTTP(w, r)
+		serveRoute(w, r, route.Methods, route.Handler)
+		return
+	}
+	if len(rt.rooms) > 0 && strings.HasPrefix(p, sendPrefix) && rt.serveRoom(w, r) {
 		return
 	}
 	if rt.pages != nil && p != "/v1" && !strings.HasPrefix(p, "/v1/") {
@@ -116,6 +142,75 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "",
 		fmt.Sprintf("no endpoint at %q; docs/PROTOCOL.md lists the API", shown)))
+}
+
+// serveRoute runs h when it serves r's method, else answers 405.
+func serveRoute(w http.ResponseWriter, r *http.Request, methods []string, h http.Handler) {
+	if allow, ok := (Route{Methods: methods}).allows(r.Method); !ok {
+		w.Header().Set("Allow", allow)
+		protocol.WriteError(w, protocol.Errorf(http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "",
+			fmt.Sprintf("method %s is not allowed here; use %s", r.Method, allow)))
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+// serveRoom serves r when its path is /v1/rooms/{room}/<pattern> of a room
+// route, and reports whether it did. Segments are split on the escaped path,
+// so an escaped slash stays inside its segment (and fails validation).
+func (rt *Router) serveRoom(w http.ResponseWriter, r *http.Request) bool {
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), sendPrefix)
+	if !ok {
+		return false
+	}
+	segs := strings.Split(rest, "/")
+	if len(segs) < 2 {
+		return false
+	}
+	for _, route := range rt.rooms {
+		pat := strings.Split(route.Pattern, "/")
+		if len(pat) != len(segs)-1 {
+			continue
+		}
+		vals := map[string]string{}
+		match := true
+		for i, ps := range pat {
+			seg, err := url.PathUnescape(segs[i+1])
+			if err != nil {
+				match = false
+				break
+			}
+			if name, ok := strings.CutPrefix(ps, "{"); ok && strings.HasSuffix(name, "}") {
+				if seg == "" {
+					match = false
+					break
+				}
+				vals[strings.TrimSuffix(name, "}")] = seg
+			} else if seg != ps {
+				match = false
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		raw, err := url.PathUnescape(segs[0])
+		if err != nil {
+			raw = segs[0]
+		}
+		room, err := protocol.ParseRoom(raw)
+		if err != nil {
+			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidRoom, "room", err.Error()))
+			return true
+		}
+		r.SetPathValue("room", string(room))
+		for k, v := range vals {
+			r.SetPathValue(k, v)
+		}
+		serveRoute(w, r, route.Methods, route.Handler)
+		return true
+	}
+	return false
 }
 
 // allows reports whether the route serves method, and else what to put in
