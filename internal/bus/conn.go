@@ -15,6 +15,9 @@ import (
 const (
 	ReliableStream = "LR_RELIABLE"
 	RoomStateKV    = "lr_rooms"
+	// ModerationKV holds room controls, mutes and bans; see
+	// internal/moderation for its keys.
+	ModerationKV = "lr_moderation"
 )
 
 // StreamConfig sizes the durable parts.
@@ -90,6 +93,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	if st, err := js.Stream(ctx, "KV_"+RoomStateKV); err == nil {
 		kvReplicas = max(kvReplicas, st.CachedInfo().Config.Replicas)
 	}
+	modReplicas := cfg.Replicas
+	if st, err := js.Stream(ctx, "KV_"+ModerationKV); err == nil {
+		modReplicas = max(modReplicas, st.CachedInfo().Config.Replicas)
+	}
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        ReliableStream,
 		Description: "liveroom reliable-class room messages (gifts, notices)",
@@ -113,6 +120,16 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	})
 	if err != nil {
 		return fmt.Errorf("cannot create bucket %s: %w", RoomStateKV, err)
+	}
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      ModerationKV,
+		Description: "liveroom moderation: room anchors and controls, mutes and bans (watched by every uplink and gateway)",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    modReplicas,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create bucket %s: %w", ModerationKV, err)
 	}
 	return nil
 }

@@ -52,6 +52,10 @@ type Message struct {
 	Count  int64  `json:"count,omitempty"`  // gift count, or like delta
 	Total  int64  `json:"total,omitempty"`  // like running total
 	Online int64  `json:"online,omitempty"` // count messages
+	// Action names what a notice is about (mute, ban, kick, announce,
+	// close, ...); UntilMS is when a mute or ban ends (Unix ms).
+	Action  string `json:"action,omitempty"`
+	UntilMS int64  `json:"until_ms,omitempty"`
 }
 
 // Reliable reports whether messages of type t are persisted and sequenced.
