@@ -37,6 +37,17 @@ type Beat struct {
 	// IntervalMS is the beat interval; dispatch treats a gateway silent for
 	// three intervals as gone.
 	IntervalMS int64 `json:"interval_ms"`
+	// Dropped is live messages per second not delivered to a viewer
+	// (sampled away by the viewer budget or dropped at a full queue);
+	// ClosedSlow is connections per second closed because they could not
+	// take a reliable message. Both over the last beat interval.
+	Dropped    float64 `json:"dropped"`
+	ClosedSlow float64 `json:"closed_slow"`
+	// DelayP50MS and DelayP99MS are percentiles of the push delay (uplink
+	// accept to frame written, all classes, once per message and room) over
+	// the last beat interval, in ms; 0 when nothing was pushed.
+	DelayP50MS float64 `json:"delay_p50_ms"`
+	DelayP99MS float64 `json:"delay_p99_ms"`
 	// RoomConns holds the local viewer count of the gateway's largest rooms
 	// (at most 16), for room affinity in dispatch.
 	RoomConns map[string]int `json:"room_conns,omitempty"`

@@ -156,10 +156,17 @@ const cpuWarmup = 10 * time.Second
 type loadSample struct {
 	proc                   procSample
 	frames, msgs, bytesOut int64
+	dropped, closedSlow    int64
+	delays                 delayCounts
 }
 
 func (s *Server) sampleLoad() loadSample {
-	return loadSample{proc: sampleProc(), frames: s.stats.FramesOut.Load(), msgs: s.stats.MsgsOut.Load(), bytesOut: s.stats.BytesOut.Load()}
+	return loadSample{
+		proc: sampleProc(), frames: s.stats.FramesOut.Load(), msgs: s.stats.MsgsOut.Load(), bytesOut: s.stats.BytesOut.Load(),
+		dropped:    s.stats.DroppedSampled.Load() + s.stats.DroppedQueueFull.Load(),
+		closedSlow: s.stats.ClosedSlow.Load(),
+		delays:     s.delays.snapshot(),
+	}
 }
 
 // Beat returns the gateway's current load report (rates over the last
@@ -199,6 +206,10 @@ func (s *Server) beat(prev, cur loadSample) bus.Beat {
 		b.PacketsOut = b.FramesOut
 		b.MsgsOut = float64(cur.msgs-prev.msgs) / secs
 		b.BytesOut = float64(cur.bytesOut-prev.bytesOut) / secs
+		b.Dropped = float64(cur.dropped-prev.dropped) / secs
+		b.ClosedSlow = float64(cur.closedSlow-prev.closedSlow) / secs
+		b.DelayP50MS = quantile(prev.delays, cur.delays, 0.50)
+		b.DelayP99MS = quantile(prev.delays, cur.delays, 0.99)
 		// CPU is smoothed (about a 3-beat time constant): the handshakes of
 		// a join burst spike a fresh gateway's CPU for a second, and an
 		// unsmoothed load score would then turn dispatch away from the very

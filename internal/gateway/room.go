@@ -243,13 +243,14 @@ func countMessage(gw string, online int64, now time.Time) []byte {
 // uplink's accept (the message's ts) to this flush. Sampled-away messages
 // are recorded too: their delay is what a kept one would have had.
 func (s *Server) observeDelays(msgs []pendingMsg, now time.Time) {
-	if s.delayLive == nil {
-		return
-	}
 	ms := now.UnixMilli()
 	for _, m := range msgs {
 		ts := messageTS(m.b)
 		if ts <= 0 || ts > ms {
+			continue
+		}
+		s.delays.observe(time.Duration(ms-ts) * time.Millisecond)
+		if s.delayLive == nil {
 			continue
 		}
 		d := float64(ms-ts) / 1000

@@ -38,6 +38,8 @@ type Server struct {
 
 	// Push-delay observers; nil until Register.
 	delayLive, delayReliable, delayAggregate prometheus.Observer
+	// delays feeds the push-delay percentiles of the beats.
+	delays delayHist
 
 	stream jetstream.Stream
 	kv     jetstream.KeyValue
