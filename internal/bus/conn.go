@@ -14,7 +14,10 @@ import (
 // Stream and bucket names.
 const (
 	ReliableStream = "LR_RELIABLE"
-	RoomStateKV    = "lr_rooms"
+	// LiveStream buffers live-class messages for the non-core consumers
+	// (archive); the gateways keep reading the core subjects.
+	LiveStream  = "LR_LIVE"
+	RoomStateKV = "lr_rooms"
 	// ModerationKV holds room controls, mutes and bans; see
 	// internal/moderation for its keys.
 	ModerationKV = "lr_moderation"
@@ -31,6 +34,10 @@ type StreamConfig struct {
 	// ReliableMaxAge bounds how long reliable messages are kept for replay
 	// after reconnects. Default 24h.
 	ReliableMaxAge time.Duration
+	// LiveMaxAge and LiveMaxBytes bound the live buffer stream: it lets the
+	// archive stop and catch up, it is not the archive. Defaults 1h, 1 GiB.
+	LiveMaxAge   time.Duration
+	LiveMaxBytes int64
 }
 
 // Connect connects to NATS with reconnects that never give up, logging state
@@ -89,6 +96,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	if st, err := js.Stream(ctx, ReliableStream); err == nil {
 		replicas = max(replicas, st.CachedInfo().Config.Replicas)
 	}
+	liveReplicas := cfg.Replicas
+	if st, err := js.Stream(ctx, LiveStream); err == nil {
+		liveReplicas = max(liveReplicas, st.CachedInfo().Config.Replicas)
+	}
 	kvReplicas := cfg.Replicas
 	if st, err := js.Stream(ctx, "KV_"+RoomStateKV); err == nil {
 		kvReplicas = max(kvReplicas, st.CachedInfo().Config.Replicas)
@@ -110,6 +121,28 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	})
 	if err != nil {
 		return fmt.Errorf("cannot create stream %s: %w", ReliableStream, err)
+	}
+	if cfg.LiveMaxAge <= 0 {
+		cfg.LiveMaxAge = time.Hour
+	}
+	if cfg.LiveMaxBytes <= 0 {
+		cfg.LiveMaxBytes = 1 << 30
+	}
+	// Core publishes to the live subjects are captured without an ack to
+	// the publisher: the live path does not wait for this stream.
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        LiveStream,
+		Description: "liveroom live-class room messages, buffered for the archive",
+		Subjects:    []string{LiveWildcard},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      cfg.LiveMaxAge,
+		MaxBytes:    cfg.LiveMaxBytes,
+		Replicas:    liveReplicas,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create stream %s: %w", LiveStream, err)
 	}
 	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      RoomStateKV,

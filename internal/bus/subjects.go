@@ -15,6 +15,8 @@ const (
 	ControlSubjectPrefix = "lr.gw.ctl."
 	// ReliableWildcard is captured by the reliable stream.
 	ReliableWildcard = "lr.room.*.reliable"
+	// LiveWildcard is captured by the live buffer stream.
+	LiveWildcard = "lr.room.*.live"
 
 	// HeaderPrio marks a live message that must not be sampled away (sent by
 	// an anchor or admin).

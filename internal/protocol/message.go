@@ -56,6 +56,12 @@ type Message struct {
 	// close, ...); UntilMS is when a mute or ban ends (Unix ms).
 	Action  string `json:"action,omitempty"`
 	UntilMS int64  `json:"until_ms,omitempty"`
+	// Session is the live session of the room the message was sent in, and
+	// OffsetMS its time since the session started (TS minus the start), set
+	// by the uplink while the room is live; a replay shows the message at
+	// OffsetMS. Both are empty outside a live session.
+	Session  string `json:"session,omitempty"`
+	OffsetMS int64  `json:"offset_ms,omitempty"`
 }
 
 // Reliable reports whether messages of type t are persisted and sequenced.
