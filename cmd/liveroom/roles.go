@@ -369,7 +369,7 @@ flags:`)
 	// secret is known; admin calls need a token with role admin.
 	var adm http.Handler
 	if v, err := rf.verifier(); err == nil {
-		adm = admin.Handler(admin.Config{NC: r.nc, Verifier: v, Logger: r.log})
+		adm = admin.Handler(admin.Config{NC: r.nc, Verifier: v, Logger: r.log, Gateways: d.Gateways})
 	}
 	return r.serveHTTP(ctx, dispatchHandler(d.Handler(), adm), func() { _ = d.Close() })
 }

@@ -1,7 +1,8 @@
 // Package admin serves the operator's HTTP API: actions on the fleet that
-// need the admin role. Today: draining a gateway. It talks to gateways only
-// through NATS (their control subjects), so any process on the backbone can
-// serve it.
+// need the admin role: draining a gateway, and the fleet statistics the
+// operator dashboard (/admin) polls. It talks to gateways only through NATS
+// (their control subjects and load beats), so any process on the backbone
+// can serve it.
 package admin
 
 import (
@@ -26,11 +27,16 @@ type Config struct {
 	Logger   *slog.Logger
 	// Timeout bounds the wait for a gateway's answer. Default 5s.
 	Timeout time.Duration
+	// Gateways returns the latest beat of every live gateway (dispatch's
+	// view, dispatch.Server.Gateways). Nil: GET /v1/admin/stats answers 404,
+	// as in a process that does not read beats.
+	Gateways func() []bus.Beat
 }
 
 // Handler returns the admin API:
 //
 //	POST /v1/admin/gateways/{id}/drain → 202 {"gateway","state":"draining","conns"}
+//	GET  /v1/admin/stats               → 200 Stats (fleet totals, gateways, top rooms)
 func Handler(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -43,6 +49,15 @@ func Handler(cfg Config) http.Handler {
 	// holding "//" or ".." with a redirect (a client follows a redirected
 	// POST as a GET) instead of a JSON error.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == StatsPath {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				w.Header().Set("Allow", "GET, HEAD")
+				protocol.WriteError(w, protocol.Errorf(http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "", "use GET"))
+				return
+			}
+			h.stats(w, r)
+			return
+		}
 		id, ok := strings.CutPrefix(r.URL.Path, "/v1/admin/gateways/")
 		if ok {
 			id, ok = strings.CutSuffix(id, "/drain")

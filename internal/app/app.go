@@ -259,7 +259,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}...),
 		Send:  n.up.Handler(),
 		Pages: web.Handler(),
-		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log}),
+		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log, Gateways: n.disp.Gateways}),
 	})
 	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	n.wg.Add(1)
