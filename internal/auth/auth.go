@@ -4,6 +4,8 @@
 package auth
 
 import (
+	"crypto/ed25519"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"net/http"
@@ -50,32 +52,133 @@ func (id Identity) IsStaff() bool {
 	return id.Role == protocol.RoleAnchor || id.Role == protocol.RoleAdmin
 }
 
-// Verifier checks tokens. The zero value is not usable; use NewHS256.
+// Verifier checks tokens. It accepts exactly the algorithms of the keys it
+// was given (HS256 for a secret, RS256 for RSA public keys, EdDSA for Ed25519
+// public keys) and, for each, only a key of that kind: an HS256 token "signed"
+// with the bytes of a configured public key finds no secret to check against.
+// It requires exp, bounds clock skew by the configured leeway and checks iss
+// and aud when they are configured. Successful verifications are cached (see
+// Config.CacheSize). The zero value is not usable; use New or NewHS256. Safe
+// for concurrent use.
 type Verifier struct {
-	key    []byte
-	parser *jwt.Parser
+	hs      []byte
+	rsaKeys jwt.VerificationKeySet
+	edKeys  jwt.VerificationKeySet
+	parser  *jwt.Parser
+	cache   *tokenCache
+	// now is the clock of both the parser and the cache; tests replace it.
+	now func() time.Time
 }
 
 // NewHS256 returns a Verifier for HS256 tokens signed with secret, allowing
-// leeway of clock skew.
+// leeway of clock skew (0 means none). It is New with only a secret.
 func NewHS256(secret []byte, leeway time.Duration) (*Verifier, error) {
-	if len(secret) < MinSecretLen {
-		return nil, fmt.Errorf("cannot use jwt secret: need at least %d bytes", MinSecretLen)
+	if leeway == 0 {
+		leeway = -1 // New reads 0 as "the default"; here it has always meant none
 	}
-	return &Verifier{
-		key: secret,
-		parser: jwt.NewParser(
-			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-			jwt.WithExpirationRequired(),
-			jwt.WithLeeway(leeway),
-		),
-	}, nil
+	return New(Config{HS256Secret: secret, Leeway: leeway})
+}
+
+// New returns a Verifier for cfg; see Config for what is checked.
+func New(cfg Config) (*Verifier, error) {
+	v := &Verifier{now: time.Now}
+	var methods []string
+	if len(cfg.HS256Secret) > 0 {
+		if len(cfg.HS256Secret) < MinSecretLen {
+			return nil, fmt.Errorf("cannot use jwt secret: need at least %d bytes", MinSecretLen)
+		}
+		v.hs = cfg.HS256Secret
+		methods = append(methods, jwt.SigningMethodHS256.Alg())
+	}
+	if len(cfg.PublicKeysPEM) > 0 {
+		keys, err := ParsePublicKeys(cfg.PublicKeysPEM)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			switch k := k.(type) {
+			case *rsa.PublicKey:
+				v.rsaKeys.Keys = append(v.rsaKeys.Keys, k)
+			case ed25519.PublicKey:
+				v.edKeys.Keys = append(v.edKeys.Keys, k)
+			}
+		}
+		if len(v.rsaKeys.Keys) > 0 {
+			methods = append(methods, jwt.SigningMethodRS256.Alg())
+		}
+		if len(v.edKeys.Keys) > 0 {
+			methods = append(methods, jwt.SigningMethodEdDSA.Alg())
+		}
+	}
+	if len(methods) == 0 {
+		return nil, errors.New("cannot create token verifier: give an HS256 secret or one or more public keys")
+	}
+	leeway := cfg.Leeway
+	switch {
+	case leeway == 0:
+		leeway = DefaultLeeway
+	case leeway < 0:
+		leeway = 0
+	case leeway > MaxLeeway:
+		return nil, fmt.Errorf("cannot use jwt leeway %v: at most %v", cfg.Leeway, MaxLeeway)
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(methods),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(leeway),
+		jwt.WithTimeFunc(func() time.Time { return v.now() }),
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	v.parser = jwt.NewParser(opts...)
+	size := cfg.CacheSize
+	if size == 0 {
+		size = DefaultCacheSize
+	}
+	if size > 0 {
+		v.cache = newTokenCache(size)
+	}
+	return v, nil
+}
+
+// keyFor returns the keys that may verify t: only keys of the kind its
+// algorithm needs. WithValidMethods already refused any other algorithm; the
+// switch makes a key of another kind unreachable even if that list were
+// wrong.
+func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
+	switch t.Method.(type) {
+	case *jwt.SigningMethodHMAC:
+		if t.Method.Alg() == jwt.SigningMethodHS256.Alg() && v.hs != nil {
+			return v.hs, nil
+		}
+	case *jwt.SigningMethodRSA:
+		if t.Method.Alg() == jwt.SigningMethodRS256.Alg() && len(v.rsaKeys.Keys) > 0 {
+			return v.rsaKeys, nil
+		}
+	case *jwt.SigningMethodEd25519:
+		if len(v.edKeys.Keys) > 0 {
+			return v.edKeys, nil
+		}
+	}
+	return nil, fmt.Errorf("no key for algorithm %q", t.Method.Alg())
 }
 
 // Verify parses and checks token and returns the caller's identity.
 func (v *Verifier) Verify(token string) (Identity, error) {
+	now := v.now()
+	var key cacheKey
+	if v.cache != nil {
+		key = v.cache.key(token)
+		if id, ok := v.cache.get(key, now); ok {
+			return id, nil
+		}
+	}
 	var c Claims
-	_, err := v.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return v.key, nil })
+	_, err := v.parser.ParseWithClaims(token, &c, v.keyFor)
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
@@ -94,7 +197,17 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if name == "" {
 		name = string(user)
 	}
-	return Identity{User: user, Name: name, Role: role}, nil
+	id := Identity{User: user, Name: name, Role: role}
+	if v.cache != nil {
+		// exp is required, so ExpiresAt is set. The entry ends at exp itself,
+		// not exp + leeway: past exp the token is verified in full again.
+		until := now.Add(CacheTTL)
+		if c.ExpiresAt.Before(until) {
+			until = c.ExpiresAt.Time
+		}
+		v.cache.put(key, id, until, now)
+	}
+	return id, nil
 }
 
 // cleanName drops control characters from a name claim, which ends up on
@@ -161,39 +274,4 @@ func reason(err error) string {
 	default:
 		return "invalid"
 	}
-}
-
-// Signer mints HS256 tokens. It is used by `liveroom token`, dev mode and tests.
-type Signer struct {
-	key []byte
-}
-
-// NewSigner returns a Signer for secret.
-func NewSigner(secret []byte) (*Signer, error) {
-	if len(secret) < MinSecretLen {
-		return nil, fmt.Errorf("cannot use jwt secret: need at least %d bytes", MinSecretLen)
-	}
-	return &Signer{key: secret}, nil
-}
-
-// Mint returns a token for user with name and role, valid for ttl.
-func (s *Signer) Mint(user protocol.User, name, role string, ttl time.Duration) (string, error) {
-	if !protocol.ValidRole(role) {
-		return "", fmt.Errorf("cannot mint token: unknown role %q", role)
-	}
-	now := time.Now()
-	c := Claims{
-		Name: name,
-		Role: role,
-		RegisteredClaims: jwt.RegisteredClaims{
-			Subject:   string(user),
-			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-		},
-	}
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(s.key)
-	if err != nil {
-		return "", fmt.Errorf("cannot sign token: %w", err)
-	}
-	return tok, nil
 }

@@ -93,19 +93,62 @@ func TestSignerRoundTripAndRequest(t *testing.T) {
 	}
 }
 
+// FuzzVerify feeds arbitrary strings to a verifier holding an HS256 secret,
+// an RSA and an Ed25519 public key, an issuer and an audience. Properties: no
+// panic; every failure wraps ErrInvalidToken; an accepted token carries a
+// valid user, a known role and a clean name, and is accepted again (from the
+// cache) with the same identity. Seeds are valid tokens of each algorithm,
+// the known attacks, and testdata/fuzz/FuzzVerify.
 func FuzzVerify(f *testing.F) {
-	v, _ := NewHS256([]byte(secret), 0)
-	s, _ := NewSigner([]byte(secret))
-	tok, _ := s.Mint("seed", "Seed", protocol.RoleViewer, time.Hour)
-	for _, seed := range []string{tok, "", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.", tok + "x"} {
+	k := getKeys(f)
+	pub := append(append([]byte{}, k.rsaPub...), k.edPub...)
+	v, err := New(Config{HS256Secret: []byte(secret), PublicKeysPEM: pub, Issuer: "iss", Audience: "aud"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	hs, _ := NewSigner([]byte(secret))
+	rs, _ := NewKeySigner(k.rsaPriv)
+	ed, _ := NewKeySigner(k.edPriv)
+	for _, s := range []*Signer{hs, rs, ed} {
+		tok, err := s.WithIssuer("iss").WithAudience("aud").Mint("seed", "Seed", protocol.RoleViewer, time.Hour)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(tok)
+		f.Add(tok + "x")
+		f.Add(tamper(tok))
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, c := range []struct {
+		m   jwt.SigningMethod
+		key any
+	}{{jwt.SigningMethodHS256, k.rsaPub}, {jwt.SigningMethodHS256, k.edPub}, {jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType}} {
+		tok, err := jwt.NewWithClaims(c.m, jwt.MapClaims{"sub": "a", "exp": exp, "iss": "iss", "aud": "aud"}).SignedString(c.key)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(tok)
+	}
+	for _, seed := range []string{"", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.", "..", "e30.e30.e30"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, tok string) {
 		id, err := v.Verify(tok)
-		if err == nil {
-			if _, perr := protocol.ParseUser(string(id.User)); perr != nil || !protocol.ValidRole(id.Role) {
-				t.Fatalf("accepted token with bad identity %+v", id)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidToken) {
+				t.Fatalf("error %v does not wrap ErrInvalidToken", err)
 			}
+			return
+		}
+		if _, perr := protocol.ParseUser(string(id.User)); perr != nil || !protocol.ValidRole(id.Role) {
+			t.Fatalf("accepted token with bad identity %+v", id)
+		}
+		if !utf8.ValidString(id.Name) || utf8.RuneCountInString(id.Name) > MaxNameLen || id.Name == "" {
+			t.Fatalf("accepted token with bad name %q", id.Name)
+		}
+		again, err := v.Verify(tok)
+		if err != nil || again != id {
+			t.Fatalf("second verification: %+v, %v; first %+v", again, err, id)
 		}
 	})
 }
