@@ -21,6 +21,8 @@ const (
 	// ModerationKV holds room controls, mutes and bans; see
 	// internal/moderation for its keys.
 	ModerationKV = "lr_moderation"
+	// SessionsKV holds the rooms' live sessions; see internal/session.
+	SessionsKV = "lr_sessions"
 )
 
 // StreamConfig sizes the durable parts.
@@ -163,6 +165,20 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	})
 	if err != nil {
 		return fmt.Errorf("cannot create bucket %s: %w", ModerationKV, err)
+	}
+	sessReplicas := cfg.Replicas
+	if st, err := js.Stream(ctx, "KV_"+SessionsKV); err == nil {
+		sessReplicas = max(sessReplicas, st.CachedInfo().Config.Replicas)
+	}
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      SessionsKV,
+		Description: "liveroom live sessions of rooms (watched by every uplink)",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    sessReplicas,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create bucket %s: %w", SessionsKV, err)
 	}
 	return nil
 }

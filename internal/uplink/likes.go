@@ -168,6 +168,7 @@ func (s *Server) flushRoom(ctx context.Context, room protocol.Room, delta int64)
 		Count: delta,
 		Total: total,
 	}
+	s.stampSession(&m)
 	// The total is stored: a failed publish only delays what viewers see
 	// until the next aggregate or their next welcome frame.
 	if err := s.cfg.NC.Publish(bus.LiveSubject(room), protocol.Encode(m)); err != nil {

@@ -122,6 +122,7 @@ func (s *Server) sendDanmaku(w http.ResponseWriter, r *http.Request, room protoc
 		TS:   now.UnixMilli(),
 		Text: req.Text,
 	}
+	s.stampSession(&m)
 	msg := &nats.Msg{Subject: bus.LiveSubject(room), Data: protocol.Encode(m)}
 	if id.IsStaff() {
 		// NATS headers are case-sensitive: set the key exactly as declared.
@@ -158,6 +159,7 @@ func (s *Server) sendGift(w http.ResponseWriter, r *http.Request, room protocol.
 		Gift:  req.Gift,
 		Count: req.Count,
 	}
+	s.stampSession(&m)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PublishTimeout)
 	defer cancel()
 	ack, err := s.storeGift(ctx, bus.ReliableSubject(room), m.ID, protocol.Encode(m))

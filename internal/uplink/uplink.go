@@ -25,6 +25,7 @@ import (
 
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/session"
 )
 
 // DefaultGifts is the gift catalogue used when Config.Gifts is empty.
@@ -78,8 +79,9 @@ type Server struct {
 	// latency observers by message type; nil until Register.
 	latency map[string]prometheus.Observer
 
-	running atomic.Bool
-	kv      jetstream.KeyValue // opened lazily by the Run goroutine only
+	running  atomic.Bool
+	sessions *session.Cache     // stamps messages with their live session (session.go)
+	kv       jetstream.KeyValue // opened lazily by the Run goroutine only
 }
 
 // New validates cfg, fills defaults and returns a Server. It does no I/O.
@@ -135,6 +137,8 @@ func New(cfg Config) (*Server, error) {
 		users: newLimiterSet(cfg.UserRate, cfg.UserBurst),
 		rooms: newLimiterSet(cfg.RoomRate, max(int(cfg.RoomRate), 1)),
 		likes: newLikeAgg(),
+
+		sessions: session.NewCache(cfg.JS, cfg.Logger),
 	}
 	s.stats.init()
 	return s, nil
@@ -163,6 +167,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.New("cannot run uplink: already running")
 	}
 	defer s.running.Store(false)
+	defer s.runSessions(ctx)()
 	likeTick := time.NewTicker(s.cfg.LikeWindow)
 	defer likeTick.Stop()
 	sweepTick := time.NewTicker(limiterSweepEvery)
