@@ -1,11 +1,14 @@
-// Package web serves liveroom's viewer pages: the room picker at "/", the live
-// room at "/room/{room}" and their CSS and JavaScript under "/static/". All of
-// it is embedded in the binary (go:embed), written as plain JS and CSS with no
-// build step, and fetches nothing from the internet: no CDN, no web fonts.
+// Package web serves liveroom's pages: the room picker at "/", the live room
+// at "/room/{room}", the operator dashboard at "/admin" and their CSS and
+// JavaScript under "/static/". All of it is embedded in the binary
+// (go:embed), written as plain JS and CSS with no build step, and fetches
+// nothing from the internet: no CDN, no web fonts.
 //
 // The pages talk only to the public v1 contract (docs/PROTOCOL.md):
 // POST /v1/dev/token, GET /v1/dispatch, the gateway WebSocket and
-// POST /v1/rooms/{room}/messages. They are mounted by internal/app next to
+// POST /v1/rooms/{room}/messages; the dashboard also GET /v1/admin/stats,
+// POST /v1/admin/gateways/{id}/drain, GET /v1/autoscale/decisions and
+// /v1/rooms/{room}/moderation. They are mounted by internal/app next to
 // those endpoints, on the same origin.
 package web
 
@@ -77,7 +80,8 @@ type handler struct {
 }
 
 // Handler returns the http.Handler for the pages: GET / (room picker),
-// GET /room/{room} (the live room), GET /static/... (CSS, JS, icons). Invalid
+// GET /room/{room} (the live room), GET /admin (operator dashboard),
+// GET /static/... (CSS, JS, icons). Invalid
 // room ids answer 400 and unknown paths 404, both with a page a person can
 // read. It is safe for concurrent use; each call builds a fresh handler.
 func Handler() http.Handler {
@@ -108,6 +112,7 @@ func Handler() http.Handler {
 	h.mux.HandleFunc("GET /{$}", h.index)
 	h.mux.HandleFunc("GET /room/{$}", h.badRoom)
 	h.mux.HandleFunc("GET /room/{room}", h.room)
+	h.mux.HandleFunc("GET /admin", h.admin)
 	h.mux.HandleFunc("GET /static/{file...}", h.static)
 	h.mux.HandleFunc("/", h.notFound)
 	return h
@@ -198,6 +203,12 @@ func (h *handler) room(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.render(w, http.StatusOK, "room.html", roomPage{Room: string(room), Gifts: gifts})
+}
+
+// admin serves the operator dashboard. The page itself holds no data: it
+// reads everything through the admin API with a token the operator gives it.
+func (h *handler) admin(w http.ResponseWriter, r *http.Request) {
+	h.render(w, http.StatusOK, "admin.html", nil)
 }
 
 func (h *handler) badRoom(w http.ResponseWriter, r *http.Request) {

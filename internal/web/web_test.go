@@ -131,6 +131,38 @@ func TestRoomPage(t *testing.T) {
 	}
 }
 
+func TestAdminPage(t *testing.T) {
+	h := Handler()
+	res, body := get(t, h, "GET", "/admin", nil)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+		t.Errorf("CSP %q", csp)
+	}
+	for _, want := range []string{
+		`<title>Operator dashboard — liveroom</title>`,
+		`<input id="token" name="token" type="password"`,
+		`id="dev-token"`,
+		`<tbody id="gw-body">`,
+		`<canvas id="c-msgs"`, `<canvas id="c-delay"`, `<canvas id="c-drops"`,
+		`id="as-timeline"`,
+		`<form class="mod-form" id="mod-form"`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("admin page lacks %q", want)
+		}
+	}
+	for _, asset := range []string{"charts.js", "admin.js", "admin.css"} {
+		if !strings.Contains(body, `/static/`+asset+`?v=`) {
+			t.Errorf("admin page does not load %s", asset)
+		}
+	}
+	if regexp.MustCompile(`<script>|<script [^>]*>[^<]|style="`).MatchString(body) {
+		t.Error("admin page has an inline script or style")
+	}
+}
+
 func TestBadRoom(t *testing.T) {
 	h := Handler()
 	for _, target := range []string{
@@ -256,7 +288,7 @@ func TestStatic(t *testing.T) {
 func TestPagesLinkOnlyEmbeddedAssets(t *testing.T) {
 	h := Handler()
 	link := regexp.MustCompile(`(?:src|href)="([^"]*)"`)
-	for _, page := range []string{"/", "/room/lobby", "/room/bad.id", "/missing"} {
+	for _, page := range []string{"/", "/room/lobby", "/admin", "/room/bad.id", "/missing"} {
 		_, body := get(t, h, "GET", page, nil)
 		for _, m := range link.FindAllStringSubmatch(body, -1) {
 			u := m[1]

@@ -1,0 +1,523 @@
+// liveroom operator dashboard: polls the admin API (GET /v1/admin/stats) and
+// the autoscaler (GET /v1/autoscale/decisions), keeps two minutes of figures
+// in memory for the charts, drains gateways and moderates rooms. Plain JS, no
+// build step; every request goes to this page's own origin.
+(function () {
+  'use strict';
+
+  var POLL_MS = 1000;
+  var AUTOSCALE_MS = 5000;
+  var WINDOW_MS = 120000;
+  var TOKEN_KEY = 'liveroom.adminToken';
+
+  var $ = function (id) { return document.getElementById(id); };
+  var st = {
+    state: 'signed-out', // signed-out | live | error
+    polls: 0,
+    gateways: [], // ids in the last answer
+    states: {}, // id -> state
+    autoscale: 'unknown', // running | absent | unknown
+    error: null,
+    lastDrain: null,
+    lastModeration: null,
+  };
+  window.lrAdmin = st;
+
+  // ---------- helpers ----------
+  function fmt(n, digits) {
+    return Number(n || 0).toLocaleString(undefined, { maximumFractionDigits: digits || 0 });
+  }
+  function bytes(n) {
+    if (!n) return '–';
+    var u = ['B', 'KiB', 'MiB', 'GiB'];
+    var i = 0;
+    while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+    return n.toFixed(n >= 100 || i === 0 ? 0 : 1) + ' ' + u[i];
+  }
+  function ms(v) { return v ? (v < 10 ? v.toFixed(1) : Math.round(v)) + ' ms' : '–'; }
+  function age(startedMs) {
+    var s = Math.max(0, Math.round((Date.now() - startedMs) / 1000));
+    if (s < 90) return s + ' s';
+    if (s < 5400) return Math.round(s / 60) + ' min';
+    return (s / 3600).toFixed(1) + ' h';
+  }
+  function td(text, cls) {
+    var c = document.createElement('td');
+    if (cls) c.className = cls;
+    c.textContent = text;
+    return c;
+  }
+
+  var toastTimer = 0;
+  function toast(msg, kind) {
+    var t = $('toast');
+    t.textContent = msg;
+    t.className = 'toast' + (kind ? ' ' + kind : '');
+    t.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(function () { t.hidden = true; }, 5000);
+  }
+
+  // ---------- token ----------
+  var token = '';
+  try { token = sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { /* storage disabled */ }
+
+  function jwtClaims(t) {
+    try {
+      var p = t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      return JSON.parse(atob(p + '==='.slice((p.length + 3) % 4)));
+    } catch (e) { return {}; }
+  }
+
+  function setToken(t) {
+    token = t;
+    try {
+      if (t) sessionStorage.setItem(TOKEN_KEY, t);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* ignore */ }
+    $('signin').hidden = !!t;
+    $('signout').hidden = !t;
+    if (t) {
+      $('signin-error').hidden = true;
+      pollNow();
+    } else {
+      setState('signed-out', 'Signed out');
+    }
+  }
+
+  function signinError(msg) {
+    var e = $('signin-error');
+    e.textContent = msg;
+    e.hidden = false;
+  }
+
+  $('token-form').addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    var t = $('token').value.trim();
+    if (!t) return;
+    var c = jwtClaims(t);
+    if (c.role && c.role !== 'admin') { signinError('That token has role “' + c.role + '”; the dashboard needs role admin.'); return; }
+    $('token').value = '';
+    setToken(t);
+  });
+
+  $('dev-token').addEventListener('click', async function () {
+    var r = await api('POST', '/v1/dev/token', { user: 'operator', name: 'Operator', role: 'admin' }, true);
+    if (r.ok && r.body && r.body.token) { setToken(r.body.token); return; }
+    signinError(r.message + (r.code === 'dev_only' ? '' : ' (dev tokens exist only on a server in dev mode)'));
+  });
+
+  $('signout').addEventListener('click', function () { setToken(''); $('token').focus(); });
+
+  // api sends one request and never throws: it answers {ok, status, body,
+  // code, message}, message being the server's JSON error message when
+  // there is one.
+  async function api(method, url, body, noAuth) {
+    var headers = {};
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (token && !noAuth) headers.Authorization = 'Bearer ' + token;
+    var res;
+    try {
+      res = await fetch(url, { method: method, headers: headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
+    } catch (e) {
+      return { ok: false, status: 0, code: 'network', message: 'Network error: the server did not answer.' };
+    }
+    var j = null;
+    try { j = await res.json(); } catch (e) { /* not JSON */ }
+    var err = (j && j.error) || {};
+    return {
+      ok: res.ok, status: res.status, body: j,
+      code: err.code || (res.ok ? '' : 'http_' + res.status),
+      message: err.message || (res.ok ? '' : 'HTTP ' + res.status),
+      field: err.field || '',
+    };
+  }
+
+  // ---------- polling ----------
+  function setState(s, label) {
+    st.state = s;
+    document.body.dataset.state = s;
+    $('poll-label').textContent = label;
+  }
+
+  var history = []; // {t, msgs, frames, p50, p99, dropped, slow}
+  var charts = {
+    msgs: window.LiveroomChart($('c-msgs'), { windowMs: WINDOW_MS, series: [{ color: '#ff3d6e', fill: true }] }),
+    delay: window.LiveroomChart($('c-delay'), { windowMs: WINDOW_MS, series: [{ color: '#2fd37a' }, { color: '#ffb020' }] }),
+    drops: window.LiveroomChart($('c-drops'), { windowMs: WINDOW_MS, series: [{ color: '#8a5cff', fill: true }, { color: '#ff5c5c' }] }),
+  };
+
+  var pollTimer = 0;
+  var inFlight = false;
+  function pollNow() { clearTimeout(pollTimer); poll(); }
+
+  async function poll() {
+    clearTimeout(pollTimer);
+    if (!token) return;
+    if (inFlight) { pollTimer = setTimeout(poll, POLL_MS); return; }
+    inFlight = true;
+    var r = await api('GET', '/v1/admin/stats');
+    inFlight = false;
+    if (r.ok) {
+      st.polls++;
+      st.error = null;
+      setState('live', 'Live · updated ' + new Date().toLocaleTimeString());
+      render(r.body);
+    } else if (r.status === 401 || r.status === 403) {
+      st.error = { code: r.code, message: r.message };
+      setToken('');
+      signinError('The server refused the token: ' + r.message);
+      return;
+    } else {
+      st.error = { code: r.code, message: r.message };
+      setState('error', 'Cannot read stats: ' + r.message);
+    }
+    pollTimer = setTimeout(poll, POLL_MS);
+  }
+
+  function render(s) {
+    var t = s.totals || {};
+    $('t-gateways').textContent = fmt(t.gateways);
+    $('t-gateways-sub').textContent = fmt(t.active) + ' active · ' + fmt(t.draining) + ' draining';
+    $('t-conns').textContent = fmt(t.conns);
+    $('t-msgs').textContent = fmt(t.msgs_out, 1);
+    $('t-frames').textContent = fmt(t.frames_out, 1) + ' frames/s · ' + bytes(t.bytes_out) + '/s';
+    $('t-delay').textContent = ms(t.delay_p50_ms) + ' / ' + ms(t.delay_p99_ms);
+    $('t-drops').textContent = fmt(t.dropped, 1);
+    $('t-slow').textContent = fmt(t.closed_slow, 2) + ' slow closes/s';
+
+    var now = s.ts || Date.now();
+    history.push({ t: now, v: [t.msgs_out || 0, t.delay_p50_ms || 0, t.delay_p99_ms || 0, t.dropped || 0, t.closed_slow || 0] });
+    while (history.length && history[0].t < now - WINDOW_MS - 5000) history.shift();
+    charts.msgs.draw(history.map(function (p) { return { t: p.t, v: [p.v[0]] }; }));
+    charts.delay.draw(history.map(function (p) { return { t: p.t, v: [p.v[1], p.v[2]] }; }));
+    charts.drops.draw(history.map(function (p) { return { t: p.t, v: [p.v[3], p.v[4]] }; }));
+
+    renderGateways(s.gateways || []);
+    renderRooms(s.rooms || []);
+  }
+
+  // ---------- gateways ----------
+  var rows = {}; // id -> {tr, cells, btn}
+
+  function renderGateways(gws) {
+    var body = $('gw-body');
+    var seen = {};
+    st.gateways = gws.map(function (g) { return g.id; });
+    st.states = {};
+    var empty = body.querySelector('tr.empty');
+    if (gws.length && empty) empty.remove();
+    gws.forEach(function (g, i) {
+      seen[g.id] = true;
+      st.states[g.id] = g.state;
+      var r = rows[g.id] || newGatewayRow(g.id);
+      var c = r.cells;
+      c.state.firstChild.textContent = g.state;
+      c.state.firstChild.className = 'badge state-' + g.state;
+      c.conns.textContent = fmt(g.conns) + (g.max_conns ? ' / ' + fmt(g.max_conns) : '');
+      var pct = Math.round((g.load || 0) * 100);
+      r.bar.style.setProperty('--v', Math.min(100, pct) + '%');
+      r.bar.className = 'bar' + (pct >= 80 ? ' hot' : pct >= 50 ? ' warm' : '');
+      r.barLabel.textContent = pct + '%';
+      r.loadCell.setAttribute('aria-label', 'Load ' + pct + ' percent');
+      c.cpu.textContent = (g.cpu || 0).toFixed(2);
+      c.rss.textContent = bytes(g.rss);
+      c.msgs.textContent = fmt(g.msgs_out, 1);
+      c.p99.textContent = ms(g.delay_p99_ms);
+      c.up.textContent = age(g.started);
+      var draining = g.state === 'draining';
+      if (draining) disarm(r);
+      r.btn.disabled = draining || r.busy;
+      if (body.children[i] !== r.tr) body.insertBefore(r.tr, body.children[i] || null);
+    });
+    Object.keys(rows).forEach(function (id) {
+      if (!seen[id] && !rows[id].tr.contains(document.activeElement)) {
+        rows[id].tr.remove();
+        delete rows[id];
+      }
+    });
+    if (!gws.length && !body.querySelector('tr.empty')) {
+      var tr = document.createElement('tr');
+      tr.className = 'empty';
+      tr.appendChild(td('No gateway is beating.')).colSpan = 10;
+      body.appendChild(tr);
+    }
+  }
+
+  function newGatewayRow(id) {
+    var tr = document.createElement('tr');
+    tr.dataset.gateway = id;
+    var name = document.createElement('th');
+    name.scope = 'row';
+    name.className = 'mono';
+    name.textContent = id;
+    var state = document.createElement('td');
+    state.appendChild(document.createElement('span'));
+    var loadCell = document.createElement('td');
+    var bar = document.createElement('span');
+    bar.className = 'bar';
+    bar.setAttribute('aria-hidden', 'true');
+    bar.appendChild(document.createElement('span'));
+    var barLabel = document.createElement('span');
+    barLabel.className = 'bar-label';
+    loadCell.append(bar, barLabel);
+    var cells = { state: state, conns: td('', 'num'), cpu: td('', 'num'), rss: td('', 'num'), msgs: td('', 'num'), p99: td('', 'num'), up: td('', 'num') };
+    var act = document.createElement('td');
+    var btn = document.createElement('button');
+    btn.type = 'button';
+    btn.className = 'btn btn-small drain';
+    btn.dataset.gateway = id;
+    btn.textContent = 'Drain';
+    btn.setAttribute('aria-label', 'Drain gateway ' + id);
+    act.appendChild(btn);
+    tr.append(name, state, cells.conns, loadCell, cells.cpu, cells.rss, cells.msgs, cells.p99, cells.up, act);
+    var r = { tr: tr, cells: cells, btn: btn, bar: bar, barLabel: barLabel, loadCell: loadCell, armed: 0, busy: false };
+    btn.addEventListener('click', function () { drainClick(id, r); });
+    rows[id] = r;
+    return r;
+  }
+
+  function disarm(r) {
+    clearTimeout(r.armed);
+    r.armed = 0;
+    r.btn.classList.remove('armed');
+    r.btn.textContent = 'Drain';
+    r.btn.setAttribute('aria-label', 'Drain gateway ' + r.tr.dataset.gateway);
+  }
+
+  // A drain moves every viewer of the gateway: the first click arms the
+  // button, a second within 5 s confirms (no modal dialog, so the keyboard
+  // and tests drive it like any button).
+  async function drainClick(id, r) {
+    if (!r.armed) {
+      r.btn.classList.add('armed');
+      r.btn.textContent = 'Confirm drain';
+      r.btn.setAttribute('aria-label', 'Confirm: drain gateway ' + id + ' and move its viewers');
+      r.armed = setTimeout(function () { disarm(r); }, 5000);
+      return;
+    }
+    disarm(r);
+    r.busy = true;
+    r.btn.disabled = true;
+    r.btn.textContent = 'Draining…';
+    var res = await api('POST', '/v1/admin/gateways/' + encodeURIComponent(id) + '/drain');
+    r.busy = false;
+    r.btn.textContent = 'Drain';
+    st.lastDrain = { gateway: id, status: res.status, message: res.message };
+    if (res.ok) {
+      toast('Gateway ' + id + ' is draining; its ' + fmt(res.body && res.body.conns) + ' viewers move to other gateways.', 'info');
+    } else {
+      r.btn.disabled = false;
+      toast('Cannot drain ' + id + ': ' + res.message);
+    }
+    pollNow();
+  }
+
+  // ---------- rooms ----------
+  function renderRooms(rooms) {
+    var body = $('rooms-body');
+    var focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.dataset.room : null;
+    body.textContent = '';
+    if (!rooms.length) {
+      var tr = document.createElement('tr');
+      tr.className = 'empty';
+      tr.appendChild(td('No rooms with viewers.')).colSpan = 4;
+      body.appendChild(tr);
+      return;
+    }
+    rooms.forEach(function (r) {
+      var tr = document.createElement('tr');
+      tr.dataset.room = r.room;
+      var name = document.createElement('th');
+      name.scope = 'row';
+      var a = document.createElement('a');
+      a.href = '/room/' + encodeURIComponent(r.room);
+      a.textContent = r.room;
+      name.appendChild(a);
+      var act = document.createElement('td');
+      var b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'btn btn-small';
+      b.textContent = 'Moderate';
+      b.dataset.room = r.room;
+      b.setAttribute('aria-label', 'Moderate room ' + r.room);
+      b.addEventListener('click', function () {
+        $('mod-room').value = r.room;
+        loadModeration();
+        $('mod-action').focus();
+      });
+      act.appendChild(b);
+      tr.append(name, td(fmt(r.viewers), 'num'), td(fmt(r.gateways), 'num'), act);
+      body.appendChild(tr);
+      if (focused === r.room) b.focus();
+    });
+  }
+
+  // ---------- autoscaler ----------
+  var SVGNS = 'http://www.w3.org/2000/svg';
+  function svg(tag, attrs, text) {
+    var e = document.createElementNS(SVGNS, tag);
+    Object.keys(attrs).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    if (text) e.textContent = text;
+    return e;
+  }
+
+  async function pollAutoscale() {
+    var r = await api('GET', '/v1/autoscale/decisions');
+    var list = $('as-list');
+    var tl = $('as-timeline');
+    if (r.status === 404) {
+      st.autoscale = 'absent';
+      $('as-policy').textContent = '';
+      tl.textContent = '';
+      tl.appendChild(svg('text', { x: 300, y: 50, 'text-anchor': 'middle', class: 'tl-empty' }, 'autoscaler not running'));
+      list.textContent = '';
+      var li = document.createElement('li');
+      li.className = 'empty';
+      li.textContent = 'Autoscaler not running: this server was started without --autoscale (or it serves no decisions).';
+      list.appendChild(li);
+    } else if (r.ok && r.body) {
+      st.autoscale = 'running';
+      renderAutoscale(r.body);
+    }
+    setTimeout(pollAutoscale, AUTOSCALE_MS);
+  }
+
+  function renderAutoscale(a) {
+    var p = a.policy || {};
+    $('as-policy').textContent = 'Actuator ' + (p.actuator || '?') + ' · ' + p.min + '–' + p.max + ' gateways · ready time ' + p.ready_time_s + ' s';
+    var ds = (a.decisions || []).slice().reverse(); // oldest first
+    if (a.latest) ds.push(a.latest);
+    var tl = $('as-timeline');
+    tl.textContent = '';
+    var now = Date.now();
+    var span = 15 * 60 * 1000;
+    var t0 = now - span;
+    var maxN = Math.max(p.max || 1, 1);
+    var X = function (t) { return Math.max(0, Math.min(600, ((t - t0) / span) * 600)); };
+    var Y = function (n) { return 80 - (Math.min(n, maxN) / maxN) * 70; };
+    tl.appendChild(svg('line', { x1: 0, y1: 80, x2: 600, y2: 80, class: 'tl-axis' }));
+    var pts = ds.filter(function (d) { return Date.parse(d.at) >= t0; });
+    if (pts.length) {
+      var path = '';
+      pts.forEach(function (d, i) {
+        var x = X(Date.parse(d.at));
+        path += (i ? ' H' + x.toFixed(1) + ' V' : 'M' + x.toFixed(1) + ' ') + Y(d.desired).toFixed(1);
+      });
+      path += ' H600';
+      tl.appendChild(svg('path', { d: path, class: 'tl-desired' }));
+    }
+    pts.forEach(function (d) {
+      if (d.action === 'none') return;
+      var x = X(Date.parse(d.at));
+      var up = d.action === 'scale_out';
+      var m = svg('path', { d: up ? 'M' + (x - 6) + ' 20 L' + x + ' 8 L' + (x + 6) + ' 20Z' : 'M' + (x - 6) + ' 8 L' + x + ' 20 L' + (x + 6) + ' 8Z', class: up ? 'tl-out' : 'tl-in' });
+      m.appendChild(svg('title', {}, d.action + ' at ' + new Date(d.at).toLocaleTimeString()));
+      tl.appendChild(m);
+    });
+    tl.appendChild(svg('text', { x: 2, y: 89, class: 'tl-label' }, '−15 min'));
+    tl.appendChild(svg('text', { x: 598, y: 89, 'text-anchor': 'end', class: 'tl-label' }, 'now'));
+
+    var list = $('as-list');
+    list.textContent = '';
+    var recent = (a.decisions || []).slice(0, 8);
+    if (!recent.length) {
+      var li0 = document.createElement('li');
+      li0.className = 'empty';
+      li0.textContent = 'No decision changed anything yet.';
+      list.appendChild(li0);
+    }
+    recent.forEach(function (d) {
+      var li = document.createElement('li');
+      li.className = 'act-' + d.action;
+      var tm = document.createElement('time');
+      tm.dateTime = d.at;
+      tm.textContent = new Date(d.at).toLocaleTimeString();
+      var what = d.action === 'scale_out' ? 'scale out +' + (d.add || 1) : d.action === 'scale_in' ? 'scale in −' + (d.remove || '1') : 'hold';
+      li.append(tm, ' ' + what + ' · ' + d.current + ' → ' + d.desired + ' (' + d.reason + ')');
+      list.appendChild(li);
+    });
+  }
+
+  // ---------- moderation ----------
+  var FIELDS = {
+    mute: ['user', 'duration', 'reason'], unmute: ['user'], ban: ['user', 'duration', 'reason'], unban: ['user'],
+    kick: ['user', 'reason'], slow_mode: ['interval'], mute_all: ['on'], announce: ['text'], close: ['reason'], reopen: [],
+  };
+  function showFields() {
+    var want = FIELDS[$('mod-action').value] || [];
+    document.querySelectorAll('#mod-form [data-for]').forEach(function (f) {
+      f.hidden = want.indexOf(f.dataset.for) < 0;
+    });
+  }
+  $('mod-action').addEventListener('change', showFields);
+  showFields();
+
+  function modURL() { return '/v1/rooms/' + encodeURIComponent($('mod-room').value.trim()) + '/moderation'; }
+
+  function modResult(text, bad) {
+    var e = $('mod-result');
+    e.textContent = text;
+    e.className = 'mod-result' + (bad ? ' bad' : ' good');
+  }
+
+  $('mod-form').addEventListener('submit', async function (ev) {
+    ev.preventDefault();
+    var action = $('mod-action').value;
+    var want = FIELDS[action] || [];
+    var body = { action: action };
+    if (want.indexOf('user') >= 0) body.user = $('mod-user').value.trim();
+    if (want.indexOf('duration') >= 0) body.duration_s = Number($('mod-duration').value) || 0;
+    if (want.indexOf('interval') >= 0) body.interval_s = Number($('mod-interval').value) || 0;
+    if (want.indexOf('on') >= 0) body.on = $('mod-on').value === 'true';
+    if (want.indexOf('text') >= 0) body.text = $('mod-text').value;
+    if (want.indexOf('reason') >= 0 && $('mod-reason').value.trim()) body.reason = $('mod-reason').value.trim();
+    var r = await api('POST', modURL(), body);
+    st.lastModeration = { status: r.status, body: r.body, message: r.message };
+    if (r.ok) {
+      var b = r.body || {};
+      var until = b.until_ms ? ' until ' + new Date(b.until_ms).toLocaleTimeString() : '';
+      modResult(action + (b.user ? ' ' + b.user : '') + ' in ' + (b.room || '') + until + (b.changed === false ? ' (no change)' : ' — done'), false);
+      loadModeration();
+    } else {
+      modResult('Refused: ' + r.message + (r.field ? ' (field ' + r.field + ')' : ''), true);
+      var f = r.field && document.querySelector('#mod-form [name="' + r.field + '"]');
+      if (f) f.focus();
+    }
+  });
+
+  $('mod-load').addEventListener('click', loadModeration);
+
+  async function loadModeration() {
+    if (!$('mod-room').reportValidity()) return;
+    var r = await api('GET', modURL());
+    var box = $('mod-state');
+    box.textContent = '';
+    if (!r.ok) {
+      box.hidden = true;
+      modResult('Cannot read moderation state: ' + r.message, true);
+      return;
+    }
+    var m = r.body || {};
+    box.hidden = false;
+    var p = document.createElement('p');
+    p.textContent = 'Room ' + m.room + (m.anchor ? ' · anchor ' + m.anchor : '') + ' · slow mode ' + (m.slow_mode_s ? m.slow_mode_s + ' s' : 'off') +
+      ' · everyone muted: ' + (m.mute_all ? 'yes' : 'no') + ' · ' + (m.closed ? 'closed' : 'open');
+    box.appendChild(p);
+    [['Muted', m.mutes], ['Banned', m.bans]].forEach(function (pair) {
+      var h = document.createElement('h3');
+      h.textContent = pair[0] + ' (' + ((pair[1] || []).length) + ')';
+      var ul = document.createElement('ul');
+      (pair[1] || []).forEach(function (x) {
+        var li = document.createElement('li');
+        li.textContent = x.user + (x.until_ms ? ' until ' + new Date(x.until_ms).toLocaleString() : ' for good') + (x.reason ? ' — ' + x.reason : '');
+        ul.appendChild(li);
+      });
+      box.append(h, ul);
+    });
+  }
+
+  // ---------- start ----------
+  setToken(token);
+  pollAutoscale();
+})();
