@@ -98,6 +98,37 @@ type Config struct {
 	Shards int
 	// Flushers is the number of goroutines flushing rooms. Default GOMAXPROCS.
 	Flushers int
+
+	// Edge limits (edge.go, docs/SECURITY.md).
+
+	// AllowedOrigins lists the web origins (scheme://host[:port], or
+	// scheme://*.domain for every subdomain) whose pages may open a
+	// WebSocket here; a handshake with another Origin header gets 403
+	// origin_not_allowed. Empty (or "*") allows every origin. A handshake
+	// without an Origin header (not a browser) is always allowed.
+	AllowedOrigins []string
+	// MaxConnsPerIP bounds the connections one peer address holds here;
+	// more get 429 too_many_connections. Default DefaultMaxConnsPerIP (1000:
+	// a NAT of a campus or a mobile carrier shares one address); negative:
+	// unlimited.
+	MaxConnsPerIP int
+	// HandshakeRate and HandshakeBurst bound the handshakes per second one
+	// peer address may start (counted before the token is checked, so a
+	// flood of bad tokens costs no verification); more get 429
+	// handshake_rate_limited. Defaults DefaultHandshakeRate (200/s) and
+	// DefaultHandshakeBurst (400); a negative rate is unlimited.
+	HandshakeRate  float64
+	HandshakeBurst int
+	// LimitLoopback applies MaxConnsPerIP and HandshakeRate to loopback
+	// peers too. Off by default: the load generator, the fault tests and a
+	// local reverse proxy all connect from 127.0.0.1 by the thousand.
+	LimitLoopback bool
+	// HeaderTimeout is the longest a client may take to send its handshake
+	// (request line and headers) and MaxHeaderBytes their largest size;
+	// applied by ConfigureHTTP. Defaults DefaultHeaderTimeout (10s) and
+	// DefaultMaxHeaderBytes (32 KiB).
+	HeaderTimeout  time.Duration
+	MaxHeaderBytes int
 }
 
 func (c *Config) setDefaults() error {
@@ -154,6 +185,15 @@ func (c *Config) setDefaults() error {
 	setDur(&c.CountInterval, 2*time.Second)
 	setInt(&c.Shards, 64)
 	setInt(&c.Flushers, runtime.GOMAXPROCS(0))
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if c.HandshakeRate == 0 {
+		c.HandshakeRate = DefaultHandshakeRate
+	}
+	setInt(&c.HandshakeBurst, DefaultHandshakeBurst)
+	setDur(&c.HeaderTimeout, DefaultHeaderTimeout)
+	setInt(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	return nil
 }
 

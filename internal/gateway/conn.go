@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -49,6 +50,7 @@ type conn struct {
 	id   uint64
 	room *room
 	who  auth.Identity
+	ip   netip.Addr // peer address, for the per-address limit (edge.go)
 
 	// idx is the conn's position in room.members; guarded by room.mu.
 	idx int

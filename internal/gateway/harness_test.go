@@ -81,6 +81,7 @@ func (e *env) gateway(mod func(*Config)) *gw {
 		t.Fatal(err)
 	}
 	hs.Config.Handler = s.Handler()
+	s.ConfigureHTTP(hs.Config)
 	hs.Start()
 	g := &gw{Server: s, nc: nc, http: hs, ws: cfg.PublicURL}
 	t.Cleanup(func() {

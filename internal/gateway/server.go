@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
@@ -35,6 +36,7 @@ type Server struct {
 	log   *slog.Logger
 	hub   *hub
 	stats Stats
+	edge  *edge // handshake checks (edge.go)
 
 	// Push-delay observers; nil until Register.
 	delayLive, delayReliable, delayAggregate prometheus.Observer
@@ -64,6 +66,9 @@ type Server struct {
 	drainOnce sync.Once
 	drained   chan struct{}
 	ctlSub    *nats.Subscription
+	// mod caches moderation; userSub receives user notices.
+	mod     *moderation.Cache
+	userSub *nats.Subscription
 	// admitMu orders connection admission against Close, so that no
 	// connection is registered after Close started waiting for them.
 	admitMu sync.Mutex
@@ -74,7 +79,12 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	e, err := newEdge(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
+		edge:    e,
 		cfg:     cfg,
 		log:     cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
 		hub:     newHub(cfg.Shards),
@@ -122,6 +132,13 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("cannot subscribe to control subject: %w", err)
 	}
 	s.ctlSub = sub
+	if err := s.startModeration(ctx); err != nil {
+		_ = sub.Unsubscribe()
+		s.cancel()
+		s.wg.Wait()
+		s.stopWriters()
+		return err
+	}
 	// Commands may arrive as soon as Start returns: make sure the server
 	// knows the subscription.
 	if err := s.cfg.NC.FlushTimeout(10 * time.Second); err != nil {
@@ -151,6 +168,7 @@ func (s *Server) Close() error {
 			return
 		}
 		_ = s.ctlSub.Unsubscribe()
+		s.stopModeration()
 		// Tell the other gateways this one's viewers are gone, so that
 		// online counts drop now rather than when the entries expire.
 		for _, r := range s.hub.allRooms(nil) {
@@ -189,6 +207,18 @@ func (s *Server) Handler() http.Handler {
 var errStarting = protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "gateway is not ready").WithRetry(1000)
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	ip, ok := s.checkEdge(w, r)
+	if !ok {
+		return
+	}
+	// The handshake holds a slot of its address until the connection is
+	// registered; removeConn gives it back from then on.
+	held := true
+	defer func() {
+		if held {
+			s.edge.release(ip)
+		}
+	}()
 	q := r.URL.Query()
 	id, err := protocol.ParseRoom(q.Get("room"))
 	if err != nil {
@@ -216,6 +246,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.stats.Rejected.Add(1)
 		protocol.WriteError(w, err)
+		return
+	}
+	if perr := s.admitJoin(id, who); perr != nil {
+		s.stats.Rejected.Add(1)
+		protocol.WriteError(w, perr)
 		return
 	}
 	switch {
@@ -255,6 +290,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		c.close(ws.StatusGoingAway)
 		return
 	}
+	c.ip, held = ip, false
 	s.connWG.Add(1)
 	sh := s.hub.connShard(c)
 	sh.mu.Lock()
@@ -278,6 +314,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.connWG.Done()
 		return
 	}
+	if perr := s.admitJoin(id, who); perr != nil {
+		// Banned or closed while joining: the watch looked for this
+		// connection before it was a member.
+		c.closeWith(perr.Body.Code, perr.Body.Message)
+	}
 	if len(c.partial) > 0 && !c.handle(nil) {
 		s.connWG.Done()
 		s.removeConn(c)
@@ -296,6 +337,7 @@ func (s *Server) removeConn(c *conn) {
 	if !ok {
 		return
 	}
+	s.edge.release(c.ip)
 	s.stats.Conns.Add(-1)
 	if r := c.room; r != nil {
 		r.leave(c)
