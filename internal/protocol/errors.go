@@ -46,6 +46,8 @@ type ErrorBody struct {
 	Field   string `json:"field,omitempty"`
 	// RetryAfterMS is set on 429 and 503 answers (also sent as Retry-After).
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+	// UntilMS is when a mute or ban ends (Unix ms), on muted and banned.
+	UntilMS int64 `json:"until_ms,omitempty"`
 }
 
 // Error is a client-facing error: an HTTP status plus a stable code. Handlers
@@ -66,6 +68,12 @@ func (e *Error) Error() string {
 // Errorf builds an Error.
 func Errorf(status int, code, field, msg string) *Error {
 	return &Error{Status: status, Body: ErrorBody{Code: code, Message: msg, Field: field}}
+}
+
+// WithUntil sets the end of a mute or ban (Unix ms) and returns e.
+func (e *Error) WithUntil(ms int64) *Error {
+	e.Body.UntilMS = ms
+	return e
 }
 
 // WithRetry sets the retry hint in milliseconds and returns e.

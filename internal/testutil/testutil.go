@@ -3,11 +3,15 @@
 package testutil
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/bus"
@@ -80,4 +84,26 @@ func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() boo
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// StartBackbone starts an embedded NATS server, connects to it and creates
+// liveroom's streams and buckets; everything stops when the test ends.
+func StartBackbone(t testing.TB) (*bus.Embedded, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	e := StartNATS(t)
+	nc, err := nats.Connect(e.ClientURL())
+	if err != nil {
+		t.Fatalf("connect nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
+		t.Fatalf("ensure streams: %v", err)
+	}
+	return e, nc, js
 }

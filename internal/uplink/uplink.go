@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/session"
 )
@@ -62,6 +63,11 @@ type Config struct {
 	PublishTimeout time.Duration
 	// MaxBody is the largest request body in bytes. Default 4096.
 	MaxBody int64
+	// Moderation, when set, is checked on every send: closed rooms, bans,
+	// mutes, mute-all and slow mode. Owned by the caller.
+	Moderation *moderation.Cache
+	// Words, when set, filters danmaku text (mask or block per word).
+	Words *moderation.WordFilter
 }
 
 // Server serves the send API. Create it with New, serve Handler and run Run
@@ -74,6 +80,7 @@ type Server struct {
 	users *limiterSet
 	rooms *limiterSet
 	likes *likeAgg
+	slow  *slowMode
 	stats counters
 
 	// latency observers by message type; nil until Register.
@@ -184,6 +191,7 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-likeTick.C:
 			s.flushLikes(ctx)
 		case now := <-sweepTick.C:
+			s.slow.sweep(now)
 			u, r := s.users.sweep(now), s.rooms.sweep(now)
 			if u+r > 0 {
 				s.log.Debug("evicted idle rate limiters", "users", u, "rooms", r)
@@ -258,6 +266,8 @@ func (c *counters) init() {
 		protocol.CodeInvalidField, protocol.CodeUnknownGift, protocol.CodeMissingIdemKey,
 		protocol.CodeUserRateLimited, protocol.CodeRoomRateLimited, protocol.CodeUnavailable,
 		protocol.CodeMethodNotAllowed, protocol.CodeInternal, rejectCodeOther,
+		protocol.CodeRoomClosed, protocol.CodeBanned, protocol.CodeMuted, protocol.CodeMutedAll,
+		protocol.CodeSlowMode, protocol.CodeBlockedWord,
 	} {
 		c.rejected[code] = new(atomic.Uint64)
 	}
