@@ -13,6 +13,7 @@ import (
 
 	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
+	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/uplink"
 )
 
@@ -130,6 +131,24 @@ func uplinkFlags(fs *flag.FlagSet, c *uplink.Config, gifts *string, ev *envs) {
 	fs.Float64Var(&c.UserRate, "user-rate", ev.float("USER_RATE", 2), "danmaku per user per second ($LIVEROOM_USER_RATE)")
 	fs.IntVar(&c.UserBurst, "user-burst", ev.int("USER_BURST", 5), "danmaku burst per user ($LIVEROOM_USER_BURST)")
 	fs.Float64Var(&c.RoomRate, "room-rate", ev.float("ROOM_RATE", 1000), "danmaku per room per second, all senders ($LIVEROOM_ROOM_RATE)")
+}
+
+// wordFlags registers the word-filter list shared by serve and uplink.
+func wordFlags(fs *flag.FlagSet, path *string) {
+	fs.StringVar(path, "word-list", env("WORD_LIST", ""), "danmaku word filter: a file with one \"block <word>\" or \"mask <word>\" per line ($LIVEROOM_WORD_LIST)")
+}
+
+// loadWords reads the word list at path; "" is no filter.
+func loadWords(path string) (*moderation.WordFilter, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open word list: %w", err)
+	}
+	defer f.Close()
+	return moderation.ParseWordList(f)
 }
 
 func splitList(s string) []string {

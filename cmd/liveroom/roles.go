@@ -23,6 +23,7 @@ import (
 	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
 	"github.com/liveroom/liveroom/internal/metrics"
+	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/uplink"
 )
 
@@ -98,8 +99,10 @@ func gatewayHandler(h http.Handler) http.Handler {
 	}})
 }
 
-func uplinkHandler(h http.Handler) http.Handler {
-	return app.NewRouter(app.RouterConfig{Send: h})
+func uplinkHandler(send, mod http.Handler) http.Handler {
+	return app.NewRouter(app.RouterConfig{Send: send, RoomRoutes: []app.RoomRoute{
+		{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: mod},
+	}})
 }
 
 // dispatchHandler serves dispatch and, when adm is not nil, the admin API.
@@ -277,10 +280,11 @@ func runUplink(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	var rf roleFlags
 	var cfg uplink.Config
-	var gifts string
+	var gifts, words string
 	var ev envs
 	rf.register(fs, ":8082", &ev)
 	uplinkFlags(fs, &cfg, &gifts, &ev)
+	wordFlags(fs, &words)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom uplink [flags]
 
@@ -300,13 +304,24 @@ flags:`)
 	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
+	wf, err := loadWords(words)
+	if err != nil {
+		return err
+	}
+	cfg.Words = wf
 	r, v, err := rf.connectVerified(ctx, "liveroom-uplink", stderr)
 	if err != nil {
 		return err
 	}
+	mod, err := startModeration(ctx, r, v)
+	if err != nil {
+		return err
+	}
 	cfg.NC, cfg.JS, cfg.Verifier, cfg.Logger, cfg.Gifts = r.nc, r.js, v, r.log, splitList(gifts)
+	cfg.Moderation = mod.Cache()
 	u, err := uplink.New(cfg)
 	if err != nil {
+		mod.Cache().Close()
 		return err
 	}
 	if err := u.Register(r.reg); err != nil {
@@ -318,10 +333,33 @@ flags:`)
 		defer close(done)
 		_ = u.Run(runCtx)
 	}()
-	return r.serveHTTP(ctx, uplinkHandler(u.Handler()), func() {
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		mod.Run(runCtx, time.Minute)
+	}()
+	return r.serveHTTP(ctx, uplinkHandler(u.Handler(), mod.Handler()), func() {
 		cancel()
 		<-done
+		<-sweepDone
+		mod.Cache().Close()
 	})
+}
+
+// startModeration loads the moderation cache and builds the moderation API.
+func startModeration(ctx context.Context, r *role, v *auth.Verifier) (*moderation.Service, error) {
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := moderation.NewCache(lctx, moderation.CacheConfig{JS: r.js, Logger: r.log})
+	if err != nil {
+		return nil, err
+	}
+	s, err := moderation.NewService(lctx, moderation.Config{NC: r.nc, JS: r.js, Cache: c, Verifier: v, Logger: r.log})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 func runDispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {

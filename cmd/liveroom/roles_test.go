@@ -52,8 +52,12 @@ func TestRoleHandlers(t *testing.T) {
 			notFound("GET", "/v1/dispatch?room=a"),
 			notFound("POST", "/v1/rooms/a/messages"),
 		}},
-		{"uplink", uplinkHandler(roleStub("uplink")), []tc{
+		{"uplink", uplinkHandler(roleStub("uplink"), roleStub("moderation")), []tc{
 			{"POST", "/v1/rooms/a/messages", 200, "", "", "uplink"},
+			{"POST", "/v1/rooms/a/moderation", 200, "", "", "moderation"},
+			{"GET", "/v1/rooms/a/moderation", 200, "", "", "moderation"},
+			{"DELETE", "/v1/rooms/a/moderation", 405, protocol.CodeMethodNotAllowed, "GET, HEAD, POST", ""},
+			{"POST", "/v1/rooms/a.b/moderation", 400, protocol.CodeInvalidRoom, "", ""},
 			// Wrong methods and unclean paths are the uplink's to answer
 			// (405 and 400 invalid_room): they must reach it, unredirected.
 			{"GET", "/v1/rooms/a/messages", 200, "", "", "uplink"},

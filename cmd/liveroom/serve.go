@@ -31,6 +31,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	debugAddr := fs.String("debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address; empty: off ($LIVEROOM_DEBUG_ADDR)")
 	gatewayFlags(fs, &cfg.Gateway, &ev)
 	uplinkFlags(fs, &cfg.Uplink, &gifts, &ev)
+	var words string
+	wordFlags(fs, &words)
 	var pf policyFlags
 	fs.BoolVar(&cfg.Autoscale.Enabled, "autoscale", envBool(&ev, "AUTOSCALE"),
 		"run the gateways as child processes, started and drained by the autoscaler, instead of one gateway in this process ($LIVEROOM_AUTOSCALE=true)")
@@ -81,6 +83,11 @@ flags:`)
 	}
 	cfg.JWTSecret = secretOr(*secret)
 	cfg.Uplink.Gifts = splitList(gifts)
+	wf, err := loadWords(words)
+	if err != nil {
+		return err
+	}
+	cfg.Uplink.Words = wf
 	log, err := newLogger(stderr, lf.level, lf.format)
 	if err != nil {
 		return err

@@ -27,6 +27,7 @@ import (
 	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
 	"github.com/liveroom/liveroom/internal/metrics"
+	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/uplink"
 	"github.com/liveroom/liveroom/internal/web"
@@ -85,6 +86,9 @@ type Node struct {
 	// scaler and procs run the gateways with Autoscale.Enabled.
 	scaler *autoscale.Scaler
 	procs  *autoscale.Process
+	// mod serves the moderation API; modCache is the uplink's view.
+	mod      *moderation.Service
+	modCache *moderation.Cache
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -184,8 +188,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if n.modCache, err = moderation.NewCache(ctx, moderation.CacheConfig{JS: js, Logger: n.log}); err != nil {
+		return err
+	}
+	if n.mod, err = moderation.NewService(ctx, moderation.Config{NC: n.nc, JS: js, Cache: n.modCache, Verifier: verifier, Logger: n.log}); err != nil {
+		return err
+	}
 	ucfg := n.cfg.Uplink
-	ucfg.NC, ucfg.JS, ucfg.Verifier, ucfg.Logger = n.nc, js, verifier, n.log
+	ucfg.NC, ucfg.JS, ucfg.Verifier, ucfg.Logger, ucfg.Moderation = n.nc, js, verifier, n.log, n.modCache
 	if n.up, err = uplink.New(ucfg); err != nil {
 		return err
 	}
@@ -245,6 +255,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.log.Error("uplink stopped", "err", err)
 		}
 	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.mod.Run(runCtx, time.Minute)
+	}()
 
 	devToken := devOnly
 	if n.dev {
@@ -257,7 +272,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()},
 			devToken,
 		}...),
-		Send:  n.up.Handler(),
+		Send: n.up.Handler(),
+		RoomRoutes: []RoomRoute{
+			{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: n.mod.Handler()},
+		},
 		Pages: web.Handler(),
 		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log, Gateways: n.disp.Gateways}),
 	})
@@ -313,6 +331,10 @@ func (n *Node) Gateway() *gateway.Server { return n.gw }
 // Scaler exposes the node's autoscaler; nil without Autoscale.Enabled.
 func (n *Node) Scaler() *autoscale.Scaler { return n.scaler }
 
+// Moderation exposes the node's moderation service (room anchors, mutes,
+// bans, room controls).
+func (n *Node) Moderation() *moderation.Service { return n.mod }
+
 // Uplink exposes the node's uplink.
 func (n *Node) Uplink() *uplink.Server { return n.up }
 
@@ -349,6 +371,9 @@ func (n *Node) Close() error {
 		n.wg.Wait()
 		if n.disp != nil {
 			_ = n.disp.Close()
+		}
+		if n.modCache != nil {
+			n.modCache.Close()
 		}
 		if n.nc != nil {
 			n.nc.Close()

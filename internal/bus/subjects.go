@@ -33,6 +33,10 @@ func ReliableSubject(room protocol.Room) string { return "lr.room." + string(roo
 // the other gateways that host the room.
 func PresenceSubject(room protocol.Room) string { return "lr.room." + string(room) + ".presence" }
 
+// UserWildcard matches every user's notice subject: gateways subscribe to
+// it once (notices are rare) rather than once per connected user.
+const UserWildcard = "lr.user.*"
+
 // UserSubject carries notices for one user.
 func UserSubject(user protocol.User) string { return "lr.user." + string(user) }
 

@@ -86,6 +86,10 @@ func (s *Server) serveSend(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, perr)
 		return
 	}
+	if perr := s.moderate(time.Now(), room, id, &req); perr != nil {
+		s.fail(w, r, perr)
+		return
+	}
 	defer s.observe(req.Type, start)
 	switch req.Type {
 	case protocol.TypeDanmaku:
