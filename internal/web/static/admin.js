@@ -305,7 +305,8 @@
     r.btn.textContent = 'Drain';
     st.lastDrain = { gateway: id, status: res.status, message: res.message };
     if (res.ok) {
-      toast('Gateway ' + id + ' is draining; its ' + fmt(res.body && res.body.conns) + ' viewers move to other gateways.', 'info');
+      var nc = (res.body && res.body.conns) || 0;
+      toast('Gateway ' + id + ' is draining; its ' + fmt(nc) + (nc === 1 ? ' viewer moves' : ' viewers move') + ' to other gateways.', 'info');
     } else {
       r.btn.disabled = false;
       toast('Cannot drain ' + id + ': ' + res.message);

@@ -16,11 +16,14 @@
     if (v >= 1e6) return (v / 1e6).toFixed(v >= 1e7 ? 0 : 1) + 'M';
     if (v >= 1e3) return (v / 1e3).toFixed(v >= 1e4 ? 0 : 1) + 'k';
     if (v >= 10 || v === 0) return String(Math.round(v));
-    return v.toFixed(1);
+    return v < 1 ? String(Math.round(v * 100) / 100) : String(Math.round(v * 10) / 10);
   }
 
   // LiveroomChart draws series over time on canvas. opts.series is
-  // [{color}], opts.windowMs the span of the x axis (newest at the right).
+  // [{color}], opts.windowMs the longest span of the x axis (newest at the
+  // right); until that much history exists the axis spans what there is
+  // (at least 30 s), so a fresh dashboard does not squeeze its first
+  // seconds into the right edge.
   // draw(points) takes [{t: ms, v: [y per series]}], oldest first. The
   // canvas follows its CSS size and the device pixel ratio.
   window.LiveroomChart = function (canvas, opts) {
@@ -45,7 +48,8 @@
       var padL = 40, padR = 8, padT = 8, padB = 18;
       var pw = w - padL - padR, ph = h - padT - padB;
       var now = last.length ? last[last.length - 1].t : Date.now();
-      var t0 = now - windowMs;
+      var span = last.length ? Math.min(windowMs, Math.max(30000, now - last[0].t)) : windowMs;
+      var t0 = now - span;
       var hi = 0;
       last.forEach(function (p) { p.v.forEach(function (y) { if (y > hi) hi = y; }); });
       var top = niceMax(hi * 1.1);
@@ -66,8 +70,9 @@
       }
       ctx.textAlign = 'center';
       ctx.textBaseline = 'top';
-      for (var s = 0; s <= windowMs / 1000; s += 30) {
-        var x = padL + pw - (pw * s * 1000) / windowMs;
+      var step = span > 60000 ? 30 : 10;
+      for (var s = 0; s <= span / 1000; s += step) {
+        var x = padL + pw - (pw * s * 1000) / span;
         ctx.fillText(s ? '−' + s + 's' : 'now', Math.min(Math.max(x, padL + 12), padL + pw - 12), padT + ph + 4);
       }
 
@@ -79,7 +84,7 @@
         var started = false;
         last.forEach(function (p) {
           if (p.t < t0) return;
-          var px = padL + ((p.t - t0) / windowMs) * pw;
+          var px = padL + ((p.t - t0) / span) * pw;
           var py = padT + ph - (Math.min(p.v[k] || 0, top) / top) * ph;
           if (!started) { ctx.moveTo(px, py); started = true; } else ctx.lineTo(px, py);
         });
@@ -87,7 +92,7 @@
         if (ser.fill && started) {
           ctx.lineTo(padL + pw, padT + ph);
           var first = last.find(function (p) { return p.t >= t0; });
-          ctx.lineTo(padL + ((first.t - t0) / windowMs) * pw, padT + ph);
+          ctx.lineTo(padL + ((first.t - t0) / span) * pw, padT + ph);
           ctx.closePath();
           ctx.globalAlpha = 0.15;
           ctx.fillStyle = ser.color;

@@ -1,0 +1,256 @@
+package web_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/app"
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/gateway"
+	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/testutil"
+)
+
+// startNode starts an all-in-one node. With a secret it verifies tokens
+// signed with testutil.Secret (so a second gateway can share its
+// verifier); without one it runs in dev mode.
+func startNode(t *testing.T, secret string, gcfg gateway.Config) *app.Node {
+	t.Helper()
+	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, JWTSecret: secret, Gateway: gcfg, Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatalf("app.New: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatalf("app.Start: %v", err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
+// startGateway starts one more gateway process-in-a-test on the node's NATS
+// with its own HTTP listener, as `liveroom gateway` would run beside it.
+func startGateway(t *testing.T, n *app.Node, id string, cfg gateway.Config) *gateway.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := bus.Connect(n.NATSURL(), "test-"+id, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ID, cfg.NC, cfg.JS, cfg.Verifier, cfg.Logger = id, nc, js, testutil.Verifier(t), testutil.Logger()
+	cfg.PublicURL = "ws://" + ln.Addr().String() + "/v1/ws"
+	g, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("gateway %s http: %v", id, err)
+		}
+	}()
+	t.Cleanup(func() {
+		_ = g.Close()
+		_ = srv.Close()
+		<-done
+	})
+	return g
+}
+
+// post sends one message to the uplink as a user with token tok and returns
+// the message id.
+func post(t *testing.T, base, room, tok string, body map[string]any) string {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/rooms/"+room+"/messages", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	if body["type"] == "gift" {
+		var k [16]byte
+		_, _ = rand.Read(k[:])
+		req.Header.Set("Idempotency-Key", hex.EncodeToString(k[:]))
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("post: %v", err)
+	}
+	defer res.Body.Close()
+	var ans struct {
+		ID string `json:"id"`
+	}
+	_ = json.NewDecoder(res.Body).Decode(&ans)
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("post %v: status %d", body, res.StatusCode)
+	}
+	return ans.ID
+}
+
+// TestDashboardShowsNewGateway opens the dashboard on a dev-mode node, signs
+// in with the "dev admin token" button, and checks a gateway started
+// afterwards is listed within a few seconds.
+func TestDashboardShowsNewGateway(t *testing.T) {
+	browser := newBrowser(t)
+	n := startNode(t, "", gateway.Config{})
+	d := newTab(t, browser, "dashboard")
+	d.do(chromedp.EmulateViewport(1440, 1000))
+	d.do(chromedp.Navigate(n.URL() + "/admin"))
+	d.waitJS(5*time.Second, `window.lrAdmin && window.lrAdmin.state === 'signed-out' && !document.getElementById('signin').hidden`, "the sign-in panel")
+	d.do(chromedp.Click(chromedp.ID("dev-token")))
+	first := n.Gateway().ID()
+	d.waitJS(10*time.Second, `window.lrAdmin.state === 'live' && window.lrAdmin.gateways.includes(`+jsString(first)+`)`, "the node's gateway listed")
+	if tok := eval[string](d, `sessionStorage.getItem('liveroom.adminToken') || ''`); tok == "" || strings.Contains(eval[string](d, `location.href`), tok) {
+		t.Errorf("admin token not in sessionStorage, or in the URL")
+	}
+	d.waitJS(10*time.Second, `window.lrAdmin.autoscale === 'absent' && document.getElementById('as-list').textContent.includes('not running')`, "autoscaler not running")
+
+	startGateway(t, n, "gw-second", gateway.Config{})
+	started := time.Now()
+	d.waitJS(5*time.Second, `document.querySelector('#gw-body tr[data-gateway="gw-second"] .badge') && document.querySelector('#gw-body tr[data-gateway="gw-second"] .badge').textContent === 'active'`, "the second gateway in the table")
+	t.Logf("second gateway shown %v after it started", time.Since(started).Round(10*time.Millisecond))
+	if n := eval[int](d, `document.querySelectorAll('#gw-body tr[data-gateway]').length`); n != 2 {
+		t.Errorf("%d gateway rows, want 2", n)
+	}
+	if got := eval[string](d, `document.getElementById('t-gateways').textContent`); got != "2" {
+		t.Errorf("gateway tile shows %q", got)
+	}
+
+	// Forgetting the token signs out; a viewer token is refused with the
+	// server's own message.
+	d.do(chromedp.Click(chromedp.ID("signout")))
+	d.waitJS(2*time.Second, `window.lrAdmin.state === 'signed-out' && !document.getElementById('signin').hidden`, "signed out")
+	d.checkClean()
+}
+
+// TestDashboardDrainKeepsViewerLive runs a node and a second gateway, puts a
+// viewer page in a room, and drains the viewer's gateway by clicking the
+// dashboard's drain button: the viewer moves to the other gateway, stays
+// live, and gets every gift sent before, during and after the move exactly
+// once, and comments after it. It also saves the dashboard screenshot.
+func TestDashboardDrainKeepsViewerLive(t *testing.T) {
+	browser := newBrowser(t)
+	drainCfg := gateway.Config{DrainDelay: 300 * time.Millisecond, DrainWindow: time.Second, DrainGrace: 2 * time.Second}
+	n := startNode(t, testutil.Secret, drainCfg)
+	startGateway(t, n, "gw-two", drainCfg)
+	base := n.URL()
+	const room = "drain-room"
+	viewerTok := testutil.Token(t, "viewer-1", protocol.RoleViewer)
+	senderTok := testutil.Token(t, "sender-1", protocol.RoleViewer)
+
+	viewer := newTab(t, browser, "viewer")
+	viewer.do(chromedp.EmulateViewport(1280, 800))
+	viewer.do(chromedp.Navigate(base + "/room/" + room + "?token=" + viewerTok))
+	viewer.waitJS(15*time.Second, `window.liveroom.state === 'live'`, "viewer live")
+	from := viewer.state().Gateway
+
+	dash := newTab(t, browser, "dashboard")
+	dash.do(chromedp.EmulateViewport(1440, 1000))
+	dash.do(chromedp.Navigate(base + "/admin"))
+	dash.do(chromedp.SendKeys(chromedp.ID("token"), testutil.Token(t, "op", protocol.RoleAdmin)+kb.Enter))
+	dash.waitJS(10*time.Second, `window.lrAdmin.state === 'live' && window.lrAdmin.gateways.length === 2`, "both gateways listed")
+	dash.waitJS(10*time.Second, `document.querySelector('#rooms-body tr[data-room="`+room+`"]')`, "the viewer's room in the top rooms")
+
+	var gifts []string
+	gift := func() { gifts = append(gifts, post(t, base, room, senderTok, map[string]any{"type": "gift", "gift": "rose", "count": 1})) }
+	gift()
+	viewer.waitJS(10*time.Second, `window.liveroom.gifts.length === 1`, "the first gift")
+
+	// Drain the viewer's gateway: one click arms the button, the second
+	// confirms. Gifts keep coming during the move.
+	btn := `#gw-body button.drain[data-gateway="` + from + `"]`
+	dash.do(chromedp.Click(chromedp.CSS(btn)))
+	if got := eval[string](dash, `document.querySelector('`+btn+`').textContent`); got != "Confirm drain" {
+		t.Fatalf("drain button after one click says %q", got)
+	}
+	dash.do(chromedp.Click(chromedp.CSS(btn)))
+	dash.waitJS(5*time.Second, `window.lrAdmin.states[`+jsString(from)+`] === 'draining' && document.querySelector('#gw-body tr[data-gateway="`+from+`"] .badge').textContent === 'draining'`, "the gateway shown draining")
+	if s := eval[string](dash, `JSON.stringify(window.lrAdmin.lastDrain)`); !strings.Contains(s, `"status":202`) {
+		t.Errorf("drain answer: %s", s)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	moved := false
+	for time.Now().Before(deadline) {
+		gift()
+		time.Sleep(250 * time.Millisecond)
+		if s := viewer.state(); s.State == "live" && s.Gateway != "" && s.Gateway != from {
+			moved = true
+			break
+		}
+	}
+	if !moved {
+		t.Fatalf("viewer did not move off %s: %s", from, viewer.snapshot())
+	}
+	gift()
+	want := fmt.Sprintf("window.liveroom.gifts.length >= %d", len(gifts))
+	viewer.waitJS(15*time.Second, `window.liveroom.state === 'live' && `+want, "every gift after the move")
+	s := viewer.state()
+	checkOnce(t, "viewer", s.Gifts)
+	if strings.Join(s.Gifts, ",") != strings.Join(gifts, ",") {
+		t.Errorf("viewer gifts %v, want %v in order", s.Gifts, gifts)
+	}
+	if n := eval[int](viewer, `document.querySelectorAll('#ticker li').length`); n != len(gifts) {
+		t.Errorf("%d ticker entries for %d gifts", n, len(gifts))
+	}
+	// And the live class still flows on the new gateway.
+	id := post(t, base, room, senderTok, map[string]any{"type": "danmaku", "text": "still here after the drain"})
+	viewer.waitJS(10*time.Second, `window.liveroom.seen.includes(`+jsString(id)+`)`, "a comment after the move")
+	t.Logf("viewer moved %s → %s with %d gifts", from, s.Gateway, len(gifts))
+
+	// Some traffic for the charts, then the screenshot.
+	for i := range 8 {
+		tok := testutil.Token(t, fmt.Sprintf("chatter-%d", i%4), protocol.RoleViewer)
+		post(t, base, room, tok, map[string]any{"type": "danmaku", "text": fmt.Sprintf("comment %d", i)})
+		time.Sleep(250 * time.Millisecond)
+	}
+	dash.waitJS(5*time.Second, `window.lrAdmin.polls >= 5`, "a few polls")
+
+	// Moderation: the panel shows the server's answer, success or the JSON
+	// error message.
+	dash.do(chromedp.Click(chromedp.CSS(`#rooms-body button[data-room="` + room + `"]`)))
+	dash.waitJS(2*time.Second, `document.getElementById('mod-room').value === `+jsString(room), "room filled in")
+	dash.do(chromedp.SendKeys(chromedp.ID("mod-user"), "sender-1"))
+	dash.do(chromedp.Click(chromedp.CSS(`#mod-form button[type="submit"]`)))
+	dash.waitJS(5*time.Second, `window.lrAdmin.lastModeration && document.getElementById('mod-result').textContent !== ''`, "a moderation answer")
+	lm := eval[string](dash, `JSON.stringify(window.lrAdmin.lastModeration)`)
+	res := eval[string](dash, `document.getElementById('mod-result').textContent`)
+	var m struct {
+		Status  int    `json:"status"`
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal([]byte(lm), &m)
+	if m.Status != 200 && !strings.Contains(res, m.Message) {
+		t.Errorf("moderation failed (%s) but the panel shows %q", lm, res)
+	}
+	eval[bool](dash, `(document.activeElement && document.activeElement.blur(), document.getElementById('toast').hidden = true, true)`)
+	dash.do(chromedp.Sleep(300 * time.Millisecond))
+	dash.screenshot("admin.png")
+	viewer.checkClean()
+	dash.checkClean()
+}
