@@ -178,7 +178,9 @@ func TestDashboardDrainKeepsViewerLive(t *testing.T) {
 	dash.waitJS(10*time.Second, `document.querySelector('#rooms-body tr[data-room="`+room+`"]')`, "the viewer's room in the top rooms")
 
 	var gifts []string
-	gift := func() { gifts = append(gifts, post(t, base, room, senderTok, map[string]any{"type": "gift", "gift": "rose", "count": 1})) }
+	gift := func() {
+		gifts = append(gifts, post(t, base, room, senderTok, map[string]any{"type": "gift", "gift": "rose", "count": 1}))
+	}
 	gift()
 	viewer.waitJS(10*time.Second, `window.liveroom.gifts.length === 1`, "the first gift")
 
