@@ -62,6 +62,9 @@ type Config struct {
 	// that an autoscaler starts and drains, instead of one gateway in this
 	// process (see AutoscaleConfig).
 	Autoscale AutoscaleConfig
+	// NonCore configures the archive (replay) and the webhooks the node
+	// runs in-process (see replay.go).
+	NonCore NonCoreConfig
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -86,6 +89,8 @@ type Node struct {
 	// scaler and procs run the gateways with Autoscale.Enabled.
 	scaler *autoscale.Scaler
 	procs  *autoscale.Process
+	// nonCore runs the archive, the replay API and webhooks (replay.go).
+	nonCore nonCore
 	// mod serves the moderation API; modCache is the uplink's view.
 	mod      *moderation.Service
 	modCache *moderation.Cache
@@ -261,6 +266,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.mod.Run(runCtx, time.Minute)
 	}()
 
+	nonCoreRoutes, err := n.startNonCore(ctx, js, verifier, moderationAnchors{n.modCache, n.mod})
+	if err != nil {
+		return err
+	}
+
 	devToken := devOnly
 	if n.dev {
 		devToken = Route{Path: DevTokenPath, Methods: []string{http.MethodPost}, Handler: DevTokenHandler(signer)}
@@ -273,9 +283,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			devToken,
 		}...),
 		Send: n.up.Handler(),
-		RoomRoutes: []RoomRoute{
-			{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: n.mod.Handler()},
-		},
+		RoomRoutes: append(nonCoreRoutes,
+			RoomRoute{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: n.mod.Handler()},
+		),
 		Pages: web.Handler(),
 		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log, Gateways: n.disp.Gateways}),
 	})
@@ -375,6 +385,7 @@ func (n *Node) Close() error {
 		if n.modCache != nil {
 			n.modCache.Close()
 		}
+		n.closeNonCore()
 		if n.nc != nil {
 			n.nc.Close()
 		}
