@@ -400,12 +400,13 @@ func TestHostileInput(t *testing.T) {
 				defer close(stop)
 				time.Sleep(100 * time.Millisecond) // the stream is flowing when the attack starts
 				tc.attack(t, from)
+				time.Sleep(100 * time.Millisecond) // and still after it
 			}()
 			r := <-res
 			if r.err != nil {
 				t.Fatalf("publish: %v", r.err)
 			}
-			if len(r.ids) < 5 {
+			if len(r.ids) < 3 {
 				t.Fatalf("only %d gifts sent during the attack", len(r.ids))
 			}
 			for j, h := range viewers {
