@@ -123,6 +123,7 @@ func gatewayFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
 	fs.DurationVar(&c.DrainDelay, "drain-delay", ev.dur("DRAIN_DELAY", 2*time.Second), "pause between reporting draining and the first reconnect notice ($LIVEROOM_DRAIN_DELAY)")
 	fs.Float64Var(&c.DrainRate, "drain-rate", ev.float("DRAIN_RATE", 1000), "most reconnects per second a drain causes ($LIVEROOM_DRAIN_RATE)")
 	fs.DurationVar(&c.DrainGrace, "drain-grace", ev.dur("DRAIN_GRACE", 3*time.Second), "a viewer still connected this long after its reconnect time is closed ($LIVEROOM_DRAIN_GRACE)")
+	edgeFlags(fs, c, ev)
 }
 
 // uplinkFlags are the uplink tunables shared by serve and uplink.

@@ -32,7 +32,7 @@ type roleFlags struct {
 	addr        string
 	natsURL     string
 	replicas    int
-	secret      string
+	jwt         jwtFlags
 	debugAddr   string
 	metricsAddr string
 	log         logFlags
@@ -42,7 +42,7 @@ func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
 	fs.StringVar(&r.addr, "addr", env("ADDR", defAddr), "HTTP listen address ($LIVEROOM_ADDR)")
 	fs.StringVar(&r.natsURL, "nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server(s), comma separated ($LIVEROOM_NATS_URL)")
 	fs.IntVar(&r.replicas, "replicas", ev.int("REPLICAS", 1), "replicas of streams and buckets: 3 on a 3-node NATS cluster ($LIVEROOM_REPLICAS)")
-	fs.StringVar(&r.secret, "jwt-secret", "", "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps")
+	r.jwt.register(fs, ev, "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps")
 	fs.StringVar(&r.metricsAddr, "metrics-addr", env("METRICS_ADDR", ""), "serve /metrics on this separate address instead of --addr ($LIVEROOM_METRICS_ADDR)")
 	fs.StringVar(&r.debugAddr, "debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address, e.g. 127.0.0.1:6060; empty: off ($LIVEROOM_DEBUG_ADDR)")
 	r.log.register(fs)
@@ -58,6 +58,9 @@ type role struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	ln  net.Listener
+	// configureHTTP, when set, tunes the HTTP server (the gateway's
+	// handshake limits).
+	configureHTTP func(*http.Server)
 }
 
 func (r *roleFlags) connect(ctx context.Context, name string, stderr io.Writer) (*role, error) {
@@ -134,6 +137,9 @@ func (r *role) serveHTTP(ctx context.Context, h http.Handler, stop func()) error
 		})
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)}
+	if r.configureHTTP != nil {
+		r.configureHTTP(srv)
+	}
 	if r.debugAddr != "" {
 		stopDebug, err := serveDebug(r.debugAddr, r.log)
 		if err != nil {
@@ -195,11 +201,14 @@ func secretOr(flagValue string) string {
 }
 
 func (r *roleFlags) verifier() (*auth.Verifier, error) {
-	s := secretOr(r.secret)
-	if s == "" {
-		return nil, errors.New("a JWT secret is required for a role process (--jwt-secret or $LIVEROOM_JWT_SECRET; the same on every role)")
+	c, err := r.jwt.config()
+	if err != nil {
+		return nil, err
 	}
-	return auth.NewHS256([]byte(s), 30*time.Second)
+	if !hasKeys(c) {
+		return nil, errors.New("a JWT secret or public key is required for a role process (--jwt-secret or $LIVEROOM_JWT_SECRET, or --jwt-public-key; the same on every role)")
+	}
+	return auth.New(c)
 }
 
 func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -250,6 +259,7 @@ flags:`)
 	if err := g.Start(ctx); err != nil {
 		return err
 	}
+	r.configureHTTP = g.ConfigureHTTP
 	// SIGTERM (or Ctrl-C) drains before exiting; so does a drain ordered
 	// through `liveroom drain` or the admin API. The HTTP server keeps
 	// running during the drain to answer new upgrades with 503 draining.

@@ -27,7 +27,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.NATSURL, "nats-url", env("NATS_URL", ""), "use this external NATS instead of the embedded one ($LIVEROOM_NATS_URL)")
 	fs.StringVar(&cfg.NATSHost, "nats-host", env("NATS_HOST", "127.0.0.1"), "embedded NATS listen host, for role processes ($LIVEROOM_NATS_HOST)")
 	fs.IntVar(&cfg.NATSPort, "nats-port", ev.int("NATS_PORT", 4222), "embedded NATS listen port; -1 for a random one ($LIVEROOM_NATS_PORT)")
-	secret := fs.String("jwt-secret", "", "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps (empty: dev mode)")
+	var jf jwtFlags
+	jf.register(fs, &ev, "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps (empty, and no --jwt-public-key: dev mode)")
 	debugAddr := fs.String("debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address; empty: off ($LIVEROOM_DEBUG_ADDR)")
 	gatewayFlags(fs, &cfg.Gateway, &ev)
 	uplinkFlags(fs, &cfg.Uplink, &gifts, &ev)
@@ -81,7 +82,11 @@ flags:`)
 		cfg.Autoscale.GatewayArgs = childGatewayArgs(fs)
 		cfg.Autoscale.ChildOutput = stderr
 	}
-	cfg.JWTSecret = secretOr(*secret)
+	ac, err := jf.config()
+	if err != nil {
+		return err
+	}
+	cfg.Auth = ac
 	cfg.Uplink.Gifts = splitList(gifts)
 	wf, err := loadWords(words)
 	if err != nil {

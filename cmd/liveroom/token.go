@@ -36,9 +36,12 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	name := fs.String("name", "", "display name (default: the user id)")
 	role := fs.String("role", protocol.RoleViewer, "role: viewer, anchor or admin")
 	ttl := fs.Duration("ttl", 24*time.Hour, "validity of the token")
+	privateKey := fs.String("private-key", "", "sign with this PEM private key instead of a secret: RSA signs RS256, Ed25519 signs EdDSA")
+	issuer := fs.String("issuer", "", "iss claim (for servers started with --jwt-issuer)")
+	audience := fs.String("audience", "", "aud claim (for servers started with --jwt-audience)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: liveroom token --user ID [--name NAME] [--role viewer|anchor|admin] [--ttl 24h] [--secret S]")
-		fmt.Fprintln(fs.Output(), "\nMints a JWT for the platform secret and prints it.")
+		fmt.Fprintln(fs.Output(), "usage: liveroom token --user ID [--name NAME] [--role viewer|anchor|admin] [--ttl 24h] [--secret S | --private-key FILE] [--issuer I] [--audience A]")
+		fmt.Fprintln(fs.Output(), "\nMints a JWT for the platform secret (HS256) or private key (RS256, EdDSA) and prints it.")
 		fs.PrintDefaults()
 	}
 	if stop, err := parseFlags(fs, args); stop {
@@ -47,16 +50,31 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("token: unexpected argument %q", fs.Arg(0))
 	}
-	if *secret == "" {
-		*secret = os.Getenv(envSecret)
-	}
-	if *secret == "" {
-		return fmt.Errorf("token: a secret is required (--secret or $%s)", envSecret)
-	}
 	if *ttl <= 0 {
 		return errors.New("token: --ttl must be positive")
 	}
-	tok, err := mintToken(*secret, *user, *name, *role, *ttl)
+	var signer *auth.Signer
+	if *privateKey != "" {
+		b, err := os.ReadFile(*privateKey)
+		if err != nil {
+			return fmt.Errorf("token: cannot read --private-key: %w", err)
+		}
+		if signer, err = auth.NewKeySigner(b); err != nil {
+			return fmt.Errorf("token: %w", err)
+		}
+	} else {
+		if *secret == "" {
+			*secret = os.Getenv(envSecret)
+		}
+		if *secret == "" {
+			return fmt.Errorf("token: a secret is required (--secret or $%s, or --private-key)", envSecret)
+		}
+		var err error
+		if signer, err = auth.NewSigner([]byte(*secret)); err != nil {
+			return fmt.Errorf("token: %w", err)
+		}
+	}
+	tok, err := mintWith(signer.WithIssuer(*issuer).WithAudience(*audience), *user, *name, *role, *ttl)
 	if err != nil {
 		return fmt.Errorf("token: %w", err)
 	}
@@ -75,16 +93,20 @@ func parseFlags(fs *flag.FlagSet, args []string) (stop bool, err error) {
 }
 
 func mintToken(secret, user, name, role string, ttl time.Duration) (string, error) {
+	s, err := auth.NewSigner([]byte(secret))
+	if err != nil {
+		return "", err
+	}
+	return mintWith(s, user, name, role, ttl)
+}
+
+func mintWith(s *auth.Signer, user, name, role string, ttl time.Duration) (string, error) {
 	u, err := protocol.ParseUser(user)
 	if err != nil {
 		return "", fmt.Errorf("--user: %w", err)
 	}
 	if name == "" {
 		name = user
-	}
-	s, err := auth.NewSigner([]byte(secret))
-	if err != nil {
-		return "", err
 	}
 	return s.Mint(u, name, role, ttl)
 }

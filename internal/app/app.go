@@ -51,6 +51,11 @@ type Config struct {
 	// JWTSecret verifies tokens. Empty means dev mode: a random secret and
 	// POST /v1/dev/token.
 	JWTSecret string
+	// Auth is the rest of the token configuration: public keys, issuer,
+	// audience, leeway (see auth.Config). Its HS256Secret, when empty, is
+	// JWTSecret. With neither a secret nor a public key the node runs in dev
+	// mode.
+	Auth auth.Config
 	// Gateway tunes the gateway (NC, JS, Verifier, PublicURL are filled in).
 	Gateway gateway.Config
 	// Uplink tunes the uplink (NC, JS, Verifier are filled in).
@@ -131,20 +136,26 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			_ = n.Close()
 		}
 	}()
-	secret := []byte(n.cfg.JWTSecret)
-	if len(secret) == 0 {
+	acfg := n.cfg.Auth
+	if len(acfg.HS256Secret) == 0 {
+		acfg.HS256Secret = []byte(n.cfg.JWTSecret)
+	}
+	if len(acfg.HS256Secret) == 0 && len(acfg.PublicKeysPEM) == 0 {
 		n.dev = true
 		var b [32]byte
 		_, _ = rand.Read(b[:])
-		secret = []byte(hex.EncodeToString(b[:]))
+		acfg.HS256Secret = []byte(hex.EncodeToString(b[:]))
 	}
-	verifier, err := auth.NewHS256(secret, 30*time.Second)
+	secret := acfg.HS256Secret
+	verifier, err := auth.New(acfg)
 	if err != nil {
 		return err
 	}
-	signer, err := auth.NewSigner(secret)
-	if err != nil {
-		return err
+	var signer *auth.Signer
+	if n.dev {
+		if signer, err = auth.NewSigner(secret); err != nil {
+			return err
+		}
 	}
 
 	natsURL := n.cfg.NATSURL
@@ -290,6 +301,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log, Gateways: n.disp.Gateways}),
 	})
 	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	if n.gw != nil {
+		n.gw.ConfigureHTTP(n.http) // handshake header timeout and size
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

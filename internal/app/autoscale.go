@@ -58,7 +58,8 @@ type AutoscaleConfig struct {
 
 // childEnvDrop lists the variables a child must not inherit from the node:
 // they name per-process things (addresses, ids) or are given explicitly.
-var childEnvDrop = []string{"ADDR", "PUBLIC_URL", "GATEWAY_ID", "METRICS_ADDR", "DEBUG_ADDR", "NATS_URL", "JWT_SECRET"}
+var childEnvDrop = []string{"ADDR", "PUBLIC_URL", "GATEWAY_ID", "METRICS_ADDR", "DEBUG_ADDR", "NATS_URL", "JWT_SECRET",
+	"JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_PEM", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_LEEWAY"}
 
 // startAutoscale starts the process actuator and the autoscaler; the first
 // decision starts Policy.Min children.
@@ -82,7 +83,7 @@ func (n *Node) startAutoscale(ctx context.Context, natsURL, secret, publicHost s
 	if c.MsgsOut > 0 {
 		args = append(args, "--max-msgs-out", fmt.Sprint(c.MsgsOut))
 	}
-	env := []string{"LIVEROOM_JWT_SECRET=" + secret}
+	env := append([]string{"LIVEROOM_JWT_SECRET=" + secret}, authEnv(n.cfg.Auth)...)
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		drop := false

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/gateway"
+)
+
+// jwtFlags say how a process verifies tokens; shared by the roles and serve.
+// The secret is never a flag default, so -help cannot print it.
+type jwtFlags struct {
+	secret    string
+	publicKey string // file
+	issuer    string
+	audience  string
+	leeway    time.Duration
+}
+
+// envPublicKeyPEM carries public keys as PEM text rather than a file: serve
+// --autoscale hands its keys to its gateway processes this way. Public keys
+// are not secret.
+const envPublicKeyPEM = "LIVEROOM_JWT_PUBLIC_KEY_PEM"
+
+func (j *jwtFlags) register(fs *flag.FlagSet, ev *envs, secretUsage string) {
+	fs.StringVar(&j.secret, "jwt-secret", "", secretUsage)
+	fs.StringVar(&j.publicKey, "jwt-public-key", env("JWT_PUBLIC_KEY", ""),
+		"PEM file of one or more public keys that verify tokens: RSA keys verify RS256, Ed25519 keys EdDSA ($LIVEROOM_JWT_PUBLIC_KEY)")
+	fs.StringVar(&j.issuer, "jwt-issuer", env("JWT_ISSUER", ""), "when set, tokens must carry this iss claim ($LIVEROOM_JWT_ISSUER)")
+	fs.StringVar(&j.audience, "jwt-audience", env("JWT_AUDIENCE", ""), "when set, tokens must carry this aud claim ($LIVEROOM_JWT_AUDIENCE)")
+	fs.DurationVar(&j.leeway, "jwt-leeway", ev.dur("JWT_LEEWAY", auth.DefaultLeeway),
+		"clock skew allowed on exp and nbf, at most "+auth.MaxLeeway.String()+" ($LIVEROOM_JWT_LEEWAY)")
+}
+
+// config builds the verifier configuration. With neither a secret nor a
+// public key it returns an empty key set (serve: dev mode; roles: an error).
+func (j *jwtFlags) config() (auth.Config, error) {
+	c := auth.Config{HS256Secret: []byte(secretOr(j.secret)), Issuer: j.issuer, Audience: j.audience, Leeway: j.leeway}
+	if j.leeway == 0 {
+		c.Leeway = -1 // --jwt-leeway 0 means none; auth reads 0 as the default
+	}
+	if j.leeway > auth.MaxLeeway || j.leeway < 0 {
+		return c, fmt.Errorf("--jwt-leeway %v: want 0 to %v", j.leeway, auth.MaxLeeway)
+	}
+	if j.publicKey != "" {
+		b, err := os.ReadFile(j.publicKey)
+		if err != nil {
+			return c, fmt.Errorf("cannot read --jwt-public-key: %w", err)
+		}
+		c.PublicKeysPEM = b
+	} else if p := os.Getenv(envPublicKeyPEM); p != "" {
+		c.PublicKeysPEM = []byte(p)
+	}
+	if len(c.HS256Secret) == 0 {
+		c.HS256Secret = nil
+	}
+	return c, nil
+}
+
+// hasKeys reports whether c can verify anything.
+func hasKeys(c auth.Config) bool { return len(c.HS256Secret) > 0 || len(c.PublicKeysPEM) > 0 }
+
+// edgeFlags are the gateway's handshake limits (see internal/gateway/edge.go
+// and docs/SECURITY.md); part of gatewayFlags, so serve --autoscale passes
+// them to its gateway processes.
+func edgeFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
+	c.AllowedOrigins = splitList(env("ALLOWED_ORIGINS", ""))
+	fs.Var((*listValue)(&c.AllowedOrigins), "allowed-origins",
+		"comma-separated web origins whose pages may connect, e.g. https://live.example.com,https://*.example.com; empty: any ($LIVEROOM_ALLOWED_ORIGINS)")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", ev.int("MAX_CONNS_PER_IP", gateway.DefaultMaxConnsPerIP),
+		"connections one peer address may hold on a gateway; -1 = unlimited ($LIVEROOM_MAX_CONNS_PER_IP)")
+	fs.Float64Var(&c.HandshakeRate, "handshake-rate", ev.float("HANDSHAKE_RATE", gateway.DefaultHandshakeRate),
+		"WebSocket handshakes per second one peer address may start; -1 = unlimited ($LIVEROOM_HANDSHAKE_RATE)")
+	fs.IntVar(&c.HandshakeBurst, "handshake-burst", ev.int("HANDSHAKE_BURST", gateway.DefaultHandshakeBurst),
+		"burst of handshakes one peer address may start at once ($LIVEROOM_HANDSHAKE_BURST)")
+	fs.BoolVar(&c.LimitLoopback, "edge-limit-loopback", envBool(ev, "EDGE_LIMIT_LOOPBACK"),
+		"apply the per-address limits to loopback peers too (off: load tests and a local proxy connect from 127.0.0.1) ($LIVEROOM_EDGE_LIMIT_LOOPBACK)")
+	fs.DurationVar(&c.HeaderTimeout, "header-timeout", ev.dur("HEADER_TIMEOUT", gateway.DefaultHeaderTimeout),
+		"longest a client may take to send its handshake headers ($LIVEROOM_HEADER_TIMEOUT)")
+}
+
+// listValue is a comma-separated flag; String gives it back the same way, so
+// serve --autoscale can repeat it to its gateway processes.
+type listValue []string
+
+func (l *listValue) String() string { return strings.Join(*l, ",") }
+
+func (l *listValue) Set(s string) error {
+	*l = splitList(s)
+	return nil
+}

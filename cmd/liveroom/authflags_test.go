@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/gateway"
+)
+
+// writeEdKeys writes an Ed25519 key pair as PEM files and returns their paths.
+func writeEdKeys(t *testing.T) (priv, pub string) {
+	t.Helper()
+	pk, sk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	der, _ := x509.MarshalPKCS8PrivateKey(sk)
+	priv = filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	der, _ = x509.MarshalPKIXPublicKey(pk)
+	pub = filepath.Join(dir, "pub.pem")
+	if err := os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return priv, pub
+}
+
+// TestTokenPrivateKeyAndPublicKeyFlags: `liveroom token --private-key`
+// mints an EdDSA token that a verifier built from --jwt-public-key,
+// --jwt-issuer and --jwt-audience accepts, and a token without the issuer is
+// refused.
+func TestTokenPrivateKeyAndPublicKeyFlags(t *testing.T) {
+	t.Setenv(envSecret, "")
+	priv, pub := writeEdKeys(t)
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	var jf jwtFlags
+	var ev envs
+	jf.register(fs, &ev, "secret")
+	if err := fs.Parse([]string{"--jwt-public-key", pub, "--jwt-issuer", "https://platform.example", "--jwt-audience", "liveroom", "--jwt-leeway", "5s"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := jf.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.HS256Secret) != 0 || !hasKeys(c) || c.Leeway != 5*time.Second {
+		t.Fatalf("config %+v", c)
+	}
+	v, err := auth.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mint := func(args ...string) string {
+		var out, errOut bytes.Buffer
+		if err := runToken(context.Background(), append([]string{"--private-key", priv, "--user", "bob", "--role", "anchor"}, args...), &out, &errOut); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out.String())
+	}
+	id, err := v.Verify(mint("--issuer", "https://platform.example", "--audience", "liveroom"))
+	if err != nil || id.User != "bob" || id.Role != "anchor" {
+		t.Fatalf("%+v, %v", id, err)
+	}
+	if _, err := v.Verify(mint("--audience", "liveroom")); err == nil {
+		t.Fatal("token without iss accepted")
+	}
+}
+
+func TestJWTFlagsConfigErrors(t *testing.T) {
+	t.Setenv(envSecret, "")
+	t.Setenv(envPublicKeyPEM, "")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"leeway too long", []string{"--jwt-secret", "0123456789abcdef0", "--jwt-leeway", "1h"}, "--jwt-leeway"},
+		{"missing key file", []string{"--jwt-public-key", "/nonexistent/pub.pem"}, "--jwt-public-key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("x", flag.ContinueOnError)
+			var jf jwtFlags
+			jf.register(fs, &envs{}, "secret")
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := jf.config(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %s", err, tc.want)
+			}
+		})
+	}
+	// Neither secret nor key: a role refuses to start.
+	var rf roleFlags
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	rf.register(fs, ":0", &envs{})
+	if _, err := rf.verifier(); err == nil || !strings.Contains(err.Error(), "public key") {
+		t.Fatalf("verifier without keys: %v", err)
+	}
+	// Public keys as PEM text in the environment (serve --autoscale's children).
+	_, pub := writeEdKeys(t)
+	b, _ := os.ReadFile(pub)
+	t.Setenv(envPublicKeyPEM, string(b))
+	if _, err := rf.verifier(); err != nil {
+		t.Fatalf("verifier from %s: %v", envPublicKeyPEM, err)
+	}
+}
+
+// TestEdgeFlags: the edge flags fill the gateway config and are repeated to
+// serve --autoscale's gateway processes.
+func TestEdgeFlags(t *testing.T) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var c gateway.Config
+	gatewayFlags(fs, &c, &envs{})
+	args := []string{"--allowed-origins", "https://a.example, https://*.b.example", "--max-conns-per-ip", "7", "--handshake-rate", "3", "--edge-limit-loopback", "--header-timeout", "2s"}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.AllowedOrigins, []string{"https://a.example", "https://*.b.example"}) || c.MaxConnsPerIP != 7 ||
+		c.HandshakeRate != 3 || !c.LimitLoopback || c.HeaderTimeout != 2*time.Second || c.HandshakeBurst != gateway.DefaultHandshakeBurst {
+		t.Fatalf("config %+v", c)
+	}
+	child := childGatewayArgs(fs)
+	if !slices.Contains(child, "--allowed-origins=https://a.example,https://*.b.example") || !slices.Contains(child, "--max-conns-per-ip=7") {
+		t.Fatalf("child args %v", child)
+	}
+}
