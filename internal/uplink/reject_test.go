@@ -28,6 +28,16 @@ func TestRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	realSigner, err := auth.NewSigner([]byte(testutil.Secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, err := realSigner.Mint("alice", "alice", protocol.RoleViewer, -time.Minute) // beyond the 5s leeway of testutil.Verifier
+	if err != nil {
+		t.Fatal(err)
+	}
+	// {"alg":"none"} with valid claims and an empty signature.
+	algNone := "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSIsInJvbGUiOiJhZG1pbiIsImV4cCI6NDEwMjQ0NDgwMH0."
 	ok := danmaku("hello")
 	gk := key("k-1")
 	cases := []struct {
@@ -55,6 +65,8 @@ func TestRejects(t *testing.T) {
 		{"no token", request{token: "-"}, 401, protocol.CodeUnauthorized, ""},
 		{"garbage token", request{token: "not.a.jwt"}, 401, protocol.CodeUnauthorized, ""},
 		{"token of another signer", request{token: forged}, 401, protocol.CodeUnauthorized, ""},
+		{"expired token", request{token: expired}, 401, protocol.CodeUnauthorized, ""},
+		{"alg none", request{token: algNone}, 401, protocol.CodeUnauthorized, ""},
 		{"basic auth", request{auth: "Basic YWxpY2U6cHc="}, 401, protocol.CodeUnauthorized, ""},
 		{"unauthenticated before body checks", request{token: "-", body: "{"}, 401, protocol.CodeUnauthorized, ""},
 
