@@ -290,6 +290,20 @@ func TestRoomInBrowser(t *testing.T) {
 	if s := bob.state(); len(s.Seen) == 0 {
 		t.Errorf("bob saw the comment but window.liveroom.seen is empty")
 	}
+	// Alice saw her comment at once (local echo), and exactly once: the
+	// echo carries the id of the server's copy, which did not fly again.
+	alice.waitJS(5*time.Second, `window.liveroom.echo.reconciled >= 1`, "alice's echo matched with the server's copy")
+	echo := eval[string](alice, `JSON.stringify([...document.querySelectorAll('#danmaku .dm')].filter(e => e.textContent === `+jsString(hello)+`).map(e => [e.dataset.id || '', e.classList.contains('mine')]))`)
+	var echoes [][2]any
+	if err := json.Unmarshal([]byte(echo), &echoes); err != nil || len(echoes) != 1 || echoes[0][1] != true {
+		t.Errorf("alice shows her comment as %s, want once, outlined", echo)
+	} else if id, _ := echoes[0][0].(string); id == "" || !eval[bool](bob, `window.liveroom.seen.includes(`+jsString(id)+`)`) {
+		t.Errorf("alice's echo has id %q, not the id bob received", id)
+	}
+	// And the other way round.
+	const reply = "hi alice, bob here"
+	bob.do(chromedp.SendKeys(chromedp.ID("text"), reply+kb.Enter))
+	alice.waitJS(10*time.Second, `[...document.querySelectorAll('#comment-log li')].some(li => li.textContent.endsWith(`+jsString(reply)+`))`, "bob's comment in alice's tab")
 
 	// A gift: shown exactly once in both tabs.
 	alice.do(chromedp.Click(chromedp.CSS(`button[data-gift="rose"]`)))

@@ -531,3 +531,91 @@ func TestRoomPageTokens(t *testing.T) {
 	}
 	b.checkClean()
 }
+
+// TestDanmakuLanesAndSettings floods the room page with comments of very
+// different lengths (so they fly at different speeds) and checks, by
+// sampling the on-screen boxes, that no two comments in one lane ever
+// overlap; then drives the comment switch and the density setting with the
+// keyboard.
+func TestDanmakuLanesAndSettings(t *testing.T) {
+	browser := newBrowser(t)
+	f := newFakeServer(t)
+	b := newTab(t, browser, "lanes")
+	b.do(chromedp.EmulateViewport(1280, 800))
+	b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room?name=Tess"))
+	b.waitJS(10*time.Second, `window.liveroom.state === 'live'`, "live")
+
+	// The checker runs in the page every animation frame for 4 s and
+	// records the worst overlap between neighbours in a lane.
+	eval[bool](b, `(() => {
+		window.__overlaps = [];
+		const until = performance.now() + 4000;
+		const check = () => {
+			const byLane = {};
+			for (const n of document.querySelectorAll('#danmaku .dm.go')) {
+				(byLane[n.dataset.lane] = byLane[n.dataset.lane] || []).push(n.getBoundingClientRect());
+			}
+			for (const rs of Object.values(byLane)) {
+				rs.sort((a, b) => a.left - b.left);
+				for (let i = 1; i < rs.length; i++) {
+					if (rs[i].left < rs[i - 1].right - 0.5) window.__overlaps.push(rs[i - 1].right - rs[i].left);
+				}
+			}
+			if (performance.now() < until) requestAnimationFrame(check);
+			else window.__lanesDone = true;
+		};
+		requestAnimationFrame(check);
+		return true;
+	})()`)
+	for i := range 6 {
+		var msgs []protocol.Message
+		for j := range 8 {
+			text := strings.Repeat("w", 1+(i*8+j)%5*9) + fmt.Sprintf(" %d", i*8+j)
+			msgs = append(msgs, protocol.Message{ID: fmt.Sprintf("dm-%d-%d", i, j), Type: protocol.TypeDanmaku, User: "ann", TS: time.Now().UnixMilli(), Text: text})
+		}
+		f.batch(msgs...)
+		time.Sleep(300 * time.Millisecond)
+	}
+	b.waitJS(10*time.Second, `window.__lanesDone`, "the overlap checker")
+	if got := eval[string](b, `JSON.stringify(window.__overlaps.slice(0, 10))`); got != "[]" {
+		t.Errorf("comments overlapped in a lane (px): %s", got)
+	}
+	if n := eval[int](b, `window.liveroom.danmaku().launched`); n < 10 {
+		t.Errorf("only %d comments launched", n)
+	}
+
+	// Density: fewer lanes at "low" than at "high".
+	setDensity := func(v string) int {
+		eval[bool](b, `(() => { const s = document.getElementById('dm-density'); s.value = `+jsString(v)+`; s.dispatchEvent(new Event('change')); return true; })()`)
+		return eval[int](b, `window.liveroom.danmaku().lanes`)
+	}
+	low, high := setDensity("low"), setDensity("high")
+	if low >= high {
+		t.Errorf("low density has %d lanes, high %d", low, high)
+	}
+
+	// The switch, by keyboard: Enter on the focused button hides comments
+	// and stops new ones; again shows them. The choice survives a reload.
+	b.do(chromedp.Focus(chromedp.ID("dm-toggle")), chromedp.KeyEvent(kb.Enter))
+	b.waitJS(2*time.Second, `document.body.dataset.danmaku === 'off' && document.getElementById('dm-toggle').getAttribute('aria-pressed') === 'false' && document.getElementById('danmaku').hidden`, "comments hidden")
+	before := eval[int](b, `window.liveroom.danmaku().launched`)
+	f.batch(protocol.Message{ID: "dm-hidden", Type: protocol.TypeDanmaku, User: "ann", TS: time.Now().UnixMilli(), Text: "nobody sees me"})
+	b.waitJS(5*time.Second, `window.liveroom.seen.includes('dm-hidden')`, "the hidden comment received")
+	if n := eval[int](b, `document.querySelectorAll('#danmaku .dm').length + window.liveroom.danmaku().launched`); n != before {
+		t.Errorf("comments flew while hidden (%d, before %d)", n, before)
+	}
+	if !eval[bool](b, `document.activeElement === document.getElementById('dm-toggle') && getComputedStyle(document.activeElement).boxShadow !== 'none'`) {
+		t.Error("the focused switch shows no focus ring")
+	}
+	b.do(chromedp.Reload())
+	b.waitJS(10*time.Second, `window.liveroom.state === 'live' && document.body.dataset.danmaku === 'off'`, "still hidden after a reload")
+	b.do(chromedp.Focus(chromedp.ID("dm-toggle")), chromedp.KeyEvent(kb.Enter))
+	b.waitJS(2*time.Second, `document.body.dataset.danmaku === 'on' && !document.getElementById('danmaku').hidden`, "comments shown again")
+	f.batch(protocol.Message{ID: "dm-back", Type: protocol.TypeDanmaku, User: "ann", TS: time.Now().UnixMilli(), Text: "back again"})
+	b.waitJS(5*time.Second, `document.querySelector('#danmaku .dm[data-id="dm-back"]')`, "a comment flying again")
+
+	// A like aggregate from others shows a burst with its count.
+	f.batch(protocol.Message{ID: "lk-burst", Type: protocol.TypeLike, Count: 25, Total: 100})
+	b.waitJS(5*time.Second, `document.getElementById('like-burst').textContent === '+25' && document.getElementById('likes').textContent === '100'`, "the like burst and total")
+	b.checkClean()
+}

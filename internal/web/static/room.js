@@ -31,6 +31,11 @@
     online: 0,
     likes: 0,
     error: null,
+    // Own comments shown at once (echo.shown), then matched to the
+    // server's copy by its id (echo.reconciled) or taken back when the send
+    // failed (echo.failed).
+    echo: { shown: 0, reconciled: 0, failed: 0 },
+    danmaku: null, // function: the danmaku layer's counters
     _debugDrop: debugDrop,
   };
   window.liveroom = lr;
@@ -49,6 +54,10 @@
     danmaku: $('danmaku'),
     flash: $('gift-flash'),
     hearts: $('hearts'),
+    likeBurst: $('like-burst'),
+    bigGift: $('gift-big'),
+    dmToggle: $('dm-toggle'),
+    dmDensity: $('dm-density'),
     send: $('send'),
     text: $('text'),
     ticker: $('ticker'),
@@ -511,7 +520,6 @@
 
   // ---------- messages ----------
   var dedupe = new BoundedSet(DEDUPE_IDS);
-  var echoed = new BoundedSet(500); // own danmaku already shown locally
 
   function onMessage(m) {
     if (!m || !m.type) return;
@@ -527,7 +535,7 @@
     switch (m.type) {
       case 'danmaku':
         logComment(m);
-        if (!echoed.has(m.id)) fly(m, !!m.user && m.user === lr.user);
+        onDanmaku(m);
         break;
       case 'gift':
         pushBounded(lr.gifts, m.id);
@@ -539,6 +547,7 @@
         var others = Math.max(0, (m.count || 0) - ownLikeEcho);
         ownLikeEcho = Math.max(0, ownLikeEcho - (m.count || 0));
         for (var i = 0; i < Math.min(others, 4); i++) setTimeout(floatHeart, i * 120);
+        if (others >= 2) likeBurst(others);
         break;
       case 'count':
         setOnline(m.online || 0);
@@ -570,9 +579,90 @@
   }
 
   // ---------- danmaku ----------
-  var danmaku = window.LiveroomDanmaku(el.danmaku, el.label, { maxFlying: MAX_FLYING, maxQueued: MAX_QUEUED });
+  var PREFS_KEY = 'liveroom.danmaku';
+  var prefs = { on: true, density: 'normal' };
+  try { Object.assign(prefs, JSON.parse(localStorage.getItem(PREFS_KEY) || '{}')); } catch (e) { /* ignore */ }
+  var danmaku = window.LiveroomDanmaku(el.danmaku, el.label, { maxFlying: MAX_FLYING, maxQueued: MAX_QUEUED, density: prefs.density, enabled: prefs.on });
+  lr.danmaku = danmaku.stats;
 
-  function fly(m, mine) { danmaku.fly(m.text || '', mine); }
+  function savePrefs() { try { localStorage.setItem(PREFS_KEY, JSON.stringify(prefs)); } catch (e) { /* ignore */ } }
+
+  function showPrefs() {
+    el.dmToggle.setAttribute('aria-pressed', prefs.on ? 'true' : 'false');
+    el.dmToggle.querySelector('.dm-toggle-label').textContent = prefs.on ? 'Comments on' : 'Comments off';
+    el.dmDensity.value = prefs.density;
+    el.dmDensity.disabled = !prefs.on;
+    document.body.dataset.danmaku = prefs.on ? 'on' : 'off';
+  }
+  el.dmToggle.addEventListener('click', function () {
+    prefs.on = !prefs.on;
+    danmaku.setEnabled(prefs.on);
+    savePrefs();
+    showPrefs();
+  });
+  el.dmDensity.addEventListener('change', function () {
+    prefs.density = el.dmDensity.value;
+    danmaku.setDensity(prefs.density);
+    savePrefs();
+  });
+  danmaku.setEnabled(prefs.on);
+  showPrefs();
+
+  // Local echo: an own comment flies at once (outlined) and is matched with
+  // the server's copy so it never shows twice. The match is by message id
+  // once the uplink answered; a copy that comes through the gateway before
+  // that answer is matched by sender and text.
+  var echoes = []; // {text, item, id}
+  var echoed = new BoundedSet(500); // ids of own comments already on screen
+
+  function echoLocal(text) {
+    var e = { text: text, item: danmaku.fly(text, true, ''), id: '' };
+    e.item.local = true;
+    echoes.push(e);
+    if (echoes.length > 50) echoes.shift();
+    lr.echo.shown++;
+    return e;
+  }
+
+  function bindEcho(e, id) {
+    e.id = id;
+    echoed.add(id);
+    danmaku.setId(e.item, id);
+    lr.echo.reconciled++;
+  }
+
+  // echoAccepted runs when the uplink took the comment and named its id.
+  function echoAccepted(e, id) {
+    if (e.id) return; // the gateway's copy came first and was matched
+    if (dedupe.has(id)) {
+      // The copy already flew unmatched (its sender did not read as us):
+      // take the echo back rather than show the comment twice.
+      danmaku.cancel(e.item);
+      echoes.splice(echoes.indexOf(e), 1);
+      echoed.add(id);
+      lr.echo.reconciled++;
+      return;
+    }
+    bindEcho(e, id);
+  }
+
+  function echoFailed(e) {
+    danmaku.cancel(e.item);
+    var i = echoes.indexOf(e);
+    if (i >= 0) echoes.splice(i, 1);
+    lr.echo.failed++;
+  }
+
+  function onDanmaku(m) {
+    if (echoed.has(m.id)) return;
+    var mine = !!m.user && m.user === lr.user;
+    if (mine) {
+      for (var i = 0; i < echoes.length; i++) {
+        if (!echoes[i].id && echoes[i].text === (m.text || '')) { bindEcho(echoes[i], m.id); return; }
+      }
+    }
+    danmaku.fly(m.text || '', mine, m.id);
+  }
 
   // ---------- gifts and notices ----------
   function clock(ts) {
@@ -610,7 +700,23 @@
     li.append(t, tm);
     tickerItem(li);
 
-    if (!document.hidden) flashGift(who, label, m.gift, count);
+    if (!document.hidden) {
+      flashGift(who, label, m.gift, count);
+      if (BIG_GIFTS[m.gift]) bigGift(m.gift);
+    }
+  }
+
+  // Expensive gifts also get the centre of the video for a moment; one at a
+  // time, the newest wins.
+  var BIG_GIFTS = { rocket: 1, castle: 1, car: 1 };
+  var bigTimer = 0;
+  function bigGift(gift) {
+    el.bigGift.textContent = '';
+    var icon = giftIcon(gift);
+    el.bigGift.appendChild(icon);
+    el.bigGift.className = 'gift-big go gift-big-' + gift;
+    clearTimeout(bigTimer);
+    bigTimer = setTimeout(function () { el.bigGift.className = 'gift-big'; el.bigGift.textContent = ''; }, 2200);
   }
 
   var flashes = 0;
@@ -670,16 +776,13 @@
     ev.preventDefault();
     var text = el.text.value.trim();
     if (!text) return;
+    var echo = echoLocal(text);
     try {
       var r = await send({ type: 'danmaku', text: text });
       if (el.text.value.trim() === text) el.text.value = '';
-      // Show our own comment at once, outlined; the copy that comes back
-      // through the gateway (if it is not sampled away) is then skipped.
-      if (r && r.id && !dedupe.has(r.id)) {
-        echoed.add(r.id);
-        fly({ id: r.id, text: text }, true);
-      }
+      if (r && r.id) echoAccepted(echo, r.id);
     } catch (e) {
+      echoFailed(echo);
       toast(describe(e));
     }
   });
@@ -738,6 +841,19 @@
       el.likes.textContent = fmt(lr.likes);
       toast(describe(e));
     }
+  }
+
+  // likeBurst shows "+N" when other viewers' likes arrive in one aggregate:
+  // the room's likes come as summed totals, never one message per click.
+  var burstTimer = 0;
+  function likeBurst(n) {
+    if (document.hidden) return;
+    el.likeBurst.textContent = '+' + fmt(n);
+    el.likeBurst.classList.remove('go');
+    void el.likeBurst.offsetWidth; // restart the animation
+    el.likeBurst.classList.add('go');
+    clearTimeout(burstTimer);
+    burstTimer = setTimeout(function () { el.likeBurst.classList.remove('go'); }, 1300);
   }
 
   function floatHeart() {
