@@ -30,7 +30,16 @@ func TestMain(m *testing.M) {
 
 func startNode(t *testing.T, secret string) *Node {
 	t.Helper()
-	n, err := New(Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, JWTSecret: secret, Logger: testutil.Logger()})
+	return startNodeWith(t, func(c *Config) { c.JWTSecret = secret })
+}
+
+// startNodeWith starts a node on random ports with the test secret, after
+// tune changed its config.
+func startNodeWith(t *testing.T, tune func(*Config)) *Node {
+	t.Helper()
+	cfg := Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, JWTSecret: testutil.Secret, Logger: testutil.Logger()}
+	tune(&cfg)
+	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -247,6 +247,28 @@ func (c *Cache) apply(e jetstream.KeyValueEntry) (Change, bool) {
 	return ch, true
 }
 
+// storeLocal applies a write this process made before its watch echoes it,
+// so that the next request here reads its own write (an anchor set, then
+// acting). The echo applies the same value again.
+func (c *Cache) storeLocal(kind Kind, room protocol.Room, user protocol.User, st RoomState, sn *Sanction) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch kind {
+	case KindRoom:
+		c.rooms[room] = st
+	case KindMute, KindBan:
+		m := c.mutes
+		if kind == KindBan {
+			m = c.bans
+		}
+		if sn == nil {
+			delete(m, userKey{room, user})
+		} else {
+			m[userKey{room, user}] = *sn
+		}
+	}
+}
+
 // Close stops the watch and waits for it. Idempotent.
 func (c *Cache) Close() {
 	c.cancel()

@@ -316,6 +316,7 @@ func (s *Service) sanction(ctx context.Context, room protocol.Room, user protoco
 	if _, err := s.kv.Put(ctx, key, b); err != nil {
 		return res, errUnavailable
 	}
+	s.cfg.Cache.storeLocal(kind, room, user, RoomState{}, &sn)
 	res.UntilMS, res.Changed = sn.UntilMS, true
 	return res, s.tellSanction(user, room, req.Action, who, sn)
 }
@@ -347,6 +348,7 @@ func (s *Service) lift(ctx context.Context, room protocol.Room, user protocol.Us
 	if err := s.kv.Delete(ctx, key); err != nil {
 		return res, errUnavailable
 	}
+	s.cfg.Cache.storeLocal(kind, room, user, RoomState{}, nil)
 	res.Changed = active
 	if active {
 		_ = s.tellSanction(user, room, action, who, Sanction{})
@@ -384,6 +386,7 @@ func (s *Service) updateRoom(ctx context.Context, room protocol.Room, res Result
 			_, err = s.kv.Update(ctx, key, b, rev)
 		}
 		if err == nil {
+			s.cfg.Cache.storeLocal(KindRoom, room, "", next, nil)
 			res.Changed = true
 			return res, nil
 		}

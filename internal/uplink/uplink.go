@@ -144,6 +144,7 @@ func New(cfg Config) (*Server, error) {
 		users: newLimiterSet(cfg.UserRate, cfg.UserBurst),
 		rooms: newLimiterSet(cfg.RoomRate, max(int(cfg.RoomRate), 1)),
 		likes: newLikeAgg(),
+		slow:  newSlowMode(),
 
 		sessions: session.NewCache(cfg.JS, cfg.Logger),
 	}

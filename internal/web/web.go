@@ -112,6 +112,7 @@ func Handler() http.Handler {
 	h.mux.HandleFunc("GET /{$}", h.index)
 	h.mux.HandleFunc("GET /room/{$}", h.badRoom)
 	h.mux.HandleFunc("GET /room/{room}", h.room)
+	h.mux.HandleFunc("GET /replay/{room}/{session}", h.replay) // replay.go
 	h.mux.HandleFunc("GET /admin", h.admin)
 	h.mux.HandleFunc("GET /static/{file...}", h.static)
 	h.mux.HandleFunc("/", h.notFound)

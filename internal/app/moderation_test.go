@@ -1,0 +1,158 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/liveroom/liveroom/client"
+	"github.com/liveroom/liveroom/internal/moderation"
+	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/testutil"
+)
+
+func postModeration(t *testing.T, n *Node, room, token string, body any) (int, []byte) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, n.URL()+"/v1/rooms/"+room+"/moderation", bytes.NewReader(b))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	return resp.StatusCode, buf.Bytes()
+}
+
+func sendCode(s *client.Sender, room, text string) (int, string) {
+	_, err := s.Danmaku(context.Background(), room, text)
+	var ae *client.APIError
+	switch {
+	case err == nil:
+		return http.StatusAccepted, ""
+	case errors.As(err, &ae):
+		return ae.Status, ae.Body.Code
+	}
+	return 0, err.Error()
+}
+
+// TestModerationAPI drives the moderation API of one node: who may call it,
+// what bad requests get, and that every control reaches the send path.
+func TestModerationAPI(t *testing.T) {
+	n := startNode(t, testutil.Secret)
+	admin := testutil.Token(t, "boss", protocol.RoleAdmin)
+	viewerTok := testutil.Token(t, "v1", protocol.RoleViewer)
+	star := testutil.Token(t, "star", protocol.RoleAnchor)
+	v1 := &client.Sender{BaseURL: n.URL(), Token: viewerTok}
+	anchor := &client.Sender{BaseURL: n.URL(), Token: star}
+
+	for _, tc := range []struct {
+		name   string
+		token  string
+		body   string
+		status int
+		code   string
+	}{
+		{"no token", "", `{"action":"mute","user":"v1","duration_s":5}`, 401, protocol.CodeUnauthorized},
+		{"viewer", viewerTok, `{"action":"mute","user":"v2","duration_s":5}`, 403, protocol.CodeForbidden},
+		{"anchor of no room", star, `{"action":"mute","user":"v2","duration_s":5}`, 403, protocol.CodeForbidden},
+		{"not json", admin, `mute`, 400, protocol.CodeInvalidJSON},
+		{"unknown field", admin, `{"action":"mute","user":"v1","duration_s":5,"forever":true}`, 400, protocol.CodeInvalidJSON},
+		{"bad user", admin, `{"action":"ban","user":"lr.>","duration_s":5}`, 400, protocol.CodeInvalidField},
+		{"too large", admin, `{"action":"announce","text":"` + strings.Repeat("x", 5000) + `"}`, 413, protocol.CodeTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, n.URL()+"/v1/rooms/show/moderation", strings.NewReader(tc.body))
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var e protocol.ErrorFrame
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != tc.status || e.Error.Code != tc.code {
+				t.Fatalf("got %d %+v (%v), want %d %s", resp.StatusCode, e, err, tc.status, tc.code)
+			}
+		})
+	}
+
+	// The anchor claims the room, then moderates it.
+	if got, err := n.Moderation().ClaimAnchor(context.Background(), "show", "star"); err != nil || got != "star" {
+		t.Fatalf("claim: %q %v", got, err)
+	}
+	if st, b := postModeration(t, n, "show", star, map[string]any{"action": "slow_mode", "interval_s": 60}); st != 200 {
+		t.Fatalf("slow mode: %d %s", st, b)
+	}
+	if st, code := sendCode(v1, "show", "first"); st != 202 {
+		t.Fatalf("first comment in slow mode: %d %s", st, code)
+	}
+	if st, code := sendCode(v1, "show", "second"); st != 429 || code != protocol.CodeSlowMode {
+		t.Fatalf("second comment in slow mode: %d %s", st, code)
+	}
+	if st, code := sendCode(anchor, "show", "anchor is exempt"); st != 202 {
+		t.Fatalf("anchor in slow mode: %d %s", st, code)
+	}
+	if st, b := postModeration(t, n, "show", star, map[string]any{"action": "slow_mode", "interval_s": 0}); st != 200 {
+		t.Fatalf("slow mode off: %d %s", st, b)
+	}
+	if st, b := postModeration(t, n, "show", star, map[string]any{"action": "mute", "user": "v1", "duration_s": 60, "reason": "rude"}); st != 200 {
+		t.Fatalf("mute: %d %s", st, b)
+	}
+	_, err := v1.Danmaku(context.Background(), "show", "muted?")
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != 403 || ae.Body.Code != protocol.CodeMuted {
+		t.Fatalf("muted send: %v", err)
+	}
+	if !strings.Contains(ae.Body.Message, "until") {
+		t.Fatalf("the muted answer does not say until when: %q", ae.Body.Message)
+	}
+	if _, err := v1.Gift(context.Background(), "show", "rose", 1, "k1"); err != nil {
+		t.Fatalf("a muted viewer's gift was refused: %v", err)
+	}
+	// GET shows the state.
+	req, _ := http.NewRequest(http.MethodGet, n.URL()+"/v1/rooms/show/moderation", nil)
+	req.Header.Set("Authorization", "Bearer "+star)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var view moderation.View
+	if err := json.NewDecoder(resp.Body).Decode(&view); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET: %d %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+	if view.Anchor != "star" || len(view.Mutes) != 1 || view.Mutes[0].User != "v1" || view.Mutes[0].Reason != "rude" || len(view.Bans) != 0 {
+		t.Fatalf("view %+v", view)
+	}
+}
+
+func TestWordFilterOnTheSendPath(t *testing.T) {
+	wf, err := moderation.NewWordFilter([]string{"spamlink"}, []string{"darn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startNodeWith(t, func(c *Config) { c.Uplink.Words = wf })
+	rec := viewer(t, n, "w", "watcher")
+	s := &client.Sender{BaseURL: n.URL(), Token: testutil.Token(t, "talker", protocol.RoleViewer)}
+	if st, code := sendCode(s, "w", "visit SPAMLINK now"); st != 400 || code != protocol.CodeBlockedWord {
+		t.Fatalf("blocked word: %d %s", st, code)
+	}
+	if st, code := sendCode(s, "w", "oh darn"); st != 202 {
+		t.Fatalf("masked word: %d %s", st, code)
+	}
+	testutil.Eventually(t, 5*time.Second, "the masked comment arrives", func() bool { return rec.count(protocol.TypeDanmaku, "oh ****") == 1 })
+	if rec.count(protocol.TypeDanmaku, "oh darn") != 0 {
+		t.Fatal("the unmasked text reached a viewer")
+	}
+}
