@@ -156,3 +156,75 @@ func TestWordFilterOnTheSendPath(t *testing.T) {
 		t.Fatal("the unmasked text reached a viewer")
 	}
 }
+
+// TestBanAndCloseReachTheGateway: under the race detector, a ban closes the
+// banned viewer's connection (and only theirs) and refuses their rejoin; a
+// closed room disconnects its viewers and refuses joins until reopened.
+func TestBanAndCloseReachTheGateway(t *testing.T) {
+	n := startNode(t, testutil.Secret)
+	admin := testutil.Token(t, "boss", protocol.RoleAdmin)
+	ws := "ws" + strings.TrimPrefix(n.URL(), "http") + "/v1/ws"
+	dial := func(user string) (*client.GatewayConn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return client.DialGateway(ctx, ws, "arena", testutil.Token(t, user, protocol.RoleViewer), 0)
+	}
+	// next reads frames until one matches or the connection ends.
+	next := func(g *client.GatewayConn, match func(client.Frame) bool) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for {
+			f, err := g.ReadFrame(ctx)
+			if err != nil {
+				return false
+			}
+			if match(f) {
+				return true
+			}
+		}
+	}
+	errCode := func(code string) func(client.Frame) bool {
+		return func(f client.Frame) bool { return f.Error != nil && f.Error.Error.Code == code }
+	}
+	troll, err := dial("troll")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer troll.Close()
+	honest, err := dial("honest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer honest.Close()
+	testutil.Eventually(t, 5*time.Second, "both joined", func() bool { return n.Gateway().Stats().Conns.Load() == 2 })
+	if st, b := postModeration(t, n, "arena", admin, map[string]any{"action": "ban", "user": "troll", "duration_s": 60}); st != 200 {
+		t.Fatalf("ban: %d %s", st, b)
+	}
+	if !next(troll, errCode(protocol.CodeBanned)) {
+		t.Fatal("the banned viewer was not told")
+	}
+	if _, err := dial("troll"); err == nil {
+		t.Fatal("the banned viewer joined again")
+	}
+	if n.Gateway().Stats().Conns.Load() < 1 {
+		t.Fatal("the honest viewer was disconnected by someone else's ban")
+	}
+	if st, b := postModeration(t, n, "arena", admin, map[string]any{"action": "close"}); st != 200 {
+		t.Fatalf("close: %d %s", st, b)
+	}
+	if !next(honest, errCode(protocol.CodeRoomClosed)) {
+		t.Fatal("the viewer of a closed room was not disconnected")
+	}
+	var ae *client.APIError
+	if _, err := dial("late"); !errors.As(err, &ae) || ae.Body.Code != protocol.CodeRoomClosed {
+		t.Fatalf("join of a closed room: %v", err)
+	}
+	if st, b := postModeration(t, n, "arena", admin, map[string]any{"action": "reopen"}); st != 200 {
+		t.Fatalf("reopen: %d %s", st, b)
+	}
+	g, err := dial("late")
+	if err != nil {
+		t.Fatalf("join after reopen: %v", err)
+	}
+	g.Close()
+}
