@@ -85,6 +85,21 @@ func startGateway(t *testing.T, n *app.Node, id string, cfg gateway.Config) *gat
 	return g
 }
 
+// post2 sends one message and returns the HTTP status.
+func post2(t *testing.T, base, room, tok string, body map[string]any) int {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/rooms/"+room+"/messages", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("post: %v", err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
 // post sends one message to the uplink as a user with token tok and returns
 // the message id.
 func post(t *testing.T, base, room, tok string, body map[string]any) string {
@@ -171,7 +186,7 @@ func TestDashboardDrainKeepsViewerLive(t *testing.T) {
 	from := viewer.state().Gateway
 
 	dash := newTab(t, browser, "dashboard")
-	dash.do(chromedp.EmulateViewport(1440, 1000))
+	dash.do(chromedp.EmulateViewport(1440, 1180))
 	dash.do(chromedp.Navigate(base + "/admin"))
 	dash.do(chromedp.SendKeys(chromedp.ID("token"), testutil.Token(t, "op", protocol.RoleAdmin)+kb.Enter))
 	dash.waitJS(10*time.Second, `window.lrAdmin.state === 'live' && window.lrAdmin.gateways.length === 2`, "both gateways listed")
@@ -226,29 +241,30 @@ func TestDashboardDrainKeepsViewerLive(t *testing.T) {
 	t.Logf("viewer moved %s → %s with %d gifts", from, s.Gateway, len(gifts))
 
 	// Some traffic for the charts, then the screenshot.
-	for i := range 8 {
-		tok := testutil.Token(t, fmt.Sprintf("chatter-%d", i%4), protocol.RoleViewer)
+	for i := range 20 {
+		tok := testutil.Token(t, fmt.Sprintf("chatter-%d", i%5), protocol.RoleViewer)
 		post(t, base, room, tok, map[string]any{"type": "danmaku", "text": fmt.Sprintf("comment %d", i)})
 		time.Sleep(250 * time.Millisecond)
 	}
 	dash.waitJS(5*time.Second, `window.lrAdmin.polls >= 5`, "a few polls")
 
-	// Moderation: the panel shows the server's answer, success or the JSON
-	// error message.
+	// Moderation from the top rooms' "Moderate" button: a mute without a
+	// user shows the server's JSON error message; with one it is applied and
+	// listed in the room's state.
 	dash.do(chromedp.Click(chromedp.CSS(`#rooms-body button[data-room="` + room + `"]`)))
 	dash.waitJS(2*time.Second, `document.getElementById('mod-room').value === `+jsString(room), "room filled in")
-	dash.do(chromedp.SendKeys(chromedp.ID("mod-user"), "sender-1"))
 	dash.do(chromedp.Click(chromedp.CSS(`#mod-form button[type="submit"]`)))
-	dash.waitJS(5*time.Second, `window.lrAdmin.lastModeration && document.getElementById('mod-result').textContent !== ''`, "a moderation answer")
-	lm := eval[string](dash, `JSON.stringify(window.lrAdmin.lastModeration)`)
-	res := eval[string](dash, `document.getElementById('mod-result').textContent`)
-	var m struct {
-		Status  int    `json:"status"`
-		Message string `json:"message"`
+	dash.waitJS(5*time.Second, `window.lrAdmin.lastModeration && window.lrAdmin.lastModeration.status === 400`, "the refused mute")
+	if msg, res := eval[string](dash, `window.lrAdmin.lastModeration.message`), eval[string](dash, `document.getElementById('mod-result').textContent`); msg == "" || !strings.Contains(res, msg) {
+		t.Errorf("the panel shows %q for the error %q", res, msg)
 	}
-	_ = json.Unmarshal([]byte(lm), &m)
-	if m.Status != 200 && !strings.Contains(res, m.Message) {
-		t.Errorf("moderation failed (%s) but the panel shows %q", lm, res)
+	dash.do(chromedp.SendKeys(chromedp.ID("mod-user"), "sender-1"))
+	dash.do(chromedp.SendKeys(chromedp.ID("mod-reason"), "spam"))
+	dash.do(chromedp.Click(chromedp.CSS(`#mod-form button[type="submit"]`)))
+	dash.waitJS(5*time.Second, `window.lrAdmin.lastModeration.status === 200`, "the mute applied")
+	dash.waitJS(5*time.Second, `document.getElementById('mod-state').textContent.includes('sender-1')`, "the mute listed in the room's state")
+	if got := post2(t, base, room, senderTok, map[string]any{"type": "danmaku", "text": "am I muted?"}); got != http.StatusForbidden {
+		t.Errorf("a muted sender's comment answered %d, want 403", got)
 	}
 	eval[bool](dash, `(document.activeElement && document.activeElement.blur(), document.getElementById('toast').hidden = true, true)`)
 	dash.do(chromedp.Sleep(300 * time.Millisecond))

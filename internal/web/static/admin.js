@@ -183,6 +183,7 @@
     $('t-msgs').textContent = fmt(t.msgs_out, 1);
     $('t-frames').textContent = fmt(t.frames_out, 1) + ' frames/s · ' + bytes(t.bytes_out) + '/s';
     $('t-delay').textContent = ms(t.delay_p50_ms) + ' / ' + ms(t.delay_p99_ms);
+    $('t-delay-sub').textContent = t.delay_p99_ms ? 'worst gateway’s p99, last second' : 'nothing pushed in the last second';
     $('t-drops').textContent = fmt(t.dropped, 1);
     $('t-slow').textContent = fmt(t.closed_slow, 2) + ' slow closes/s';
 
