@@ -6,10 +6,27 @@ PKGS := ./...
 
 ## test: install what the tests need, check formatting and vet, run every test with the race
 ## detector, then the multi-process fault tests (which skip themselves under -race: they need
-## the CPU for hundreds of viewers and nine processes on two cores)
+## the CPU for hundreds of viewers and nine processes on two cores), then every fuzzer briefly
 test: deps check
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	bash -o pipefail -c "$(GO) test -count=1 -timeout 20m -v ./internal/faulttest 2>&1 | grep -v '^=== '"
+	$(MAKE) fuzz
+
+## fuzz: run each native fuzzer for FUZZTIME (one target per `go test -fuzz` run); their seed
+## corpora live in testdata/fuzz/<Fuzzer>/ beside each package and also run as plain tests.
+## Every decoder of bytes from the network has one: client frames (gateway), the send API body
+## and Idempotency-Key (uplink), tokens (auth), room ids (protocol), the Go client's frame decoder
+## and the load generator's frame scanner.
+FUZZTIME ?= 8s
+FUZZERS := ./internal/gateway:FuzzParseClientFrame ./internal/uplink:FuzzDecodeSend \
+	./internal/uplink:FuzzIdempotencyKey ./internal/auth:FuzzVerify ./internal/protocol:FuzzParseRoom \
+	./client:FuzzDecodeFrame ./internal/bench:FuzzScanFrame
+fuzz:
+	@set -e; for f in $(FUZZERS); do \
+		pkg=$${f%%:*}; name=$${f##*:}; \
+		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 ## check: gofmt and go vet
 check:
