@@ -110,7 +110,9 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 
 // gatewayFlags are the gateway tunables shared by serve and gateway.
 func gatewayFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
-	fs.DurationVar(&c.MergeWindow, "merge-window", ev.dur("MERGE_WINDOW", 50*time.Millisecond), "per-room merge window ($LIVEROOM_MERGE_WINDOW)")
+	fs.DurationVar(&c.MergeWindow, "merge-window", ev.dur("MERGE_WINDOW", 50*time.Millisecond), "per-room merge window, and the window of rooms up to --room-write-budget × window members ($LIVEROOM_MERGE_WINDOW)")
+	fs.DurationVar(&c.MaxMergeWindow, "max-merge-window", ev.dur("MAX_MERGE_WINDOW", 200*time.Millisecond), "longest merge window of a large room; = --merge-window turns adaptive windows off ($LIVEROOM_MAX_MERGE_WINDOW)")
+	fs.Float64Var(&c.RoomWriteBudget, "room-write-budget", ev.float("ROOM_WRITE_BUDGET", 20000), "frame writes per second one room may cost a gateway before its window grows ($LIVEROOM_ROOM_WRITE_BUDGET)")
 	fs.Float64Var(&c.ViewerBudget, "viewer-budget", ev.float("VIEWER_BUDGET", 30), "live messages per viewer per second before sampling ($LIVEROOM_VIEWER_BUDGET)")
 	fs.IntVar(&c.MaxConns, "max-conns", ev.int("MAX_CONNS", 19000), "connection capacity of the gateway ($LIVEROOM_MAX_CONNS)")
 	fs.IntVar(&c.QueueFrames, "queue-frames", ev.int("QUEUE_FRAMES", 64), "frames queued per slow connection before live frames are dropped ($LIVEROOM_QUEUE_FRAMES)")

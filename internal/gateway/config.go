@@ -31,8 +31,21 @@ type Config struct {
 	Logger *slog.Logger
 
 	// MergeWindow is how long a room's messages are merged into one frame.
-	// Default 50ms.
+	// Default 50ms. It is also the flush tick: a room's window is always a
+	// whole number of ticks.
 	MergeWindow time.Duration
+	// MaxMergeWindow is the longest window a large room gets (see
+	// RoomWriteBudget). Default 200ms; at or below MergeWindow every room
+	// uses MergeWindow.
+	MaxMergeWindow time.Duration
+	// RoomWriteBudget is how many frame writes per second one room may cost
+	// this gateway before its window grows: a room of m local members uses
+	// the window m / RoomWriteBudget, between MergeWindow and MaxMergeWindow.
+	// A viewer only absorbs tens of messages per second, so a big room's
+	// messages arrive in fewer, fuller frames rather than being sampled
+	// harder. Default 20,000 (1,000 members at 50 ms; 4,000 or more at
+	// 200 ms).
+	RoomWriteBudget float64
 	// ViewerBudget is the live messages per second a viewer is sent; a room
 	// running hotter is sampled. Reliable and staff messages are always kept.
 	// Default 30.
@@ -153,6 +166,13 @@ func (c *Config) setDefaults() error {
 		c.Logger = slog.Default()
 	}
 	setDur(&c.MergeWindow, 50*time.Millisecond)
+	setDur(&c.MaxMergeWindow, 200*time.Millisecond)
+	if c.MaxMergeWindow < c.MergeWindow {
+		c.MaxMergeWindow = c.MergeWindow
+	}
+	if c.RoomWriteBudget <= 0 {
+		c.RoomWriteBudget = 20000
+	}
 	if c.ViewerBudget <= 0 {
 		c.ViewerBudget = 30
 	}

@@ -88,7 +88,7 @@ func benchFanOutMode(b *testing.B, members int, bare bool) {
 	b.ReportAllocs()
 	if bare {
 		kept := [][]byte{msg, msg, msg}
-		frame := newTextFrame(func(d []byte) []byte { return protocol.AppendBatch(d, "bench", kept) }, 600)
+		frame := newTextFrame(func(d []byte) []byte { return protocol.AppendBatch(d, "bench", 50, kept) }, 600)
 		fds := make([]int, len(r.members))
 		for i, c := range r.members {
 			fds[i] = c.fd

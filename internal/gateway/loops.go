@@ -27,8 +27,14 @@ func (s *Server) flushLoop(i int) {
 				sh := s.hub.shards[j]
 				dirty = sh.takeDirty(spare)
 				for k, r := range dirty {
-					scratch = r.flush(now, scratch)
 					dirty[k] = nil
+					if !r.due(now) {
+						// A large room's longer window: it stays dirty
+						// (add will not mark it again) until a later tick.
+						sh.markDirty(r)
+						continue
+					}
+					scratch = r.flush(now, scratch)
 				}
 				spare = dirty
 			}

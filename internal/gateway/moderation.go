@@ -139,7 +139,7 @@ func (s *Server) serveUserNotice(m *nats.Msg) {
 	if len(conns) == 0 {
 		return
 	}
-	f := &frame{b: newTextFrame(func(b []byte) []byte { return protocol.AppendBatch(b, room, [][]byte{m.Data}) }, len(m.Data)+64), msgs: 1}
+	f := &frame{b: newTextFrame(func(b []byte) []byte { return protocol.AppendBatch(b, room, 0, [][]byte{m.Data}) }, len(m.Data)+64), msgs: 1}
 	for _, c := range conns {
 		c.send(f)
 	}

@@ -54,6 +54,9 @@ type room struct {
 
 	allow     float64 // live-message allowance of the sampling budget
 	lastFlush time.Time
+	// mergeWin is the room's merge window, chosen at each flush from its
+	// member count (Config.RoomWriteBudget). Flusher goroutine only.
+	mergeWin time.Duration
 
 	// Reliable window: window holds the most recent reliable messages pushed
 	// to members, in order; floor is the sequence below which the window is
@@ -113,12 +116,14 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 	if r.lastFlush.IsZero() {
 		r.lastFlush = now.Add(-cfg.MergeWindow)
 	}
+	window := r.windowFor(len(r.members))
 	// The allowance accrues the budget over the time since the last flush
 	// (at most one window: a room that was quiet gets no burst), and
 	// carries at most one message's worth over, so fractional budgets
 	// (1.5 messages per 50 ms window at 30/s) average out exactly.
-	r.allow = min(r.allow, 1) + cfg.ViewerBudget*min(now.Sub(r.lastFlush), cfg.MergeWindow).Seconds()
+	r.allow = min(r.allow, 1) + cfg.ViewerBudget*min(now.Sub(r.lastFlush), max(window, r.mergeWin)).Seconds()
 	r.lastFlush = now
+	r.mergeWin = window
 	kept, reliable := r.sample(msgs)
 	r.srv.observeDelays(msgs, now)
 	for _, m := range msgs {
@@ -137,7 +142,8 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 
 	if len(kept) > 0 && len(scratch) > 0 {
 		f := &frame{msgs: len(kept), reliable: reliable}
-		f.b = newTextFrame(func(b []byte) []byte { return protocol.AppendBatch(b, r.id, kept) }, batchSize(kept, r.id))
+		wms := window.Milliseconds()
+		f.b = newTextFrame(func(b []byte) []byte { return protocol.AppendBatch(b, r.id, wms, kept) }, batchSize(kept, r.id))
 		r.srv.stats.FramesEncoded.Add(1)
 		r.srv.writeAll(f, scratch)
 	}
@@ -148,6 +154,28 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 	r.mu.Unlock()
 	clear(scratch)
 	return scratch[:0]
+}
+
+// windowFor returns the merge window of a room with members local members:
+// members / RoomWriteBudget, rounded up to whole flush ticks, between
+// MergeWindow and MaxMergeWindow.
+func (r *room) windowFor(members int) time.Duration {
+	cfg := &r.srv.cfg
+	if cfg.RoomWriteBudget <= 0 || cfg.MaxMergeWindow <= cfg.MergeWindow {
+		return cfg.MergeWindow
+	}
+	w := time.Duration(float64(members) / cfg.RoomWriteBudget * float64(time.Second))
+	if w <= cfg.MergeWindow {
+		return cfg.MergeWindow
+	}
+	ticks := (w + cfg.MergeWindow - 1) / cfg.MergeWindow
+	return min(ticks*cfg.MergeWindow, cfg.MaxMergeWindow)
+}
+
+// due reports whether the room's window has passed at now. A tick that
+// fires a little early still counts (half a tick of slack).
+func (r *room) due(now time.Time) bool {
+	return r.mergeWin <= r.srv.cfg.MergeWindow || now.Sub(r.lastFlush) >= r.mergeWin-r.srv.cfg.MergeWindow/2
 }
 
 // sample picks the messages of one window that fit the viewer budget:
@@ -218,7 +246,7 @@ func replayFrames(id protocol.Room, msgs []relMsg) []*frame {
 			part[i] = msgs[i].b
 		}
 		f := &frame{msgs: n, reliable: true}
-		f.b = newTextFrame(func(b []byte) []byte { return protocol.AppendBatch(b, id, part) }, batchSize(part, id))
+		f.b = newTextFrame(func(b []byte) []byte { return protocol.AppendBatch(b, id, 0, part) }, batchSize(part, id))
 		out = append(out, f)
 		msgs = msgs[n:]
 	}

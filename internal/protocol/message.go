@@ -83,9 +83,12 @@ type Welcome struct {
 
 // Batch is a frame carrying the messages of one merge window of a room.
 type Batch struct {
-	Type string    `json:"type"` // "batch"
-	Room string    `json:"room"`
-	Msgs []Message `json:"msgs"`
+	Type string `json:"type"` // "batch"
+	Room string `json:"room"`
+	// WindowMS is the merge window this frame closes; absent on replays
+	// and notices.
+	WindowMS int64     `json:"window_ms,omitempty"`
+	Msgs     []Message `json:"msgs"`
 }
 
 // Reconnect asks the client to reconnect through dispatch after AfterMS.
@@ -104,11 +107,18 @@ type ErrorFrame struct {
 
 // AppendBatch appends a batch frame for room built from already-encoded
 // messages. The messages are spliced in verbatim: a room's frame is encoded
-// once, without decoding what the uplink encoded.
-func AppendBatch(dst []byte, room Room, msgs [][]byte) []byte {
+// once, without decoding what the uplink encoded. windowMS, when positive,
+// is the merge window the frame closes (window_ms).
+func AppendBatch(dst []byte, room Room, windowMS int64, msgs [][]byte) []byte {
 	dst = append(dst, `{"type":"batch","room":"`...)
 	dst = append(dst, room...) // validated: needs no escaping
-	dst = append(dst, `","msgs":[`...)
+	if windowMS > 0 {
+		dst = append(dst, `","window_ms":`...)
+		dst = strconv.AppendInt(dst, windowMS, 10)
+		dst = append(dst, `,"msgs":[`...)
+	} else {
+		dst = append(dst, `","msgs":[`...)
+	}
 	for i, m := range msgs {
 		if i > 0 {
 			dst = append(dst, ',')

@@ -62,13 +62,15 @@ func FuzzParseRoom(f *testing.F) {
 func TestAppendBatchAndWithSeqAreValidJSON(t *testing.T) {
 	m1 := Encode(Message{ID: "a", Type: TypeDanmaku, Text: `quote " and \ backslash`, TS: 1})
 	m2 := WithSeq(Encode(Message{ID: "g", Type: TypeGift, Gift: "rose", Count: 1, TS: 2}), 42)
-	b := AppendBatch(nil, "room-1", [][]byte{m1, m2})
-	var got Batch
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatalf("invalid batch %s: %v", b, err)
-	}
-	if got.Type != FrameBatch || got.Room != "room-1" || len(got.Msgs) != 2 || got.Msgs[1].Seq != 42 || got.Msgs[0].Text != `quote " and \ backslash` {
-		t.Fatalf("decoded %+v", got)
+	for _, window := range []int64{0, 200} {
+		b := AppendBatch(nil, "room-1", window, [][]byte{m1, m2})
+		var got Batch
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("invalid batch %s: %v", b, err)
+		}
+		if got.Type != FrameBatch || got.Room != "room-1" || got.WindowMS != window || len(got.Msgs) != 2 || got.Msgs[1].Seq != 42 || got.Msgs[0].Text != `quote " and \ backslash` {
+			t.Fatalf("decoded %+v", got)
+		}
 	}
 	if string(WithSeq([]byte("{}"), 7)) != `{"seq":7}` {
 		t.Fatalf("WithSeq on empty object: %s", WithSeq([]byte("{}"), 7))
