@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"time"
@@ -35,13 +36,75 @@ type NonCoreConfig struct {
 	Webhooks webhook.Config
 }
 
-// nonCore is what a node runs of the non-core consumers.
-type nonCore struct {
-	store   *archive.Store
-	arch    *archive.Archiver
-	hooks   *webhook.Dispatcher
-	replay  *replay.API
-	anchors replay.Anchors
+// NonCore is a running set of non-core consumers: the archive, the
+// webhook dispatcher and the live-session and replay API. A node runs one
+// in-process; `liveroom archive` runs one on its own.
+type NonCore struct {
+	store  *archive.Store
+	arch   *archive.Archiver
+	hooks  *webhook.Dispatcher
+	replay *replay.API
+}
+
+// nonCore is the node's NonCore (a value so the zero Node needs no nil checks).
+type nonCore = NonCore
+
+// NonCoreDeps are what StartNonCore needs from its process.
+type NonCoreDeps struct {
+	JS       jetstream.JetStream
+	Verifier *auth.Verifier
+	// Anchors restricts live start/stop to a room's anchor; may be nil.
+	Anchors replay.Anchors
+	// DataDir holds the archive when NonCoreConfig.ArchivePath is empty.
+	DataDir string
+	Logger  *slog.Logger
+}
+
+// StartNonCore opens the archive, starts the archiver and the webhook
+// dispatcher (when configured). On error what was started is stopped.
+func StartNonCore(ctx context.Context, d NonCoreDeps, cfg NonCoreConfig) (_ *NonCore, err error) {
+	nc := &NonCore{}
+	defer func() {
+		if err != nil {
+			nc.Close()
+		}
+	}()
+	kv, err := d.JS.KeyValue(ctx, bus.SessionsKV)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open bucket %s: %w", bus.SessionsKV, err)
+	}
+	if !cfg.NoArchive {
+		path := cfg.ArchivePath
+		if path == "" {
+			path = filepath.Join(d.DataDir, "archive", "archive.db")
+		}
+		if nc.store, err = archive.Open(path, false); err != nil {
+			return nil, err
+		}
+		nc.arch, err = archive.New(archive.Config{JS: d.JS, Store: nc.store, Logger: d.Logger, Retention: cfg.Retention})
+		if err != nil {
+			return nil, err
+		}
+		if err := nc.arch.Start(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if len(cfg.Webhooks.Endpoints) > 0 {
+		wcfg := cfg.Webhooks
+		wcfg.JS, wcfg.Logger = d.JS, d.Logger
+		if nc.hooks, err = webhook.New(wcfg); err != nil {
+			return nil, err
+		}
+		if err := nc.hooks.Start(ctx); err != nil {
+			return nil, err
+		}
+	}
+	nc.replay, err = replay.New(replay.Config{JS: d.JS, Sessions: session.NewRegistry(kv), Store: nc.store,
+		Verifier: d.Verifier, Anchors: d.Anchors, Logger: d.Logger})
+	if err != nil {
+		return nil, err
+	}
+	return nc, nil
 }
 
 // NonCoreRoutes returns the live-session and replay endpoints of api.
@@ -54,61 +117,35 @@ func NonCoreRoutes(api *replay.API) []RoomRoute {
 	}
 }
 
-// startNonCore opens the archive, starts the archiver and the webhook
-// dispatcher (when configured) and returns the routes to serve. anchors may
-// be nil (see replay.Config.Anchors).
+// Routes are the live-session and replay endpoints.
+func (nc *NonCore) Routes() []RoomRoute { return NonCoreRoutes(nc.replay) }
+
+// Close stops the consumers and closes the archive. Idempotent.
+func (nc *NonCore) Close() {
+	if nc.hooks != nil {
+		nc.hooks.Stop()
+	}
+	if nc.arch != nil {
+		nc.arch.Stop()
+	}
+	if nc.store != nil {
+		_ = nc.store.Close()
+		nc.store = nil
+	}
+}
+
+// startNonCore starts the node's NonCore and returns its routes.
 func (n *Node) startNonCore(ctx context.Context, js jetstream.JetStream, verifier *auth.Verifier, anchors replay.Anchors) ([]RoomRoute, error) {
-	cfg := n.cfg.NonCore
-	kv, err := js.KeyValue(ctx, bus.SessionsKV)
-	if err != nil {
-		return nil, fmt.Errorf("cannot open bucket %s: %w", bus.SessionsKV, err)
-	}
-	if !cfg.NoArchive {
-		path := cfg.ArchivePath
-		if path == "" {
-			path = filepath.Join(n.cfg.DataDir, "archive", "archive.db")
-		}
-		if n.nonCore.store, err = archive.Open(path, false); err != nil {
-			return nil, err
-		}
-		n.nonCore.arch, err = archive.New(archive.Config{JS: js, Store: n.nonCore.store, Logger: n.log, Retention: cfg.Retention})
-		if err != nil {
-			return nil, err
-		}
-		if err := n.nonCore.arch.Start(ctx); err != nil {
-			return nil, err
-		}
-	}
-	if len(cfg.Webhooks.Endpoints) > 0 {
-		wcfg := cfg.Webhooks
-		wcfg.JS, wcfg.Logger = js, n.log
-		if n.nonCore.hooks, err = webhook.New(wcfg); err != nil {
-			return nil, err
-		}
-		if err := n.nonCore.hooks.Start(ctx); err != nil {
-			return nil, err
-		}
-	}
-	n.nonCore.replay, err = replay.New(replay.Config{JS: js, Sessions: session.NewRegistry(kv), Store: n.nonCore.store,
-		Verifier: verifier, Anchors: anchors, Logger: n.log})
+	nc, err := StartNonCore(ctx, NonCoreDeps{JS: js, Verifier: verifier, Anchors: anchors, DataDir: n.cfg.DataDir, Logger: n.log}, n.cfg.NonCore)
 	if err != nil {
 		return nil, err
 	}
-	return NonCoreRoutes(n.nonCore.replay), nil
+	n.nonCore = *nc
+	return nc.Routes(), nil
 }
 
-// closeNonCore stops the consumers and closes the archive.
-func (n *Node) closeNonCore() {
-	if n.nonCore.hooks != nil {
-		n.nonCore.hooks.Stop()
-	}
-	if n.nonCore.arch != nil {
-		n.nonCore.arch.Stop()
-	}
-	if n.nonCore.store != nil {
-		_ = n.nonCore.store.Close()
-	}
-}
+// closeNonCore stops the node's NonCore.
+func (n *Node) closeNonCore() { n.nonCore.Close() }
 
 // Archiver exposes the node's archiver (tests stop and restart it); nil
 // with NonCore.NoArchive.
@@ -119,6 +156,12 @@ func (n *Node) ArchiveStore() *archive.Store { return n.nonCore.store }
 
 // Webhooks exposes the node's webhook dispatcher; nil without endpoints.
 func (n *Node) Webhooks() *webhook.Dispatcher { return n.nonCore.hooks }
+
+// ModerationAnchors adapts the moderation cache and service to
+// replay.Anchors.
+func ModerationAnchors(c *moderation.Cache, s *moderation.Service) replay.Anchors {
+	return moderationAnchors{c, s}
+}
 
 // moderationAnchors gives the replay API the room anchors of the
 // moderation service: only a room's anchor (or an admin) starts and stops
