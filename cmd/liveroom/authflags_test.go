@@ -8,6 +8,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"flag"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/gateway"
+	"github.com/liveroom/liveroom/internal/testutil"
 )
 
 // writeEdKeys writes an Ed25519 key pair as PEM files and returns their paths.
@@ -138,5 +141,38 @@ func TestEdgeFlags(t *testing.T) {
 	child := childGatewayArgs(fs)
 	if !slices.Contains(child, "--allowed-origins=https://a.example,https://*.b.example") || !slices.Contains(child, "--max-conns-per-ip=7") {
 		t.Fatalf("child args %v", child)
+	}
+}
+
+// TestDispatchAdminAddr: with --admin-addr the admin API answers only on
+// that address (and still wants a token), not on the public --addr.
+func TestDispatchAdminAddr(t *testing.T) {
+	e := testutil.StartNATS(t)
+	t.Setenv(envSecret, testutil.Secret)
+	port, adminPort := testutil.FreePort(t), testutil.FreePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"dispatch", "--nats-url", e.ClientURL(), "--addr", testutil.Addr(port),
+			"--admin-addr", testutil.Addr(adminPort)}, io.Discard, io.Discard)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	status := func(base string) int {
+		resp, err := http.Post(base+"/v1/admin/gateways/g1/drain", "application/json", nil)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	testutil.WaitHTTP(t, "http://"+testutil.Addr(port)+"/healthz", 20*time.Second)
+	testutil.Eventually(t, 10*time.Second, "admin address answers", func() bool { return status("http://"+testutil.Addr(adminPort)) == http.StatusUnauthorized })
+	if s := status("http://" + testutil.Addr(port)); s != http.StatusNotFound {
+		t.Fatalf("admin API on the public address: %d, want 404", s)
 	}
 }

@@ -378,6 +378,7 @@ func runDispatch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var rf roleFlags
 	var ev envs
 	rf.register(fs, ":8083", &ev)
+	adminAddr := fs.String("admin-addr", env("ADMIN_ADDR", ""), "serve the admin API (/v1/admin/) on this separate address only, e.g. 127.0.0.1:8090; empty: on --addr ($LIVEROOM_ADMIN_ADDR)")
 	var dc dispatch.Config
 	dispatchFlags(fs, &dc, &ev)
 	fs.Usage = func() {
@@ -418,6 +419,15 @@ flags:`)
 	var adm http.Handler
 	if v, err := rf.verifier(); err == nil {
 		adm = admin.Handler(admin.Config{NC: r.nc, Verifier: v, Logger: r.log, Gateways: d.Gateways})
+	}
+	if adm != nil && *adminAddr != "" {
+		stopAdmin, err := serveOn(*adminAddr, "/v1/admin/", adm, r.log)
+		if err != nil {
+			_ = d.Close()
+			return err
+		}
+		defer stopAdmin()
+		adm = nil // not on the public address
 	}
 	return r.serveHTTP(ctx, dispatchHandler(d.Handler(), adm), func() { _ = d.Close() })
 }
