@@ -42,6 +42,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Autoscale.DrainTimeout, "autoscale-drain-timeout", ev.dur("AUTOSCALE_DRAIN_TIMEOUT", 5*time.Minute),
 		"with --autoscale: stop a drained gateway that still runs after this long ($LIVEROOM_AUTOSCALE_DRAIN_TIMEOUT)")
 	lf.register(fs)
+	var nf nonCoreFlags
+	nf.register(fs, &ev, true)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom serve [flags]
 
@@ -93,6 +95,11 @@ flags:`)
 		return err
 	}
 	cfg.Uplink.Words = wf
+	ncfg, err := nf.config()
+	if err != nil {
+		return err
+	}
+	cfg.NonCore = ncfg
 	log, err := newLogger(stderr, lf.level, lf.format)
 	if err != nil {
 		return err

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/app"
+	"github.com/liveroom/liveroom/internal/webhook"
+)
+
+// nonCoreFlags configure the non-core consumers (archive, webhooks) of
+// serve and archive.
+type nonCoreFlags struct {
+	noArchive      bool
+	archivePath    string
+	retention      time.Duration
+	webhooksFile   string
+	webhookURL     string
+	webhookEvents  string
+	webhookSecret  string
+	webhookRetries int
+}
+
+func (f *nonCoreFlags) register(fs *flag.FlagSet, ev *envs, serve bool) {
+	if serve {
+		fs.BoolVar(&f.noArchive, "no-archive", envBool(ev, "NO_ARCHIVE"),
+			"do not run the archive in this process (run `liveroom archive` elsewhere; only one archive may read the stream) ($LIVEROOM_NO_ARCHIVE=true)")
+	}
+	fs.StringVar(&f.archivePath, "archive-path", env("ARCHIVE_PATH", ""), "archive file (default <data-dir>/archive/archive.db) ($LIVEROOM_ARCHIVE_PATH)")
+	fs.DurationVar(&f.retention, "archive-retention", ev.dur("ARCHIVE_RETENTION", 7*24*time.Hour),
+		"keep an archived session this long after its last message ($LIVEROOM_ARCHIVE_RETENTION)")
+	fs.StringVar(&f.webhooksFile, "webhooks", env("WEBHOOKS", ""),
+		`webhook config file (JSON: {"endpoints":[{"url":…,"events":["gift","live_start","live_stop","moderation"],"secret":…}],"max_attempts":10,"backoff":"1s"}) ($LIVEROOM_WEBHOOKS)`)
+	fs.StringVar(&f.webhookURL, "webhook-url", env("WEBHOOK_URL", ""), "one webhook endpoint, without a config file ($LIVEROOM_WEBHOOK_URL)")
+	fs.StringVar(&f.webhookEvents, "webhook-events", env("WEBHOOK_EVENTS", "gift,live_start,live_stop,moderation"),
+		"events sent to --webhook-url ($LIVEROOM_WEBHOOK_EVENTS)")
+	fs.IntVar(&f.webhookRetries, "webhook-max-attempts", ev.int("WEBHOOK_MAX_ATTEMPTS", 10),
+		"attempts before an event is dead-lettered (stream LR_WEBHOOK_DLQ) ($LIVEROOM_WEBHOOK_MAX_ATTEMPTS)")
+	f.webhookSecret = env("WEBHOOK_SECRET", "")
+}
+
+// config builds the app's NonCoreConfig; the signing secret of
+// --webhook-url comes only from $LIVEROOM_WEBHOOK_SECRET (flags show in ps).
+func (f *nonCoreFlags) config() (app.NonCoreConfig, error) {
+	c := app.NonCoreConfig{NoArchive: f.noArchive, ArchivePath: f.archivePath, Retention: f.retention}
+	if f.webhooksFile != "" {
+		w, err := webhook.LoadFile(f.webhooksFile)
+		if err != nil {
+			return c, err
+		}
+		c.Webhooks = w
+	}
+	if f.webhookURL != "" {
+		if f.webhookSecret == "" {
+			return c, errors.New("--webhook-url needs $LIVEROOM_WEBHOOK_SECRET: every delivery is signed with it")
+		}
+		c.Webhooks.Endpoints = append(c.Webhooks.Endpoints, webhook.Endpoint{URL: f.webhookURL, Events: splitList(f.webhookEvents), Secret: f.webhookSecret})
+	}
+	if c.Webhooks.MaxAttempts == 0 {
+		c.Webhooks.MaxAttempts = f.webhookRetries
+	}
+	return c, nil
+}
+
+// runArchive implements `liveroom archive`: the non-core consumers on their
+// own, against an external NATS.
+func runArchive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("archive", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var rf roleFlags
+	var nf nonCoreFlags
+	var ev envs
+	rf.register(fs, ":8084", &ev)
+	dataDir := fs.String("data-dir", env("DATA_DIR", "./data"), "directory of the archive file ($LIVEROOM_DATA_DIR)")
+	nf.register(fs, &ev, false)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `usage: liveroom archive [flags]
+
+Runs the non-core consumers: the archive of live sessions (durable consumers
+on the LR_LIVE and LR_RELIABLE streams into a local bbolt file), the replay
+and live-session API (POST /v1/rooms/R/live/start|stop, GET /v1/rooms/R/sessions,
+GET /v1/rooms/R/sessions/S/replay) and, when configured, webhooks. They read
+durable streams, so this process may stop or fall behind without touching the
+live path; it catches up when it comes back.
+
+Run one archive process per NATS system (its store is local), and serve with
+--no-archive. Webhook dispatchers may run several times: they share their
+consumers.
+
+example:
+  export LIVEROOM_JWT_SECRET=…   # the same on every role
+  export LIVEROOM_WEBHOOK_SECRET=…
+  liveroom archive --nats-url nats://127.0.0.1:4222 --webhook-url https://example.com/hook
+
+flags:`)
+		fs.PrintDefaults()
+	}
+	if stop, err := parseAll(fs, args, &ev); stop {
+		return err
+	}
+	ncfg, err := nf.config()
+	if err != nil {
+		return err
+	}
+	r, v, err := rf.connectVerified(ctx, "liveroom-archive", stderr)
+	if err != nil {
+		return err
+	}
+	mod, err := startModeration(ctx, r, v)
+	if err != nil {
+		r.nc.Close()
+		return err
+	}
+	nc, err := app.StartNonCore(ctx, app.NonCoreDeps{JS: r.js, Verifier: v, Anchors: app.ModerationAnchors(mod.Cache(), mod),
+		DataDir: *dataDir, Logger: r.log}, ncfg)
+	if err != nil {
+		mod.Cache().Close()
+		r.nc.Close()
+		return err
+	}
+	h := app.NewRouter(app.RouterConfig{RoomRoutes: nc.Routes()})
+	return r.serveHTTP(ctx, h, func() {
+		nc.Close()
+		mod.Cache().Close()
+	})
+}
