@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,11 +20,13 @@ import (
 	"github.com/chromedp/chromedp/kb"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/liveroom/liveroom/internal/admin"
 	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/gateway"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
+	"github.com/liveroom/liveroom/internal/web"
 )
 
 // startNode starts an all-in-one node. With a secret it verifies tokens
@@ -271,4 +275,90 @@ func TestDashboardDrainKeepsViewerLive(t *testing.T) {
 	dash.screenshot("admin.png")
 	viewer.checkClean()
 	dash.checkClean()
+}
+
+// TestDashboardAgainstFakeAPI drives the dashboard against canned answers
+// for what the real system does not readily produce: a running autoscaler
+// with decisions, a stats endpoint that fails, a token that stops working.
+func TestDashboardAgainstFakeAPI(t *testing.T) {
+	browser := newBrowser(t)
+	now := time.Now()
+	var revoked atomic.Bool
+	var statsStatus atomic.Int32
+	statsStatus.Store(http.StatusOK)
+	mux := http.NewServeMux()
+	mux.Handle("/", web.Handler())
+	mux.HandleFunc("GET /v1/admin/stats", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer fake-admin" || revoked.Load() {
+			protocol.WriteError(w, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", "token expired"))
+			return
+		}
+		switch st := int(statsStatus.Load()); st {
+		case http.StatusOK:
+			protocol.WriteJSON(w, st, admin.ComputeStats([]bus.Beat{
+				{ID: "gw-a", State: bus.StateActive, Started: now.Add(-time.Hour).UnixMilli(), Conns: 1500, MaxConns: 19000, Load: 0.62, CPU: 1.2, RSS: 300 << 20,
+					MsgsOut: 4200, DelayP50MS: 12, DelayP99MS: 48, RoomConns: map[string]int{"lobby": 1200, "music": 300}},
+			}, time.Now()))
+		default:
+			protocol.WriteError(w, protocol.Errorf(st, protocol.CodeInternal, "", "stats are broken"))
+		}
+	})
+	mux.HandleFunc("GET /v1/autoscale/decisions", func(w http.ResponseWriter, r *http.Request) {
+		at := func(d time.Duration) string { return now.Add(-d).UTC().Format(time.RFC3339Nano) }
+		fmt.Fprintf(w, `{"policy":{"min":1,"max":6,"ready_time_s":8,"actuator":"process"},
+			"latest":{"at":%q,"action":"none","reason":"steady","current":3,"desired":3},
+			"decisions":[{"at":%q,"action":"scale_in","reason":"conns","current":4,"desired":3,"remove":"gw-d"},
+			{"at":%q,"action":"scale_out","reason":"join_rate","current":2,"desired":4,"add":2}]}`, at(0), at(2*time.Minute), at(6*time.Minute))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	d := newTab(t, browser, "fake-dashboard")
+	d.do(chromedp.EmulateViewport(1280, 900))
+	d.do(chromedp.Navigate(srv.URL + "/admin"))
+	// A token with another role is refused before it is used.
+	d.do(chromedp.SendKeys(chromedp.ID("token"), fakeToken("v", "V")+kb.Enter))
+	d.waitJS(2*time.Second, `!document.getElementById('signin-error').hidden && document.getElementById('signin-error').textContent.includes('role admin')`, "a viewer token refused")
+	eval[bool](d, `(document.getElementById('token').value = '', true)`)
+	d.do(chromedp.SendKeys(chromedp.ID("token"), "fake-admin"+kb.Enter))
+	d.waitJS(5*time.Second, `window.lrAdmin.state === 'live' && window.lrAdmin.gateways.join() === 'gw-a'`, "live with the fake fleet")
+	if got := eval[string](d, `document.getElementById('t-delay').textContent + '|' + document.getElementById('t-conns').textContent`); got != "12 ms / 48 ms|1,500" {
+		t.Errorf("tiles show %q", got)
+	}
+	if got := eval[string](d, `document.querySelector('#gw-body tr[data-gateway="gw-a"] .bar-label').textContent`); got != "62%" {
+		t.Errorf("load shows %q", got)
+	}
+	if got := eval[string](d, `[...document.querySelectorAll('#rooms-body tr')].map(r => r.dataset.room).join()`); got != "lobby,music" {
+		t.Errorf("top rooms %q", got)
+	}
+	// The charts are drawn: the messages chart has pixels of its colour.
+	d.waitJS(5*time.Second, `window.lrAdmin.polls >= 2`, "two polls")
+	if !eval[bool](d, `(() => { const c = document.getElementById('c-msgs'); const p = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+		for (let i = 0; i < p.length; i += 4) if (p[i] > 200 && p[i+1] < 100 && p[i+3] > 200) return true; return false; })()`) {
+		t.Error("the messages chart drew no line")
+	}
+	// Autoscaler: one marker per action on the timeline, the decisions listed.
+	d.waitJS(5*time.Second, `window.lrAdmin.autoscale === 'running'`, "autoscaler running")
+	if got := eval[string](d, `document.querySelectorAll('#as-timeline .tl-out').length + '/' + document.querySelectorAll('#as-timeline .tl-in').length + '/' + document.querySelectorAll('#as-list li').length`); got != "1/1/2" {
+		t.Errorf("timeline out/in markers and list items: %s", got)
+	}
+	if got := eval[string](d, `document.getElementById('as-list').textContent`); !strings.Contains(got, "scale out +2") || !strings.Contains(got, "scale in −gw-d") {
+		t.Errorf("decisions list %q", got)
+	}
+	// A failing stats endpoint shows its message and recovers on its own.
+	statsStatus.Store(http.StatusInternalServerError)
+	d.waitJS(5*time.Second, `window.lrAdmin.state === 'error' && document.getElementById('poll-label').textContent.includes('stats are broken')`, "the error shown")
+	statsStatus.Store(http.StatusOK)
+	d.waitJS(5*time.Second, `window.lrAdmin.state === 'live'`, "live again")
+	// Keyboard: the drain button is reachable and arms with Enter.
+	d.do(chromedp.Focus(chromedp.CSS(`button.drain[data-gateway="gw-a"]`)), chromedp.KeyEvent(kb.Enter))
+	d.waitJS(2*time.Second, `document.activeElement.classList.contains('armed') && document.activeElement.getAttribute('aria-label').startsWith('Confirm')`, "the drain button armed by keyboard")
+	// A token the server stops accepting signs the page out, with the
+	// server's message, and is forgotten.
+	revoked.Store(true)
+	d.waitJS(5*time.Second, `window.lrAdmin.state === 'signed-out' && document.getElementById('signin-error').textContent.includes('token expired')`, "signed out after a 401")
+	if tok := eval[string](d, `sessionStorage.getItem('liveroom.adminToken') || ''`); tok != "" {
+		t.Errorf("refused token still stored: %q", tok)
+	}
+	d.checkClean()
 }
