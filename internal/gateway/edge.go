@@ -27,13 +27,13 @@ import (
 const (
 	// CodeOriginNotAllowed (403): the handshake came from a web page whose
 	// Origin is not in Config.AllowedOrigins.
-	CodeOriginNotAllowed = "origin_not_allowed"
+	CodeOriginNotAllowed = protocol.CodeOriginNotAllowed
 	// CodeTooManyConnections (429): the peer address already holds
 	// Config.MaxConnsPerIP connections to this gateway.
-	CodeTooManyConnections = "too_many_connections"
+	CodeTooManyConnections = protocol.CodeTooManyConnections
 	// CodeHandshakeRateLimited (429): the peer address opened handshakes
 	// faster than Config.HandshakeRate allows.
-	CodeHandshakeRateLimited = "handshake_rate_limited"
+	CodeHandshakeRateLimited = protocol.CodeHandshakeRateLimited
 )
 
 // Defaults of the edge settings of Config.

@@ -37,6 +37,10 @@ const (
 	CodeFrameTooLarge    = "frame_too_large"
 	CodeProtocol         = "protocol_error"
 	CodeDevOnly          = "dev_mode_only"
+	// Gateway edge (docs/SECURITY.md).
+	CodeOriginNotAllowed     = "origin_not_allowed"
+	CodeTooManyConnections   = "too_many_connections"
+	CodeHandshakeRateLimited = "handshake_rate_limited"
 )
 
 // ErrorBody is the object under "error" in every error response.
