@@ -201,8 +201,10 @@ flags:`)
 			return err
 		}
 		s := secretOr(*secret)
-		if s == "" {
-			return errors.New("--actuator process: the gateways need the JWT secret ($LIVEROOM_JWT_SECRET or --jwt-secret)")
+		// A platform that verifies with public keys gives them through the
+		// environment, which the gateways inherit.
+		if s == "" && env("JWT_PUBLIC_KEY", "") == "" && os.Getenv(envPublicKeyPEM) == "" {
+			return errors.New("--actuator process: the gateways need the JWT secret ($LIVEROOM_JWT_SECRET or --jwt-secret) or $LIVEROOM_JWT_PUBLIC_KEY")
 		}
 		envv := []string{"LIVEROOM_JWT_SECRET=" + s}
 		for _, kv := range os.Environ() {
