@@ -317,14 +317,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.log.Warn("DEV MODE: no --jwt-secret given; tokens are signed with a random secret and anyone can mint one at POST /v1/dev/token. Never run like this in production.")
 	}
 	if n.gw != nil {
-		n.log.Info("liveroom is up", "url", n.url, "nats", natsURL, "gateway", n.gw.ID())
+		n.log.Info("liveroom is up", "url", n.url, "nats", redactURLs(natsURL), "gateway", n.gw.ID())
 		return nil
 	}
 	if err := n.waitGateway(ctx); err != nil {
 		return err
 	}
 	p := n.scaler.Policy()
-	n.log.Info("liveroom is up; gateways run as child processes", "url", n.url, "nats", natsURL,
+	n.log.Info("liveroom is up; gateways run as child processes", "url", n.url, "nats", redactURLs(natsURL),
 		"autoscale_min", p.Min, "autoscale_max", p.Max, "gateway_conns", p.Capacity.Conns)
 	return nil
 }

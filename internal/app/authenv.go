@@ -1,6 +1,9 @@
 package app
 
 import (
+	"net/url"
+	"strings"
+
 	"github.com/liveroom/liveroom/internal/auth"
 )
 
@@ -27,4 +30,21 @@ func authEnv(c auth.Config) []string {
 		env = append(env, "LIVEROOM_JWT_LEEWAY="+auth.DefaultLeeway.String())
 	}
 	return env
+}
+
+// redactURLs hides the passwords of a comma-separated URL list (an external
+// NATS may be nats://user:password@host) for logging.
+func redactURLs(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				parts[i] = u.Redacted()
+			} else {
+				u.User = url.User("xxxxx")
+				parts[i] = u.String()
+			}
+		}
+	}
+	return strings.Join(parts, ",")
 }
