@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/testutil"
+	"github.com/liveroom/liveroom/internal/webhook"
+)
+
+// TestArchiveRole runs `liveroom archive` against a NATS server: it serves
+// live start and the session list, and forwards live_start to a webhook.
+func TestArchiveRole(t *testing.T) {
+	e := testutil.StartNATS(t)
+	t.Setenv("LIVEROOM_JWT_SECRET", testutil.Secret)
+	t.Setenv("LIVEROOM_WEBHOOK_SECRET", "hook-secret")
+	var hooks atomic.Int32
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if webhook.Verify("hook-secret", b, r.Header.Get(webhook.HeaderSignature)) && r.Header.Get(webhook.HeaderEvent) == "live_start" {
+			hooks.Add(1)
+		}
+	}))
+	defer hs.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"archive", "--nats-url", e.ClientURL(), "--addr", addr, "--data-dir", t.TempDir(),
+			"--webhook-url", hs.URL, "--webhook-events", "live_start", "--log-level", "error"}, io.Discard, &stderr)
+	}()
+	base := "http://" + addr
+	testutil.Eventually(t, 20*time.Second, "archive role up", func() bool {
+		r, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == http.StatusOK
+	})
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/rooms/r1/live/start", nil)
+	req.Header.Set("Authorization", "Bearer "+testutil.Token(t, "star", protocol.RoleAnchor))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("live start: %d", resp.StatusCode)
+	}
+	resp, err = http.Get(base + "/v1/rooms/r1/sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"live":true`) || !strings.Contains(string(b), `"messages":`) {
+		t.Fatalf("sessions: %d %s", resp.StatusCode, b)
+	}
+	testutil.Eventually(t, 10*time.Second, "live_start webhook", func() bool { return hooks.Load() == 1 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("archive role: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("archive role did not stop")
+	}
+
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"archive", "-h"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"usage: liveroom archive [flags]", "GET /v1/rooms/R/sessions/S/replay", "example:", "-webhooks", "-archive-retention"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("usage lacks %q", want)
+		}
+	}
+}
