@@ -81,7 +81,7 @@ func TestReplayInBrowser(t *testing.T) {
 		t.Fatalf("start: %d", st)
 	}
 	testutil.Eventually(t, 5*time.Second, "uplink sees the session", func() bool { return n.Uplink().LiveSession(room) == sess.ID })
-	texts := []string{"hello!", "what a set", "turn it up", "🔥🔥🔥", "this track is amazing, what is it called?", "hi from Lisbon",
+	texts := []string{"hello!", "what a set", "turn it up", "wow!!!", "this track is amazing, what is it called?", "hi from Lisbon",
 		"encore", "so good", "the bass on this one", "first time here", "wooo", "replay this part later"}
 	names := []string{"Ana", "Ben", "Chen", "Dara", "Eli", "Fatima"}
 	gifts := map[int]string{10: "rose", 22: "rocket", 34: "heart"}
@@ -220,6 +220,19 @@ func TestReplayInBrowser(t *testing.T) {
 	if got := eval[int](b, `document.querySelectorAll('#ticker li:not(.rp-future)').length`); got != len(giftMsgs)+2 {
 		t.Errorf("%d ticker items at the end, want %d", got, len(giftMsgs)+2)
 	}
+
+	// Phone-sized: nothing wider than the screen, controls still there.
+	b.do(chromedp.EmulateViewport(390, 844))
+	b.do(chromedp.Evaluate[chromedp.Void](`window.lrReplay.seek(Math.floor(window.lrReplay.duration / 2))`))
+	b.do(chromedp.Click(chromedp.ID("rp-play")))
+	time.Sleep(1500 * time.Millisecond)
+	if w := eval[int](b, `document.documentElement.scrollWidth - window.innerWidth`); w > 0 {
+		t.Errorf("phone layout overflows by %d px", w)
+	}
+	if !eval[bool](b, `(r => r.width > 40 && r.bottom <= window.innerHeight)(document.getElementById('rp-play').getBoundingClientRect())`) {
+		t.Error("play button not on the phone screen")
+	}
+	b.screenshot("replay-phone.png")
 	b.checkClean()
 }
 
