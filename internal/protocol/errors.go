@@ -37,6 +37,8 @@ const (
 	CodeFrameTooLarge    = "frame_too_large"
 	CodeProtocol         = "protocol_error"
 	CodeDevOnly          = "dev_mode_only"
+	// CodeNotLive: stopping the live session of a room that has none (409).
+	CodeNotLive = "not_live"
 	// Gateway edge (docs/SECURITY.md).
 	CodeOriginNotAllowed     = "origin_not_allowed"
 	CodeTooManyConnections   = "too_many_connections"

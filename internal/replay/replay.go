@@ -297,7 +297,7 @@ func (a *API) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &pe):
 	case errors.Is(err, session.ErrNotLive):
-		err = protocol.Errorf(http.StatusConflict, CodeNotLive, "", "the room has no live session running")
+		err = protocol.Errorf(http.StatusConflict, protocol.CodeNotLive, "", "the room has no live session running")
 	case errors.Is(err, session.ErrNotFound):
 		err = protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "session", "no such session in this room")
 	default:
@@ -307,9 +307,6 @@ func (a *API) fail(w http.ResponseWriter, err error) {
 	}
 	protocol.WriteError(w, err)
 }
-
-// CodeNotLive answers a stop of a room that is not live (409).
-const CodeNotLive = "not_live"
 
 func queryMS(r *http.Request, name string, def int64) (int64, error) {
 	v := r.URL.Query().Get(name)
