@@ -125,6 +125,9 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 			// A POST in flight must never be redelivered for being slow.
 			AckWait:       time.Duration(d.cfg.Timeout) + 30*time.Second,
 			MaxAckPending: 10_000,
+			// An endpoint removed from the config leaves its consumer
+			// behind; the server deletes it after a week unused.
+			InactiveThreshold: 7 * 24 * time.Hour,
 		})
 		if err != nil {
 			return fmt.Errorf("cannot create webhook consumer for %s: %w", e.URL, err)
