@@ -20,7 +20,7 @@ test: deps check
 FUZZTIME ?= 7s
 FUZZERS := ./internal/gateway:FuzzParseClientFrame ./internal/uplink:FuzzDecodeSend \
 	./internal/uplink:FuzzIdempotencyKey ./internal/auth:FuzzVerify ./internal/protocol:FuzzParseRoom \
-	./client:FuzzDecodeFrame ./internal/bench:FuzzScanFrame
+	./client:FuzzDecodeFrame ./internal/bench:FuzzScanFrame ./internal/moderation:FuzzWordFilter
 fuzz:
 	@set -e; for f in $(FUZZERS); do \
 		pkg=$${f%%:*}; name=$${f##*:}; \
