@@ -173,6 +173,19 @@ func TestReplayInBrowser(t *testing.T) {
 		t.Errorf("comments still moving while paused: %s", st)
 	}
 
+	// Resumed after the pause: comments in one lane never overlap (the
+	// lanes' clock stood still with the comments).
+	b.do(chromedp.Click(chromedp.ID("rp-play")))
+	for range 6 {
+		time.Sleep(250 * time.Millisecond)
+		if o := eval[string](b, overlapJS); o != "" {
+			t.Errorf("after resuming: overlapping comments %s", o)
+			break
+		}
+	}
+	b.do(chromedp.Click(chromedp.ID("rp-play")))
+	b.waitJS(2*time.Second, `window.lrReplay.state === 'paused'`, "paused again")
+
 	// Seek with the timeline to just before the rocket: the ticker forgets
 	// later gifts, the rocket flies again when reached.
 	rocket := giftMsgs[1]
@@ -235,6 +248,21 @@ func TestReplayInBrowser(t *testing.T) {
 	b.screenshot("replay-phone.png")
 	b.checkClean()
 }
+
+// overlapJS lists comments that overlap another in their lane ("" if none).
+const overlapJS = `(() => {
+  const lanes = {};
+  for (const e of document.querySelectorAll('#danmaku .dm')) {
+    const r = e.getBoundingClientRect();
+    (lanes[e.dataset.lane] = lanes[e.dataset.lane] || []).push([r.left, r.right, e.textContent]);
+  }
+  const bad = [];
+  for (const l of Object.values(lanes)) {
+    l.sort((a, b) => a[0] - b[0]);
+    for (let i = 1; i < l.length; i++) if (l[i][0] < l[i - 1][1] - 1) bad.push(l[i - 1][2] + ' / ' + l[i][2]);
+  }
+  return bad.join('; ');
+})()`
 
 // TestReplayPageRoute: the page validates its path.
 func TestReplayPageRoute(t *testing.T) {

@@ -106,6 +106,25 @@
   }
 
   // ---------- comments (danmaku.js, same settings as the live room) ----------
+  // danmaku.js times its lanes with performance.now(). On this page that
+  // clock stops while the player is paused, as the comments' animations do
+  // (replay.css), so after a pause the lanes still know where the frozen
+  // comments are and new ones never run into them.
+  var realNow = performance.now.bind(performance);
+  var frozenAt = 0;
+  var frozenTotal = 0;
+  try {
+    performance.now = function () { return (frozenAt || realNow()) - frozenTotal; };
+  } catch (e) { /* read-only: lanes may then overlap briefly after a pause */ }
+  function freezeClock(on) {
+    if (on && !frozenAt) {
+      frozenAt = realNow();
+    } else if (!on && frozenAt) {
+      frozenTotal += realNow() - frozenAt;
+      frozenAt = 0;
+    }
+  }
+
   var prefs = { on: true, density: 'normal' };
   try { Object.assign(prefs, JSON.parse(localStorage.getItem(PREFS_KEY) || '{}')); } catch (e) { /* defaults */ }
   var danmaku = window.LiveroomDanmaku(el.danmaku, el.label, { maxFlying: 80, maxQueued: 150, density: prefs.density, enabled: prefs.on });
@@ -263,12 +282,12 @@
   // ---------- the clock ----------
   function position() {
     if (!playing || buffering) return basePos;
-    return Math.min(duration, basePos + (performance.now() - baseAt) * rate);
+    return Math.min(duration, basePos + (realNow() - baseAt) * rate);
   }
 
   function rebase(pos) {
     basePos = pos;
-    baseAt = performance.now();
+    baseAt = realNow();
   }
 
   function tick() {
@@ -315,6 +334,7 @@
     el.play.setAttribute('aria-label', on ? 'Pause' : 'Play');
     el.bigPlay.hidden = on;
     clearInterval(timer);
+    freezeClock(!on);
     if (on) {
       timer = setInterval(tick, TICK_MS);
       setState('playing', 'Playing');
