@@ -55,6 +55,7 @@ type Archiver struct {
 
 	archived atomic.Int64 // records newly written
 	skipped  atomic.Int64 // messages without a session
+	lost     atomic.Int64 // stream messages that expired before the archive read them
 }
 
 // New validates cfg and fills defaults. It does no I/O.
@@ -134,6 +135,11 @@ func (a *Archiver) Stats() (archived, skipped int64) {
 	return a.archived.Load(), a.skipped.Load()
 }
 
+// Lost returns how many stream messages the archive never saw because the
+// stream dropped them first (it was stopped longer than the stream's max
+// age, or the stream hit its size limit), since New.
+func (a *Archiver) Lost() int64 { return a.lost.Load() }
+
 // stamp is the part of a message the archive reads.
 type stamp struct {
 	Room     string `json:"room"`
@@ -143,6 +149,13 @@ type stamp struct {
 
 func (a *Archiver) consume(ctx context.Context, c jetstream.Consumer, src Source) {
 	recs := make([]Record, 0, a.cfg.Batch)
+	// The consumers read their whole stream, so stream sequences arrive
+	// consecutively from the ack floor on; a jump means messages expired
+	// unread (the archive was stopped longer than the stream keeps them).
+	var lastSeq uint64
+	if info := c.CachedInfo(); info != nil {
+		lastSeq = info.AckFloor.Stream
+	}
 	for ctx.Err() == nil {
 		batch, err := c.Fetch(a.cfg.Batch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
@@ -157,6 +170,12 @@ func (a *Archiver) consume(ctx context.Context, c jetstream.Consumer, src Source
 			if err != nil {
 				continue
 			}
+			if seq := md.Sequence.Stream; lastSeq != 0 && seq > lastSeq+1 {
+				a.lost.Add(int64(seq - lastSeq - 1))
+				a.log.Error("messages expired from the stream before the archive read them; replays of their sessions miss them",
+					"source", src, "from_seq", lastSeq+1, "to_seq", seq-1)
+			}
+			lastSeq = max(lastSeq, md.Sequence.Stream)
 			var st stamp
 			if json.Unmarshal(m.Data(), &st) != nil || st.Session == "" || !protocol.ValidID(st.Session) {
 				a.skipped.Add(1)
