@@ -122,6 +122,12 @@ flags:`)
 		r.nc.Close()
 		return err
 	}
+	if err := nc.Register(r.reg); err != nil {
+		nc.Close()
+		mod.Cache().Close()
+		r.nc.Close()
+		return fmt.Errorf("cannot register metrics: %w", err)
+	}
 	h := app.NewRouter(app.RouterConfig{RoomRoutes: nc.Routes()})
 	return r.serveHTTP(ctx, h, func() {
 		nc.Close()

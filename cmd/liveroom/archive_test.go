@@ -68,6 +68,24 @@ func TestArchiveRole(t *testing.T) {
 		t.Fatalf("sessions: %d %s", resp.StatusCode, b)
 	}
 	testutil.Eventually(t, 10*time.Second, "live_start webhook", func() bool { return hooks.Load() == 1 })
+	// The archive holds the live_start notice; the webhook delivered it.
+	want := []string{"liveroom_archive_records_total 1", "liveroom_archive_lost_total 0", `liveroom_webhook_deliveries_total{result="delivered"} 1`}
+	var metrics string
+	testutil.Eventually(t, 10*time.Second, "metrics", func() bool {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		metrics = string(b)
+		for _, w := range want {
+			if !strings.Contains(metrics, w) {
+				return false
+			}
+		}
+		return true
+	})
 	cancel()
 	select {
 	case err := <-done:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/archive"
 	"github.com/liveroom/liveroom/internal/auth"
@@ -141,7 +142,48 @@ func (n *Node) startNonCore(ctx context.Context, js jetstream.JetStream, verifie
 		return nil, err
 	}
 	n.nonCore = *nc
+	if n.reg != nil {
+		if err := nc.Register(n.reg); err != nil {
+			return nil, fmt.Errorf("cannot register metrics: %w", err)
+		}
+	}
 	return nc.Routes(), nil
+}
+
+// Register adds the archive and webhook counters to reg:
+// liveroom_archive_{records,skipped,lost}_total and
+// liveroom_webhook_deliveries_total{result="delivered|failed|dead"}.
+func (nc *NonCore) Register(reg prometheus.Registerer) error {
+	var cs []prometheus.Collector
+	if a := nc.arch; a != nil {
+		counter := func(name, help string, f func() int64) prometheus.Collector {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "liveroom_archive_" + name, Help: help}, func() float64 { return float64(f()) })
+		}
+		cs = append(cs,
+			counter("records_total", "Messages written to the archive.", func() int64 { n, _ := a.Stats(); return n }),
+			counter("skipped_total", "Stream messages sent outside a live session (not archived).", func() int64 { _, n := a.Stats(); return n }),
+			counter("lost_total", "Stream messages that expired before the archive read them.", a.Lost))
+	}
+	if h := nc.hooks; h != nil {
+		for _, r := range []struct {
+			result string
+			f      func(webhook.Stats) int64
+		}{
+			{"delivered", func(s webhook.Stats) int64 { return s.Delivered }},
+			{"failed", func(s webhook.Stats) int64 { return s.Failed }},
+			{"dead", func(s webhook.Stats) int64 { return s.Dead }},
+		} {
+			cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "liveroom_webhook_deliveries_total",
+				Help:        "Webhook delivery attempts by result (failed: will be retried; dead: dead-lettered).",
+				ConstLabels: prometheus.Labels{"result": r.result}}, func() float64 { return float64(r.f(h.Stats())) }))
+		}
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // closeNonCore stops the node's NonCore.
