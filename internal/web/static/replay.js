@@ -164,8 +164,10 @@
   // Items are built as windows load, in offset order (newest first on
   // screen), and hidden until the player reaches them, so after a seek the
   // ticker shows exactly what had happened by then.
+  var tickerItems = {}; // message id -> li
   function tickerItem(m) {
     var li = document.createElement('li');
+    tickerItems[m.id] = li;
     li.dataset.id = m.id;
     li.dataset.offset = m.offset_ms || 0;
     li.className = 'rp-future' + (m.type === 'notice' ? ' notice' : '');
@@ -250,6 +252,11 @@
 
   function show(m, pos) {
     lr.shown.push({ id: m.id, type: m.type, offset: m.offset_ms || 0, at: Math.round(pos) });
+    var li = tickerItems[m.id];
+    if (li) {
+      li.classList.remove('rp-future');
+      el.tickerEmpty.hidden = true;
+    }
     if (lr.shown.length > 5000) lr.shown.splice(0, 1000);
     switch (m.type) {
       case 'danmaku':
@@ -311,7 +318,6 @@
       rebase(pos);
       setState(playing ? 'playing' : 'paused', playing ? 'Playing' : 'Paused');
     }
-    syncTicker(emitted);
     render(pos);
     if (end && playing) {
       setPlaying(false);
