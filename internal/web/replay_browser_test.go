@@ -73,10 +73,17 @@ func TestReplayInBrowser(t *testing.T) {
 	base := n.URL() + "/v1/rooms/" + room
 	anchor := testutil.Token(t, "dj", protocol.RoleAnchor)
 
-	// Record: about 7 s of comments from six viewers, three gifts.
-	var sess struct {
+	// An earlier, empty session: the page links to it.
+	var sess, earlier struct {
 		ID string `json:"id"`
 	}
+	if st := apiCall(t, "POST", base+"/live/start", anchor, "", &earlier); st != http.StatusCreated {
+		t.Fatalf("start: %d", st)
+	}
+	if st := apiCall(t, "POST", base+"/live/stop", anchor, "", nil); st != http.StatusOK {
+		t.Fatalf("stop: %d", st)
+	}
+	// Record: about 7 s of comments from six viewers, three gifts.
 	if st := apiCall(t, "POST", base+"/live/start", anchor, "", &sess); st != http.StatusCreated {
 		t.Fatalf("start: %d", st)
 	}
@@ -121,6 +128,9 @@ func TestReplayInBrowser(t *testing.T) {
 	b.waitJS(15*time.Second, `window.lrReplay && window.lrReplay.state === 'paused' && window.lrReplay.loaded`, "loaded, paused")
 	if got := eval[int](b, `document.querySelectorAll('#rp-marks .rp-mark').length`); got != len(giftMsgs)+2 {
 		t.Errorf("%d timeline marks, want %d gifts + 2 notices", got, len(giftMsgs))
+	}
+	if got := eval[string](b, `[...document.querySelectorAll('#rp-sessions a')].map(a => a.getAttribute('href')).join()`); got != "/replay/"+room+"/"+earlier.ID {
+		t.Errorf("other sessions linked: %q, want the earlier one", got)
 	}
 	if got := eval[int](b, `document.querySelectorAll('#ticker li:not(.rp-future)').length`); got != 1 {
 		t.Errorf("%d ticker items visible at 0:00, want only the live_start notice", got)

@@ -447,6 +447,25 @@
     if (ready && !playing) tick(); // a paused player waiting for this window
   }
 
+  // listSessions links the room's other sessions (newest first, at most 10).
+  function listSessions(all) {
+    var others = all.filter(function (x) { return x.id !== sid; }).slice(0, 10);
+    if (!others.length) return;
+    var ol = $('rp-sessions');
+    others.forEach(function (x) {
+      var li = document.createElement('li');
+      var a = document.createElement('a');
+      a.href = '/replay/' + encodeURIComponent(room) + '/' + encodeURIComponent(x.id);
+      a.textContent = new Date(x.started_ms).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+      var d = document.createElement('span');
+      d.className = 'rp-sess-len';
+      d.textContent = x.live ? ' · live now' : ' · ' + fmtTime(x.duration_ms || 0);
+      li.append(a, d);
+      ol.appendChild(li);
+    });
+    ol.parentElement.hidden = false;
+  }
+
   async function start() {
     setState('loading', 'Loading…');
     var list;
@@ -462,6 +481,7 @@
       toast('This room has no session ' + sid + '. It may have been deleted after the retention period.');
       return;
     }
+    listSessions(list.sessions || []);
     duration = Math.max(1, s.duration_ms || 0);
     lr.duration = duration;
     el.dur.textContent = fmtTime(duration);
