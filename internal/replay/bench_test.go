@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/liveroom/liveroom/internal/archive"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
@@ -94,18 +91,9 @@ func BenchmarkReplayWindow(b *testing.B) {
 		b.Skip("builds a 1M-message archive; skipped with -short")
 	}
 	store := fixture(b)
-	e := testutil.StartNATS(b)
-	nc, err := nats.Connect(e.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, _, js := testutil.StartBackbone(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
-		b.Fatal(err)
-	}
 	kv, err := js.KeyValue(ctx, bus.SessionsKV)
 	if err != nil {
 		b.Fatal(err)

@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/liveroom/liveroom/internal/archive"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/replay"
@@ -23,18 +20,9 @@ import (
 // TestReplayPages: a window holding more than MaxMessages is answered in
 // parts joined by next_from_ms, none lost or repeated.
 func TestReplayPages(t *testing.T) {
-	e := testutil.StartNATS(t)
-	nc, err := nats.Connect(e.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, _, js := testutil.StartBackbone(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
-		t.Fatal(err)
-	}
 	kv, _ := js.KeyValue(ctx, bus.SessionsKV)
 	store, err := archive.Open(filepath.Join(t.TempDir(), "a.db"), false)
 	if err != nil {

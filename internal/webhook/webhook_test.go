@@ -78,21 +78,7 @@ func (r *receiver) delivered() []webhook.Payload {
 
 func setup(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	e := testutil.StartNATS(t)
-	nc, err := nats.Connect(e.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := testutil.StartBackbone(t)
 	return js
 }
 
