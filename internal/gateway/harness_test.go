@@ -33,21 +33,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := testutil.StartNATS(t)
-	nc, err := bus.Connect(e.ClientURL(), "test", testutil.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	e, nc, js := testutil.StartBackbone(t)
 	return &env{t: t, url: e.ClientURL(), nc: nc, js: js}
 }
 
