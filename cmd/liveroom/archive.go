@@ -110,7 +110,7 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	mod, err := startModeration(ctx, r, v)
+	mod, err := startModeration(ctx, r, v, nil)
 	if err != nil {
 		r.nc.Close()
 		return err

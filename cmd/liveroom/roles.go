@@ -24,6 +24,7 @@ import (
 	"github.com/liveroom/liveroom/internal/gateway"
 	"github.com/liveroom/liveroom/internal/metrics"
 	"github.com/liveroom/liveroom/internal/moderation"
+	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/uplink"
 )
 
@@ -323,15 +324,17 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	mod, err := startModeration(ctx, r, v)
+	// The service stamps room notices through the uplink, built next and
+	// in place before anything is served.
+	var u *uplink.Server
+	mod, err := startModeration(ctx, r, v, func(m *protocol.Message) { u.StampSession(m) })
 	if err != nil {
 		return err
 	}
+	defer mod.Cache().Close()
 	cfg.NC, cfg.JS, cfg.Verifier, cfg.Logger, cfg.Gifts = r.nc, r.js, v, r.log, splitList(gifts)
 	cfg.Moderation = mod.Cache()
-	u, err := uplink.New(cfg)
-	if err != nil {
-		mod.Cache().Close()
+	if u, err = uplink.New(cfg); err != nil {
 		return err
 	}
 	if err := u.Register(r.reg); err != nil {
@@ -352,24 +355,7 @@ flags:`)
 		cancel()
 		<-done
 		<-sweepDone
-		mod.Cache().Close()
 	})
-}
-
-// startModeration loads the moderation cache and builds the moderation API.
-func startModeration(ctx context.Context, r *role, v *auth.Verifier) (*moderation.Service, error) {
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	c, err := moderation.NewCache(lctx, moderation.CacheConfig{JS: r.js, Logger: r.log})
-	if err != nil {
-		return nil, err
-	}
-	s, err := moderation.NewService(lctx, moderation.Config{NC: r.nc, JS: r.js, Cache: c, Verifier: v, Logger: r.log})
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	return s, nil
 }
 
 func runDispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -430,4 +416,22 @@ flags:`)
 		adm = nil // not on the public address
 	}
 	return r.serveHTTP(ctx, dispatchHandler(d.Handler(), adm), func() { _ = d.Close() })
+}
+
+// startModeration loads the moderation cache and builds the moderation
+// service; stamp, when not nil, stamps its room notices with the live
+// session. Close the service's cache when done.
+func startModeration(ctx context.Context, r *role, v *auth.Verifier, stamp func(*protocol.Message)) (*moderation.Service, error) {
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := moderation.NewCache(lctx, moderation.CacheConfig{JS: r.js, Logger: r.log})
+	if err != nil {
+		return nil, err
+	}
+	s, err := moderation.NewService(lctx, moderation.Config{NC: r.nc, JS: r.js, Cache: c, Verifier: v, Logger: r.log, Stamp: stamp})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
 }

@@ -207,12 +207,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.modCache, err = moderation.NewCache(ctx, moderation.CacheConfig{JS: js, Logger: n.log}); err != nil {
 		return err
 	}
-	if n.mod, err = moderation.NewService(ctx, moderation.Config{NC: n.nc, JS: js, Cache: n.modCache, Verifier: verifier, Logger: n.log}); err != nil {
-		return err
-	}
 	ucfg := n.cfg.Uplink
 	ucfg.NC, ucfg.JS, ucfg.Verifier, ucfg.Logger, ucfg.Moderation = n.nc, js, verifier, n.log, n.modCache
 	if n.up, err = uplink.New(ucfg); err != nil {
+		return err
+	}
+	if n.mod, err = moderation.NewService(ctx, moderation.Config{NC: n.nc, JS: js, Cache: n.modCache, Verifier: verifier, Logger: n.log, Stamp: n.up.StampSession}); err != nil {
 		return err
 	}
 	if n.disp, err = dispatch.New(dispatch.Config{NC: n.nc, Logger: n.log}); err != nil {

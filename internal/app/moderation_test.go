@@ -228,3 +228,43 @@ func TestBanAndCloseReachTheGateway(t *testing.T) {
 	}
 	g.Close()
 }
+
+// TestAnnouncementCarriesTheLiveSession: a room notice published during a
+// live session carries the session and its offset, like any message, so the
+// replay shows it in its place.
+func TestAnnouncementCarriesTheLiveSession(t *testing.T) {
+	n := startNode(t, testutil.Secret)
+	star := testutil.Token(t, "star", protocol.RoleAnchor)
+	req, _ := http.NewRequest(http.MethodPost, n.URL()+"/v1/rooms/stage/live/start", nil)
+	req.Header.Set("Authorization", "Bearer "+star)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sess struct {
+		ID        string `json:"id"`
+		StartedMS int64  `json:"started_ms"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&sess); err != nil || resp.StatusCode/100 != 2 || sess.ID == "" {
+		t.Fatalf("live start: %d %+v %v", resp.StatusCode, sess, err)
+	}
+	resp.Body.Close()
+	testutil.Eventually(t, 5*time.Second, "the uplink sees the session", func() bool { return n.Uplink().LiveSession("stage") == sess.ID })
+	rec := viewer(t, n, "stage", "fan")
+	// The anchor claimed the room by starting it, so it may announce.
+	st, b := postModeration(t, n, "stage", star, map[string]any{"action": "announce", "text": "we are live"})
+	if st != 200 {
+		t.Fatalf("announce: %d %s", st, b)
+	}
+	testutil.Eventually(t, 5*time.Second, "the announcement arrives", func() bool { return rec.count(protocol.TypeNotice, "we are live") == 1 })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, m := range rec.msgs {
+		if m.Type == protocol.TypeNotice && m.Text == "we are live" {
+			if m.Session != sess.ID || m.OffsetMS != m.TS-sess.StartedMS || m.Seq == 0 || m.Action != moderation.ActionAnnounce {
+				t.Fatalf("notice %+v, session %+v", m, sess)
+			}
+			return
+		}
+	}
+}

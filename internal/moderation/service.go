@@ -94,6 +94,10 @@ type Config struct {
 	Logger   *slog.Logger
 	// Timeout bounds one action's storage. Default 5s.
 	Timeout time.Duration
+	// Stamp, when set, is applied to every room notice before it is
+	// stored: the uplink's live-session stamp (session, offset_ms), so a
+	// notice takes its place in the session's replay like any message.
+	Stamp func(*protocol.Message)
 }
 
 // Service applies moderation actions. Safe for concurrent use.
@@ -424,6 +428,9 @@ func (s *Service) announce(ctx context.Context, room protocol.Room, who auth.Ide
 	}
 	m := protocol.Message{ID: id, Type: protocol.TypeNotice, Action: action, Room: string(room),
 		User: string(who.User), Name: who.Name, Role: who.Role, TS: now.UnixMilli(), Text: text}
+	if s.cfg.Stamp != nil {
+		s.cfg.Stamp(&m)
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return res, fmt.Errorf("cannot encode notice: %w", err)

@@ -31,6 +31,10 @@ func (s *Server) runSessions(ctx context.Context) func() {
 	}
 }
 
+// StampSession sets m's live session and offset_ms when its room is live,
+// for messages other components publish into a room (moderation notices).
+func (s *Server) StampSession(m *protocol.Message) { s.stampSession(m) }
+
 // LiveSession returns the id of room's live session as this uplink sees it,
 // or "" when the room is not live (tests wait on it after a start).
 func (s *Server) LiveSession(room protocol.Room) string {
