@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
+	"github.com/liveroom/liveroom/internal/webhook"
 )
 
 func postModeration(t *testing.T, n *Node, room, token string, body any) (int, []byte) {
@@ -266,5 +269,60 @@ func TestAnnouncementCarriesTheLiveSession(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// TestModerationActionsReachWebhooks: every action that changed something
+// (here a mute, an unmute and a kick) reaches a webhook endpoint subscribed
+// to "moderation", with who acted and on whom; a repeated mute that changes
+// nothing is not sent again.
+func TestModerationActionsReachWebhooks(t *testing.T) {
+	type hook struct {
+		Event   string           `json:"event"`
+		Message protocol.Message `json:"message"`
+	}
+	got := make(chan hook, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var h hook
+		if json.NewDecoder(r.Body).Decode(&h) == nil {
+			got <- h
+		}
+	}))
+	defer srv.Close()
+	n := startNodeWith(t, func(c *Config) {
+		c.NonCore.Webhooks = webhook.Config{Endpoints: []webhook.Endpoint{{URL: srv.URL, Events: []string{webhook.EventModeration}, Secret: "s3cret-for-tests"}}}
+	})
+	admin := testutil.Token(t, "boss", protocol.RoleAdmin)
+	for _, body := range []map[string]any{
+		{"action": "mute", "user": "troll", "duration_s": 60, "reason": "spam"},
+		{"action": "mute", "user": "troll", "duration_s": 60, "reason": "spam"}, // changes nothing
+		{"action": "unmute", "user": "troll"},
+		{"action": "kick", "user": "troll"},
+	} {
+		if st, b := postModeration(t, n, "hooked", admin, body); st != 200 {
+			t.Fatalf("%v: %d %s", body, st, b)
+		}
+	}
+	var actions []string
+	for range 3 {
+		select {
+		case h := <-got:
+			if h.Event != webhook.EventModeration || h.Message.Target != "troll" || h.Message.User != "boss" || h.Message.Room != "hooked" {
+				t.Fatalf("webhook %+v", h)
+			}
+			actions = append(actions, h.Message.Action)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("webhooks so far: %v", actions)
+		}
+	}
+	// Deliveries run concurrently: compare as a set.
+	slices.Sort(actions)
+	if strings.Join(actions, ",") != "kick,mute,unmute" {
+		t.Fatalf("actions %v, want kick, mute and unmute", actions)
+	}
+	select {
+	case h := <-got:
+		t.Fatalf("an extra webhook: %+v", h)
+	case <-time.After(500 * time.Millisecond):
 	}
 }

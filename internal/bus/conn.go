@@ -113,7 +113,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        ReliableStream,
 		Description: "liveroom reliable-class room messages (gifts, notices)",
-		Subjects:    []string{ReliableWildcard},
+		Subjects:    []string{ReliableWildcard, ModerationWildcard},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      cfg.ReliableMaxAge,

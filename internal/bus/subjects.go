@@ -15,6 +15,10 @@ const (
 	ControlSubjectPrefix = "lr.gw.ctl."
 	// ReliableWildcard is captured by the reliable stream.
 	ReliableWildcard = "lr.room.*.reliable"
+	// ModerationWildcard carries the record of every moderation action
+	// (lr.mod.<room>), also captured by the reliable stream so that
+	// webhooks read it; no viewer ever receives it.
+	ModerationWildcard = "lr.mod.*"
 	// LiveWildcard is captured by the live buffer stream.
 	LiveWildcard = "lr.room.*.live"
 
@@ -32,6 +36,9 @@ func ReliableSubject(room protocol.Room) string { return "lr.room." + string(roo
 // PresenceSubject carries each gateway's local viewer count of room, summed by
 // the other gateways that host the room.
 func PresenceSubject(room protocol.Room) string { return "lr.room." + string(room) + ".presence" }
+
+// ModerationSubject carries the records of room's moderation actions.
+func ModerationSubject(room protocol.Room) string { return "lr.mod." + string(room) }
 
 // UserWildcard matches every user's notice subject: gateways subscribe to
 // it once (notices are rare) rather than once per connected user.

@@ -171,6 +171,11 @@ func (s *Service) Handler() http.Handler {
 			protocol.WriteError(w, err)
 			return
 		}
+		if res.Changed && res.ID == "" {
+			// Announce, close and reopen are room notices in the
+			// stream already.
+			s.record(ctx, room, who, req, res)
+		}
 		s.log.Info("moderation", "room", room, "action", res.Action, "user", res.User, "by", who.User, "changed", res.Changed)
 		writeJSON(w, http.StatusOK, res)
 	})
@@ -445,6 +450,27 @@ func (s *Service) announce(ctx context.Context, room protocol.Room, who auth.Ide
 		res.Changed = !ack.Duplicate
 	}
 	return res, nil
+}
+
+// record stores an action that changed something on the room's moderation
+// subject (in the reliable stream, for webhooks and audits; viewers never
+// see it). Only actions that changed something are recorded, so a retried
+// request is recorded once. A failure is logged: the decision itself is
+// stored and applies.
+func (s *Service) record(ctx context.Context, room protocol.Room, who auth.Identity, req Request, res Result) {
+	now := time.Now()
+	m := protocol.Message{Type: protocol.TypeNotice, Action: res.Action, Room: string(room), User: string(who.User),
+		Name: who.Name, Role: who.Role, TS: now.UnixMilli(), Target: res.User, Text: req.Reason, UntilMS: res.UntilMS}
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%d\x00%d", room, res.Action, res.User, res.UntilMS, now.UnixNano()))
+	m.ID = "m" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:15]))
+	b, err := json.Marshal(m)
+	if err != nil {
+		return
+	}
+	if _, err := s.cfg.JS.PublishMsg(ctx, &nats.Msg{Subject: bus.ModerationSubject(room), Data: b,
+		Header: nats.Header{jetstream.MsgIDHeader: []string{m.ID}}}); err != nil {
+		s.log.Warn("cannot record moderation action", "room", room, "action", res.Action, "err", err)
+	}
 }
 
 // notifyUser publishes n on user's own subject.

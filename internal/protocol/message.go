@@ -56,6 +56,9 @@ type Message struct {
 	// close, ...); UntilMS is when a mute or ban ends (Unix ms).
 	Action  string `json:"action,omitempty"`
 	UntilMS int64  `json:"until_ms,omitempty"`
+	// Target is the user a moderation record is about (its User is who
+	// acted).
+	Target string `json:"target,omitempty"`
 	// Session is the live session of the room the message was sent in, and
 	// OffsetMS its time since the session started (TS minus the start), set
 	// by the uplink while the room is live; a replay shows the message at
