@@ -179,8 +179,8 @@ func (r *room) due(now time.Time) bool {
 }
 
 // sample picks the messages of one window that fit the viewer budget:
-// reliable, staff and aggregate messages always; plain live messages evenly
-// spread over the window up to the allowance. Called with r.mu held.
+// reliable, staff and aggregate messages always; the newest plain live
+// messages up to the allowance. Called with r.mu held.
 func (r *room) sample(msgs []pendingMsg) (kept [][]byte, reliable bool) {
 	var live int
 	for _, m := range msgs {
@@ -200,15 +200,13 @@ func (r *room) sample(msgs []pendingMsg) (kept [][]byte, reliable bool) {
 		r.srv.stats.DroppedSampled.Add(int64(drop))
 	}
 	kept = make([][]byte, 0, len(msgs)-live+take)
-	// Keep the newest message of each of take equal strides: evenly spread
-	// over the window, and the kept ones have waited least (keeping the
-	// oldest of each stride cost sampled rooms about half a window of delay).
+	// Keep the newest take live messages of the window. They have waited
+	// least: in a long window (a big room's 200 ms) spreading the kept
+	// ones evenly made the oldest of them wait the whole window, and the
+	// viewer reads them over the next window either way. Every sender's
+	// comment is as likely to be among the newest, so no one is favoured.
+	skip := live - take
 	li := 0
-	picked := 0
-	next := 0 // index among live messages of the next one to keep
-	if take > 0 {
-		next = live/take - 1
-	}
 	for _, m := range msgs {
 		if m.kind != kindLive {
 			kept = append(kept, m.b)
@@ -217,10 +215,8 @@ func (r *room) sample(msgs []pendingMsg) (kept [][]byte, reliable bool) {
 			}
 			continue
 		}
-		if picked < take && li == next {
+		if li >= skip {
 			kept = append(kept, m.b)
-			picked++
-			next = (picked+1)*live/take - 1
 		}
 		li++
 	}
