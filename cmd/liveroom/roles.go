@@ -296,6 +296,8 @@ func runUplink(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rf.register(fs, ":8082", &ev)
 	uplinkFlags(fs, &cfg, &gifts, &ev)
 	wordFlags(fs, &words)
+	var gcPercent int
+	gcFlag(fs, &gcPercent, sendPathGCPercent, &ev)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom uplink [flags]
 
@@ -315,6 +317,7 @@ flags:`)
 	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
+	applyGC(gcPercent)
 	wf, err := loadWords(words)
 	if err != nil {
 		return err

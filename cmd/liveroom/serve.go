@@ -34,6 +34,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	uplinkFlags(fs, &cfg.Uplink, &gifts, &ev)
 	var words string
 	wordFlags(fs, &words)
+	var gcPercent int
+	gcFlag(fs, &gcPercent, sendPathGCPercent, &ev)
 	var pf policyFlags
 	fs.BoolVar(&cfg.Autoscale.Enabled, "autoscale", envBool(&ev, "AUTOSCALE"),
 		"run the gateways as child processes, started and drained by the autoscaler, instead of one gateway in this process ($LIVEROOM_AUTOSCALE=true)")
@@ -90,6 +92,7 @@ flags:`)
 	}
 	cfg.Auth = ac
 	cfg.Uplink.Gifts = splitList(gifts)
+	applyGC(gcPercent)
 	wf, err := loadWords(words)
 	if err != nil {
 		return err
