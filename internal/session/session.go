@@ -109,23 +109,16 @@ func (r *Registry) Start(ctx context.Context, room protocol.Room, user protocol.
 
 // Stop stops the running session of room and returns it, or ErrNotLive.
 func (r *Registry) Stop(ctx context.Context, room protocol.Room) (Session, error) {
-	e, err := r.kv.Get(ctx, curKey(room))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Session{}, ErrNotLive
-	}
+	s, rev, err := r.get(ctx, curKey(room), ErrNotLive)
 	if err != nil {
-		return Session{}, fmt.Errorf("cannot read session: %w", err)
-	}
-	var s Session
-	if err := json.Unmarshal(e.Value(), &s); err != nil {
-		return Session{}, fmt.Errorf("cannot decode session: %w", err)
+		return Session{}, err
 	}
 	s.StoppedMS = max(r.now().UnixMilli(), s.StartedMS)
 	b, _ := json.Marshal(s)
 	if _, err := r.kv.Put(ctx, sessKey(room, s.ID), b); err != nil {
 		return Session{}, fmt.Errorf("cannot store session: %w", err)
 	}
-	if err := r.kv.Delete(ctx, curKey(room), jetstream.LastRevision(e.Revision())); err != nil {
+	if err := r.kv.Delete(ctx, curKey(room), jetstream.LastRevision(rev)); err != nil {
 		return Session{}, fmt.Errorf("cannot stop session: %w", err)
 	}
 	return s, nil
@@ -133,18 +126,8 @@ func (r *Registry) Stop(ctx context.Context, room protocol.Room) (Session, error
 
 // Current returns the running session of room, or ErrNotLive.
 func (r *Registry) Current(ctx context.Context, room protocol.Room) (Session, error) {
-	e, err := r.kv.Get(ctx, curKey(room))
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return Session{}, ErrNotLive
-	}
-	if err != nil {
-		return Session{}, fmt.Errorf("cannot read session: %w", err)
-	}
-	var s Session
-	if err := json.Unmarshal(e.Value(), &s); err != nil {
-		return Session{}, fmt.Errorf("cannot decode session: %w", err)
-	}
-	return s, nil
+	s, _, err := r.get(ctx, curKey(room), ErrNotLive)
+	return s, err
 }
 
 // Get returns one session of room, or ErrNotFound. id must be a valid id
@@ -153,18 +136,25 @@ func (r *Registry) Get(ctx context.Context, room protocol.Room, id string) (Sess
 	if !protocol.ValidID(id) {
 		return Session{}, ErrNotFound
 	}
-	e, err := r.kv.Get(ctx, sessKey(room, id))
+	s, _, err := r.get(ctx, sessKey(room, id), ErrNotFound)
+	return s, err
+}
+
+// get reads and decodes the session at key, with the entry's revision; a
+// missing or deleted key is missing.
+func (r *Registry) get(ctx context.Context, key string, missing error) (Session, uint64, error) {
+	e, err := r.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return Session{}, ErrNotFound
+		return Session{}, 0, missing
 	}
 	if err != nil {
-		return Session{}, fmt.Errorf("cannot read session: %w", err)
+		return Session{}, 0, fmt.Errorf("cannot read session: %w", err)
 	}
 	var s Session
 	if err := json.Unmarshal(e.Value(), &s); err != nil {
-		return Session{}, fmt.Errorf("cannot decode session: %w", err)
+		return Session{}, 0, fmt.Errorf("cannot decode session: %w", err)
 	}
-	return s, nil
+	return s, e.Revision(), nil
 }
 
 // List returns the sessions of room, newest first.
