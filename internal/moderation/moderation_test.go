@@ -2,6 +2,8 @@ package moderation
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base32"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -309,4 +311,15 @@ func FuzzWordFilter(f *testing.F) {
 			t.Fatalf("masking changed the length: %q → %q", s, out)
 		}
 	})
+}
+
+// TestHashIDIsStable pins the id format: JetStream de-duplicates on these
+// ids, so a change would let a retry across a deploy store a notice twice.
+func TestHashIDIsStable(t *testing.T) {
+	data := []byte("r1\x00boss\x00announce\x00k")
+	sum := sha256.Sum256(data)
+	want := "n" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:15]))
+	if got := hashID("n", data); got != want || len(got) != 25 {
+		t.Fatalf("hashID = %q, want %q", got, want)
+	}
 }

@@ -1,6 +1,7 @@
 package moderation
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
@@ -158,7 +159,7 @@ func (s *Service) Handler() http.Handler {
 			return
 		}
 		var req Request
-		dec := json.NewDecoder(strings.NewReader(string(body)))
+		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
 			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidJSON, "", "body must be a JSON object: "+err.Error()))
@@ -428,8 +429,7 @@ func (s *Service) ClaimAnchor(ctx context.Context, room protocol.Room, user prot
 func (s *Service) announce(ctx context.Context, room protocol.Room, who auth.Identity, action, text, idemKey string, now time.Time, res Result) (Result, error) {
 	id := nuid.Next()
 	if idemKey != "" {
-		sum := sha256.Sum256([]byte(string(room) + "\x00" + string(who.User) + "\x00" + action + "\x00" + idemKey))
-		id = "n" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:15]))
+		id = hashID("n", []byte(string(room)+"\x00"+string(who.User)+"\x00"+action+"\x00"+idemKey))
 	}
 	m := protocol.Message{ID: id, Type: protocol.TypeNotice, Action: action, Room: string(room),
 		User: string(who.User), Name: who.Name, Role: who.Role, TS: now.UnixMilli(), Text: text}
@@ -461,8 +461,7 @@ func (s *Service) record(ctx context.Context, room protocol.Room, who auth.Ident
 	now := time.Now()
 	m := protocol.Message{Type: protocol.TypeNotice, Action: res.Action, Room: string(room), User: string(who.User),
 		Name: who.Name, Role: who.Role, TS: now.UnixMilli(), Target: res.User, Text: req.Reason, UntilMS: res.UntilMS}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%d\x00%d", room, res.Action, res.User, res.UntilMS, now.UnixNano()))
-	m.ID = "m" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:15]))
+	m.ID = hashID("m", fmt.Appendf(nil, "%s\x00%s\x00%s\x00%d\x00%d", room, res.Action, res.User, res.UntilMS, now.UnixNano()))
 	b, err := json.Marshal(m)
 	if err != nil {
 		return
@@ -471,6 +470,16 @@ func (s *Service) record(ctx context.Context, room protocol.Room, who auth.Ident
 		Header: nats.Header{jetstream.MsgIDHeader: []string{m.ID}}}); err != nil {
 		s.log.Warn("cannot record moderation action", "room", room, "action", res.Action, "err", err)
 	}
+}
+
+// idEncoding is lowercase base32 without padding.
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// hashID derives a stored message's id from data: prefix and 24 base32
+// characters (120 bits) of sha256(data). JetStream de-duplicates on it.
+func hashID(prefix string, data []byte) string {
+	sum := sha256.Sum256(data)
+	return prefix + idEncoding.EncodeToString(sum[:15])
 }
 
 // notifyUser publishes n on user's own subject.
