@@ -102,10 +102,30 @@ func New(cfg Config) (*API, error) {
 }
 
 // Start, Stop, List and Replay are the handlers of the four endpoints.
-func (a *API) Start() http.Handler  { return http.HandlerFunc(a.start) }
-func (a *API) Stop() http.Handler   { return http.HandlerFunc(a.stop) }
+func (a *API) Start() http.Handler  { return a.anchored(a.start) }
+func (a *API) Stop() http.Handler   { return a.anchored(a.stop) }
 func (a *API) List() http.Handler   { return http.HandlerFunc(a.list) }
 func (a *API) Replay() http.Handler { return http.HandlerFunc(a.replay) }
+
+// anchored wraps start and stop: it reads the room and the caller and bounds
+// the call by PublishTimeout.
+func (a *API) anchored(h func(ctx context.Context, w http.ResponseWriter, room protocol.Room, who auth.Identity)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		room, err := roomOf(r)
+		if err != nil {
+			protocol.WriteError(w, err)
+			return
+		}
+		who, err := a.cfg.Verifier.FromRequest(r)
+		if err != nil {
+			protocol.WriteError(w, err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
+		defer cancel()
+		h(ctx, w, room, who)
+	})
+}
 
 func roomOf(r *http.Request) (protocol.Room, error) {
 	room, err := protocol.ParseRoom(r.PathValue("room"))
@@ -175,19 +195,7 @@ func (a *API) answer(s session.Session) sessionAnswer {
 	return out
 }
 
-func (a *API) start(w http.ResponseWriter, r *http.Request) {
-	room, err := roomOf(r)
-	if err != nil {
-		protocol.WriteError(w, err)
-		return
-	}
-	who, err := a.cfg.Verifier.FromRequest(r)
-	if err != nil {
-		protocol.WriteError(w, err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
-	defer cancel()
+func (a *API) start(ctx context.Context, w http.ResponseWriter, room protocol.Room, who auth.Identity) {
 	if err := a.authorize(ctx, room, who, false, session.Session{}); err != nil {
 		a.fail(w, err)
 		return
@@ -211,19 +219,7 @@ func (a *API) start(w http.ResponseWriter, r *http.Request) {
 	protocol.WriteJSON(w, status, a.answer(s))
 }
 
-func (a *API) stop(w http.ResponseWriter, r *http.Request) {
-	room, err := roomOf(r)
-	if err != nil {
-		protocol.WriteError(w, err)
-		return
-	}
-	who, err := a.cfg.Verifier.FromRequest(r)
-	if err != nil {
-		protocol.WriteError(w, err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
-	defer cancel()
+func (a *API) stop(ctx context.Context, w http.ResponseWriter, room protocol.Room, who auth.Identity) {
 	cur, err := a.cfg.Sessions.Current(ctx, room)
 	if err != nil {
 		a.fail(w, err)
