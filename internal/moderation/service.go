@@ -150,7 +150,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			mutes, bans := s.cfg.Cache.Sanctions(room, time.Now())
-			writeJSON(w, http.StatusOK, View{Room: string(room), RoomState: s.cfg.Cache.Room(room), Mutes: mutes, Bans: bans})
+			protocol.WriteJSON(w, http.StatusOK, View{Room: string(room), RoomState: s.cfg.Cache.Room(room), Mutes: mutes, Bans: bans})
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -178,14 +178,8 @@ func (s *Service) Handler() http.Handler {
 			s.record(ctx, room, who, req, res)
 		}
 		s.log.Info("moderation", "room", room, "action", res.Action, "user", res.User, "by", who.User, "changed", res.Changed)
-		writeJSON(w, http.StatusOK, res)
+		protocol.WriteJSON(w, http.StatusOK, res)
 	})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }
 
 // mayModerate: admins everywhere, the room's anchor in their room.
