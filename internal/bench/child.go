@@ -160,18 +160,9 @@ type remoteAgent struct {
 
 // startChild runs exe bench --child and initialises it with spec.
 func startChild(ctx context.Context, exe string, spec AgentSpec, stderr io.Writer) (*remoteAgent, error) {
-	cmd := exec.Command(exe, "bench", "--child")
-	cmd.Stderr = stderr
-	in, err := cmd.StdinPipe()
+	cmd, in, out, err := startPiped("child "+exe, exe, stderr, "bench", "--child")
 	if err != nil {
 		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("cannot start child %s: %w", exe, err)
 	}
 	r := &remoteAgent{cmd: cmd, in: in, replies: make(chan childMsg, 4), done: make(chan struct{})}
 	go r.read(out)
@@ -292,6 +283,26 @@ func (r *remoteAgent) Close() error {
 		<-r.done
 	}
 	return nil
+}
+
+// startPiped starts exe with args, its stderr going to stderr, and returns
+// the pipes to its stdin and stdout. what names the process in errors.
+func startPiped(what, exe string, stderr io.Writer, args ...string) (*exec.Cmd, io.WriteCloser, io.ReadCloser, error) {
+	cmd := exec.Command(exe, args...)
+	cmd.Stderr = stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("cannot make stdin pipe for %s: %w", what, err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		_ = in.Close()
+		return nil, nil, nil, fmt.Errorf("cannot make stdout pipe for %s: %w", what, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, nil, fmt.Errorf("cannot start %s: %w", what, err)
+	}
+	return cmd, in, out, nil
 }
 
 // selfExe is the binary children run by default.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os/exec"
 	"syscall"
 	"time"
 )
@@ -153,18 +152,9 @@ func RunFloorServer(ctx context.Context, in io.Reader, out io.Writer) error {
 
 // runFloor measures the floor with the agents' viewers as readers.
 func runFloor(ctx context.Context, exe string, agents []agent, plan [][]RoomPlan, spec FloorSpec, stderr io.Writer) (*FloorFigures, error) {
-	cmd := exec.Command(exe, "bench", "--floor-server")
-	cmd.Stderr = stderr
-	in, err := cmd.StdinPipe()
+	cmd, in, outp, err := startPiped("floor server", exe, stderr, "bench", "--floor-server")
 	if err != nil {
 		return nil, err
-	}
-	outp, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("cannot start floor server: %w", err)
 	}
 	defer func() {
 		_ = in.Close()
