@@ -20,24 +20,6 @@ import (
 	"github.com/liveroom/liveroom/internal/testutil"
 )
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // tailServer serves dispatch and one scripted gateway on one address. The
 // first connection is asked to move (a drain); the second stays.
 type tailServer struct {
@@ -117,7 +99,7 @@ func tail(t *testing.T, args []string, until string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut testutil.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- runTail(ctx, args, &out, &errOut) }()
 	deadline := time.Now().Add(10 * time.Second)

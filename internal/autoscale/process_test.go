@@ -16,24 +16,6 @@ import (
 	"github.com/liveroom/liveroom/internal/testutil"
 )
 
-// syncBuffer collects the children's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestProcessActuatorRunsRealGateways starts gateway processes of the real
 // binary, checks they beat with the ids and URLs the actuator gave them,
 // drains one (it exits by itself and leaves the members), and kills one that
@@ -63,7 +45,7 @@ func TestProcessActuatorRunsRealGateways(t *testing.T) {
 		return b, ok
 	}
 
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	p, err := NewProcess(ProcessConfig{
 		Binary:   testutil.Binary(t),
 		Args:     []string{"--nats-url", e.ClientURL(), "--max-conns", "3000", "--drain-delay", "100ms", "--drain-window", "200ms", "--drain-grace", "200ms"},
