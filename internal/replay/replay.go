@@ -220,16 +220,9 @@ func (a *API) start(ctx context.Context, w http.ResponseWriter, room protocol.Ro
 }
 
 func (a *API) stop(ctx context.Context, w http.ResponseWriter, room protocol.Room, who auth.Identity) {
-	cur, err := a.cfg.Sessions.Current(ctx, room)
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	if err := a.authorize(ctx, room, who, true, cur); err != nil {
-		a.fail(w, err)
-		return
-	}
-	s, err := a.cfg.Sessions.Stop(ctx, room)
+	s, err := a.cfg.Sessions.StopIf(ctx, room, func(cur session.Session) error {
+		return a.authorize(ctx, room, who, true, cur)
+	})
 	if err != nil {
 		a.fail(w, err)
 		return

@@ -109,9 +109,21 @@ func (r *Registry) Start(ctx context.Context, room protocol.Room, user protocol.
 
 // Stop stops the running session of room and returns it, or ErrNotLive.
 func (r *Registry) Stop(ctx context.Context, room protocol.Room) (Session, error) {
+	return r.StopIf(ctx, room, nil)
+}
+
+// StopIf is Stop that first asks allow (when not nil) about the running
+// session and returns its error, unwrapped, when it refuses. The session
+// is read once, and a session started meanwhile is not stopped.
+func (r *Registry) StopIf(ctx context.Context, room protocol.Room, allow func(Session) error) (Session, error) {
 	s, rev, err := r.get(ctx, curKey(room), ErrNotLive)
 	if err != nil {
 		return Session{}, err
+	}
+	if allow != nil {
+		if err := allow(s); err != nil {
+			return Session{}, err
+		}
 	}
 	s.StoppedMS = max(r.now().UnixMilli(), s.StartedMS)
 	b, _ := json.Marshal(s)

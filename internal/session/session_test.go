@@ -40,6 +40,18 @@ func TestRegistryAndCache(t *testing.T) {
 	if _, ok := cache.Current("r2"); ok {
 		t.Fatal("r2 live without a start")
 	}
+	refused := errors.New("refused")
+	if _, err := reg.StopIf(ctx, "r1", func(cur session.Session) error {
+		if cur.ID != first.ID {
+			t.Errorf("StopIf asked about %+v, want %s", cur, first.ID)
+		}
+		return refused
+	}); err != refused {
+		t.Fatalf("refused stop: %v, want the refusal", err)
+	}
+	if got, err := reg.Current(ctx, "r1"); err != nil || got.ID != first.ID {
+		t.Fatalf("after a refused stop: %+v %v, want %s still live", got, err, first.ID)
+	}
 	stopped, err := reg.Stop(ctx, "r1")
 	if err != nil || stopped.Live() || stopped.StoppedMS < stopped.StartedMS {
 		t.Fatalf("stop: %+v %v", stopped, err)
