@@ -281,7 +281,7 @@ func (d *Dispatcher) post(ctx context.Context, e Endpoint, id, kind string, atte
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("cannot build request: %w", err)
 	}
 	h := req.Header
 	h.Set("Content-Type", "application/json")
@@ -293,7 +293,7 @@ func (d *Dispatcher) post(ctx context.Context, e Endpoint, id, kind string, atte
 	h.Set(HeaderSignature, Sign(e.Secret, body))
 	resp, err := d.cfg.Client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, err // a *url.Error: "Post \"<url>\": <cause>"
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
@@ -322,7 +322,10 @@ func (d *Dispatcher) deadLetter(ctx context.Context, e Endpoint, kind, id string
 	defer cancel()
 	_, err := d.cfg.JS.PublishMsg(ctx, &nats.Msg{Subject: DLQSubjectPrefix + endpointID(e.URL), Data: rec},
 		jetstream.WithMsgID(endpointID(e.URL)+"-"+id), jetstream.WithExpectStream(DLQStream))
-	return err
+	if err != nil {
+		return fmt.Errorf("cannot store dead letter: %w", err)
+	}
+	return nil
 }
 
 // DeadLetters reads every record of the dead-letter stream (tools, tests).
@@ -333,14 +336,14 @@ func DeadLetters(ctx context.Context, js jetstream.JetStream) ([]DeadLetter, err
 	}
 	st, err := js.Stream(ctx, DLQStream)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot read %s: %w", DLQStream, err)
 	}
 	total := st.CachedInfo().State.Msgs
 	var out []DeadLetter
 	for uint64(len(out)) < total {
 		batch, err := c.Fetch(int(total)-len(out), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("cannot read %s: %w", DLQStream, err)
 		}
 		n := 0
 		for m := range batch.Messages() {
