@@ -161,10 +161,18 @@ func peerAddr(r *http.Request) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
+// exempt reports whether handshakes from ip are neither limited nor
+// counted: an address that is not valid, loopback unless LimitLoopback, or
+// every address when no limit is set. admit and release must agree on it, or
+// a slot taken would never be given back.
+func (e *edge) exempt(ip netip.Addr) bool {
+	return !ip.IsValid() || (ip.IsLoopback() && !e.limitLoopback) || (e.perIP < 0 && e.rate == rate.Inf)
+}
+
 // admit runs the per-address checks for a handshake from ip. On success
 // the handshake holds one of ip's connection slots until release(ip).
 func (e *edge) admit(ip netip.Addr, now time.Time) *protocol.Error {
-	if !ip.IsValid() || (ip.IsLoopback() && !e.limitLoopback) || (e.perIP < 0 && e.rate == rate.Inf) {
+	if e.exempt(ip) {
 		return nil
 	}
 	e.mu.Lock()
@@ -201,7 +209,7 @@ func (e *edge) admit(ip netip.Addr, now time.Time) *protocol.Error {
 
 // release gives back a connection slot taken by admit.
 func (e *edge) release(ip netip.Addr) {
-	if !ip.IsValid() || (ip.IsLoopback() && !e.limitLoopback) || (e.perIP < 0 && e.rate == rate.Inf) {
+	if e.exempt(ip) {
 		return
 	}
 	e.mu.Lock()
