@@ -57,9 +57,13 @@ func (s *Server) moderate(now time.Time, room protocol.Room, id auth.Identity, r
 // slowMode remembers when each user last spoke in each room, for slow mode.
 // It is per process: behind several uplinks a user could speak once per
 // interval through each (documented in docs/SECURITY.md).
+//
+// Its memory is bounded like a limiterSet's: at most perShard entries in each
+// of limiterShards shards.
 type slowMode struct {
-	seed   maphash.Seed
-	shards [64]slowShard
+	seed     maphash.Seed
+	perShard int
+	shards   [limiterShards]slowShard
 }
 
 type slowShard struct {
@@ -68,7 +72,7 @@ type slowShard struct {
 }
 
 func newSlowMode() *slowMode {
-	s := &slowMode{seed: maphash.MakeSeed()}
+	s := &slowMode{seed: maphash.MakeSeed(), perShard: maxLimitersPerShard}
 	for i := range s.shards {
 		s.shards[i].last = map[string]time.Time{}
 	}
@@ -82,8 +86,21 @@ func (s *slowMode) admit(room protocol.Room, user protocol.User, now time.Time, 
 	sh := &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if last, ok := sh.last[key]; ok && now.Sub(last) < interval {
+	last, ok := sh.last[key]
+	if ok && now.Sub(last) < interval {
 		return interval - now.Sub(last)
+	}
+	if !ok && len(sh.last) >= s.perShard {
+		sh.sweepLocked(now)
+		if len(sh.last) >= s.perShard {
+			// A flood of distinct, authenticated senders: forget an
+			// arbitrary one, who may then speak once early; memory stays
+			// bounded, which matters more.
+			for k := range sh.last {
+				delete(sh.last, k)
+				break
+			}
+		}
 	}
 	sh.last[key] = now
 	return 0
@@ -95,13 +112,19 @@ func (s *slowMode) sweep(now time.Time) int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for k, t := range sh.last {
-			if now.Sub(t) > moderation.MaxSlowModeS*time.Second {
-				delete(sh.last, k)
-				n++
-			}
-		}
+		n += sh.sweepLocked(now)
 		sh.mu.Unlock()
+	}
+	return n
+}
+
+func (sh *slowShard) sweepLocked(now time.Time) int {
+	n := 0
+	for k, t := range sh.last {
+		if now.Sub(t) > moderation.MaxSlowModeS*time.Second {
+			delete(sh.last, k)
+			n++
+		}
 	}
 	return n
 }

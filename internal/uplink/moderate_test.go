@@ -1,0 +1,64 @@
+package uplink
+
+import (
+	"hash/maphash"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/moderation"
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+func TestSlowModeBound(t *testing.T) {
+	s := newSlowMode()
+	s.perShard = 8
+	now := time.Unix(1_700_000_000, 0)
+	shardOf := func(user string) uint64 { return maphash.String(s.seed, "r|"+user) % limiterShards }
+	added := 0
+	for i := 0; added < s.perShard+5; i++ {
+		u := "u" + strconv.Itoa(i)
+		if shardOf(u) != 0 {
+			continue
+		}
+		if wait := s.admit("r", protocol.User(u), now, time.Minute); wait != 0 {
+			t.Fatalf("first comment of %s waits %v", u, wait)
+		}
+		added++
+	}
+	if n := len(s.shards[0].last); n != s.perShard {
+		t.Fatalf("shard holds %d entries, bound is %d", n, s.perShard)
+	}
+	// Expired entries go first when the bound is reached.
+	later := now.Add(moderation.MaxSlowModeS*time.Second + time.Second)
+	for i := 0; ; i++ {
+		u := "fresh" + strconv.Itoa(i)
+		if shardOf(u) == 0 {
+			s.admit("r", protocol.User(u), later, time.Minute)
+			break
+		}
+	}
+	if n := len(s.shards[0].last); n != 1 {
+		t.Fatalf("shard holds %d entries after an insert that found every entry expired", n)
+	}
+}
+
+func TestSlowModeAdmit(t *testing.T) {
+	s := newSlowMode()
+	now := time.Unix(1_700_000_000, 0)
+	if wait := s.admit("r", "alice", now, 10*time.Second); wait != 0 {
+		t.Fatalf("first comment waits %v", wait)
+	}
+	if wait := s.admit("r", "alice", now.Add(4*time.Second), 10*time.Second); wait != 6*time.Second {
+		t.Fatalf("second comment waits %v, want 6s", wait)
+	}
+	if wait := s.admit("r2", "alice", now.Add(4*time.Second), 10*time.Second); wait != 0 {
+		t.Fatalf("another room waits %v", wait)
+	}
+	if wait := s.admit("r", "alice", now.Add(10*time.Second), 10*time.Second); wait != 0 {
+		t.Fatalf("comment after the interval waits %v", wait)
+	}
+	if n := s.sweep(now.Add(10*time.Second + moderation.MaxSlowModeS*time.Second)); n != 1 {
+		t.Fatalf("swept %d, want 1 (r2 only)", n)
+	}
+}
