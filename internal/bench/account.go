@@ -24,6 +24,14 @@ type Group struct {
 	LiveSum int64 `json:"live_sum"`
 }
 
+// addGift counts n more stayed viewers that received gift id.
+func (g *Group) addGift(id string, n int) {
+	if g.Gifts == nil {
+		g.Gifts = map[string]int{}
+	}
+	g.Gifts[id] += n
+}
+
 type groupKey struct{ gw, room string }
 
 // mergeGroups adds the groups of b into a (keyed by gateway and room).
@@ -45,10 +53,7 @@ func mergeGroups(a []*Group, b []*Group) []*Group {
 		t.LiveMax = max(t.LiveMax, g.LiveMax)
 		t.LiveSum += g.LiveSum
 		for id, n := range g.Gifts {
-			if t.Gifts == nil {
-				t.Gifts = map[string]int{}
-			}
-			t.Gifts[id] += n
+			t.addGift(id, n)
 		}
 	}
 	sort.Slice(a, func(i, j int) bool {

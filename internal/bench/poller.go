@@ -412,10 +412,7 @@ func (p *poller) report() pollerReply {
 		g.LiveMax = max(g.LiveMax, c.live)
 		g.LiveSum += c.live
 		for _, idx := range c.gifts {
-			if g.Gifts == nil {
-				g.Gifts = map[string]int{}
-			}
-			g.Gifts[p.giftIDs[idx]]++
+			g.addGift(p.giftIDs[idx], 1)
 		}
 	}
 	for _, g := range gs {
