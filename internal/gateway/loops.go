@@ -87,8 +87,7 @@ func (s *Server) tickRoom(r *room, now time.Time) {
 		(local == 0 && r.joining == 0 && !r.emptySince.IsZero() && now.Sub(r.emptySince) >= s.cfg.RoomLinger)
 	r.mu.Unlock()
 	if publish && r.readyErr == nil {
-		b, _ := json.Marshal(presenceMsg{GW: s.cfg.ID, N: local})
-		_ = s.cfg.NC.Publish(bus.PresenceSubject(r.id), b)
+		s.publishPresence(r.id, local)
 	}
 	if pushCount {
 		r.add(pendingMsg{b: countMessage(s.cfg.ID, online, now), kind: kindAggregate})

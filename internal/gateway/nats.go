@@ -169,6 +169,13 @@ func (r *room) noteLikes(b []byte) {
 	r.mu.Unlock()
 }
 
+// publishPresence tells the other gateways hosting room id that this one
+// has n viewers there (0: none left).
+func (s *Server) publishPresence(id protocol.Room, n int64) {
+	b, _ := json.Marshal(presenceMsg{GW: s.cfg.ID, N: n})
+	_ = s.cfg.NC.Publish(bus.PresenceSubject(id), b)
+}
+
 // remoteSum adds up the other gateways' fresh counts; r.mu held.
 func (r *room) remoteSum(now time.Time) int64 {
 	var n int64

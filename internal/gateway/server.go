@@ -7,7 +7,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -175,8 +174,7 @@ func (s *Server) Close() error {
 			select {
 			case <-r.ready:
 				if r.readyErr == nil {
-					b, _ := json.Marshal(presenceMsg{GW: s.cfg.ID, N: 0})
-					_ = s.cfg.NC.Publish(bus.PresenceSubject(r.id), b)
+					s.publishPresence(r.id, 0)
 				}
 			default:
 			}
