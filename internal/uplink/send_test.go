@@ -222,14 +222,8 @@ func TestUserRateLimit(t *testing.T) {
 			t.Fatalf("message %d within the burst: %d %s", i, a.status, a.raw)
 		}
 	}
-	a := u.post("r1", "alice", "", danmaku("one too many"), nil)
-	if a.status != http.StatusTooManyRequests || a.Error.Code != protocol.CodeUserRateLimited {
-		t.Fatalf("got %d %s, want 429 user_rate_limited", a.status, a.raw)
-	}
-	// One token every 2 s: the wait is at most 2 s, announced in whole seconds.
-	if ra := a.header.Get("Retry-After"); ra != "1" && ra != "2" || a.Error.RetryAfterMS < 1 || a.Error.RetryAfterMS > 2000 {
-		t.Errorf("Retry-After %q retry_after_ms %d", ra, a.Error.RetryAfterMS)
-	}
+	// One token every 2 s: the wait is at most 2 s.
+	wantRateLimited(t, u.post("r1", "alice", "", danmaku("one too many"), nil), protocol.CodeUserRateLimited)
 	if b := u.post("r1", "bob", "", danmaku("hi"), nil); b.status != http.StatusAccepted {
 		t.Errorf("another user is limited too: %d %s", b.status, b.raw)
 	}
@@ -251,18 +245,24 @@ func TestRoomRateLimit(t *testing.T) {
 	if a := u.post("busy", "u1", "", danmaku("hi"), nil); a.status != http.StatusAccepted {
 		t.Fatalf("u1: %d %s", a.status, a.raw)
 	}
-	a := u.post("busy", "u3", "", danmaku("hi"), nil)
-	if a.status != http.StatusTooManyRequests || a.Error.Code != protocol.CodeRoomRateLimited {
-		t.Fatalf("got %d %s, want 429 room_rate_limited", a.status, a.raw)
-	}
-	if ra := a.header.Get("Retry-After"); ra != "1" && ra != "2" || a.Error.RetryAfterMS < 1 || a.Error.RetryAfterMS > 2000 {
-		t.Errorf("Retry-After %q retry_after_ms %d", ra, a.Error.RetryAfterMS)
-	}
+	wantRateLimited(t, u.post("busy", "u3", "", danmaku("hi"), nil), protocol.CodeRoomRateLimited)
 	if b := u.post("calm", "u3", "", danmaku("hi"), nil); b.status != http.StatusAccepted {
 		t.Errorf("another room is limited too: %d %s", b.status, b.raw)
 	}
 	if got := e.barrier(u, live); len(got) != 1 {
 		t.Errorf("%d messages on the busy room, want 1", len(got))
+	}
+}
+
+// wantRateLimited fails unless a is a 429 with code whose wait, at most 2 s,
+// is announced in whole seconds.
+func wantRateLimited(t *testing.T, a answer, code string) {
+	t.Helper()
+	if a.status != http.StatusTooManyRequests || a.Error.Code != code {
+		t.Fatalf("got %d %s, want 429 %s", a.status, a.raw, code)
+	}
+	if ra := a.header.Get("Retry-After"); ra != "1" && ra != "2" || a.Error.RetryAfterMS < 1 || a.Error.RetryAfterMS > 2000 {
+		t.Errorf("Retry-After %q retry_after_ms %d", ra, a.Error.RetryAfterMS)
 	}
 }
 
