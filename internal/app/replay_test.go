@@ -1,9 +1,7 @@
 package app
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -13,37 +11,6 @@ import (
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
 )
-
-// call sends an HTTP request and decodes a JSON answer into out (if not
-// nil); it returns the status.
-func call(t *testing.T, method, url, token, body string, out any) int {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if strings.Contains(body, `"gift"`) {
-		req.Header.Set("Idempotency-Key", fmt.Sprintf("k-%d", time.Now().UnixNano()))
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("%s %s: %d %s: %v", method, url, resp.StatusCode, b, err)
-		}
-	}
-	return resp.StatusCode
-}
 
 type sessionJSON struct {
 	ID         string `json:"id"`
@@ -74,15 +41,15 @@ func TestSessionRecordedAndReplayed(t *testing.T) {
 	viewers := []*recorder{viewer(t, n, room, "v1"), viewer(t, n, room, "v2")}
 	anchor := testutil.Token(t, "star", protocol.RoleAnchor)
 
-	if st := call(t, "POST", base+"/live/start", testutil.Token(t, "nobody", protocol.RoleViewer), "", nil); st != http.StatusForbidden {
+	if st := testutil.APICall(t, "POST", base+"/live/start", testutil.Token(t, "nobody", protocol.RoleViewer), "", nil); st != http.StatusForbidden {
 		t.Fatalf("viewer starting a session: %d, want 403", st)
 	}
 	var s sessionJSON
-	if st := call(t, "POST", base+"/live/start", anchor, "", &s); st != http.StatusCreated || !s.Live || s.ID == "" {
+	if st := testutil.APICall(t, "POST", base+"/live/start", anchor, "", &s); st != http.StatusCreated || !s.Live || s.ID == "" {
 		t.Fatalf("start: %d %+v", st, s)
 	}
 	var again sessionJSON
-	if st := call(t, "POST", base+"/live/start", anchor, "", &again); st != http.StatusOK || again.ID != s.ID {
+	if st := testutil.APICall(t, "POST", base+"/live/start", anchor, "", &again); st != http.StatusOK || again.ID != s.ID {
 		t.Fatalf("second start: %d %+v, want 200 and the same session %s", st, again, s.ID)
 	}
 	testutil.Eventually(t, 5*time.Second, "uplink sees the session", func() bool {
@@ -97,17 +64,17 @@ func TestSessionRecordedAndReplayed(t *testing.T) {
 		if i%4 == 3 {
 			body = `{"type":"gift","gift":"rocket","count":1}`
 		}
-		if st := call(t, "POST", n.URL()+"/v1/rooms/"+room+"/messages", tok, body, nil); st != http.StatusAccepted {
+		if st := testutil.APICall(t, "POST", n.URL()+"/v1/rooms/"+room+"/messages", tok, body, nil); st != http.StatusAccepted {
 			t.Fatalf("send %d: %d", i, st)
 		}
 		sent++
 		time.Sleep(60 * time.Millisecond)
 	}
 	var stopped sessionJSON
-	if st := call(t, "POST", base+"/live/stop", anchor, "", &stopped); st != http.StatusOK || stopped.Live || stopped.StoppedMS == 0 {
+	if st := testutil.APICall(t, "POST", base+"/live/stop", anchor, "", &stopped); st != http.StatusOK || stopped.Live || stopped.StoppedMS == 0 {
 		t.Fatalf("stop: %d %+v", st, stopped)
 	}
-	if st := call(t, "POST", base+"/live/stop", anchor, "", nil); st != http.StatusConflict {
+	if st := testutil.APICall(t, "POST", base+"/live/stop", anchor, "", nil); st != http.StatusConflict {
 		t.Fatalf("second stop: %d, want 409", st)
 	}
 
@@ -134,7 +101,7 @@ func TestSessionRecordedAndReplayed(t *testing.T) {
 	url := fmt.Sprintf("%s/sessions/%s/replay?from_ms=0&to_ms=%d", base, s.ID, stopped.DurationMS+1)
 	testutil.Eventually(t, 10*time.Second, "the archive holds the session", func() bool {
 		got = replayJSON{}
-		return call(t, "GET", url, "", "", &got) == http.StatusOK && len(got.Msgs) == want
+		return testutil.APICall(t, "GET", url, "", "", &got) == http.StatusOK && len(got.Msgs) == want
 	})
 	key := func(m protocol.Message) string {
 		return fmt.Sprintf("%s %s seq=%d offset=%d text=%q gift=%q action=%q", m.ID, m.Type, m.Seq, m.OffsetMS, m.Text, m.Gift, m.Action)
@@ -164,7 +131,7 @@ func TestSessionRecordedAndReplayed(t *testing.T) {
 	// A window returns just its part.
 	mid := got.Msgs[len(got.Msgs)/2].OffsetMS
 	var part replayJSON
-	if st := call(t, "GET", fmt.Sprintf("%s/sessions/%s/replay?from_ms=%d&to_ms=%d", base, s.ID, mid, mid+1), "", "", &part); st != http.StatusOK || len(part.Msgs) == 0 {
+	if st := testutil.APICall(t, "GET", fmt.Sprintf("%s/sessions/%s/replay?from_ms=%d&to_ms=%d", base, s.ID, mid, mid+1), "", "", &part); st != http.StatusOK || len(part.Msgs) == 0 {
 		t.Fatalf("one-ms window: %d %+v", st, part)
 	}
 	for _, m := range part.Msgs {
@@ -177,7 +144,7 @@ func TestSessionRecordedAndReplayed(t *testing.T) {
 		Room     string        `json:"room"`
 		Sessions []sessionJSON `json:"sessions"`
 	}
-	if st := call(t, "GET", base+"/sessions", "", "", &list); st != http.StatusOK || len(list.Sessions) != 1 ||
+	if st := testutil.APICall(t, "GET", base+"/sessions", "", "", &list); st != http.StatusOK || len(list.Sessions) != 1 ||
 		list.Sessions[0].ID != s.ID || list.Sessions[0].Live || list.Sessions[0].Messages != int64(want) {
 		t.Fatalf("sessions: %d %+v", st, list)
 	}
@@ -195,7 +162,7 @@ func TestSessionRecordedAndReplayed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var a replayJSON
-			if st := call(t, "GET", base+"/"+tc.query, "", "", &a); st != tc.status || a.Error.Code != tc.code {
+			if st := testutil.APICall(t, "GET", base+"/"+tc.query, "", "", &a); st != tc.status || a.Error.Code != tc.code {
 				t.Errorf("%d %q, want %d %q", st, a.Error.Code, tc.status, tc.code)
 			}
 		})
