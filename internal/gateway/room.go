@@ -125,7 +125,6 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 	r.lastFlush = now
 	r.mergeWin = window
 	kept, reliable := r.sample(msgs)
-	r.srv.observeDelays(msgs, now)
 	for _, m := range msgs {
 		if m.kind == kindReliable && m.seq > r.lastSeq {
 			r.window = append(r.window, relMsg{seq: m.seq, b: m.b})
@@ -139,6 +138,9 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 	}
 	scratch = append(scratch[:0], r.members...)
 	r.mu.Unlock()
+	// msgs is this flush's own slice now (add appends to r.pending): read
+	// the messages' timestamps without holding up add.
+	r.srv.observeDelays(msgs, now)
 
 	if len(kept) > 0 && len(scratch) > 0 {
 		f := &frame{msgs: len(kept), reliable: reliable}
