@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/liveroom/liveroom/internal/archive"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
@@ -20,15 +17,11 @@ import (
 // stopped are archived when it starts again; messages that expired from
 // the buffer stream meanwhile are counted as lost, not silently skipped.
 func TestArchiverStopsAndCatchesUp(t *testing.T) {
-	e := testutil.StartNATS(t)
-	nc, err := nats.Connect(e.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, nc, js := testutil.StartBackbone(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// A live buffer of one second: what is sent while the archiver is
+	// stopped expires before it starts again.
 	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{LiveMaxAge: time.Second}); err != nil {
 		t.Fatal(err)
 	}
