@@ -300,24 +300,39 @@ func TestHTTPErrorsAreJSON(t *testing.T) {
 	})
 }
 
+// call sends a request with token as its bearer (none when empty) and
+// returns the answer's status and body.
+func call(t *testing.T, method, url, token string, body io.Reader) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
 func TestAdminDrainNeedsAdminAndDrainsTheGateway(t *testing.T) {
 	n := startNode(t, testutil.Secret)
 	post := func(path, token string) (int, string) {
-		req, _ := http.NewRequest("POST", n.URL()+path, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		status, b := call(t, http.MethodPost, n.URL()+path, token, nil)
 		var body struct {
 			Error protocol.ErrorBody `json:"error"`
 			State string             `json:"state"`
 		}
-		_ = json.NewDecoder(resp.Body).Decode(&body)
-		return resp.StatusCode, body.Error.Code + body.State
+		_ = json.Unmarshal(b, &body)
+		return status, body.Error.Code + body.State
 	}
 	gw := n.Gateway().ID()
 	admin := testutil.Token(t, "boss", protocol.RoleAdmin)

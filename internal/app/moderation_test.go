@@ -22,18 +22,7 @@ import (
 func postModeration(t *testing.T, n *Node, room, token string, body any) (int, []byte) {
 	t.Helper()
 	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest(http.MethodPost, n.URL()+"/v1/rooms/"+room+"/moderation", bytes.NewReader(b))
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	_, _ = buf.ReadFrom(resp.Body)
-	return resp.StatusCode, buf.Bytes()
+	return call(t, http.MethodPost, n.URL()+"/v1/rooms/"+room+"/moderation", token, bytes.NewReader(b))
 }
 
 func sendCode(s *client.Sender, room, text string) (int, string) {
@@ -74,18 +63,10 @@ func TestModerationAPI(t *testing.T) {
 		{"too large", admin, `{"action":"announce","text":"` + strings.Repeat("x", 5000) + `"}`, 413, protocol.CodeTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodPost, n.URL()+"/v1/rooms/show/moderation", strings.NewReader(tc.body))
-			if tc.token != "" {
-				req.Header.Set("Authorization", "Bearer "+tc.token)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
+			status, b := call(t, http.MethodPost, n.URL()+"/v1/rooms/show/moderation", tc.token, strings.NewReader(tc.body))
 			var e protocol.ErrorFrame
-			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != tc.status || e.Error.Code != tc.code {
-				t.Fatalf("got %d %+v (%v), want %d %s", resp.StatusCode, e, err, tc.status, tc.code)
+			if err := json.Unmarshal(b, &e); err != nil || status != tc.status || e.Error.Code != tc.code {
+				t.Fatalf("got %d %+v (%v), want %d %s", status, e, err, tc.status, tc.code)
 			}
 		})
 	}
@@ -124,17 +105,11 @@ func TestModerationAPI(t *testing.T) {
 		t.Fatalf("a muted viewer's gift was refused: %v", err)
 	}
 	// GET shows the state.
-	req, _ := http.NewRequest(http.MethodGet, n.URL()+"/v1/rooms/show/moderation", nil)
-	req.Header.Set("Authorization", "Bearer "+star)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	status, b := call(t, http.MethodGet, n.URL()+"/v1/rooms/show/moderation", star, nil)
 	var view moderation.View
-	if err := json.NewDecoder(resp.Body).Decode(&view); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET: %d %v", resp.StatusCode, err)
+	if err := json.Unmarshal(b, &view); err != nil || status != 200 {
+		t.Fatalf("GET: %d %v", status, err)
 	}
-	resp.Body.Close()
 	if view.Anchor != "star" || len(view.Mutes) != 1 || view.Mutes[0].User != "v1" || view.Mutes[0].Reason != "rude" || len(view.Bans) != 0 {
 		t.Fatalf("view %+v", view)
 	}
@@ -238,20 +213,14 @@ func TestBanAndCloseReachTheGateway(t *testing.T) {
 func TestAnnouncementCarriesTheLiveSession(t *testing.T) {
 	n := startNode(t, testutil.Secret)
 	star := testutil.Token(t, "star", protocol.RoleAnchor)
-	req, _ := http.NewRequest(http.MethodPost, n.URL()+"/v1/rooms/stage/live/start", nil)
-	req.Header.Set("Authorization", "Bearer "+star)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	status, b := call(t, http.MethodPost, n.URL()+"/v1/rooms/stage/live/start", star, nil)
 	var sess struct {
 		ID        string `json:"id"`
 		StartedMS int64  `json:"started_ms"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&sess); err != nil || resp.StatusCode/100 != 2 || sess.ID == "" {
-		t.Fatalf("live start: %d %+v %v", resp.StatusCode, sess, err)
+	if err := json.Unmarshal(b, &sess); err != nil || status/100 != 2 || sess.ID == "" {
+		t.Fatalf("live start: %d %+v %v", status, sess, err)
 	}
-	resp.Body.Close()
 	testutil.Eventually(t, 5*time.Second, "the uplink sees the session", func() bool { return n.Uplink().LiveSession("stage") == sess.ID })
 	rec := viewer(t, n, "stage", "fan")
 	// The anchor claimed the room by starting it, so it may announce.
