@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"fmt"
 	"sort"
 	"strconv"
 
@@ -85,7 +86,7 @@ func (s *Server) Register(reg prometheus.Registerer) error {
 	cs = append(cs, delay)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
-			return err
+			return fmt.Errorf("cannot register gateway metrics: %w", err)
 		}
 	}
 	s.delayLive = delay.WithLabelValues("live")

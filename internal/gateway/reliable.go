@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -74,7 +75,7 @@ func (rs *relSub) create(ctx context.Context) error {
 	}
 	cons, err := rs.s.cfg.JS.CreateOrUpdateConsumer(ctx, bus.ReliableStream, cfg)
 	if err != nil {
-		return err
+		return fmt.Errorf("cannot create reliable consumer: %w", err)
 	}
 	cc, err := cons.Consume(rs.handler(gen),
 		jetstream.PullExpiry(5*time.Second),
@@ -82,7 +83,7 @@ func (rs *relSub) create(ctx context.Context) error {
 		jetstream.ConsumeErrHandler(rs.errHandler(gen)))
 	if err != nil {
 		rs.deleteConsumer(cons)
-		return err
+		return fmt.Errorf("cannot consume reliable messages: %w", err)
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
