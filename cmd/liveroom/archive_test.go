@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -31,7 +30,7 @@ func TestArchiveRole(t *testing.T) {
 		}
 	}))
 	defer hs.Close()
-	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	addr := testutil.Addr(testutil.FreePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var stderr bytes.Buffer
@@ -40,25 +39,11 @@ func TestArchiveRole(t *testing.T) {
 			"--webhook-url", hs.URL, "--webhook-events", "live_start", "--log-level", "error"}, io.Discard, &stderr)
 	}()
 	base := "http://" + addr
-	testutil.Eventually(t, 20*time.Second, "archive role up", func() bool {
-		r, err := http.Get(base + "/healthz")
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == http.StatusOK
-	})
-	req, _ := http.NewRequest(http.MethodPost, base+"/v1/rooms/r1/live/start", nil)
-	req.Header.Set("Authorization", "Bearer "+testutil.Token(t, "star", protocol.RoleAnchor))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	testutil.WaitHTTP(t, base+"/healthz", 20*time.Second)
+	if st := testutil.APICall(t, http.MethodPost, base+"/v1/rooms/r1/live/start", testutil.Token(t, "star", protocol.RoleAnchor), "", nil); st != http.StatusCreated {
+		t.Fatalf("live start: %d", st)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("live start: %d", resp.StatusCode)
-	}
-	resp, err = http.Get(base + "/v1/rooms/r1/sessions")
+	resp, err := http.Get(base + "/v1/rooms/r1/sessions")
 	if err != nil {
 		t.Fatal(err)
 	}
