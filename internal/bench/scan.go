@@ -175,6 +175,23 @@ func (it *objIter) set(j int, ok bool) {
 	}
 }
 
+// str reads the string value at b[v] into *dst and moves past it.
+func (it *objIter) str(v int, dst *[]byte) {
+	s, j, ok := readString(it.b, v)
+	*dst = s
+	it.set(j, ok)
+}
+
+// int reads the integer value at b[v] into *dst and moves past it.
+func (it *objIter) int(v int, dst *int64) {
+	n, j, ok := readInt(it.b, v)
+	*dst = n
+	it.set(j, ok)
+}
+
+// skip moves past the value at b[v].
+func (it *objIter) skip(v int) { it.set(skipValue(it.b, v)) }
+
 // scanFrame reads a server frame's type (and the welcome's gateway and seq,
 // an error's code) into f, and appends the messages of a batch to msgs.
 func scanFrame(b []byte, f *frameFields, msgs []msgFields) ([]msgFields, bool) {
@@ -187,93 +204,100 @@ func scanFrame(b []byte, f *frameFields, msgs []msgFields) ([]msgFields, bool) {
 		}
 		switch string(key) {
 		case "type":
-			s, j, ok := readString(b, v)
-			f.typ = s
-			it.set(j, ok)
+			it.str(v, &f.typ)
 		case "gateway":
-			s, j, ok := readString(b, v)
-			f.gateway = s
-			it.set(j, ok)
+			it.str(v, &f.gateway)
 		case "seq":
-			n, j, ok := readInt(b, v)
-			f.seq = n
-			it.set(j, ok)
+			it.int(v, &f.seq)
 		case "error":
-			if v < len(b) && b[v] == '{' {
-				e := startObject(b, v)
-				for {
-					k, ev, ok := e.next()
-					if !ok {
-						break
-					}
-					if string(k) == "code" {
-						s, j, ok := readString(b, ev)
-						f.code = s
-						e.set(j, ok)
-						continue
-					}
-					e.set(skipValue(b, ev))
-				}
-				it.set(e.i, !e.bad)
-				continue
-			}
-			it.set(skipValue(b, v))
+			scanError(&it, v, &f.code)
 		case "msgs":
-			if v >= len(b) || b[v] != '[' {
-				it.set(skipValue(b, v))
-				continue
-			}
-			i := skipWS(b, v+1)
-			if i < len(b) && b[i] == ']' {
-				it.set(i+1, true)
-				continue
-			}
-			for {
-				var m msgFields
-				o := startObject(b, i)
-				for {
-					k, mv, ok := o.next()
-					if !ok {
-						break
-					}
-					switch string(k) {
-					case "type":
-						s, j, ok := readString(b, mv)
-						m.typ = s
-						o.set(j, ok)
-					case "id":
-						s, j, ok := readString(b, mv)
-						m.id = s
-						o.set(j, ok)
-					case "ts":
-						n, j, ok := readInt(b, mv)
-						m.ts = n
-						o.set(j, ok)
-					case "seq":
-						n, j, ok := readInt(b, mv)
-						m.seq = n
-						o.set(j, ok)
-					default:
-						o.set(skipValue(b, mv))
-					}
-				}
-				if o.bad {
-					return msgs, false
-				}
-				msgs = append(msgs, m)
-				j := skipWS(b, o.i)
-				if j < len(b) && b[j] == ']' {
-					it.set(j+1, true)
-					break
-				}
-				if j >= len(b) || b[j] != ',' {
-					return msgs, false
-				}
-				i = j + 1
+			if msgs, ok = scanMsgs(&it, v, msgs); !ok {
+				return msgs, false
 			}
 		default:
-			it.set(skipValue(b, v))
+			it.skip(v)
 		}
 	}
 	return msgs, !it.bad
+}
+
+// scanError reads the code of the error object at b[v] into *code (a value
+// of another kind is skipped) and moves it past the value.
+func scanError(it *objIter, v int, code *[]byte) {
+	b := it.b
+	if v >= len(b) || b[v] != '{' {
+		it.skip(v)
+		return
+	}
+	e := startObject(b, v)
+	for {
+		k, ev, ok := e.next()
+		if !ok {
+			break
+		}
+		if string(k) == "code" {
+			e.str(ev, code)
+		} else {
+			e.skip(ev)
+		}
+	}
+	it.set(e.i, !e.bad)
+}
+
+// scanMsgs appends the messages of the array at b[v] to msgs (a value of
+// another kind is skipped) and moves it past the value. ok is false if a
+// message or the array is malformed.
+func scanMsgs(it *objIter, v int, msgs []msgFields) ([]msgFields, bool) {
+	b := it.b
+	if v >= len(b) || b[v] != '[' {
+		it.skip(v)
+		return msgs, true
+	}
+	i := skipWS(b, v+1)
+	if i < len(b) && b[i] == ']' {
+		it.set(i+1, true)
+		return msgs, true
+	}
+	for {
+		m, j, ok := scanMsg(b, i)
+		if !ok {
+			return msgs, false
+		}
+		msgs = append(msgs, m)
+		j = skipWS(b, j)
+		if j < len(b) && b[j] == ']' {
+			it.set(j+1, true)
+			return msgs, true
+		}
+		if j >= len(b) || b[j] != ',' {
+			return msgs, false
+		}
+		i = j + 1
+	}
+}
+
+// scanMsg reads the message object at b[i] and returns the index after it.
+func scanMsg(b []byte, i int) (msgFields, int, bool) {
+	var m msgFields
+	o := startObject(b, i)
+	for {
+		k, v, ok := o.next()
+		if !ok {
+			break
+		}
+		switch string(k) {
+		case "type":
+			o.str(v, &m.typ)
+		case "id":
+			o.str(v, &m.id)
+		case "ts":
+			o.int(v, &m.ts)
+		case "seq":
+			o.int(v, &m.seq)
+		default:
+			o.skip(v)
+		}
+	}
+	return m, o.i, !o.bad
 }
