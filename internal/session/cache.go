@@ -30,7 +30,6 @@ type Cache struct {
 
 	mu    sync.RWMutex
 	rooms map[protocol.Room]Session
-	ready bool
 }
 
 // FirstWait bounds how long the first Current call waits for the watch.
@@ -63,9 +62,12 @@ func (c *Cache) Current(room protocol.Room) (Session, bool) {
 
 // Ready reports whether the cache has read the bucket once.
 func (c *Cache) Ready() bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.ready
+	select {
+	case <-c.readyCh:
+		return true
+	default:
+		return false
+	}
 }
 
 // Run watches the bucket until ctx ends, re-opening the watch after an
@@ -112,10 +114,10 @@ func (c *Cache) watch(ctx context.Context) error {
 				// The initial values are in: swap them in at once so a
 				// re-opened watch forgets sessions stopped meanwhile.
 				c.mu.Lock()
-				if !c.ready {
+				c.rooms = fresh
+				if !c.Ready() {
 					close(c.readyCh)
 				}
-				c.rooms, c.ready = fresh, true
 				c.mu.Unlock()
 				initial = false
 				continue
