@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -89,8 +90,8 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) {
 	buf = append(buf, "]}"...)
 	if next >= 0 {
 		// Put next_from_ms before msgs so a reader sees it first.
-		ins := `,"next_from_ms":` + strconv.FormatInt(next, 10)
-		buf = append(buf[:head], append([]byte(ins), buf[head:]...)...)
+		ins := strconv.AppendInt([]byte(`,"next_from_ms":`), next, 10)
+		buf = slices.Insert(buf, head, ins...)
 	}
 	hd := w.Header()
 	hd.Set("Content-Type", "application/json")
