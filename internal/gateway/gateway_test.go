@@ -185,6 +185,50 @@ func TestViewerBudgetSamplesLiveButNeverGifts(t *testing.T) {
 	}
 }
 
+// TestLikeAggregatesAreNeverSampled floods a room far over the viewer
+// budget with danmaku and like aggregates in the same windows: every like
+// reaches the viewer once, and a later viewer's welcome carries the total.
+func TestLikeAggregatesAreNeverSampled(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(func(c *Config) { c.ViewerBudget = 1 })
+	v := g.dial(t, "likes", "v1", "")
+	defer v.close()
+	v.welcome(t)
+	var likeIDs []string
+	var total int64
+	for range 10 {
+		for range 20 {
+			e.danmaku("likes", "spam", false)
+		}
+		total += 3
+		likeIDs = append(likeIDs, e.like("likes", 3, total).ID)
+		for range 20 {
+			e.danmaku("likes", "spam", false)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	msgs, _ := v.collect(t, 10*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeLike) == len(likeIDs) })
+	if g.Stats().DroppedSampled.Load() == 0 {
+		t.Fatalf("sampling did not happen: got %d danmaku of 400", countType(msgs, protocol.TypeDanmaku))
+	}
+	seen := map[string]int{}
+	for _, m := range msgs {
+		if m.Type == protocol.TypeLike {
+			seen[m.ID]++
+		}
+	}
+	for _, id := range likeIDs {
+		if seen[id] != 1 {
+			t.Fatalf("like aggregate %s delivered %d times", id, seen[id])
+		}
+	}
+	w := g.dial(t, "likes", "v2", "")
+	defer w.close()
+	if got := w.welcome(t).Likes; got != total {
+		t.Fatalf("welcome likes %d, want %d", got, total)
+	}
+}
+
 func TestSlowConsumerIsIsolatedAndBounded(t *testing.T) {
 	e := newEnv(t)
 	g := e.gateway(func(c *Config) { c.ViewerBudget = 100000; c.QueueFrames = 32 })

@@ -247,6 +247,18 @@ func (e *env) danmaku(room, text string, prio bool) protocol.Message {
 	return m
 }
 
+// like publishes a like aggregate as the uplink's like flush does: on the
+// live subject, with no header.
+func (e *env) like(room string, count, total int64) protocol.Message {
+	e.t.Helper()
+	msgSeq++
+	m := protocol.Message{ID: "l" + strconv.Itoa(msgSeq), Type: protocol.TypeLike, Room: room, TS: time.Now().UnixMilli(), Count: count, Total: total}
+	if err := e.nc.Publish(bus.LiveSubject(protocol.Room(room)), protocol.Encode(m)); err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
 // gift stores a reliable message as the uplink does and returns its seq.
 func (e *env) gift(room, id string) uint64 {
 	e.t.Helper()
