@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/liveroom/liveroom/internal/protocol"
 )
 
 // MaxPerChild is the most viewer connections one child process opens: the
@@ -273,12 +275,13 @@ func (s *Scenario) register(fs *flag.FlagSet) {
 func (s *Scenario) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if s.Viewers < 0 {
-		bad("--viewers must be ≥ 0, not %d", s.Viewers)
+	atLeast := func(flag string, v, min int) {
+		if v < min {
+			bad("%s must be ≥ %d, not %d", flag, min, v)
+		}
 	}
-	if s.Rooms < 1 {
-		bad("--rooms must be ≥ 1, not %d", s.Rooms)
-	}
+	atLeast("--viewers", s.Viewers, 0)
+	atLeast("--rooms", s.Rooms, 1)
 	if s.HotShare < 0 || s.HotShare > 1 || math.IsNaN(s.HotShare) {
 		bad("--hot-share must be in [0,1], not %g", s.HotShare)
 	}
@@ -290,28 +293,20 @@ func (s *Scenario) Validate() error {
 			bad("%s must be ≥ 0, not %g", name, r)
 		}
 	}
-	if s.Senders < 0 {
-		bad("--senders must be ≥ 0, not %d", s.Senders)
-	}
-	if s.SendWorkers < 0 {
-		bad("--send-workers must be ≥ 0, not %d", s.SendWorkers)
-	}
+	atLeast("--senders", s.Senders, 0)
+	atLeast("--send-workers", s.SendWorkers, 0)
 	if s.Duration <= 0 {
 		bad("--duration must be > 0")
 	}
 	if s.Ramp < 0 || s.Grace < 0 || s.Settle < 0 {
 		bad("--ramp, --grace and --settle must be ≥ 0")
 	}
-	if s.ConnectConcurrency < 1 {
-		bad("--connect-concurrency must be ≥ 1, not %d", s.ConnectConcurrency)
-	}
-	if s.DispatchBatch < 1 {
-		bad("--dispatch-batch must be ≥ 1, not %d", s.DispatchBatch)
-	}
+	atLeast("--connect-concurrency", s.ConnectConcurrency, 1)
+	atLeast("--dispatch-batch", s.DispatchBatch, 1)
 	if s.RoomPrefix == "" {
 		s.RoomPrefix = "bench-" + randHex(3)
 	}
-	if !validRoomChars(s.RoomPrefix) || len(s.RoomPrefix) > 48 {
+	if !protocol.ValidID(s.RoomPrefix) || len(s.RoomPrefix) > 48 {
 		bad("--room-prefix must be 1-48 characters of A-Z a-z 0-9 _ -, not %q", s.RoomPrefix)
 	}
 	if s.Floor && s.FloorCompare {
@@ -385,18 +380,6 @@ func (s *Scenario) Validate() error {
 }
 
 func (s *Scenario) sends() bool { return s.DanmakuRate > 0 || s.GiftRate > 0 || s.LikeRate > 0 }
-
-func validRoomChars(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
 
 // RoomPlan is how many viewers join each room.
 type RoomPlan struct {
