@@ -176,8 +176,9 @@ func (a *Archiver) consume(ctx context.Context, c jetstream.Consumer, src Source
 					"source", src, "from_seq", lastSeq+1, "to_seq", seq-1)
 			}
 			lastSeq = max(lastSeq, md.Sequence.Stream)
+			// A message outside a session has none: ValidID("") is false.
 			var st stamp
-			if json.Unmarshal(m.Data(), &st) != nil || st.Session == "" || !protocol.ValidID(st.Session) {
+			if json.Unmarshal(m.Data(), &st) != nil || !protocol.ValidID(st.Session) {
 				a.skipped.Add(1)
 				continue
 			}
