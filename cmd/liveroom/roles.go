@@ -327,20 +327,24 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	// The service stamps room notices through the uplink, built next and
-	// in place before anything is served.
-	var u *uplink.Server
-	mod, err := startModeration(ctx, r, v, func(m *protocol.Message) { u.StampSession(m) })
+	// The uplink reads the moderation cache; the service stamps room
+	// notices through the uplink: cache, uplink, service.
+	c, err := loadModerationCache(ctx, r)
 	if err != nil {
 		return err
 	}
-	defer mod.Cache().Close()
+	defer c.Close()
 	cfg.NC, cfg.JS, cfg.Verifier, cfg.Logger, cfg.Gifts = r.nc, r.js, v, r.log, splitList(gifts)
-	cfg.Moderation = mod.Cache()
-	if u, err = uplink.New(cfg); err != nil {
+	cfg.Moderation = c
+	u, err := uplink.New(cfg)
+	if err != nil {
 		return err
 	}
 	if err := u.Register(r.reg); err != nil {
+		return err
+	}
+	mod, err := newModerationService(ctx, r, v, c, u.StampSession)
+	if err != nil {
 		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -425,16 +429,32 @@ flags:`)
 // service; stamp, when not nil, stamps its room notices with the live
 // session. Close the service's cache when done.
 func startModeration(ctx context.Context, r *role, v *auth.Verifier, stamp func(*protocol.Message)) (*moderation.Service, error) {
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	c, err := moderation.NewCache(lctx, moderation.CacheConfig{JS: r.js, Logger: r.log})
+	c, err := loadModerationCache(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	s, err := moderation.NewService(lctx, moderation.Config{NC: r.nc, JS: r.js, Cache: c, Verifier: v, Logger: r.log, Stamp: stamp})
+	s, err := newModerationService(ctx, r, v, c, stamp)
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// moderationLoadTimeout bounds loading the moderation bucket.
+const moderationLoadTimeout = 30 * time.Second
+
+// loadModerationCache loads the moderation cache. Close it when done.
+func loadModerationCache(ctx context.Context, r *role) (*moderation.Cache, error) {
+	lctx, cancel := context.WithTimeout(ctx, moderationLoadTimeout)
+	defer cancel()
+	return moderation.NewCache(lctx, moderation.CacheConfig{JS: r.js, Logger: r.log})
+}
+
+// newModerationService builds the moderation service on c; stamp, when not
+// nil, stamps its room notices with the live session.
+func newModerationService(ctx context.Context, r *role, v *auth.Verifier, c *moderation.Cache, stamp func(*protocol.Message)) (*moderation.Service, error) {
+	lctx, cancel := context.WithTimeout(ctx, moderationLoadTimeout)
+	defer cancel()
+	return moderation.NewService(lctx, moderation.Config{NC: r.nc, JS: r.js, Cache: c, Verifier: v, Logger: r.log, Stamp: stamp})
 }
