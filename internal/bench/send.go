@@ -25,7 +25,6 @@ import (
 type senders struct {
 	s       *Scenario
 	users   []*client.Sender
-	tokens  []string
 	hc      *http.Client
 	rooms   []string
 	mu      sync.Mutex
@@ -62,7 +61,6 @@ func newSenders(ctx context.Context, s *Scenario, rooms []string) (*senders, err
 		}
 	}
 	x.users = make([]*client.Sender, s.Senders)
-	x.tokens = make([]string, s.Senders)
 	var wg sync.WaitGroup
 	var firstErr error
 	var errMu sync.Mutex
@@ -76,7 +74,6 @@ func newSenders(ctx context.Context, s *Scenario, rooms []string) (*senders, err
 				return nil, err
 			}
 			x.users[i] = &client.Sender{BaseURL: s.UplinkURL, Token: tok, HTTP: x.hc}
-			x.tokens[i] = tok
 			continue
 		}
 		wg.Add(1)
@@ -92,7 +89,6 @@ func newSenders(ctx context.Context, s *Scenario, rooms []string) (*senders, err
 				return
 			}
 			x.users[i] = &client.Sender{BaseURL: s.UplinkURL, Token: tok, HTTP: x.hc}
-			x.tokens[i] = tok
 		}()
 	}
 	wg.Wait()
@@ -172,7 +168,7 @@ func (x *senders) do(ctx context.Context, j sendJob, rc *rawConn) {
 	var res client.SendResult
 	var err error
 	if rc != nil {
-		res, err = x.rawSend(rc, j, x.tokens[j.n%int64(len(x.tokens))])
+		res, err = x.rawSend(rc, j, u.Token)
 	} else {
 		res, err = x.clientSend(ctx, u, j)
 	}
