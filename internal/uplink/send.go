@@ -234,7 +234,7 @@ var giftIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").With
 // 22-character nuid.
 func giftID(room protocol.Room, user protocol.User, key string) string {
 	h := sha256.Sum256([]byte(string(room) + "|" + string(user) + "|" + key))
-	return "g" + giftIDEncoding.EncodeToString(h[:])[:24]
+	return "g" + giftIDEncoding.EncodeToString(h[:15])
 }
 
 func unavailable() *protocol.Error {

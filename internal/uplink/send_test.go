@@ -162,6 +162,11 @@ func TestGiftIDIsDeterministic(t *testing.T) {
 	if a != giftID("r1", "alice", "k") || !giftIDPattern.MatchString(a) {
 		t.Fatalf("giftID = %q", a)
 	}
+	// JetStream de-duplicates on the id: it must not change across a
+	// deploy, or a retry spanning one would store the gift twice.
+	if want := "g2hjebxsnmyn2yojkuamcw73c"; a != want {
+		t.Fatalf("giftID = %q, want %q", a, want)
+	}
 	for _, other := range []string{giftID("r1", "alice", "k2"), giftID("r2", "alice", "k"), giftID("r1", "bob", "k"), giftID("r1", "alice|k", "")} {
 		if other == a {
 			t.Errorf("giftID collision: %q", other)
