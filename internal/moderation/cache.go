@@ -229,10 +229,7 @@ func (c *Cache) apply(e jetstream.KeyValueEntry) (Change, bool) {
 		}
 		c.rooms[room] = ch.State
 	case KindMute, KindBan:
-		m := c.mutes
-		if kind == KindBan {
-			m = c.bans
-		}
+		m := c.sanctionsOf(kind)
 		k := userKey{room, user}
 		if ch.Deleted {
 			delete(m, k)
@@ -257,16 +254,22 @@ func (c *Cache) storeLocal(kind Kind, room protocol.Room, user protocol.User, st
 	case KindRoom:
 		c.rooms[room] = st
 	case KindMute, KindBan:
-		m := c.mutes
-		if kind == KindBan {
-			m = c.bans
-		}
+		m := c.sanctionsOf(kind)
 		if sn == nil {
 			delete(m, userKey{room, user})
 		} else {
 			m[userKey{room, user}] = *sn
 		}
 	}
+}
+
+// sanctionsOf returns the map of kind, KindMute or KindBan. The caller
+// holds c.mu.
+func (c *Cache) sanctionsOf(kind Kind) map[userKey]Sanction {
+	if kind == KindBan {
+		return c.bans
+	}
+	return c.mutes
 }
 
 // Close stops the watch and waits for it. Idempotent.
