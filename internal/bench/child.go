@@ -80,8 +80,10 @@ func RunChild(ctx context.Context, in io.Reader, out io.Writer) error {
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	var a *Agent
 	stop := make(chan struct{})
+	var ticker sync.WaitGroup // the progress goroutine, ended before a closes
 	defer func() {
 		close(stop)
+		ticker.Wait()
 		if a != nil {
 			a.Close()
 		}
@@ -108,7 +110,7 @@ func RunChild(ctx context.Context, in io.Reader, out io.Writer) error {
 				send(reply)
 				return err
 			}
-			go func() {
+			ticker.Go(func() {
 				t := time.NewTicker(time.Second)
 				defer t.Stop()
 				for {
@@ -120,7 +122,7 @@ func RunChild(ctx context.Context, in io.Reader, out io.Writer) error {
 						send(childMsg{Kind: "progress", Progress: &p})
 					}
 				}
-			}()
+			})
 		case "connect":
 			if cmd.Connect == nil {
 				reply.Error = "connect without arguments"
