@@ -5,7 +5,11 @@
 // unchecked input.
 package bus
 
-import "github.com/liveroom/liveroom/internal/protocol"
+import (
+	"strings"
+
+	"github.com/liveroom/liveroom/internal/protocol"
+)
 
 // Subject names. See docs/PROTOCOL.md for what each carries.
 const (
@@ -42,10 +46,23 @@ func ModerationSubject(room protocol.Room) string { return "lr.mod." + string(ro
 
 // UserWildcard matches every user's notice subject: gateways subscribe to
 // it once (notices are rare) rather than once per connected user.
-const UserWildcard = "lr.user.*"
+const UserWildcard = userPrefix + "*"
+
+const userPrefix = "lr.user."
 
 // UserSubject carries notices for one user.
-func UserSubject(user protocol.User) string { return "lr.user." + string(user) }
+func UserSubject(user protocol.User) string { return userPrefix + string(user) }
+
+// UserFromSubject extracts the user of an lr.user.<user> subject. It returns
+// false for anything else.
+func UserFromSubject(subj string) (protocol.User, bool) {
+	rest, ok := strings.CutPrefix(subj, userPrefix)
+	if !ok {
+		return "", false
+	}
+	u, err := protocol.ParseUser(rest)
+	return u, err == nil
+}
 
 // RoomFromSubject extracts the room token of an lr.room.<room>.<kind> subject.
 // It returns false for anything else.

@@ -24,3 +24,22 @@ func TestRoomFromSubject(t *testing.T) {
 		}
 	}
 }
+
+func TestUserFromSubject(t *testing.T) {
+	for _, tc := range []struct {
+		subj, user string
+		ok         bool
+	}{
+		{UserSubject("u-1_a"), "u-1_a", true},
+		{"lr.user.", "", false},
+		{"lr.user.a.b", "", false},
+		{"lr.user.*", "", false},
+		{"lr.room.u1.live", "", false},
+		{"u1", "", false},
+	} {
+		u, ok := UserFromSubject(tc.subj)
+		if ok != tc.ok || u != protocol.User(tc.user) {
+			t.Errorf("UserFromSubject(%q) = %q %v", tc.subj, u, ok)
+		}
+	}
+}

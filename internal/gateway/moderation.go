@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -116,8 +115,8 @@ func (s *Server) onModeration(ch moderation.Change) {
 // serveUserNotice delivers a notice published on lr.user.<user> to that
 // user's connections in the notice's room; a kick closes them instead.
 func (s *Server) serveUserNotice(m *nats.Msg) {
-	user, err := protocol.ParseUser(strings.TrimPrefix(m.Subject, "lr.user."))
-	if err != nil {
+	user, ok := bus.UserFromSubject(m.Subject)
+	if !ok {
 		return
 	}
 	var n protocol.Message
