@@ -13,6 +13,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
 )
@@ -391,4 +393,49 @@ func TestClientPingGetsPongAndFramesSplitAcrossReads(t *testing.T) {
 	if h.OpCode != ws.OpPong || h.Length != 2 {
 		t.Fatalf("got %v len %d, want pong with the ping's payload", h.OpCode, h.Length)
 	}
+}
+
+// TestUserNoticeReachesOnlyThatUserAndKickCloses publishes on lr.user.<user>
+// as the moderation service does: a notice reaches that user's connection
+// in the notice's room and no one else; a kick closes it with an error.
+func TestUserNoticeReachesOnlyThatUserAndKickCloses(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(nil)
+	v1 := g.dial(t, "mod", "v1", "")
+	defer v1.close()
+	v1.welcome(t)
+	v2 := g.dial(t, "mod", "v2", "")
+	defer v2.close()
+	v2.welcome(t)
+	notice := func(user, action string) {
+		t.Helper()
+		m := protocol.Message{ID: "n-" + action, Type: protocol.TypeNotice, Room: "mod", Action: action, Text: "hello"}
+		if err := e.nc.Publish(bus.UserSubject(protocol.User(user)), protocol.Encode(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notice("v1", "mute")
+	b := v1.batch(t, 5*time.Second)
+	if len(b.Msgs) != 1 || b.Msgs[0].ID != "n-mute" || b.Room != "mod" {
+		t.Fatalf("v1 got %+v, want its notice", b)
+	}
+	// v2 may get online counts, never v1's notice.
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Until(deadline) > 0; {
+		_, raw, err := v2.read(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		if bytes.Contains(raw, []byte("n-mute")) {
+			t.Fatalf("v2 got v1's notice: %s", raw)
+		}
+	}
+	notice("v1", moderation.ActionKick)
+	typ, raw := v1.next(t, 5*time.Second)
+	if typ != protocol.FrameError || !strings.Contains(string(raw), protocol.CodeKicked) {
+		t.Fatalf("kicked viewer got %q %s, want a %s error", typ, raw, protocol.CodeKicked)
+	}
+	if _, _, err := v1.read(5 * time.Second); err == nil {
+		t.Fatal("kicked viewer still connected")
+	}
+	testutil.Eventually(t, 5*time.Second, "kicked connection removed", func() bool { return g.Stats().Conns.Load() == 1 })
 }
