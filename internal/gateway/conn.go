@@ -349,11 +349,10 @@ func (c *conn) handle(b []byte) bool {
 	for len(b) > 0 {
 		f, n, err := parseClientFrame(b, c.srv.cfg.ReadLimit)
 		if err != nil {
+			c.srv.stats.ClosedBadFrame.Add(1)
 			if errors.Is(err, errTooLarge) {
-				c.srv.stats.ClosedBadFrame.Add(1)
 				c.closeWith(protocol.CodeFrameTooLarge, "client frame exceeds the read limit")
 			} else {
-				c.srv.stats.ClosedBadFrame.Add(1)
 				c.closeWith(protocol.CodeProtocol, err.Error())
 			}
 			return false

@@ -67,7 +67,7 @@ func (s *shard) takeDirty(buf []*room) []*room {
 	return d
 }
 
-// rooms returns a snapshot of all rooms.
+// allRooms returns a snapshot of all rooms.
 func (h *hub) allRooms(dst []*room) []*room {
 	for _, s := range h.shards {
 		s.mu.RLock()
