@@ -37,18 +37,8 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, nats: testutil.StartNATS(t)}
-	e.watch = e.connect()
-	js, err := jetstream.New(e.watch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.js = js
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	e := &env{t: t}
+	e.nats, e.watch, e.js = testutil.StartBackbone(t)
 	return e
 }
 
