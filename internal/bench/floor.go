@@ -182,17 +182,11 @@ func runFloor(ctx context.Context, exe string, agents []agent, plan [][]RoomPlan
 	for _, a := range agents {
 		before += a.Progress().Bytes
 	}
-	errs := make(chan error, len(agents))
-	for i, a := range agents {
-		go func() {
-			_, err := a.Connect(ctx, ConnectCmd{Rooms: plan[i], TCPAddr: addr.Addr})
-			errs <- err
-		}()
-	}
-	for range agents {
-		if err := <-errs; err != nil {
-			return nil, err
-		}
+	if err := eachAgent(agents, func(i int, a agent) error {
+		_, err := a.Connect(ctx, ConnectCmd{Rooms: plan[i], TCPAddr: addr.Addr})
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("cannot connect readers to the floor server: %w", err)
 	}
 	// Connects finish before the server's accept loop has taken the last
 	// ones from the backlog: give it a moment.

@@ -412,12 +412,18 @@ func mapSet(m map[string]GatewayFigures, k string, v GatewayFigures) map[string]
 
 // each runs f on every agent concurrently.
 func (r *run) each(ctx context.Context, f func(agent) error) error {
-	errs := make(chan error, len(r.agents))
-	for _, a := range r.agents {
-		go func() { errs <- f(a) }()
+	return eachAgent(r.agents, func(_ int, a agent) error { return f(a) })
+}
+
+// eachAgent runs f on every agent (with its index) concurrently, waits for
+// all of them and returns the first error.
+func eachAgent(agents []agent, f func(int, agent) error) error {
+	errs := make(chan error, len(agents))
+	for i, a := range agents {
+		go func() { errs <- f(i, a) }()
 	}
 	var first error
-	for range r.agents {
+	for range agents {
 		if err := <-errs; err != nil && first == nil {
 			first = err
 		}
