@@ -110,7 +110,7 @@ func RunCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			rate := float64(target-viewers) / time.Duration(s.Ramp).Seconds()
 			c, err := r.connect(ctx, target-viewers, rate)
 			if err != nil {
-				return err
+				return fmt.Errorf("capacity: cannot connect step %d: %w", i+1, err)
 			}
 			viewers = target
 			r.s.Viewers = viewers
@@ -120,19 +120,19 @@ func RunCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		r.s.DanmakuRate, r.s.GiftRate, r.s.LikeRate = baseDanmaku*f, baseGift*f, baseLike*f
 		r.s.SendWorkers, r.s.Senders = 0, 0
 		if err := r.s.Validate(); err != nil {
-			return err
+			return fmt.Errorf("capacity: step %d: %w", i+1, err)
 		}
 		if r.s.sends() {
 			if r.snd != nil {
 				r.snd.close()
 			}
 			if r.snd, err = newSenders(ctx, r.s, r.s.RoomIDs()); err != nil {
-				return err
+				return fmt.Errorf("capacity: step %d: %w", i+1, err)
 			}
 		}
 		w, err := r.window(ctx, time.Duration(s.Duration), base, time.Now())
 		if err != nil {
-			return err
+			return fmt.Errorf("capacity: cannot measure step %d: %w", i+1, err)
 		}
 		st := CapacityStep{Viewers: viewers, DanmakuRate: r.s.DanmakuRate, GiftRate: r.s.GiftRate, ConnErrors: failedBefore,
 			DanmakuP99: w.Delay["danmaku"].P99, GiftP99: w.Delay["gift"].P99, Missing: w.Live.Ratio, GiftsLost: w.Gifts.Lost}
