@@ -90,6 +90,11 @@ func RunCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer r.closeAgents()
+	defer func() {
+		if r.snd != nil {
+			r.snd.close()
+		}
+	}()
 	if r.beats, err = startBeats(bctx, r.s); err != nil {
 		return err
 	}
