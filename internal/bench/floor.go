@@ -170,7 +170,7 @@ func runFloor(ctx context.Context, exe string, agents []agent, plan [][]RoomPlan
 	dec := json.NewDecoder(outp)
 	b, _ := json.Marshal(spec)
 	if _, err := in.Write(append(b, '\n')); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot send the spec to the floor server: %w", err)
 	}
 	var addr struct {
 		Addr string `json:"addr"`
@@ -192,7 +192,7 @@ func runFloor(ctx context.Context, exe string, agents []agent, plan [][]RoomPlan
 	// ones from the backlog: give it a moment.
 	time.Sleep(500 * time.Millisecond)
 	if _, err := in.Write([]byte("go\n")); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot tell the floor server to go: %w", err)
 	}
 	var f FloorFigures
 	if err := dec.Decode(&f); err != nil {

@@ -169,7 +169,7 @@ func (r *run) startAgents(ctx context.Context) error {
 		}
 		if len(errs) > 0 {
 			r.closeAgents()
-			return fmt.Errorf("cannot start children: %v", errs[0])
+			return fmt.Errorf("cannot start children: %w", errs[0])
 		}
 	}
 	r.plan = splitPlan(s.Plan(s.Viewers), len(r.agents))
@@ -301,7 +301,7 @@ func (r *run) window(ctx context.Context, d time.Duration, base map[string]Gatew
 	}
 	r.setPhase("send")
 	if err := r.each(ctx, func(a agent) error { return a.Mark(ctx) }); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot open the window: %w", err)
 	}
 	from := time.Now()
 	if r.snd != nil {
@@ -332,7 +332,7 @@ func (r *run) window(ctx context.Context, d time.Duration, base map[string]Gatew
 		mu.Unlock()
 		return nil
 	}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot collect the reports: %w", err)
 	}
 	secs := sentUntil.Sub(from).Seconds()
 	w := &WindowFigures{

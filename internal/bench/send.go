@@ -71,7 +71,7 @@ func newSenders(ctx context.Context, s *Scenario, rooms []string) (*senders, err
 		if signer != nil {
 			var err error
 			if tok, err = signer.Mint(protocol.User(user), user, protocol.RoleViewer, 24*time.Hour); err != nil {
-				return nil, err
+				return nil, fmt.Errorf("cannot mint a token for sender %s: %w", user, err)
 			}
 			x.users[i] = &client.Sender{BaseURL: s.UplinkURL, Token: tok, HTTP: x.hc}
 			continue
