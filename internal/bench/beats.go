@@ -26,6 +26,7 @@ type beatLog struct {
 	only []string
 	mu   sync.Mutex
 	by   map[string][]bus.Beat // by gateway id, in TS order
+	stop func()                // ends the subscription or the polling
 }
 
 func (l *beatLog) add(b bus.Beat) {
@@ -41,9 +42,9 @@ func (l *beatLog) add(b bus.Beat) {
 	l.by[b.ID] = append(bs, b)
 }
 
-// startBeats follows the beats until ctx ends.
+// startBeats follows the beats until ctx ends or close is called.
 func startBeats(ctx context.Context, s *Scenario) (*beatLog, error) {
-	l := &beatLog{only: s.Gateways, by: map[string][]bus.Beat{}}
+	l := &beatLog{only: s.Gateways, by: map[string][]bus.Beat{}, stop: func() {}}
 	if s.NATSURL != "" {
 		nc, err := nats.Connect(s.NATSURL, nats.Name("liveroom-bench"))
 		if err != nil {
@@ -59,12 +60,14 @@ func startBeats(ctx context.Context, s *Scenario) (*beatLog, error) {
 			nc.Close()
 			return nil, fmt.Errorf("cannot subscribe to beats: %w", err)
 		}
-		context.AfterFunc(ctx, nc.Close)
+		stopAfter := context.AfterFunc(ctx, nc.Close)
+		l.stop = func() { stopAfter(); nc.Close() }
 		return l, nil
 	}
 	if s.DispatchURL == "" {
 		return l, nil
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	hc := &http.Client{Timeout: 2 * time.Second}
 	poll := func() {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.DispatchURL, "/")+"/v1/gateways", nil)
@@ -83,7 +86,13 @@ func startBeats(ctx context.Context, s *Scenario) (*beatLog, error) {
 		}
 	}
 	poll()
-	go func() {
+	var polling sync.WaitGroup
+	l.stop = func() {
+		cancel()
+		polling.Wait()
+		hc.CloseIdleConnections()
+	}
+	polling.Go(func() {
 		// Beats come every second; polling at 4 Hz misses none.
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
@@ -95,9 +104,12 @@ func startBeats(ctx context.Context, s *Scenario) (*beatLog, error) {
 				poll()
 			}
 		}
-	}()
+	})
 	return l, nil
 }
+
+// close stops following the beats and waits until nothing more is added.
+func (l *beatLog) close() { l.stop() }
 
 // latest returns, per gateway, the last beat sent at or before ts (Unix ms).
 func (l *beatLog) latest(ts int64) map[string]bus.Beat {

@@ -84,8 +84,6 @@ func RunCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	env := Env{Progress: stderr, Stderr: stderr}
 	r := &run{s: &s, env: env}
-	bctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	if err := r.startAgents(ctx); err != nil {
 		return err
 	}
@@ -95,9 +93,10 @@ func RunCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			r.snd.close()
 		}
 	}()
-	if r.beats, err = startBeats(bctx, r.s); err != nil {
+	if r.beats, err = startBeats(ctx, r.s); err != nil {
 		return err
 	}
+	defer r.beats.close()
 	r.startProgress()
 	defer r.stopProgress()
 	base := r.baseline(ctx)

@@ -55,8 +55,6 @@ func Run(ctx context.Context, s Scenario, env Env) (*Report, error) {
 		env.Stderr = io.Discard
 	}
 	r := &run{s: &s, env: env}
-	bctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	if err := r.startAgents(ctx); err != nil {
 		return nil, err
 	}
@@ -75,9 +73,10 @@ func Run(ctx context.Context, s Scenario, env Env) (*Report, error) {
 		return rep, nil
 	}
 	var err error
-	if r.beats, err = startBeats(bctx, r.s); err != nil {
+	if r.beats, err = startBeats(ctx, r.s); err != nil {
 		return nil, err
 	}
+	defer r.beats.close()
 	if s.sends() {
 		if r.snd, err = newSenders(ctx, r.s, r.s.RoomIDs()); err != nil {
 			return nil, err
