@@ -306,17 +306,7 @@ func (a *Agent) roomIndex(id string) int32 {
 func (a *Agent) Progress() Progress {
 	var p Progress
 	for _, pl := range a.pollers {
-		c := &pl.ctr
-		p.Open += c.open.Load()
-		p.Welcomed += c.welcomed.Load()
-		p.Dropped += c.dropped.Load()
-		p.Frames += c.frames.Load()
-		p.Bytes += c.bytes.Load()
-		p.Reconn += c.reconn.Load()
-		for i := range p.Msgs {
-			p.Msgs[i] += c.msgs[i].Load()
-			p.P99[i] = max(p.P99[i], c.p99[i].Load())
-		}
+		p.add(pl.ctr.progress())
 	}
 	p.Errors = a.errs.t.Load()
 	return p

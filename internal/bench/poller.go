@@ -69,6 +69,20 @@ type pollerCounters struct {
 	reconn   atomic.Int64             // reconnect frames received
 }
 
+// progress is a snapshot of the counters (Errors left zero: the agent
+// counts errors).
+func (c *pollerCounters) progress() Progress {
+	p := Progress{
+		Open: c.open.Load(), Welcomed: c.welcomed.Load(), Dropped: c.dropped.Load(),
+		Frames: c.frames.Load(), Bytes: c.bytes.Load(), Reconn: c.reconn.Load(),
+	}
+	for i := range p.Msgs {
+		p.Msgs[i] = c.msgs[i].Load()
+		p.P99[i] = c.p99[i].Load()
+	}
+	return p
+}
+
 type pollerReq struct {
 	op    string // "add", "mark", "report", "drop"
 	conns []*vconn
