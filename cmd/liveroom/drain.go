@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,17 +46,11 @@ flags:`)
 		return err
 	}
 	defer nc.Close()
-	req, _ := json.Marshal(bus.Control{Cmd: "drain"})
-	msg, err := nc.Request(bus.ControlSubject(*id), req, 5*time.Second)
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	reply, err := bus.SendControl(rctx, nc, *id, bus.CmdDrain)
+	rcancel()
 	if err != nil {
-		return fmt.Errorf("gateway %s did not answer: %w", *id, err)
-	}
-	var reply bus.ControlReply
-	if err := json.Unmarshal(msg.Data, &reply); err != nil {
-		return fmt.Errorf("bad answer from gateway %s: %w", *id, err)
-	}
-	if reply.Error != "" {
-		return fmt.Errorf("gateway %s: %s", *id, reply.Error)
+		return err
 	}
 	fmt.Fprintf(stdout, "gateway %s is %s with %d connections\n", reply.Gateway, reply.State, reply.Conns)
 	if !*wait {
@@ -65,21 +58,21 @@ flags:`)
 	}
 	wctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	status, _ := json.Marshal(bus.Control{Cmd: "status"})
 	for {
 		select {
 		case <-wctx.Done():
 			return fmt.Errorf("gateway %s still running: %w", *id, wctx.Err())
 		case <-time.After(time.Second):
 		}
-		m, err := nc.Request(bus.ControlSubject(*id), status, time.Second)
-		if err != nil {
+		sctx, scancel := context.WithTimeout(ctx, time.Second)
+		r, err := bus.SendControl(sctx, nc, *id, bus.CmdStatus)
+		scancel()
+		switch {
+		case err == nil:
+			fmt.Fprintf(stdout, "gateway %s: %s, %d connections\n", r.Gateway, r.State, r.Conns)
+		case !errors.Is(err, bus.ErrRefused):
 			fmt.Fprintf(stdout, "gateway %s is gone\n", *id)
 			return nil
-		}
-		var r bus.ControlReply
-		if json.Unmarshal(m.Data, &r) == nil {
-			fmt.Fprintf(stdout, "gateway %s: %s, %d connections\n", r.Gateway, r.State, r.Conns)
 		}
 	}
 }

@@ -6,7 +6,7 @@
 package admin
 
 import (
-	"encoding/json"
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -103,19 +103,18 @@ func (h *handler) drain(w http.ResponseWriter, r *http.Request, gw string) {
 		protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "id", "gateway id must be 1-64 characters of A-Z a-z 0-9 _ -"))
 		return
 	}
-	req, _ := json.Marshal(bus.Control{Cmd: "drain"})
-	msg, err := h.cfg.NC.Request(bus.ControlSubject(gw), req, h.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
+	defer cancel()
+	reply, err := bus.SendControl(ctx, h.cfg.NC, gw, bus.CmdDrain)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "id", "no gateway "+gw+" is running"))
 		return
+	case errors.Is(err, bus.ErrRefused):
+		protocol.WriteError(w, protocol.Errorf(http.StatusBadGateway, protocol.CodeInternal, "", "gateway "+gw+" refused: "+reply.Error))
+		return
 	case err != nil:
 		protocol.WriteError(w, protocol.Errorf(http.StatusGatewayTimeout, protocol.CodeUnavailable, "", "gateway "+gw+" did not answer").WithRetry(1000))
-		return
-	}
-	var reply bus.ControlReply
-	if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Error != "" {
-		protocol.WriteError(w, protocol.Errorf(http.StatusBadGateway, protocol.CodeInternal, "", "gateway "+gw+" refused: "+reply.Error))
 		return
 	}
 	h.log.Info("drain ordered", "gateway", gw, "by", who.User, "conns", reply.Conns)

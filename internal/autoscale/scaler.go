@@ -319,21 +319,13 @@ func (s *Scaler) scaleIn(ctx context.Context, id string, started time.Time) {
 
 // drain asks gateway id to drain over its control subject, three tries.
 func (s *Scaler) drain(ctx context.Context, id string) error {
-	req, _ := json.Marshal(bus.Control{Cmd: "drain"})
 	var err error
 	for try := 0; try < 3; try++ {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var m *nats.Msg
-		m, err = s.cfg.NC.RequestWithContext(rctx, bus.ControlSubject(id), req)
+		_, err = bus.SendControl(rctx, s.cfg.NC, id, bus.CmdDrain)
 		cancel()
 		if err == nil {
-			var r bus.ControlReply
-			if err = json.Unmarshal(m.Data, &r); err == nil && r.Error != "" {
-				err = errors.New(r.Error)
-			}
-			if err == nil {
-				return nil
-			}
+			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

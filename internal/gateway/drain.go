@@ -119,12 +119,12 @@ func (s *Server) serveControl(m *nats.Msg) {
 		reply.Error = "bad control message"
 	} else {
 		switch c.Cmd {
-		case "drain":
+		case bus.CmdDrain:
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel() // start the drain, do not wait for it
 			_ = s.Drain(ctx)
 			reply.State = bus.StateDraining
-		case "status":
+		case bus.CmdStatus:
 			reply.State = s.State()
 		default:
 			reply.Error = "unknown command " + c.Cmd
