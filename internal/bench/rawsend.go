@@ -20,10 +20,10 @@ import (
 // the send API needs: a POST with a small JSON body, an answer with
 // Content-Length or chunked encoding.
 type rawConn struct {
-	addr, host string
-	c          net.Conn
-	br         *bufio.Reader
-	req        []byte
+	host string // host:port, dialled and sent as Host
+	c    net.Conn
+	br   *bufio.Reader
+	req  []byte
 }
 
 func newRawConn(base string) (*rawConn, error) {
@@ -31,7 +31,7 @@ func newRawConn(base string) (*rawConn, error) {
 	if err != nil || u.Scheme != "http" || u.Host == "" {
 		return nil, fmt.Errorf("--sender raw needs an http:// uplink URL, not %q", base)
 	}
-	return &rawConn{addr: u.Host, host: u.Host}, nil
+	return &rawConn{host: u.Host}, nil
 }
 
 // post sends one request and returns the status and body of the answer.
@@ -39,7 +39,7 @@ func (r *rawConn) post(path, token, idemKey string, body []byte) (int, []byte, e
 	for attempt := 0; ; attempt++ {
 		fresh := r.c == nil
 		if fresh {
-			c, err := net.DialTimeout("tcp", r.addr, 10*time.Second)
+			c, err := net.DialTimeout("tcp", r.host, 10*time.Second)
 			if err != nil {
 				return 0, nil, err
 			}
