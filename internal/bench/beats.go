@@ -151,6 +151,14 @@ func (l *beatLog) waitAfter(ctx context.Context, ts int64, timeout time.Duration
 	}
 }
 
+// beatInterval is b's interval in ms, 1 s for a beat that does not say.
+func beatInterval(b bus.Beat) int64 {
+	if b.IntervalMS <= 0 {
+		return 1000
+	}
+	return b.IntervalMS
+}
+
 // GatewayFigures are one gateway's own figures over a window, from its
 // beats, with RSS per connection against the baseline before the viewers
 // connected.
@@ -186,10 +194,7 @@ func (l *beatLog) window(from, to int64) map[string]*GatewayFigures {
 		g := &GatewayFigures{ID: id}
 		var frames, msgs, bytes float64
 		for _, b := range bs {
-			iv := float64(b.IntervalMS)
-			if iv <= 0 {
-				iv = 1000
-			}
+			iv := float64(beatInterval(b))
 			if float64(b.TS)-iv < float64(from)-100 || b.TS > to+100 {
 				continue
 			}
@@ -265,10 +270,7 @@ func (l *beatLog) cpuAround(from, to int64) float64 {
 	var cpu float64
 	for _, bs := range l.by {
 		for _, b := range bs {
-			iv := b.IntervalMS
-			if iv <= 0 {
-				iv = 1000
-			}
+			iv := beatInterval(b)
 			if b.TS > from && b.TS-iv < to {
 				cpu += b.CPU * float64(iv) / 1000
 			}
