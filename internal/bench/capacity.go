@@ -146,16 +146,16 @@ func RunCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) e
 				out.Gateway = w.Gateways[0].ID
 			}
 		}
-		mw := float64((time.Duration(s.MergeWindow) + 50*time.Millisecond).Milliseconds())
+		mw := danmakuP99LimitMS(s.MergeWindow)
 		var broken []string
 		if st.DanmakuP99 > mw {
 			broken = append(broken, fmt.Sprintf("danmaku p99 %.0f ms > %.0f ms", st.DanmakuP99, mw))
 		}
-		if st.GiftP99 > 200 {
-			broken = append(broken, fmt.Sprintf("gift p99 %.0f ms > 200 ms", st.GiftP99))
+		if st.GiftP99 > giftP99LimitMS {
+			broken = append(broken, fmt.Sprintf("gift p99 %.0f ms > %d ms", st.GiftP99, giftP99LimitMS))
 		}
-		if st.Missing > 0.001 {
-			broken = append(broken, fmt.Sprintf("live missing %.2f %% > 0.1 %%", st.Missing*100))
+		if st.Missing > liveMissingLimit {
+			broken = append(broken, fmt.Sprintf("live missing %.2f %% > %g %%", st.Missing*100, liveMissingLimit*100))
 		}
 		if st.GiftsLost > 0 || w.Gifts.Doubled > 0 {
 			broken = append(broken, fmt.Sprintf("gifts lost %d, doubled %d", st.GiftsLost, w.Gifts.Doubled))

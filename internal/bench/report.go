@@ -63,6 +63,18 @@ func (r *Report) finish() {
 	}
 }
 
+// The objectives' limits, checked by the report and by capacity's ramp.
+const (
+	giftP99LimitMS   = 200   // gift delay p99, ms
+	liveMissingLimit = 0.001 // live messages missing, a ratio
+)
+
+// danmakuP99LimitMS is the danmaku delay p99 objective in ms: the gateways'
+// merge window + 50 ms.
+func danmakuP99LimitMS(mergeWindow Duration) float64 {
+	return float64((time.Duration(mergeWindow) + 50*time.Millisecond).Milliseconds())
+}
+
 // objectives checks the goals that apply to what the run did.
 func objectives(r *Report) []Objective {
 	var out []Objective
@@ -71,20 +83,19 @@ func objectives(r *Report) []Objective {
 		out = append(out, Objective{Name: name, Goal: goal, Value: v, Unit: unit, OK: ok})
 	}
 	if w != nil {
-		mw := time.Duration(r.Scenario.MergeWindow)
 		if d, ok := w.Delay["danmaku"]; ok && d.Count > 0 {
-			lim := float64((mw + 50*time.Millisecond).Milliseconds())
+			lim := danmakuP99LimitMS(r.Scenario.MergeWindow)
 			add("danmaku delay p99", fmt.Sprintf("≤ %.0f ms (merge window + 50 ms)", lim), d.P99, "ms", d.P99 <= lim)
 		}
 		if d, ok := w.Delay["gift"]; ok && d.Count > 0 {
-			add("gift delay p99", "≤ 200 ms", d.P99, "ms", d.P99 <= 200)
+			add("gift delay p99", fmt.Sprintf("≤ %d ms", giftP99LimitMS), d.P99, "ms", d.P99 <= giftP99LimitMS)
 		}
 		if w.Gifts.Acked > 0 && w.Gifts.Viewers > 0 {
 			add("gifts lost", "0", float64(w.Gifts.Lost), "deliveries", w.Gifts.Lost == 0)
 			add("gifts doubled", "0", float64(w.Gifts.Doubled), "deliveries", w.Gifts.Doubled == 0)
 		}
 		if w.Live.Expected > 0 {
-			add("live messages missing", "≤ 0.1 %", w.Live.Ratio*100, "%", w.Live.Ratio <= 0.001)
+			add("live messages missing", fmt.Sprintf("≤ %g %%", liveMissingLimit*100), w.Live.Ratio*100, "%", w.Live.Ratio <= liveMissingLimit)
 		}
 		if g := w.Gateway; g != nil && g.RSSPerConn > 0 {
 			add("gateway RSS per connection", "≤ 6 KiB", g.RSSPerConn/1024, "KiB", g.RSSPerConn <= 6*1024)
