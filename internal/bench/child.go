@@ -278,13 +278,19 @@ func (r *remoteAgent) Close() error {
 	defer cancel()
 	_, _ = r.call(ctx, childCmd{Op: "stop"})
 	_ = r.in.Close()
-	select {
-	case <-r.done:
-	case <-time.After(10 * time.Second):
-		_ = r.cmd.Process.Kill()
-		<-r.done
-	}
+	awaitExit(r.done, r.cmd.Process, 10*time.Second)
 	return nil
+}
+
+// awaitExit waits until done is closed (the process p has exited and been
+// waited for), killing p if that takes longer than grace.
+func awaitExit(done <-chan struct{}, p *os.Process, grace time.Duration) {
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = p.Kill()
+		<-done
+	}
 }
 
 // startPiped starts exe with args, its stderr going to stderr, and returns

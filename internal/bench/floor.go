@@ -160,12 +160,7 @@ func runFloor(ctx context.Context, exe string, agents []agent, plan [][]RoomPlan
 		_ = in.Close()
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		awaitExit(done, cmd.Process, 10*time.Second)
 	}()
 	dec := json.NewDecoder(outp)
 	b, _ := json.Marshal(spec)
