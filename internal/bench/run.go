@@ -233,25 +233,16 @@ func (r *run) connect(ctx context.Context, n int, rate float64) (ConnectFigures,
 	plan := splitPlan(r.s.Plan(n), len(r.agents))
 	f := ConnectFigures{startAt: time.Now()}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var firstErr error
-	for i, a := range r.agents {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := a.Connect(ctx, ConnectCmd{Rooms: plan[i], Rate: rate / float64(len(r.agents))})
-			mu.Lock()
-			defer mu.Unlock()
-			f.add(res)
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-		}()
-	}
-	wg.Wait()
+	err := eachAgent(r.agents, func(i int, a agent) error {
+		res, err := a.Connect(ctx, ConnectCmd{Rooms: plan[i], Rate: rate / float64(len(r.agents))})
+		mu.Lock()
+		f.add(res)
+		mu.Unlock()
+		return err
+	})
 	f.doneAt = time.Now()
-	if firstErr != nil {
-		return f, firstErr
+	if err != nil {
+		return f, err
 	}
 	if f.Seconds > 0 {
 		f.PerSec = float64(f.Welcomed) / f.Seconds
