@@ -290,7 +290,7 @@ func (r *run) window(ctx context.Context, d time.Duration, base map[string]Gatew
 		}
 	}
 	r.setPhase("send")
-	if err := r.each(ctx, func(a agent) error { return a.Mark(ctx) }); err != nil {
+	if err := eachAgent(r.agents, func(_ int, a agent) error { return a.Mark(ctx) }); err != nil {
 		return nil, fmt.Errorf("cannot open the window: %w", err)
 	}
 	from := time.Now()
@@ -312,7 +312,7 @@ func (r *run) window(ctx context.Context, d time.Duration, base map[string]Gatew
 	}
 	total := &AgentReport{}
 	var mu sync.Mutex
-	if err := r.each(ctx, func(a agent) error {
+	if err := eachAgent(r.agents, func(_ int, a agent) error {
 		rep, err := a.Report(ctx)
 		if err != nil {
 			return err
@@ -398,11 +398,6 @@ func mapSet(m map[string]GatewayFigures, k string, v GatewayFigures) map[string]
 	}
 	m[k] = v
 	return m
-}
-
-// each runs f on every agent concurrently.
-func (r *run) each(ctx context.Context, f func(agent) error) error {
-	return eachAgent(r.agents, func(_ int, a agent) error { return f(a) })
 }
 
 // eachAgent runs f on every agent (with its index) concurrently, waits for
