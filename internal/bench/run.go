@@ -335,18 +335,17 @@ func (r *run) window(ctx context.Context, d time.Duration, base map[string]Gatew
 	}
 	// Rates are over the send window: what arrives in the grace period was
 	// sent inside it.
-	rsecs := secs
 	var msgs int64
 	for k, n := range total.Msgs {
-		w.PerSec[k] = float64(n) / rsecs
+		w.PerSec[k] = float64(n) / secs
 		msgs += n
 	}
 	for k, h := range total.Delay {
 		w.Delay[k] = h.Summary()
 	}
-	if rsecs > 0 {
-		w.FramesPerS = float64(total.Frames) / rsecs
-		w.BytesPerS = float64(total.Bytes) / rsecs
+	if secs > 0 {
+		w.FramesPerS = float64(total.Frames) / secs
+		w.BytesPerS = float64(total.Bytes) / secs
 	}
 	if total.Frames > 0 {
 		w.MsgsPerFrm = float64(msgs) / float64(total.Frames)
