@@ -23,18 +23,21 @@ import (
 // before it did). Latency runs from the scheduled time to the answer, so a
 // slow uplink shows as latency and is not hidden by the bench waiting.
 type senders struct {
-	s       *Scenario
-	users   []*client.Sender
-	hc      *http.Client
-	rooms   []string
-	mu      sync.Mutex
-	lat     Hists
-	status  map[string]map[string]int // class → status → count
-	acked   []AckedGift
-	sent    [3]atomic.Int64
-	ok      [3]atomic.Int64
-	skipped [3]atomic.Int64
-	n429    atomic.Int64
+	s     *Scenario
+	users []*client.Sender
+	hc    *http.Client
+	rooms []string
+	// roomsPath is the uplink URL's path + "/v1/rooms/", for the raw
+	// sender's request line.
+	roomsPath string
+	mu        sync.Mutex
+	lat       Hists
+	status    map[string]map[string]int // class → status → count
+	acked     []AckedGift
+	sent      [3]atomic.Int64
+	ok        [3]atomic.Int64
+	skipped   [3]atomic.Int64
+	n429      atomic.Int64
 }
 
 var sendClasses = [3]string{"danmaku", "gift", "like"}
@@ -52,6 +55,9 @@ func newSenders(ctx context.Context, s *Scenario, rooms []string) (*senders, err
 	x.hc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: s.SendWorkers, MaxIdleConnsPerHost: s.SendWorkers, IdleConnTimeout: 60 * time.Second,
 	}}
+	if u, err := url.Parse(s.UplinkURL); err == nil {
+		x.roomsPath = strings.TrimSuffix(u.Path, "/") + "/v1/rooms/"
+	}
 	prefix := "bs" + randHex(3) + "-"
 	var signer *auth.Signer
 	if s.Secret != "" {
@@ -220,8 +226,7 @@ func (x *senders) rawSend(rc *rawConn, j sendJob, token string) (client.SendResu
 }
 
 func (x *senders) path(room string) string {
-	u, _ := url.Parse(x.s.UplinkURL)
-	return strings.TrimSuffix(u.Path, "/") + "/v1/rooms/" + room + "/messages"
+	return x.roomsPath + room + "/messages"
 }
 
 func (x *senders) record(j sendJob, res client.SendResult, err error) {
