@@ -231,7 +231,7 @@ func (x *senders) path(room string) string {
 
 func (x *senders) record(j sendJob, res client.SendResult, err error) {
 	lat := time.Since(j.at).Microseconds()
-	status := "202"
+	var status string
 	var ae *client.APIError
 	switch {
 	case err == nil:
