@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -148,7 +149,7 @@ func parseScenario(args []string, stderr io.Writer, extra func(*flag.FlagSet), u
 		if err != nil {
 			return s, fmt.Errorf("cannot read scenario: %w", err)
 		}
-		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&s); err != nil {
 			return s, fmt.Errorf("cannot parse scenario %s: %w", path, err)
