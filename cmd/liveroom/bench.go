@@ -22,19 +22,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		case "--floor-server", "-floor-server":
 			return bench.RunFloorServer(ctx, os.Stdin, stdout)
 		case "capacity":
-			err := bench.RunCapacity(ctx, args[1:], stdout, stderr)
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return err
+			return benchErr("bench capacity", bench.RunCapacity(ctx, args[1:], stdout, stderr))
 		}
 	}
 	s, err := bench.ParseScenario(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
 	if err != nil {
-		return fmt.Errorf("bench: %w", err)
+		return benchErr("bench", err)
 	}
 	rep, err := bench.Run(ctx, s, bench.Env{Progress: stderr, Stderr: stderr})
 	if err != nil {
@@ -44,4 +37,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return rep.WriteJSON(stdout)
 	}
 	return rep.WriteTable(stdout)
+}
+
+// benchErr prefixes err with what failed; -h (flag.ErrHelp) is no error.
+func benchErr(what string, err error) error {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
