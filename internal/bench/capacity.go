@@ -87,18 +87,11 @@ func RunCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := r.startAgents(ctx); err != nil {
 		return err
 	}
-	defer r.closeAgents()
-	defer func() {
-		if r.snd != nil {
-			r.snd.close()
-		}
-	}()
+	defer r.close()
 	if r.beats, err = startBeats(ctx, r.s); err != nil {
 		return err
 	}
-	defer r.beats.close()
 	r.startProgress()
-	defer r.stopProgress()
 	base := r.baseline(ctx)
 	if len(s.Gateways) == 0 && len(base) > 1 {
 		return fmt.Errorf("capacity measures one gateway, and dispatch knows %d: give --gateway ID", len(base))

@@ -58,7 +58,7 @@ func Run(ctx context.Context, s Scenario, env Env) (*Report, error) {
 	if err := r.startAgents(ctx); err != nil {
 		return nil, err
 	}
-	defer r.closeAgents()
+	defer r.close()
 	rep := &Report{Scenario: s, Started: time.Now().UTC()}
 	if s.Floor {
 		r.startProgress()
@@ -76,15 +76,12 @@ func Run(ctx context.Context, s Scenario, env Env) (*Report, error) {
 	if r.beats, err = startBeats(ctx, r.s); err != nil {
 		return nil, err
 	}
-	defer r.beats.close()
 	if s.sends() {
 		if r.snd, err = newSenders(ctx, r.s, r.s.RoomIDs()); err != nil {
 			return nil, err
 		}
-		defer r.snd.close()
 	}
 	r.startProgress()
-	defer r.stopProgress()
 	base := r.baseline(ctx)
 	r.setPhase("connect")
 	conn, err := r.connect(ctx, r.s.Viewers, float64(r.s.Viewers)/time.Duration(r.s.Ramp).Seconds())
@@ -173,6 +170,19 @@ func (r *run) startAgents(ctx context.Context) error {
 	}
 	r.plan = splitPlan(s.Plan(s.Viewers), len(r.agents))
 	return nil
+}
+
+// close releases what the run holds: the progress line, the senders, the
+// beats and the agents.
+func (r *run) close() {
+	r.stopProgress()
+	if r.snd != nil {
+		r.snd.close()
+	}
+	if r.beats != nil {
+		r.beats.close()
+	}
+	r.closeAgents()
 }
 
 func (r *run) closeAgents() {
