@@ -20,7 +20,8 @@ import (
 // died) closes its connections and exits.
 
 type childCmd struct {
-	Op      string      `json:"op"` // init, connect, mark, report, drop, stop
+	Op      string      `json:"op"`  // init, connect, mark, report, drop, stop
+	Seq     uint64      `json:"seq"` // echoed in the reply
 	Spec    *AgentSpec  `json:"spec,omitempty"`
 	Connect *ConnectCmd `json:"connect,omitempty"`
 }
@@ -28,6 +29,7 @@ type childCmd struct {
 type childMsg struct {
 	Kind     string         `json:"kind"` // progress or reply
 	Op       string         `json:"op,omitempty"`
+	Seq      uint64         `json:"seq,omitempty"` // the command's, on replies
 	Error    string         `json:"error,omitempty"`
 	Progress *Progress      `json:"progress,omitempty"`
 	Connect  *ConnectResult `json:"connect,omitempty"`
@@ -93,7 +95,7 @@ func RunChild(ctx context.Context, in io.Reader, out io.Writer) error {
 		if err := json.Unmarshal(sc.Bytes(), &cmd); err != nil {
 			return fmt.Errorf("cannot read command: %w", err)
 		}
-		reply := childMsg{Kind: "reply", Op: cmd.Op}
+		reply := childMsg{Kind: "reply", Op: cmd.Op, Seq: cmd.Seq}
 		if a == nil && cmd.Op != "init" {
 			reply.Error = "not initialised"
 			send(reply)
@@ -154,6 +156,7 @@ type remoteAgent struct {
 	replies chan childMsg
 	done    chan struct{}
 	callMu  sync.Mutex
+	seq     uint64 // of the last command; guarded by callMu
 
 	mu   sync.Mutex
 	prog Progress
@@ -211,22 +214,31 @@ func (r *remoteAgent) setErr(err error) {
 func (r *remoteAgent) call(ctx context.Context, c childCmd) (childMsg, error) {
 	r.callMu.Lock()
 	defer r.callMu.Unlock()
+	r.seq++
+	c.Seq = r.seq
 	b, _ := json.Marshal(c)
 	if _, err := r.in.Write(append(b, '\n')); err != nil {
 		return childMsg{}, fmt.Errorf("cannot talk to child: %w", err)
 	}
-	select {
-	case m := <-r.replies:
-		if m.Error != "" {
-			return m, fmt.Errorf("child: %s: %s", c.Op, m.Error)
+	for {
+		select {
+		case m := <-r.replies:
+			if m.Seq != c.Seq {
+				// The late reply of an earlier call that gave up on its
+				// context: the child answers in order, so ours follows.
+				continue
+			}
+			if m.Error != "" {
+				return m, fmt.Errorf("child: %s: %s", c.Op, m.Error)
+			}
+			return m, nil
+		case <-r.done:
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return childMsg{}, r.err
+		case <-ctx.Done():
+			return childMsg{}, ctx.Err()
 		}
-		return m, nil
-	case <-r.done:
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return childMsg{}, r.err
-	case <-ctx.Done():
-		return childMsg{}, ctx.Err()
 	}
 }
 
