@@ -177,6 +177,9 @@ func (rs *relSub) reset(why string) {
 				return
 			}
 			rs.mu.Unlock()
+			if attempt%25 == 1 { // the first failure, then every 25th
+				rs.s.log.Warn("cannot recreate reliable consumer; retrying", "room", rs.r.id, "attempt", attempt, "err", err)
+			}
 			time.Sleep(relRetryWait)
 		}
 	}()
