@@ -14,7 +14,7 @@ import (
 // jwtFlags say how a process verifies tokens; shared by the roles and serve.
 // The secret is never a flag default, so -help cannot print it.
 type jwtFlags struct {
-	secret    string
+	secret    secretValue
 	publicKey string // file
 	issuer    string
 	audience  string
@@ -27,7 +27,7 @@ type jwtFlags struct {
 const envPublicKeyPEM = "LIVEROOM_JWT_PUBLIC_KEY_PEM"
 
 func (j *jwtFlags) register(fs *flag.FlagSet, ev *envs, secretUsage string) {
-	fs.StringVar(&j.secret, "jwt-secret", "", secretUsage)
+	fs.Var(&j.secret, "jwt-secret", secretUsage)
 	fs.StringVar(&j.publicKey, "jwt-public-key", env("JWT_PUBLIC_KEY", ""),
 		"PEM file of one or more public keys that verify tokens: RSA keys verify RS256, Ed25519 keys EdDSA ($LIVEROOM_JWT_PUBLIC_KEY)")
 	fs.StringVar(&j.issuer, "jwt-issuer", env("JWT_ISSUER", ""), "when set, tokens must carry this iss claim ($LIVEROOM_JWT_ISSUER)")
@@ -39,7 +39,11 @@ func (j *jwtFlags) register(fs *flag.FlagSet, ev *envs, secretUsage string) {
 // config builds the verifier configuration. With neither a secret nor a
 // public key it returns an empty key set (serve: dev mode; roles: an error).
 func (j *jwtFlags) config() (auth.Config, error) {
-	c := auth.Config{HS256Secret: []byte(secretOr(j.secret)), Issuer: j.issuer, Audience: j.audience, Leeway: j.leeway}
+	secret, err := j.secret.get()
+	if err != nil {
+		return auth.Config{}, err
+	}
+	c := auth.Config{HS256Secret: []byte(secret), Issuer: j.issuer, Audience: j.audience, Leeway: j.leeway}
 	if j.leeway == 0 {
 		c.Leeway = -1 // --jwt-leeway 0 means none; auth reads 0 as the default
 	}
@@ -59,6 +63,35 @@ func (j *jwtFlags) config() (auth.Config, error) {
 		c.HS256Secret = nil
 	}
 	return c, nil
+}
+
+// secretValue is the --jwt-secret flag. It remembers whether it was given,
+// so that an explicitly empty secret is an error rather than "no secret".
+type secretValue struct {
+	v   string
+	set bool
+}
+
+func (s *secretValue) String() string { return "" } // never printed, not even by -help
+func (s *secretValue) Set(v string) error {
+	s.v, s.set = v, true
+	return nil
+}
+
+// get returns the flag's secret, or $LIVEROOM_JWT_SECRET when the flag was
+// not given; "" when neither is set. A secret that is set but empty or only
+// white space is an error: an empty variable left by a deployment template
+// must never silently mean dev mode (which hands out admin tokens).
+func (s *secretValue) get() (string, error) {
+	v, set, from := s.v, s.set, "--jwt-secret"
+	if !set {
+		v, set = os.LookupEnv(envSecret)
+		from = "$" + envSecret
+	}
+	if set && strings.TrimSpace(v) == "" {
+		return "", fmt.Errorf("%s is set but empty: give a real secret (at least %d random bytes, e.g. openssl rand -hex 32), or unset it to run serve in dev mode on loopback", from, auth.MinSecretLen)
+	}
+	return v, nil
 }
 
 // hasKeys reports whether c can verify anything.

@@ -48,7 +48,7 @@ func writeEdKeys(t *testing.T) (priv, pub string) {
 // --jwt-issuer and --jwt-audience accepts, and a token without the issuer is
 // refused.
 func TestTokenPrivateKeyAndPublicKeyFlags(t *testing.T) {
-	t.Setenv(envSecret, "")
+	unsetEnv(t, envSecret)
 	priv, pub := writeEdKeys(t)
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	var jf jwtFlags
@@ -85,7 +85,7 @@ func TestTokenPrivateKeyAndPublicKeyFlags(t *testing.T) {
 }
 
 func TestJWTFlagsConfigErrors(t *testing.T) {
-	t.Setenv(envSecret, "")
+	unsetEnv(t, envSecret)
 	t.Setenv(envPublicKeyPEM, "")
 	cases := []struct {
 		name string
@@ -174,5 +174,60 @@ func TestDispatchAdminAddr(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "admin address answers", func() bool { return status("http://"+testutil.Addr(adminPort)) == http.StatusUnauthorized })
 	if s := status("http://" + testutil.Addr(port)); s != http.StatusNotFound {
 		t.Fatalf("admin API on the public address: %d, want 404", s)
+	}
+}
+
+// TestEmptyOrBlankSecretRefused: a secret that is given but empty or blank
+// never means dev mode, from the flag or the environment, for serve and the
+// roles alike; a weak one is refused by the verifier.
+func TestEmptyOrBlankSecretRefused(t *testing.T) {
+	unsetEnv(t, envPublicKeyPEM)
+	config := func(args ...string) error {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		var jf jwtFlags
+		jf.register(fs, &envs{}, "secret")
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		c, err := jf.config()
+		if err == nil && hasKeys(c) {
+			_, err = auth.New(c)
+		}
+		return err
+	}
+	for _, tc := range []struct {
+		name, env string
+		setEnv    bool
+		args      []string
+		want      string
+	}{
+		{"empty variable", "", true, nil, "$LIVEROOM_JWT_SECRET is set but empty"},
+		{"blank variable", "                ", true, nil, "$LIVEROOM_JWT_SECRET is set but empty"},
+		{"empty flag", "", false, []string{"--jwt-secret", ""}, "--jwt-secret is set but empty"},
+		{"blank flag", "", false, []string{"--jwt-secret=   \t   "}, "--jwt-secret is set but empty"},
+		{"repeated character", "", false, []string{"--jwt-secret", strings.Repeat("a", 32)}, "repeats one character"},
+		{"short", "", false, []string{"--jwt-secret", "0123456789"}, "at least 16 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			unsetEnv(t, envSecret)
+			if tc.setEnv {
+				t.Setenv(envSecret, tc.env)
+			}
+			if err := config(tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// An empty variable stops serve before anything starts.
+	t.Setenv(envSecret, "")
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"serve", "--data-dir", t.TempDir(), "--nats-port", "-1"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "set but empty") {
+		t.Fatalf("serve with an empty secret: %v", err)
+	}
+	// Unset: no keys, which serve takes as dev mode.
+	unsetEnv(t, envSecret)
+	if err := config(); err != nil {
+		t.Fatalf("no secret at all: %v", err)
 	}
 }

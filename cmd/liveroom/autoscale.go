@@ -136,7 +136,8 @@ func runAutoscale(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	ports := fs.String("ports", env("AUTOSCALE_PORTS", ""), "process: port range of the gateways, LOW-HIGH (default any free port) ($LIVEROOM_AUTOSCALE_PORTS)")
 	gwHost := fs.String("gateway-host", env("AUTOSCALE_GATEWAY_HOST", "127.0.0.1"), "process: address the gateways listen on ($LIVEROOM_AUTOSCALE_GATEWAY_HOST)")
 	publicHost := fs.String("public-host", env("AUTOSCALE_PUBLIC_HOST", ""), "process: host in the gateways' WebSocket URLs (default --gateway-host) ($LIVEROOM_AUTOSCALE_PUBLIC_HOST)")
-	secret := fs.String("jwt-secret", "", "process: the secret the gateways verify tokens with; prefer $LIVEROOM_JWT_SECRET")
+	var secret secretValue
+	fs.Var(&secret, "jwt-secret", "process: the secret the gateways verify tokens with; prefer $LIVEROOM_JWT_SECRET")
 	namespace := fs.String("namespace", env("K8S_NAMESPACE", ""), "kubernetes: namespace of the gateway Deployment (default: this pod's) ($LIVEROOM_K8S_NAMESPACE)")
 	deployment := fs.String("deployment", env("K8S_DEPLOYMENT", "liveroom-gateway"), "kubernetes: the gateway Deployment ($LIVEROOM_K8S_DEPLOYMENT)")
 	kubeconfig := fs.String("kubeconfig", env("KUBECONFIG", ""), "kubernetes: kubeconfig file; empty: in-cluster service account ($LIVEROOM_KUBECONFIG)")
@@ -200,7 +201,10 @@ flags:`)
 		if err != nil {
 			return err
 		}
-		s := secretOr(*secret)
+		s, err := secret.get()
+		if err != nil {
+			return err
+		}
 		// A platform that verifies with public keys gives them through the
 		// environment, which the gateways inherit.
 		if s == "" && env("JWT_PUBLIC_KEY", "") == "" && os.Getenv(envPublicKeyPEM) == "" {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -62,7 +63,7 @@ func TestEnvParseErrorsStopTheCommand(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			// Without a secret a role refuses to start, and serve would run in
 			// dev mode: either way a missing check shows as another answer.
-			t.Setenv(envSecret, "")
+			unsetEnv(t, envSecret)
 			t.Setenv("LIVEROOM_DATA_DIR", t.TempDir())
 			for k, v := range tt.env {
 				t.Setenv(k, v)
@@ -127,5 +128,15 @@ func TestEnvs(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `$LIVEROOM_T_BAD="7s": want an integer such as 2`) ||
 		!strings.Contains(err.Error(), `$LIVEROOM_T_INT="7": want a duration with a unit such as 1s`) {
 		t.Fatalf("err = %v, want both variables named with the expected form", err)
+	}
+}
+
+// unsetEnv removes a variable for the test's duration (t.Setenv restores it
+// afterwards): unset and set-but-empty mean different things to some flags.
+func unsetEnv(t *testing.T, name string) {
+	t.Helper()
+	t.Setenv(name, "")
+	if err := os.Unsetenv(name); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -190,15 +189,6 @@ func (r *roleFlags) connectVerified(ctx context.Context, name string, stderr io.
 	}
 	rl, err := r.connect(ctx, name, stderr)
 	return rl, v, err
-}
-
-// secretOr returns the flag value, or $LIVEROOM_JWT_SECRET when it is empty.
-// The secret is never a flag default, so -help cannot print it.
-func secretOr(flagValue string) string {
-	if flagValue != "" {
-		return flagValue
-	}
-	return os.Getenv("LIVEROOM_JWT_SECRET")
 }
 
 func (r *roleFlags) verifier() (*auth.Verifier, error) {

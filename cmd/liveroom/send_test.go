@@ -37,7 +37,7 @@ func newFakeUplink(t *testing.T) *sendFakeUplink {
 	}
 	u := &sendFakeUplink{}
 	mux := http.NewServeMux()
-	mux.Handle("POST /v1/dev/token", app.DevTokenHandler(signer))
+	mux.Handle("POST /v1/dev/token", app.DevTokenHandler(signer, false))
 	mux.HandleFunc("POST /v1/rooms/{room}/messages", func(w http.ResponseWriter, r *http.Request) {
 		id, err := v.FromRequest(r)
 		if err != nil {
@@ -75,7 +75,7 @@ func newFakeUplink(t *testing.T) *sendFakeUplink {
 }
 
 func TestRunSend(t *testing.T) {
-	t.Setenv(envSecret, "")
+	unsetEnv(t, envSecret)
 	t.Setenv(envToken, "")
 	t.Setenv(envURL, "")
 	up := newFakeUplink(t)
@@ -159,7 +159,7 @@ func TestRunSendGiftRetries(t *testing.T) {
 }
 
 func TestRunSendErrors(t *testing.T) {
-	t.Setenv(envSecret, "")
+	unsetEnv(t, envSecret)
 	t.Setenv(envToken, "")
 	up := newFakeUplink(t)
 	tok := testutil.Token(t, "carol", "viewer")

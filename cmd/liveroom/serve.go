@@ -21,7 +21,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var lf logFlags
 	var gifts string
 	var ev envs
-	fs.StringVar(&cfg.Addr, "addr", env("ADDR", ":8080"), "HTTP listen address ($LIVEROOM_ADDR)")
+	fs.StringVar(&cfg.Addr, "addr", env("ADDR", ""), "HTTP listen address (default "+app.DefaultAddr+", and "+app.DevAddr+" in dev mode) ($LIVEROOM_ADDR)")
+	fs.BoolVar(&cfg.DevOnNetwork, "insecure-dev-mode-on-network", envBool(&ev, "INSECURE_DEV_MODE_ON_NETWORK"),
+		"INSECURE: let dev mode (no JWT secret) listen on a non-loopback --addr, where anyone can mint viewer and anchor tokens; for demos on a trusted network only ($LIVEROOM_INSECURE_DEV_MODE_ON_NETWORK)")
 	fs.StringVar(&cfg.PublicURL, "public-url", env("PUBLIC_URL", ""), "WebSocket URL handed out by dispatch (default ws://localhost:PORT/v1/ws) ($LIVEROOM_PUBLIC_URL)")
 	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", "./data"), "JetStream data directory ($LIVEROOM_DATA_DIR)")
 	fs.StringVar(&cfg.NATSURL, "nats-url", env("NATS_URL", ""), "use this external NATS instead of the embedded one ($LIVEROOM_NATS_URL)")
@@ -50,7 +52,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(fs.Output(), `usage: liveroom serve [flags]
 
 Runs NATS (embedded), gateway, uplink, dispatch and the web pages on one address.
-Without a JWT secret ($LIVEROOM_JWT_SECRET) it runs in dev mode.
+Without a JWT secret ($LIVEROOM_JWT_SECRET) it runs in dev mode: it listens on
+loopback only and mints tokens for local callers (POST /v1/dev/token).
 
 With --autoscale the gateways are child processes of this binary instead, each
 with its own file limit, from --autoscale-min to --autoscale-max of them: the

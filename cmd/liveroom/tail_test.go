@@ -127,7 +127,7 @@ func TestRunTail(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 	t.Setenv(envToken, "")
-	t.Setenv(envSecret, "")
+	unsetEnv(t, envSecret)
 	s := newTailServer(t)
 	out := tail(t, []string{"--url", s.srv.URL, "--room", "r1", "--secret", testutil.Secret, "--user", "watcher"}, "after")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -175,7 +175,7 @@ func TestRunTailJSON(t *testing.T) {
 
 func TestRunTailErrors(t *testing.T) {
 	t.Setenv(envToken, "")
-	t.Setenv(envSecret, "")
+	unsetEnv(t, envSecret)
 	s := newTailServer(t)
 	tests := []struct {
 		name    string

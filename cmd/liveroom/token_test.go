@@ -14,7 +14,7 @@ import (
 )
 
 func TestRunToken(t *testing.T) {
-	t.Setenv(envSecret, "")
+	unsetEnv(t, envSecret)
 	v := testutil.Verifier(t)
 	tests := []struct {
 		name     string

@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,8 +37,15 @@ import (
 
 // Config configures an all-in-one node.
 type Config struct {
-	// Addr is the HTTP listen address. Default ":8080". Use "127.0.0.1:0" in tests.
+	// Addr is the HTTP listen address. Default ":8080" with a secret or
+	// public key, "127.0.0.1:8080" in dev mode. Use "127.0.0.1:0" in tests.
+	// In dev mode a non-loopback address is refused unless DevOnNetwork.
 	Addr string
+	// DevOnNetwork lets a dev-mode node listen on a non-loopback address
+	// (`serve --insecure-dev-mode-on-network`): anyone who reaches it can
+	// then mint viewer and anchor tokens. Admin tokens are minted for
+	// loopback callers only, whatever this says.
+	DevOnNetwork bool
 	// PublicURL is the WebSocket URL dispatch hands out for this node's
 	// gateway. Default ws://<addr host or localhost>:<port>/v1/ws.
 	PublicURL string
@@ -107,9 +116,6 @@ type Node struct {
 
 // New validates cfg.
 func New(cfg Config) (*Node, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = ":8080"
-	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = "./data"
 	}
@@ -145,6 +151,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		var b [32]byte
 		_, _ = rand.Read(b[:])
 		acfg.HS256Secret = []byte(hex.EncodeToString(b[:]))
+	}
+	if err := n.checkBind(); err != nil {
+		return err
 	}
 	secret := acfg.HS256Secret
 	verifier, err := auth.New(acfg)
@@ -284,7 +293,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	devToken := devOnly
 	if n.dev {
-		devToken = Route{Path: DevTokenPath, Methods: []string{http.MethodPost}, Handler: DevTokenHandler(signer)}
+		devToken = Route{Path: DevTokenPath, Methods: []string{http.MethodPost}, Handler: DevTokenHandler(signer, n.cfg.DevOnNetwork)}
 	}
 	h := NewRouter(RouterConfig{
 		Routes: append(routes, []Route{
@@ -313,8 +322,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.log.Error("http server stopped", "err", err)
 		}
 	}()
-	if n.dev {
-		n.log.Warn("DEV MODE: no --jwt-secret given; tokens are signed with a random secret and anyone can mint one at POST /v1/dev/token. Never run like this in production.")
+	switch {
+	case n.dev && n.cfg.DevOnNetwork:
+		n.log.Warn("DEV MODE ON THE NETWORK (--insecure-dev-mode-on-network): no JWT secret, and anyone who can reach " + n.ln.Addr().String() +
+			" can mint viewer and anchor tokens at POST /v1/dev/token (admin tokens only from this machine). Never run like this in production.")
+	case n.dev:
+		n.log.Warn("DEV MODE: no JWT secret given, so liveroom listens on loopback only (" + n.ln.Addr().String() +
+			") and mints tokens for local callers at POST /v1/dev/token. Set $LIVEROOM_JWT_SECRET to run for real.")
 	}
 	if n.gw != nil {
 		n.log.Info("liveroom is up", "url", n.url, "nats", redactURLs(natsURL), "gateway", n.gw.ID())
@@ -327,6 +341,48 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.log.Info("liveroom is up; gateways run as child processes", "url", n.url, "nats", redactURLs(natsURL),
 		"autoscale_min", p.Min, "autoscale_max", p.Max, "gateway_conns", p.Capacity.Conns)
 	return nil
+}
+
+// DefaultAddr and DevAddr are the listen addresses of a node with and
+// without a token key.
+const (
+	DefaultAddr = ":8080"
+	DevAddr     = "127.0.0.1:8080"
+)
+
+// checkBind fills the default listen address and refuses a dev-mode node on
+// a non-loopback one: dev mode mints tokens for the asking, so on a network
+// it would hand them to anyone there.
+func (n *Node) checkBind() error {
+	if !n.dev {
+		if n.cfg.Addr == "" {
+			n.cfg.Addr = DefaultAddr
+		}
+		return nil
+	}
+	if n.cfg.Addr == "" {
+		n.cfg.Addr = DevAddr
+	}
+	if n.cfg.DevOnNetwork || LoopbackAddr(n.cfg.Addr) {
+		return nil
+	}
+	return fmt.Errorf("refusing to run dev mode on %s: without a JWT secret anyone who can reach that address could mint tokens. "+
+		"Set $LIVEROOM_JWT_SECRET (e.g. export LIVEROOM_JWT_SECRET=$(openssl rand -hex 32)), listen on loopback (--addr 127.0.0.1:8080), "+
+		"or, for a demo on a trusted network, pass --insecure-dev-mode-on-network", n.cfg.Addr)
+}
+
+// LoopbackAddr reports whether a listen address host:port binds loopback
+// only: a loopback IP or "localhost". An empty host binds every interface.
+func LoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func hostPort(a net.Addr) (string, string) {

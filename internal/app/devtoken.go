@@ -3,6 +3,7 @@ package app
 import (
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"time"
 	"unicode/utf8"
 
@@ -12,8 +13,19 @@ import (
 
 // DevTokenHandler serves POST /v1/dev/token in dev mode: body
 // {"user":"alice","name":"Alice","role":"viewer"} → {"token":"…"}, valid 24h.
-func DevTokenHandler(s *auth.Signer) http.Handler {
+// It answers callers on this machine only (403 dev_token_local_only
+// elsewhere); with onNetwork, other callers get viewer and anchor tokens but
+// never admin ones. A request that came through a proxy (it carries
+// Forwarded, X-Forwarded-For or X-Real-IP) is not a local caller, whatever
+// its TCP peer.
+func DevTokenHandler(s *auth.Signer, onNetwork bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		local := localCaller(r)
+		if !local && !onNetwork {
+			protocol.WriteError(w, protocol.Errorf(http.StatusForbidden, protocol.CodeDevLocalOnly, "",
+				"dev tokens are minted for callers on the server's own machine only"))
+			return
+		}
 		var req struct {
 			User string `json:"user"`
 			Name string `json:"name"`
@@ -36,6 +48,11 @@ func DevTokenHandler(s *auth.Signer) http.Handler {
 			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "role", "role must be viewer, anchor or admin"))
 			return
 		}
+		if req.Role == protocol.RoleAdmin && !local {
+			protocol.WriteError(w, protocol.Errorf(http.StatusForbidden, protocol.CodeDevLocalOnly, "role",
+				"dev admin tokens are minted for callers on the server's own machine only"))
+			return
+		}
 		if req.Name == "" {
 			req.Name = req.User
 		}
@@ -50,4 +67,16 @@ func DevTokenHandler(s *auth.Signer) http.Handler {
 		}
 		protocol.WriteJSON(w, http.StatusOK, map[string]string{"token": tok})
 	})
+}
+
+// localCaller reports whether r comes straight from this machine: a
+// loopback TCP peer and no proxy header.
+func localCaller(r *http.Request) bool {
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Real-Ip"} {
+		if r.Header.Get(h) != "" {
+			return false
+		}
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }

@@ -4,6 +4,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rsa"
 	"errors"
@@ -31,6 +32,23 @@ const MaxNameLen = 64
 
 // MinSecretLen is the shortest HS256 secret accepted.
 const MinSecretLen = 16
+
+// CheckSecret refuses an HS256 secret that cannot protect anything: shorter
+// than MinSecretLen bytes, only white space (a variable filled from an empty
+// template), or one byte repeated. Every verifier and signer calls it, so the
+// roles, serve and `liveroom token` refuse the same secrets.
+func CheckSecret(secret []byte) error {
+	if len(secret) < MinSecretLen {
+		return fmt.Errorf("cannot use jwt secret: need at least %d bytes (e.g. openssl rand -hex 32)", MinSecretLen)
+	}
+	if len(bytes.TrimSpace(secret)) == 0 {
+		return errors.New("cannot use jwt secret: it is only white space; set a random one (e.g. openssl rand -hex 32)")
+	}
+	if bytes.Count(secret, secret[:1]) == len(secret) {
+		return errors.New("cannot use jwt secret: it repeats one character; set a random one (e.g. openssl rand -hex 32)")
+	}
+	return nil
+}
 
 // Claims are the token claims liveroom reads.
 type Claims struct {
@@ -84,8 +102,8 @@ func New(cfg Config) (*Verifier, error) {
 	v := &Verifier{now: time.Now}
 	var methods []string
 	if len(cfg.HS256Secret) > 0 {
-		if len(cfg.HS256Secret) < MinSecretLen {
-			return nil, fmt.Errorf("cannot use jwt secret: need at least %d bytes", MinSecretLen)
+		if err := CheckSecret(cfg.HS256Secret); err != nil {
+			return nil, err
 		}
 		v.hs = cfg.HS256Secret
 		methods = append(methods, jwt.SigningMethodHS256.Alg())

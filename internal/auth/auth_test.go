@@ -226,3 +226,24 @@ func TestFromRequestReason(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckSecret: verifiers and signers refuse secrets that protect
+// nothing, and take a random one.
+func TestCheckSecret(t *testing.T) {
+	for name, s := range map[string]string{
+		"short":    "0123456789abcde",
+		"spaces":   strings.Repeat(" ", 16),
+		"blank":    " \t\n \t\n \t\n \t\n \t\n",
+		"repeated": strings.Repeat("a", 40),
+	} {
+		if _, err := New(Config{HS256Secret: []byte(s)}); err == nil {
+			t.Errorf("%s secret accepted by New", name)
+		}
+		if _, err := NewSigner([]byte(s)); err == nil {
+			t.Errorf("%s secret accepted by NewSigner", name)
+		}
+	}
+	if err := CheckSecret([]byte("3f9c0a7e5b1d2c4a6e8f0b1d3c5a7e9f")); err != nil {
+		t.Fatalf("random secret refused: %v", err)
+	}
+}

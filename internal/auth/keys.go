@@ -119,8 +119,8 @@ type Signer struct {
 
 // NewSigner returns an HS256 Signer for secret.
 func NewSigner(secret []byte) (*Signer, error) {
-	if len(secret) < MinSecretLen {
-		return nil, fmt.Errorf("cannot use jwt secret: need at least %d bytes", MinSecretLen)
+	if err := CheckSecret(secret); err != nil {
+		return nil, err
 	}
 	return &Signer{method: jwt.SigningMethodHS256, key: secret}, nil
 }

@@ -37,6 +37,8 @@ const (
 	CodeFrameTooLarge    = "frame_too_large"
 	CodeProtocol         = "protocol_error"
 	CodeDevOnly          = "dev_mode_only"
+	// CodeDevLocalOnly: a dev token asked for from another machine (403).
+	CodeDevLocalOnly = "dev_token_local_only"
 	// CodeNotLive: stopping the live session of a room that has none (409).
 	CodeNotLive = "not_live"
 	// Gateway edge (docs/SECURITY.md).
