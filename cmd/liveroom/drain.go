@@ -21,6 +21,8 @@ func runDrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	id := fs.String("gateway", "", "id of the gateway to drain (see GET /v1/gateways) (required)")
 	wait := fs.Bool("wait", false, "wait until the gateway has stopped beating")
 	timeout := fs.Duration("timeout", 5*time.Minute, "with --wait: give up after this long")
+	var naf natsAuthFlags
+	naf.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom drain --gateway ID [--wait] [--nats-url URL]
 
@@ -41,7 +43,11 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	nc, err := bus.Connect(*natsURL, "liveroom-drain", log)
+	opts, err := naf.options(bus.RoleControl, "")
+	if err != nil {
+		return err
+	}
+	nc, err := bus.Connect(*natsURL, "liveroom-drain", log, opts...)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 
 func TestEnsureStreamsIsIdempotentAndKeepsSettings(t *testing.T) {
 	e := testutil.StartNATS(t)
-	nc, err := bus.Connect(e.ClientURL(), "t", testutil.Logger())
+	nc, err := bus.Connect(testutil.NATSURL(t, e, bus.RoleUplink, ""), "t", testutil.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}

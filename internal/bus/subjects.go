@@ -13,10 +13,15 @@ import (
 
 // Subject names. See docs/PROTOCOL.md for what each carries.
 const (
-	// BeatSubject carries gateway load beats.
-	BeatSubject = "lr.gw.beat"
+	// BeatWildcard matches every gateway's beat subject (BeatSubject):
+	// dispatch, autoscale and the bench read it.
+	BeatWildcard = beatPrefix + "*"
 	// ControlSubjectPrefix + gateway id carries admin commands to one gateway.
 	ControlSubjectPrefix = "lr.gw.ctl."
+	// ControlWildcard matches every gateway's control subject.
+	ControlWildcard = ControlSubjectPrefix + "*"
+	// PresenceWildcard matches every room's presence subject.
+	PresenceWildcard = "lr.room.*.presence"
 	// ReliableWildcard is captured by the reliable stream.
 	ReliableWildcard = "lr.room.*.reliable"
 	// ModerationWildcard carries the record of every moderation action
@@ -86,6 +91,20 @@ func RoomFromSubject(subj string) (protocol.Room, string, bool) {
 
 // LikesKey is the key of a room's likes total in the room-state bucket.
 func LikesKey(room protocol.Room) string { return "likes." + string(room) }
+
+const beatPrefix = "lr.gw.beat."
+
+// BeatSubject carries the load beats of gateway id (which must have passed
+// ValidGatewayID). Each gateway publishes on its own subject, so that NATS
+// permissions can bind a gateway's credential to its id.
+func BeatSubject(id string) string { return beatPrefix + id }
+
+// GatewayFromBeatSubject returns the gateway id of a beat subject; false
+// for anything else.
+func GatewayFromBeatSubject(subj string) (string, bool) {
+	id, ok := strings.CutPrefix(subj, beatPrefix)
+	return id, ok && ValidGatewayID(id)
+}
 
 // ControlSubject carries admin commands (drain) to one gateway; id must have
 // passed ValidGatewayID.

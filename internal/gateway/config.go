@@ -155,9 +155,7 @@ func (c *Config) setDefaults() error {
 		return errors.New("cannot create gateway: a public URL is required")
 	}
 	if c.ID == "" {
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		c.ID = "gw-" + hex.EncodeToString(b[:])
+		c.ID = NewID()
 	}
 	if !bus.ValidGatewayID(c.ID) {
 		return errors.New("cannot create gateway: id must be 1-64 characters of A-Z a-z 0-9 _ -")
@@ -215,6 +213,13 @@ func (c *Config) setDefaults() error {
 	setDur(&c.HeaderTimeout, DefaultHeaderTimeout)
 	setInt(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	return nil
+}
+
+// NewID returns a random gateway id, "gw-" and 8 hex digits.
+func NewID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "gw-" + hex.EncodeToString(b[:])
 }
 
 func setDur(d *time.Duration, def time.Duration) {

@@ -20,7 +20,7 @@ import (
 func TestReliableSurvivesNATSRestart(t *testing.T) {
 	dir := t.TempDir()
 	start := func(port int) *bus.Embedded {
-		e, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: port, DataDir: dir, Logger: testutil.Logger()})
+		e, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: port, DataDir: dir, Logger: testutil.Logger(), Keys: testutil.NATSKeys()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -30,7 +30,7 @@ func TestReliableSurvivesNATSRestart(t *testing.T) {
 	u, _ := url.Parse(srv.ClientURL())
 	port, _ := strconv.Atoi(u.Port())
 	e := &env{t: t, url: srv.ClientURL()}
-	nc, err := bus.Connect(e.url, "test", testutil.Logger())
+	nc, err := bus.Connect(testutil.CredURL(t, e.url, bus.RoleAll, ""), "test", testutil.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}

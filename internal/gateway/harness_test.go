@@ -48,7 +48,9 @@ type gw struct {
 func (e *env) gateway(mod func(*Config)) *gw {
 	t := e.t
 	t.Helper()
-	nc, err := bus.Connect(e.url, "gw", testutil.Logger())
+	// The gateway authenticates as a gateway: the tests then prove that
+	// its NATS permissions (bus.Permissions) cover what it does.
+	nc, err := bus.Connect(testutil.CredURL(t, e.url, bus.RoleGateway, ""), "gw", testutil.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
