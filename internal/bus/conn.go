@@ -151,7 +151,12 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        ReliableStream,
 		Description: "liveroom reliable-class room messages (gifts, notices)",
-		Subjects:    []string{ReliableWildcard, ModerationWildcard},
+		Subjects:    []string{StoreWildcard, ModerationWildcard},
+		// Gateways hear stored messages on core subjects, with their
+		// sequence and the room's previous one, and repair gaps with
+		// Direct Get from any replica: no consumer per room.
+		RePublish:   &jetstream.RePublish{Source: StoreWildcard, Destination: "lr.room.{{wildcard(1)}}.reliable"},
+		AllowDirect: true,
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      cfg.ReliableMaxAge,

@@ -61,7 +61,7 @@ func TestReliableSurvivesNATSRestart(t *testing.T) {
 		ids = append(ids, id)
 		for attempt := 0; ; attempt++ {
 			pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_, err := e.js.Publish(pctx, bus.ReliableSubject("fo"), protocol.Encode(protocol.Message{ID: id, Type: protocol.TypeGift, TS: time.Now().UnixMilli()}), jetstream.WithMsgID(id))
+			_, err := e.js.Publish(pctx, bus.StoreSubject("fo"), protocol.Encode(protocol.Message{ID: id, Type: protocol.TypeGift, TS: time.Now().UnixMilli()}), jetstream.WithMsgID(id))
 			pcancel()
 			if err == nil {
 				break
