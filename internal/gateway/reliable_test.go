@@ -204,7 +204,7 @@ func TestGapRepairedInOrderExactlyOnce(t *testing.T) {
 	e := newEnv(t)
 	const room = "gappy"
 	lost := map[int]bool{2: true, 3: true, 6: true, 9: true} // by gift index; 9 is the last
-	var seqs sync.Map                                           // seq → index
+	var seqs sync.Map                                        // seq → index
 	var dropped atomic.Int32
 	g := e.gateway(func(c *Config) { c.CheckInterval = 300 * time.Millisecond })
 	g.dropReliable = func(r protocol.Room, seq uint64) bool {
