@@ -143,6 +143,8 @@ func (d *Direct) request(ctx context.Context, stream string, req directRequest, 
 }
 
 type directRequest struct {
+	// Seq is the first sequence of a batch; with MultiLast, the lowest
+	// sequence a subject's last message may have to be returned.
 	Seq       uint64   `json:"seq,omitempty"`
 	NextFor   string   `json:"next_by_subj,omitempty"`
 	LastFor   string   `json:"last_by_subj,omitempty"`
@@ -175,18 +177,41 @@ const MaxMultiLast = 256
 // LastOf returns the last stored message of each subject that has one, in
 // as few requests as MaxMultiLast allows.
 func (d *Direct) LastOf(ctx context.Context, stream string, subjects []string) (map[string]StoredMsg, error) {
-	out := make(map[string]StoredMsg, len(subjects))
+	out, _, err := d.LastSince(ctx, stream, subjects, 0, 0)
+	return out, err
+}
+
+// LastSince is LastOf for the subjects whose last message has a sequence of
+// at least minSeq: what changed since a stream position, so that checking
+// many subjects costs replies only for those that moved. It also returns
+// the stream position the answer is complete up to, the lowest of its
+// requests' (a replica answers as of its own position); a request whose
+// subjects hold no message at all says none, and counts as known, the
+// position the caller read before asking: the next check may start after
+// the result.
+func (d *Direct) LastSince(ctx context.Context, stream string, subjects []string, minSeq, known uint64) (map[string]StoredMsg, uint64, error) {
+	out := make(map[string]StoredMsg)
+	var upTo uint64
+	first := true
 	for len(subjects) > 0 {
 		part := subjects[:min(len(subjects), MaxMultiLast)]
 		subjects = subjects[len(part):]
-		_, err := d.request(ctx, stream, directRequest{MultiLast: part}, len(part), func(sm StoredMsg) {
+		eob, err := d.request(ctx, stream, directRequest{MultiLast: part, Seq: minSeq}, len(part), func(sm StoredMsg) {
 			out[sm.Subject] = sm
 		})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
+		at := eob.upTo
+		if at == 0 {
+			at = known
+		}
+		if first || at < upTo {
+			upTo = at
+		}
+		first = false
 	}
-	return out, nil
+	return out, upTo, nil
 }
 
 // After returns up to batch messages of subject with a sequence of at least

@@ -35,7 +35,8 @@ import (
 // connection comes back, when the stream elects a new leader, when the
 // subscription dropped messages, and every CheckInterval while the stream
 // moves: one multi-last Direct Get per 256 rooms compares each room's last
-// stored sequence with relSeq, and only rooms behind are repaired.
+// stored sequence with relSeq (only for rooms whose last message is newer
+// than the previous check), and only rooms behind are repaired.
 
 // repairBatch is how many messages one repair request asks for.
 const repairBatch = 256
@@ -275,8 +276,11 @@ func (s *Server) catchUp(ctx context.Context, r *room, since uint64) {
 
 // checkRooms compares every hosted room's relSeq with the last message the
 // stream holds for it, in multi-last requests of up to 256 rooms, and
-// repairs the rooms behind.
-func (s *Server) checkRooms(ctx context.Context, rooms []*room) error {
+// repairs the rooms behind. Only rooms whose last message has a sequence of
+// at least minSeq are answered (0: all); known is the stream's last
+// sequence read before the check. It returns the stream position up to
+// which every room was checked.
+func (s *Server) checkRooms(ctx context.Context, rooms []*room, minSeq, known uint64) (uint64, error) {
 	var subjects []string
 	byS := make(map[string]*room, len(rooms))
 	for _, r := range rooms {
@@ -290,13 +294,13 @@ func (s *Server) checkRooms(ctx context.Context, rooms []*room) error {
 		}
 	}
 	if len(subjects) == 0 {
-		return nil
+		return known, nil
 	}
 	s.stats.Checks.Add(1)
 	s.stats.CheckRequests.Add(int64((len(subjects) + bus.MaxMultiLast - 1) / bus.MaxMultiLast))
-	last, err := s.direct.LastOf(ctx, bus.ReliableStream, subjects)
+	last, upTo, err := s.direct.LastSince(ctx, bus.ReliableStream, subjects, minSeq, known)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for subj, m := range last {
 		r := byS[subj]
@@ -314,21 +318,23 @@ func (s *Server) checkRooms(ctx context.Context, rooms []*room) error {
 			s.repairs.enqueue(r)
 		}
 	}
-	return nil
+	return upTo, nil
 }
 
 // checkLoop runs checkRooms when asked (a reconnect, a new stream leader,
 // dropped messages: twice, a second apart, since a replica may answer
 // before it has what the old leader stored), for the rooms started in the
-// last seconds (a subscription that reaches another server of a cluster
+// last second (a subscription that reaches another server of a cluster
 // after the room's snapshot), and every CheckInterval when the stream's
-// last sequence moved.
+// last sequence moved. Checks of every room are incremental: they ask only
+// for rooms whose last message is newer than what the previous check
+// covered, so a check where little changed costs little.
 func (s *Server) checkLoop() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var lastStream uint64
+	var checked uint64 // every hosted room was checked up to this stream sequence
 	var lastFull time.Time
-	var again time.Time // a second full check after a triggered one
+	var again time.Time // a second check after a triggered one
 	for {
 		full := false
 		select {
@@ -341,31 +347,45 @@ func (s *Server) checkLoop() {
 			if !again.IsZero() && now.After(again) {
 				full, again = true, time.Time{}
 			}
-			if !full && now.Sub(lastFull) >= s.cfg.CheckInterval {
-				ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
-				m, found, err := s.direct.Last(ctx, bus.ReliableStream, bus.StoreWildcard)
-				cancel()
-				if err == nil && found && m.Seq != lastStream {
-					lastStream, full = m.Seq, true
-				}
+			full = full || now.Sub(lastFull) >= s.cfg.CheckInterval
+		}
+		var known uint64
+		if full {
+			ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
+			m, found, err := s.direct.Last(ctx, bus.ReliableStream, bus.StoreWildcard)
+			cancel()
+			switch {
+			case err != nil:
+				// Check anyway, from the last position: the stream may be
+				// electing a leader, and Direct Get is answered by replicas.
+			case !found || m.Seq <= checked:
+				full = false // nothing was stored since the last check
+				lastFull = time.Now()
+			default:
+				known = m.Seq
 			}
 		}
-		var rooms []*room
 		if full {
-			rooms = s.hub.allRooms(nil)
-			lastFull = time.Now()
-		} else {
-			rooms = s.takeRecentStarts()
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			upTo, err := s.checkRooms(ctx, s.hub.allRooms(nil), checked+1, max(known, checked))
+			cancel()
+			if err != nil {
+				if s.ctx.Err() == nil {
+					s.log.Warn("cannot check the rooms' reliable messages; will retry", "err", err)
+					again = time.Now().Add(time.Second)
+				}
+			} else {
+				checked, lastFull = max(checked, upTo), time.Now()
+			}
 		}
-		if len(rooms) == 0 {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-		err := s.checkRooms(ctx, rooms)
-		cancel()
-		if err != nil && s.ctx.Err() == nil {
-			s.log.Warn("cannot check the rooms' reliable messages; will retry", "rooms", len(rooms), "err", err)
-			s.requestCheck()
+		if rooms := s.takeRecentStarts(); len(rooms) > 0 {
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			_, err := s.checkRooms(ctx, rooms, 0, 0)
+			cancel()
+			if err != nil && s.ctx.Err() == nil {
+				s.log.Warn("cannot check newly started rooms; checking every room soon", "rooms", len(rooms), "err", err)
+				again = time.Now().Add(time.Second)
+			}
 		}
 	}
 }
