@@ -292,6 +292,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.stats.Rejected.Add(1)
 		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "gateway is full; ask dispatch for another").WithRetry(1000))
 		return
+	case !s.cfg.NC.IsConnected() && !s.canAdmitFromMemory(id, since, hasSince):
+		// NATS is in trouble: a room this gateway hosts is served from
+		// memory, but starting one, or catching one up to since, needs
+		// NATS. Say so before the upgrade, so the client tries the next
+		// gateway at once.
+		s.stats.Rejected.Add(1)
+		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "",
+			"gateway cannot reach NATS right now; try another gateway").WithRetry(500))
+		return
 	}
 	nc, rw, _, err := ws.UpgradeHTTP(r, w)
 	if err != nil {
@@ -326,7 +335,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.stats.Conns.Add(1)
 	s.stats.ConnsTotal.Add(1)
 
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	// A room start that cannot finish within about 5 s fails its joins with
+	// a retry hint rather than keep the viewer waiting (starter.go).
+	ctx, cancel := context.WithTimeout(r.Context(), 6*time.Second)
 	err = s.join(ctx, c, id, since, hasSince)
 	cancel()
 	if errors.Is(err, errReplayContinues) {
@@ -351,6 +362,19 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	go c.readLoop()
+}
+
+// canAdmitFromMemory reports whether a join to id with since can be served
+// without NATS: the room is hosted and started here, and the viewer saw no
+// more of it than this gateway has pushed.
+func (s *Server) canAdmitFromMemory(id protocol.Room, since uint64, hasSince bool) bool {
+	r := s.hub.lookup(id)
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.started && !r.dead && (!hasSince || since <= r.lastSeq)
 }
 
 // removeConn forgets a closed connection; idempotent.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -25,9 +26,16 @@ const startBatch = bus.MaxMultiLast
 // startLoops is how many batches may be in flight at once.
 const startLoops = 2
 
-// startAttempts bounds the tries of one batch before its joins fail with
-// a retry hint.
-const startAttempts = 3
+// startAttempts and startAttemptTimeout bound the tries of one batch before
+// its joins fail with a retry hint (about 5 s in all).
+const (
+	startAttempts       = 3
+	startAttemptTimeout = 1500 * time.Millisecond
+)
+
+// errNATSDown fails room starts while the gateway's NATS connection is
+// down.
+var errNATSDown = errors.New("the gateway's NATS connection is down")
 
 type starter struct {
 	mu   sync.Mutex
@@ -132,7 +140,13 @@ func (s *Server) startRooms(batch []*room) {
 	var lastRel, lastLikes map[string]bus.StoredMsg
 	var err error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
-		ctx, cancel := context.WithTimeout(s.ctx, 3*time.Second)
+		if !s.cfg.NC.IsConnected() {
+			// Waiting for NATS would hold the joins for seconds: fail them
+			// now with a retry hint, and their clients try another gateway.
+			err = errNATSDown
+			break
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, startAttemptTimeout)
 		lastRel, lastLikes, err = s.readStarts(ctx, rel, likes)
 		cancel()
 		if err == nil || s.ctx.Err() != nil {
