@@ -92,7 +92,7 @@ type room struct {
 }
 
 func newRoom(srv *Server, id protocol.Room, sh *shard) *room {
-	return &room{id: id, srv: srv, shard: sh, ready: make(chan struct{}), remote: map[string]remoteCount{}, pushedOnline: -1, pubCount: -1}
+	return &room{id: id, srv: srv, shard: sh, ready: make(chan struct{}), pushedOnline: -1, pubCount: -1}
 }
 
 // add queues a message for the next flush.
