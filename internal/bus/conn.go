@@ -190,11 +190,14 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	}
 	// A few dozen small entries at most (internal/announce bounds their
 	// count and size); the byte limit is the backstop against a writer
-	// that ignores those bounds.
+	// that ignores those bounds. An announcement ends at most 8 days after
+	// it was made (7 days ahead, 24 hours long): the bucket forgets every
+	// entry, and the delete marker of every removed one, an hour after that.
 	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:       AnnouncementsKV,
 		Description:  "liveroom announced audiences: a room expects N viewers from time T (watched by the autoscaler)",
 		History:      1,
+		TTL:          8*24*time.Hour + time.Hour,
 		MaxValueSize: 1024,
 		MaxBytes:     1 << 20,
 		Storage:      jetstream.FileStorage,

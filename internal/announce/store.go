@@ -1,0 +1,219 @@
+package announce
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/protocol"
+)
+
+// ErrNotFound is returned by Delete for an id that holds no announcement.
+var ErrNotFound = errors.New("no such announcement")
+
+// Config configures a Store.
+type Config struct {
+	// JS opens the bucket bus.AnnouncementsKV, which must exist
+	// (bus.EnsureStreams creates it). Required.
+	JS     jetstream.JetStream
+	Logger *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Store reads and writes the announcements. Reads come from a copy kept
+// current by a watch of the bucket; writes go to the bucket and are applied
+// to the copy at once, so that a process reads its own writes. Safe for
+// concurrent use.
+type Store struct {
+	kv  jetstream.KeyValue
+	log *slog.Logger
+	now func() time.Time
+
+	mu sync.RWMutex
+	m  map[string]Announcement
+
+	// wmu serialises this process's writes, so that its count of live
+	// announcements holds against its own concurrent creates. Writers in
+	// other processes may still race it by one or two: MaxActive is a
+	// bound on the bucket's growth, not an exact quota.
+	wmu sync.Mutex
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Open opens the bucket, loads its announcements and starts the watch. It
+// returns once the copy holds the bucket's contents, or fails when ctx
+// ends first. Close stops the watch.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.JS == nil {
+		return nil, errors.New("cannot open announcements: JS is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	kv, err := cfg.JS.KeyValue(ctx, bus.AnnouncementsKV)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open bucket %s: %w", bus.AnnouncementsKV, err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := kv.WatchAll(wctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("cannot watch bucket %s: %w", bus.AnnouncementsKV, err)
+	}
+	s := &Store{kv: kv, log: cfg.Logger.With("component", "announce"), now: cfg.Now, m: map[string]Announcement{}, cancel: cancel, done: make(chan struct{})}
+	ready := make(chan struct{})
+	go s.watch(w, ready)
+	select {
+	case <-ready:
+		return s, nil
+	case <-ctx.Done():
+		_ = s.Close()
+		return nil, fmt.Errorf("cannot load bucket %s: %w", bus.AnnouncementsKV, ctx.Err())
+	}
+}
+
+// Close stops the watch and waits for it. Idempotent.
+func (s *Store) Close() error {
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+func (s *Store) watch(w jetstream.KeyWatcher, ready chan struct{}) {
+	defer close(s.done)
+	defer func() { _ = w.Stop() }()
+	initial := true
+	for e := range w.Updates() {
+		if e == nil {
+			if initial {
+				initial = false
+				close(ready)
+			}
+			continue
+		}
+		s.apply(e)
+	}
+	if initial {
+		close(ready)
+	}
+}
+
+func (s *Store) apply(e jetstream.KeyValueEntry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(s.m, e.Key())
+		return
+	}
+	var a Announcement
+	if err := json.Unmarshal(e.Value(), &a); err != nil || !a.valid() || a.ID != e.Key() {
+		s.log.Warn("ignoring an announcement that does not have the documented shape", "key", e.Key())
+		delete(s.m, e.Key())
+		return
+	}
+	s.m[a.ID] = a
+}
+
+// List returns the announcements that have not expired at now, by At then
+// id.
+func (s *Store) List(now time.Time) []Announcement {
+	s.mu.RLock()
+	out := make([]Announcement, 0, len(s.m))
+	for _, a := range s.m {
+		if !a.Expired(now) {
+			out = append(out, a)
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Announcement) int { return cmp.Or(a.At.Compare(b.At), cmp.Compare(a.ID, b.ID)) })
+	return out
+}
+
+// Create stores a (built by Request.Build). It first deletes the expired
+// announcements, then refuses with 409 when MaxActive are live.
+func (s *Store) Create(ctx context.Context, a Announcement) error {
+	if !a.valid() {
+		return errors.New("cannot store an announcement that was not built by Request.Build")
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("cannot encode announcement: %w", err)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.purgeExpired(ctx)
+	if n := len(s.List(s.now())); n >= MaxActive {
+		return protocol.Errorf(http.StatusConflict, protocol.CodeTooManyAnnouncements, "",
+			fmt.Sprintf("%d announcements are already scheduled, the most there may be; delete one first", n))
+	}
+	if _, err := s.kv.Create(ctx, a.ID, b); err != nil {
+		return fmt.Errorf("cannot store announcement %s: %w", a.ID, err)
+	}
+	s.mu.Lock()
+	s.m[a.ID] = a
+	s.mu.Unlock()
+	return nil
+}
+
+// Delete removes announcement id; ErrNotFound when it holds none (or an
+// expired one, which is deleted all the same).
+func (s *Store) Delete(ctx context.Context, id string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.RLock()
+	a, ok := s.m[id]
+	s.mu.RUnlock()
+	if !ok {
+		return ErrNotFound
+	}
+	if err := s.kv.Delete(ctx, id); err != nil {
+		return fmt.Errorf("cannot delete announcement %s: %w", id, err)
+	}
+	s.mu.Lock()
+	delete(s.m, id)
+	s.mu.Unlock()
+	if a.Expired(s.now()) {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// purgeExpired deletes the expired announcements from the bucket (purge:
+// no delete marker is left to count). Errors are logged: an expired entry
+// left behind is ignored by every reader anyway. The caller holds s.wmu.
+func (s *Store) purgeExpired(ctx context.Context) {
+	now := s.now()
+	s.mu.RLock()
+	var old []string
+	for id, a := range s.m {
+		if a.Expired(now) {
+			old = append(old, id)
+		}
+	}
+	s.mu.RUnlock()
+	for _, id := range old {
+		if err := s.kv.Purge(ctx, id); err != nil {
+			s.log.Warn("cannot delete an expired announcement", "id", id, "err", err)
+			continue
+		}
+		s.mu.Lock()
+		delete(s.m, id)
+		s.mu.Unlock()
+	}
+}
