@@ -97,21 +97,7 @@ func (s *Store) Close() error {
 
 func (s *Store) watch(w jetstream.KeyWatcher, ready chan struct{}) {
 	defer close(s.done)
-	defer func() { _ = w.Stop() }()
-	initial := true
-	for e := range w.Updates() {
-		if e == nil {
-			if initial {
-				initial = false
-				close(ready)
-			}
-			continue
-		}
-		s.apply(e)
-	}
-	if initial {
-		close(ready)
-	}
+	bus.ApplyUpdates(w, ready, func(e jetstream.KeyValueEntry, _ bool) { s.apply(e) })
 }
 
 func (s *Store) apply(e jetstream.KeyValueEntry) {
