@@ -55,23 +55,28 @@ type fakeGW struct {
 
 func newFakeFleet(t *testing.T, nc *nats.Conn) *fakeFleet {
 	f := &fakeFleet{t: t, nc: nc, gws: map[string]*fakeGW{}}
+	every(t, 100*time.Millisecond, func(time.Time) { f.beat() })
+	return f
+}
+
+// every calls f every d from a goroutine that stops when the test ends.
+func every(t *testing.T, d time.Duration, f func(now time.Time)) {
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tk := time.NewTicker(100 * time.Millisecond)
+		tk := time.NewTicker(d)
 		defer tk.Stop()
 		for {
 			select {
 			case <-stop:
 				return
-			case <-tk.C:
+			case now := <-tk.C:
+				f(now)
 			}
-			f.beat()
 		}
 	}()
 	t.Cleanup(func() { close(stop); <-done })
-	return f
 }
 
 func (f *fakeFleet) setLoad(perGW int) {
@@ -399,23 +404,10 @@ func TestScalerReadsTheDoor(t *testing.T) {
 		t.Fatalf("latest decision %+v with %d gateways", d, f.count())
 	}
 	// 500 new viewers every 100 ms at the door, none on a gateway yet.
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tk := time.NewTicker(100 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case now := <-tk.C:
-				b, _ := json.Marshal(bus.DoorReport{ID: "d1", TS: now.UnixMilli(), IntervalMS: 100, Joins: 500, Waited: 500, WaitAnswers: 500})
-				_ = nc.Publish(bus.DoorSubject, b)
-			}
-		}
-	}()
-	defer func() { close(stop); <-done }()
+	every(t, 100*time.Millisecond, func(now time.Time) {
+		b, _ := json.Marshal(bus.DoorReport{ID: "d1", TS: now.UnixMilli(), IntervalMS: 100, Joins: 500, Waited: 500, WaitAnswers: 500})
+		_ = nc.Publish(bus.DoorSubject, b)
+	})
 	testutil.Eventually(t, 5*time.Second, "scale-out to max on the door's joins", func() bool { return f.count() == 3 })
 	var out Decision
 	for _, d := range s.Decisions() {
