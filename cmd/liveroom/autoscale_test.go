@@ -43,9 +43,9 @@ func TestPolicyFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := []struct {
-		name string
-		env  map[string]string
-		args []string
+		name  string
+		env   map[string]string
+		args  []string
 		want  autoscale.Capacity
 		min   int
 		max   int
