@@ -202,6 +202,21 @@
     renderAnnouncements(s.announcements || []);
   }
 
+  // resetBody empties a table body before it is drawn again, and returns the
+  // data-<key> of the button in it that had the focus (to give it back).
+  // With empty text, the body gets one row saying so across cols columns.
+  function resetBody(body, key, empty, cols) {
+    var focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.dataset[key] : null;
+    body.textContent = '';
+    if (empty) {
+      var tr = document.createElement('tr');
+      tr.className = 'empty';
+      tr.appendChild(td(empty)).colSpan = cols;
+      body.appendChild(tr);
+    }
+    return focused;
+  }
+
   // ---------- announced audiences ----------
   function when(iso) {
     var d = new Date(iso);
@@ -211,15 +226,8 @@
   function renderAnnouncements(list) {
     st.announcements = list.map(function (a) { return a.id; });
     var body = $('ann-body');
-    var focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.dataset.id : null;
-    body.textContent = '';
-    if (!list.length) {
-      var tr0 = document.createElement('tr');
-      tr0.className = 'empty';
-      tr0.appendChild(td('No show announced.')).colSpan = 6;
-      body.appendChild(tr0);
-      return;
-    }
+    var focused = resetBody(body, 'id', list.length ? '' : 'No show announced.', 6);
+    if (!list.length) return;
     var now = Date.now();
     list.forEach(function (a) {
       var tr = document.createElement('tr');
@@ -399,15 +407,8 @@
   // ---------- rooms ----------
   function renderRooms(rooms) {
     var body = $('rooms-body');
-    var focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.dataset.room : null;
-    body.textContent = '';
-    if (!rooms.length) {
-      var tr = document.createElement('tr');
-      tr.className = 'empty';
-      tr.appendChild(td('No rooms with viewers.')).colSpan = 4;
-      body.appendChild(tr);
-      return;
-    }
+    var focused = resetBody(body, 'room', rooms.length ? '' : 'No rooms with viewers.', 4);
+    if (!rooms.length) return;
     rooms.forEach(function (r) {
       var tr = document.createElement('tr');
       tr.dataset.room = r.room;
