@@ -17,10 +17,22 @@
 //  2. Effective load. Between two beats a gateway's reported load lags behind
 //     by the clients dispatch sent it since. Each replica therefore counts,
 //     per gateway, the answers it gave with that gateway first since the
-//     gateway's last beat ("assigned"), and resets the count when the next
-//     beat arrives, whose conns include them:
+//     gateway's last beat ("assigned"). When the next beat arrives, its conns
+//     include those clients that have connected by then, but not those still
+//     on their way (dispatch answer → WebSocket handshake: milliseconds
+//     usually, seconds on a busy machine in a join storm). So the count does
+//     not drop to zero: what the beat's rise of conns does not account for
+//     is carried into the next interval ("carried"), at most the last
+//     interval's assignments, so that a client that never came is forgotten
+//     after two beats:
 //
-//     effective = beat load + Replicas × assigned / max_conns
+//     carried   = min(assigned + carried − rise of conns ÷ Replicas, assigned), ≥ 0
+//     effective = beat load + Replicas × (assigned + carried) / max_conns
+//
+//     Without the carry, a storm of 133 joins/s onto one gateway on a
+//     loaded machine filled it to 100 % behind the 90 % ceiling (liveroom
+//     bench flash); a gateway with many leaves as well as joins is counted
+//     fuller by up to one interval's joins.
 //
 //     (capacity.conns when max_conns is 0, 19000 when both are). A gateway
 //     whose effective load reached LoadCeiling is not offered until its next
@@ -112,9 +124,10 @@
 // # Consistency
 //
 // Eligibility and weights are a function of the beats, the configuration and
-// the replica's own assignments since each gateway's last beat, and nothing
-// else: right after a beat every replica computes the same weights for that
-// gateway (Weights shows them). Replicas do not see each other's assignments
+// the replica's own assignments since each gateway's last two beats (the
+// carry), and nothing else: once a gateway's beat shows every client sent to
+// it, every replica computes the same weights for that gateway (Weights
+// shows them). Replicas do not see each other's assignments
 // between beats; with several replicas each one alone would fill a new
 // gateway up to its neighbours, so Replicas scales the local count to stand
 // for everyone's. Four replicas left at Replicas 1 put the new gateway of
@@ -291,7 +304,10 @@ type gateway struct {
 	perConn  float64 // load of one connection: 1/max_conns
 	eligible bool    // active and below the ceiling by its beat
 	assigned atomic.Int64
-	rooms    []roomCount // the beat's room_conns
+	// carried is the clients assigned before this beat that its conns do
+	// not show yet (on their way); fixed when the beat is observed.
+	carried int64
+	rooms   []roomCount // the beat's room_conns
 }
 
 // roomCount is one room of a gateway's room_conns: n viewers by the beat,
@@ -455,6 +471,11 @@ func (s *Server) Observe(b bus.Beat) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.gws[b.ID]; ok {
+		if old.beat.Started == b.Started {
+			assigned := old.assigned.Load()
+			seen := int64(max(0, b.Conns-old.beat.Conns) / s.cfg.Replicas)
+			g.carried = min(max(0, assigned+old.carried-seen), assigned)
+		}
 		s.unindex(old)
 		s.gws[b.ID] = g
 		i := sort.Search(len(s.order), func(i int) bool { return s.order[i].beat.ID >= b.ID })
