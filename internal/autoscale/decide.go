@@ -25,12 +25,12 @@ type Policy struct {
 	// look-ahead adds the joins expected over this time and one decision
 	// interval. Default 10s.
 	ReadyTime time.Duration
-	// Spare is how many gateways of capacity are kept beyond the need, so
-	// that a step of Spare gateways' worth of viewers is taken at once,
-	// before any new gateway could be ready. Dispatch spreads viewers, so
-	// the spare shows as headroom on every gateway rather than as one empty
-	// gateway; the fleet's size is the same. Default 0 (the commands'
-	// flags default to 1).
+	// Spare is how many gateways of capacity are kept beyond the need (and
+	// beyond Min), so that a step of Spare gateways' worth of viewers is
+	// taken at once, before any new gateway could be ready. Dispatch
+	// spreads viewers, so the spare shows as headroom on every gateway
+	// rather than as one empty gateway; the fleet's size is the same.
+	// Default 0 (the commands' flags default to 1).
 	Spare int
 	// AnnounceLead is the margin before an announced audience's start at
 	// which its capacity is asked for, on top of twice the ready time and
@@ -319,8 +319,8 @@ type Decision struct {
 //     announced audience arriving is the storm the look-ahead sees), and
 //     the other dimensions in proportion (each viewer costs what the
 //     current ones cost on average).
-//   - desired = clamp(max over dimensions of ceil(demand ÷ (limit ×
-//     target)) + Spare, Min, Max).
+//   - desired = min(max(max over dimensions of ceil(demand ÷ (limit ×
+//     target)), Min) + Spare, Max).
 //   - Scale out at once by desired − current. Scale in only when every
 //     desired count of the last Stabilization was below current (or current
 //     is above Max), nothing is starting and no other scale-in is under way:
@@ -439,9 +439,13 @@ func Decide(st State, in Inputs, now time.Time) Decision {
 	var dim string
 	f.Raw, dim = need(grown)
 	f.Spare = p.Spare
+	// The spare comes on top of what serves the demand, Min included: an
+	// idle fleet of Min 1 and Spare 1 runs two gateways, one of them
+	// waiting for a step.
+	base := max(f.Raw, p.Min)
 	// The reason of a scale-out is the first term that asks for more than
 	// there is, adding them in this order: the demand alone, the
-	// look-ahead, the announcements, the spare, Min.
+	// look-ahead, the announcements, Min, the spare.
 	nDemand, demandDim := need(demand)
 	nAhead, _ := need(grow(f.Lookahead))
 	switch {
@@ -451,21 +455,14 @@ func Decide(st State, in Inputs, now time.Time) Decision {
 		d.Reason = ReasonLookahead
 	case f.Raw > d.Current:
 		d.Reason = ReasonAnnounced
-	case f.Raw+f.Spare > d.Current:
+	case base > d.Current:
+		d.Reason = ReasonMin
+	case base+f.Spare > d.Current:
 		d.Reason = ReasonSpare
 	default:
 		d.Reason = cmp.Or(dim, DimConns)
 	}
-	d.Desired = f.Raw + f.Spare
-	switch {
-	case d.Desired < p.Min:
-		d.Desired = p.Min
-		if d.Desired > d.Current {
-			d.Reason = ReasonMin
-		}
-	case d.Desired > p.Max:
-		d.Desired = p.Max
-	}
+	d.Desired = min(base+f.Spare, p.Max)
 
 	desired := window(st.Desired, now.Add(-p.Stabilization), Sample{now, float64(d.Desired)})
 	for _, s := range desired {
@@ -485,7 +482,7 @@ func Decide(st State, in Inputs, now time.Time) Decision {
 		}
 	case d.Desired == d.Current:
 		d.Reason = ReasonSteady
-		if f.Raw+f.Spare > p.Max {
+		if base+f.Spare > p.Max {
 			d.Reason = ReasonAtMax
 		}
 	case in.Removing != "":
@@ -541,13 +538,14 @@ func (d *Decision) explain(p Policy, dim string) string {
 	if dim != "" && dim != DimConns && f.Need[dim] > f.Need[DimConns] {
 		fmt.Fprintf(&b, "; %s needs %d", dim, f.Need[dim])
 	}
-	if f.Spare > 0 {
-		fmt.Fprintf(&b, "; + %d spare = %d", f.Spare, f.Raw+f.Spare)
-	}
-	switch {
-	case f.Raw+f.Spare < p.Min:
+	base := max(f.Raw, p.Min)
+	if f.Raw < p.Min {
 		fmt.Fprintf(&b, "; min %d", p.Min)
-	case f.Raw+f.Spare > p.Max:
+	}
+	if f.Spare > 0 {
+		fmt.Fprintf(&b, "; + %d spare = %d", f.Spare, base+f.Spare)
+	}
+	if base+f.Spare > p.Max {
 		fmt.Fprintf(&b, "; max %d", p.Max)
 	}
 	fmt.Fprintf(&b, "; current %d (%d active, %d starting)", d.Current, f.Active, f.Starting)

@@ -98,8 +98,8 @@ func TestDecisionSizes(t *testing.T) {
 			for range 10 {
 				f.step(0)
 			}
-			if n := f.active(); n != 1 {
-				t.Fatalf("idle fleet %d, want min 1 (which is the spare)", n)
+			if n := f.active(); n != 2 {
+				t.Fatalf("idle fleet %d, want min 1 + spare 1", n)
 			}
 			peak, fleet := 1200, 0
 			for i := 1; i <= 10; i++ {
@@ -138,13 +138,17 @@ func TestDecisionSizes(t *testing.T) {
 
 func TestSpare(t *testing.T) {
 	p := flashPolicy()
-	d := Decide(State{}, Inputs{Policy: p, Gateways: []GatewayLoad{gw("a", 0, 0)}, Members: members("a")}, t0)
-	if d.Desired != 1 || d.Action != ActionNone {
-		t.Errorf("idle: desired %d %s, want 1 (the one gateway is the spare)", d.Desired, d.Action)
+	d := Decide(State{}, Inputs{Policy: p}, t0)
+	if d.Desired != 2 || d.Action != ActionScaleOut || d.Reason != ReasonMin || d.Add != 2 || !strings.Contains(d.Why, "min 1; + 1 spare = 2") {
+		t.Errorf("empty fleet: %s/%s desired %d add %d why %q, want min 1 and the spare", d.Action, d.Reason, d.Desired, d.Add, d.Why)
 	}
-	d = Decide(State{}, Inputs{Policy: p, Gateways: []GatewayLoad{gw("a", 10, 0)}, Members: members("a")}, t0)
+	d = Decide(State{}, Inputs{Policy: p, Gateways: []GatewayLoad{gw("a", 0, 0)}, Members: members("a")}, t0)
 	if d.Desired != 2 || d.Action != ActionScaleOut || d.Reason != ReasonSpare || d.Add != 1 || !strings.Contains(d.Why, "+ 1 spare = 2") {
-		t.Errorf("first viewers: %s/%s desired %d add %d why %q, want a spare added", d.Action, d.Reason, d.Desired, d.Add, d.Why)
+		t.Errorf("idle with one: %s/%s desired %d add %d why %q, want the spare added", d.Action, d.Reason, d.Desired, d.Add, d.Why)
+	}
+	d = Decide(State{}, Inputs{Policy: p, Gateways: []GatewayLoad{gw("a", 10, 0), gw("b", 0, 0)}, Members: members("a", "b")}, t0)
+	if d.Desired != 2 || d.Action != ActionNone {
+		t.Errorf("first viewers on two: %s desired %d, want to hold 2", d.Action, d.Desired)
 	}
 	// 600 viewers need 3 at 280; the spare makes 4.
 	d = Decide(State{}, Inputs{Policy: p, Gateways: []GatewayLoad{gw("a", 300, 0), gw("b", 300, 0)}, Members: members("a", "b")}, t0)
@@ -193,13 +197,13 @@ func TestAnnouncements(t *testing.T) {
 	}
 	// Lead: 2 × 1 s ready + 1 s interval + 10 s = 13 s before the show.
 	at := t0.Add(time.Minute - 14*time.Second)
-	if d := Decide(State{}, fleet(at, 1, 0), at); d.Action != ActionNone || d.Figures.Announced != 0 {
+	if d := Decide(State{}, fleet(at, 2, 0), at); d.Action != ActionNone || d.Figures.Announced != 0 {
 		t.Errorf("14 s before: %s, announced %v; want nothing yet", d.Action, d.Figures.Announced)
 	}
 	at = t0.Add(time.Minute - 12*time.Second)
-	d := Decide(State{}, fleet(at, 1, 0), at)
+	d := Decide(State{}, fleet(at, 2, 0), at)
 	// 2,000 ÷ 280 = 8, + 1 spare.
-	if d.Action != ActionScaleOut || d.Reason != ReasonAnnounced || d.Desired != 9 || d.Add != 8 || d.Figures.Announced != 2000 ||
+	if d.Action != ActionScaleOut || d.Reason != ReasonAnnounced || d.Desired != 9 || d.Add != 7 || d.Figures.Announced != 2000 ||
 		!strings.Contains(d.Why, "an-show") || len(d.Figures.Announcements) != 1 {
 		t.Errorf("12 s before: %s/%s desired %d add %d announced %v why %q", d.Action, d.Reason, d.Desired, d.Add, d.Figures.Announced, d.Why)
 	}
@@ -224,7 +228,7 @@ func TestAnnouncements(t *testing.T) {
 	}
 	// An announcement below the look-ahead adds nothing more.
 	at = t0.Add(time.Minute - 12*time.Second)
-	in := fleet(at, 1, 0)
+	in := fleet(at, 2, 0)
 	in.Door = DoorFigures{Rate: 2000}
 	if d := Decide(State{}, in, at); d.Figures.Lookahead != 4000 || d.Reason != ReasonLookahead || d.Desired != 12 {
 		t.Errorf("storm bigger than the show: lookahead %v reason %s desired %d", d.Figures.Lookahead, d.Reason, d.Desired)
