@@ -281,6 +281,11 @@ func (g *GatewayConn) ReadFrame(ctx context.Context) (Frame, error) {
 	}
 }
 
+// SetReadTimeout changes how long the connection may stay silent before
+// ReadFrame fails with ErrSilent (negative: never). Call it between reads,
+// from the reading goroutine.
+func (g *GatewayConn) SetReadTimeout(d time.Duration) { g.readTimeout = d }
+
 func (g *GatewayConn) readErr(ctx context.Context, err error) error {
 	if g.closed.Load() {
 		return ErrClosed
@@ -290,7 +295,7 @@ func (g *GatewayConn) readErr(ctx context.Context, err error) error {
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return fmt.Errorf("cannot read from gateway: silent for %v: %w", g.readTimeout, err)
+		return fmt.Errorf("cannot read from gateway: silent for %v: %w (%w)", g.readTimeout, ErrSilent, err)
 	}
 	return fmt.Errorf("cannot read from gateway: %w", err)
 }

@@ -82,7 +82,10 @@ func (h *handler) announcements(w http.ResponseWriter, r *http.Request, rest str
 		defer cancel()
 		if err := st.Create(ctx, a); err != nil {
 			var pe *protocol.Error
-			if !errors.As(err, &pe) {
+			switch {
+			case errors.Is(err, announce.ErrNotReady):
+				err = protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", err.Error()).WithRetry(1000)
+			case !errors.As(err, &pe):
 				h.log.Error("cannot store an announcement", "err", err)
 				err = protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "cannot store the announcement; try again").WithRetry(1000)
 			}

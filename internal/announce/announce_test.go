@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
@@ -150,5 +153,39 @@ func TestStore(t *testing.T) {
 		if x.ID == "an-bad" {
 			t.Errorf("a malformed entry is listed: %+v", x)
 		}
+	}
+}
+
+// TestStoreBeforeTheBucket: a store opened before any uplink created the
+// bucket starts empty, refuses writes with ErrNotReady, and finds the
+// bucket once it exists.
+func TestStoreBeforeTheBucket(t *testing.T) {
+	e := testutil.StartNATS(t)
+	nc, err := nats.Connect(testutil.NATSURL(t, e, bus.RoleAll, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := announce.Open(ctx, announce.Config{JS: js, Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatalf("open before the bucket exists: %v", err)
+	}
+	defer s.Close()
+	a, _ := announce.Request{Room: "star", Viewers: 10, At: time.Now().Add(time.Hour)}.Build(time.Now(), "boss")
+	if err := s.Create(ctx, a); !errors.Is(err, announce.ErrNotReady) {
+		t.Fatalf("create before the bucket exists: %v, want ErrNotReady", err)
+	}
+	if err := bus.EnsureStreams(ctx, js, bus.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the store finds the bucket", func() bool { return s.Create(ctx, a) == nil })
+	if l := s.List(time.Now()); len(l) != 1 || l[0].ID != a.ID {
+		t.Fatalf("list %+v", l)
 	}
 }

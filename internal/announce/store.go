@@ -36,12 +36,13 @@ type Config struct {
 // to the copy at once, so that a process reads its own writes. Safe for
 // concurrent use.
 type Store struct {
-	kv  jetstream.KeyValue
+	js  jetstream.JetStream
 	log *slog.Logger
 	now func() time.Time
 
 	mu sync.RWMutex
 	m  map[string]Announcement
+	kv jetstream.KeyValue // nil until the bucket is found
 
 	// wmu serialises this process's writes, so that its count of live
 	// announcements holds against its own concurrent creates. Writers in
@@ -53,9 +54,15 @@ type Store struct {
 	done   chan struct{}
 }
 
-// Open opens the bucket, loads its announcements and starts the watch. It
-// returns once the copy holds the bucket's contents, or fails when ctx
-// ends first. Close stops the watch.
+// ErrNotReady is returned by writes while the bucket does not exist yet.
+var ErrNotReady = errors.New("announcements are not available yet: no uplink (or serve) has created their bucket")
+
+// Open opens the bucket, loads its announcements and starts the watch, and
+// returns once the copy holds the bucket's contents (or fails when ctx ends
+// first). When the bucket does not exist yet (the uplink, which creates
+// it, has not run), Open returns at once a Store that holds no
+// announcement and looks for the bucket every second in the background;
+// until it is found, writes fail with ErrNotReady. Close stops the watch.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.JS == nil {
 		return nil, errors.New("cannot open announcements: JS is required")
@@ -67,18 +74,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.Now = time.Now
 	}
 	kv, err := cfg.JS.KeyValue(ctx, bus.AnnouncementsKV)
-	if err != nil {
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("cannot open bucket %s: %w", bus.AnnouncementsKV, err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := kv.WatchAll(wctx)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("cannot watch bucket %s: %w", bus.AnnouncementsKV, err)
-	}
-	s := &Store{kv: kv, log: cfg.Logger.With("component", "announce"), now: cfg.Now, m: map[string]Announcement{}, cancel: cancel, done: make(chan struct{})}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s := &Store{js: cfg.JS, log: cfg.Logger.With("component", "announce"), now: cfg.Now, m: map[string]Announcement{},
+		cancel: cancel, done: make(chan struct{})}
 	ready := make(chan struct{})
-	go s.watch(w, ready)
+	go s.run(runCtx, kv, ready)
+	if kv == nil {
+		s.log.Info("the announcements bucket does not exist yet; looking for it every second", "bucket", bus.AnnouncementsKV)
+		return s, nil
+	}
 	select {
 	case <-ready:
 		return s, nil
@@ -95,9 +102,43 @@ func (s *Store) Close() error {
 	return nil
 }
 
-func (s *Store) watch(w jetstream.KeyWatcher, ready chan struct{}) {
+// run binds the bucket (waiting for it when kv is nil), then applies its
+// watch until ctx ends; ready is closed once the copy holds the bucket.
+func (s *Store) run(ctx context.Context, kv jetstream.KeyValue, ready chan struct{}) {
 	defer close(s.done)
-	bus.ApplyUpdates(w, ready, func(e jetstream.KeyValueEntry, _ bool) { s.apply(e) })
+	for kv == nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		kv, _ = s.js.KeyValue(actx, bus.AnnouncementsKV)
+		cancel()
+	}
+	for {
+		w, err := kv.WatchAll(ctx)
+		if err == nil {
+			s.mu.Lock()
+			s.kv = kv
+			s.mu.Unlock()
+			bus.ApplyUpdates(w, ready, func(e jetstream.KeyValueEntry, _ bool) { s.apply(e) })
+			return
+		}
+		s.log.Warn("cannot watch the announcements; trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// bucket returns the bound bucket, nil while it is not found.
+func (s *Store) bucket() jetstream.KeyValue {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.kv
 }
 
 func (s *Store) apply(e jetstream.KeyValueEntry) {
@@ -141,14 +182,18 @@ func (s *Store) Create(ctx context.Context, a Announcement) error {
 	if err != nil {
 		return fmt.Errorf("cannot encode announcement: %w", err)
 	}
+	kv := s.bucket()
+	if kv == nil {
+		return ErrNotReady
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.purgeExpired(ctx)
+	s.purgeExpired(ctx, kv)
 	if n := len(s.List(s.now())); n >= MaxActive {
 		return protocol.Errorf(http.StatusConflict, protocol.CodeTooManyAnnouncements, "",
 			fmt.Sprintf("%d announcements are already scheduled, the most there may be; delete one first", n))
 	}
-	if _, err := s.kv.Create(ctx, a.ID, b); err != nil {
+	if _, err := kv.Create(ctx, a.ID, b); err != nil {
 		return fmt.Errorf("cannot store announcement %s: %w", a.ID, err)
 	}
 	s.mu.Lock()
@@ -158,8 +203,13 @@ func (s *Store) Create(ctx context.Context, a Announcement) error {
 }
 
 // Delete removes announcement id; ErrNotFound when it holds none (or an
-// expired one, which is deleted all the same).
+// expired one, which is deleted all the same), or while the bucket is not
+// found.
 func (s *Store) Delete(ctx context.Context, id string) error {
+	kv := s.bucket()
+	if kv == nil {
+		return ErrNotFound
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.RLock()
@@ -168,7 +218,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if !ok {
 		return ErrNotFound
 	}
-	if err := s.kv.Delete(ctx, id); err != nil {
+	if err := kv.Delete(ctx, id); err != nil {
 		return fmt.Errorf("cannot delete announcement %s: %w", id, err)
 	}
 	s.mu.Lock()
@@ -183,7 +233,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 // purgeExpired deletes the expired announcements from the bucket (purge:
 // no delete marker is left to count). Errors are logged: an expired entry
 // left behind is ignored by every reader anyway. The caller holds s.wmu.
-func (s *Store) purgeExpired(ctx context.Context) {
+func (s *Store) purgeExpired(ctx context.Context, kv jetstream.KeyValue) {
 	now := s.now()
 	s.mu.RLock()
 	var old []string
@@ -194,7 +244,7 @@ func (s *Store) purgeExpired(ctx context.Context) {
 	}
 	s.mu.RUnlock()
 	for _, id := range old {
-		if err := s.kv.Purge(ctx, id); err != nil {
+		if err := kv.Purge(ctx, id); err != nil {
 			s.log.Warn("cannot delete an expired announcement", "id", id, "err", err)
 			continue
 		}

@@ -136,7 +136,6 @@ package dispatch
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -151,6 +150,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
 
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
@@ -259,6 +259,10 @@ type Config struct {
 	// ID names this replica in its door reports. Default "dispatch-" and
 	// random hex digits.
 	ID string
+	// GatewayHosts, when not empty, lists the hosts a gateway's URL may name
+	// ("gw1.example.com" or "*.example.com"); beats with another host are
+	// refused (see bus.DecodeBeat, which also checks every beat's shape).
+	GatewayHosts []string
 }
 
 // Server answers dispatch requests. Safe for concurrent use.
@@ -284,6 +288,10 @@ type Server struct {
 	requests                  [3]atomic.Int64 // by requestKind
 	// door counts the requests of the current door interval.
 	door doorCounts
+	// badBeats counts beats refused for their shape (bus.DecodeBeat);
+	// badBeatLog keeps their warnings to a few per second.
+	badBeats   atomic.Int64
+	badBeatLog *rate.Limiter
 
 	sub     *nats.Subscription
 	cancel  context.CancelFunc
@@ -384,20 +392,25 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("cannot create dispatch: id %q is not 1-64 characters of A-Z a-z 0-9 _ -", cfg.ID)
 	}
 	return &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With("role", "dispatch"),
-		gws:    map[string]*gateway{},
-		rooms:  map[protocol.Room][]*roomCount{},
-		nowFn:  time.Now,
-		randFn: rand.Float64,
+		cfg:        cfg,
+		log:        cfg.Logger.With("role", "dispatch"),
+		gws:        map[string]*gateway{},
+		rooms:      map[protocol.Room][]*roomCount{},
+		nowFn:      time.Now,
+		randFn:     rand.Float64,
+		badBeatLog: rate.NewLimiter(1, 5),
 	}, nil
 }
 
 // Start subscribes to beats.
 func (s *Server) Start(ctx context.Context) error {
-	sub, err := s.cfg.NC.Subscribe(bus.BeatSubject, func(m *nats.Msg) {
-		var b bus.Beat
-		if err := json.Unmarshal(m.Data, &b); err != nil || b.ID == "" || b.URL == "" {
+	sub, err := s.cfg.NC.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
+		b, err := bus.DecodeBeat(m.Subject, m.Data, bus.BeatPolicy{Hosts: s.cfg.GatewayHosts})
+		if err != nil {
+			s.badBeats.Add(1)
+			if s.badBeatLog.Allow() {
+				s.log.Warn("beat refused", "err", err)
+			}
 			return
 		}
 		s.Observe(b)

@@ -175,13 +175,20 @@ func TestDoorTakeConcurrent(t *testing.T) {
 // nothing while no client asks.
 func TestDoorPublishes(t *testing.T) {
 	e := testutil.StartNATS(t)
-	nc, err := nats.Connect(e.ClientURL())
+	// Dispatch publishes with its own credential; the autoscaler reads
+	// with its own: the permission table must let both through.
+	nc, err := nats.Connect(testutil.NATSURL(t, e, bus.RoleDispatch, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
+	anc, err := nats.Connect(testutil.NATSURL(t, e, bus.RoleAutoscale, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anc.Close()
 	reports := make(chan bus.DoorReport, 100)
-	sub, err := nc.Subscribe(bus.DoorSubject, func(m *nats.Msg) {
+	sub, err := anc.Subscribe(bus.DoorSubject, func(m *nats.Msg) {
 		var r bus.DoorReport
 		if json.Unmarshal(m.Data, &r) == nil {
 			reports <- r
@@ -191,6 +198,9 @@ func TestDoorPublishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
+	if err := anc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	s, err := New(Config{NC: nc, Logger: testutil.Logger(), DoorInterval: 50 * time.Millisecond, ID: "d-test"})
 	if err != nil {
 		t.Fatal(err)

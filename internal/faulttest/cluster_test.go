@@ -23,6 +23,9 @@ type cluster struct {
 	dispatch string // base URL
 	env      []string
 	common   []string
+	// keyFile is the NATS key file: the nodes require credentials minted
+	// from it, and every role mints its own ($LIVEROOM_NATS_KEY_FILE).
+	keyFile string
 }
 
 const secret = testutil.Secret
@@ -31,7 +34,8 @@ const secret = testutil.Secret
 // given numbers of uplinks and gateways, and one dispatch.
 func startCluster(t *testing.T, nNATS, nUplinks, nGateways int, gwArgs ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, env: []string{"LIVEROOM_JWT_SECRET=" + secret}}
+	keyFile := testutil.NATSKeyFile(t)
+	c := &cluster{t: t, keyFile: keyFile, env: []string{"LIVEROOM_JWT_SECRET=" + secret, "LIVEROOM_NATS_KEY_FILE=" + keyFile}}
 	var clientPorts, routePorts []int
 	for range nNATS {
 		clientPorts = append(clientPorts, testutil.FreePort(t))
@@ -46,7 +50,7 @@ func startCluster(t *testing.T, nNATS, nUplinks, nGateways int, gwArgs ...string
 	data := t.TempDir()
 	for i := range nNATS {
 		args := []string{"nats", "--name", "n" + strconv.Itoa(i), "--port", strconv.Itoa(clientPorts[i]),
-			"--data-dir", fmt.Sprintf("%s/n%d", data, i), "--log-level", "info"}
+			"--data-dir", fmt.Sprintf("%s/n%d", data, i), "--log-level", "info", "--key-file", keyFile}
 		if nNATS > 1 {
 			args = append(args, "--cluster", "lr", "--cluster-port", strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ","))
 		}

@@ -177,7 +177,7 @@ func TestDrainMovesViewersGently(t *testing.T) {
 	watchStop := make(chan struct{})
 	watchDone := make(chan struct{})
 	drainStart := time.Now()
-	out, err := exec.Command(testutil.Binary(t), "drain", "--gateway", "gw0", "--nats-url", c.natsURLs).CombinedOutput()
+	out, err := exec.Command(testutil.Binary(t), "drain", "--gateway", "gw0", "--nats-url", c.natsURLs, "--nats-key-file", c.keyFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("liveroom drain: %v\n%s", err, out)
 	}

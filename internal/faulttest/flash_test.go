@@ -86,19 +86,19 @@ func startFlash(t *testing.T, rooms int, extra ...string) *flashRig {
 	}
 	port, natsPort := testutil.FreePort(t), testutil.FreePort(t)
 	args := append([]string{"serve", "--autoscale", "--gateway-max-conns", strconv.Itoa(flashCap),
-		"--addr", testutil.Addr(port), "--nats-port", strconv.Itoa(natsPort), "--data-dir", t.TempDir(),
+		"--addr", testutil.Addr(port), "--nats-port", strconv.Itoa(natsPort), "--nats-key-file", testutil.NATSKeyFile(t), "--data-dir", t.TempDir(),
 		"--drain-delay", "500ms", "--drain-window", "2s", "--drain-grace", "1s", "--log-level", "info"}, extra...)
 	r := &flashRig{t: t, base: "http://" + testutil.Addr(port), rooms: rooms, acked: map[string]ackedGift{},
 		fw: &fleetWatch{beats: map[string]bus.Beat{}, seen: map[string]time.Time{}}}
 	r.serve = testutil.StartProc(t, "serve", []string{"LIVEROOM_JWT_SECRET=" + secret}, args...)
 	testutil.WaitHTTP(t, r.base+"/healthz", 90*time.Second)
-	nc, err := bus.Connect("nats://"+testutil.Addr(natsPort), "flash-test", testutil.Logger())
+	nc, err := bus.Connect(testutil.CredURL(t, "nats://"+testutil.Addr(natsPort), bus.RoleMonitor, ""), "flash-test", testutil.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
 	r.nc = nc
-	if _, err := nc.Subscribe(bus.BeatSubject, func(m *nats.Msg) {
+	if _, err := nc.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
 		var b bus.Beat
 		if json.Unmarshal(m.Data, &b) == nil {
 			r.observe(b)
