@@ -59,10 +59,11 @@ var ErrNotReady = errors.New("announcements are not available yet: no uplink (or
 
 // Open opens the bucket, loads its announcements and starts the watch, and
 // returns once the copy holds the bucket's contents (or fails when ctx ends
-// first). When the bucket does not exist yet (the uplink, which creates
-// it, has not run), Open returns at once a Store that holds no
-// announcement and looks for the bucket every second in the background;
-// until it is found, writes fail with ErrNotReady. Close stops the watch.
+// first). When the bucket cannot be opened yet (the uplink, which creates
+// it, has not run; JetStream is still electing a leader), Open returns at
+// once a Store that holds no announcement and looks for the bucket every
+// second in the background; until it is found, writes fail with
+// ErrNotReady. Close stops the watch.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.JS == nil {
 		return nil, errors.New("cannot open announcements: JS is required")
@@ -73,17 +74,20 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	// Any failure to find the bucket (not created yet, or JetStream still
+	// electing its leader in a cluster that just formed) is retried in
+	// the background: announcements must never keep a role from starting.
 	kv, err := cfg.JS.KeyValue(ctx, bus.AnnouncementsKV)
-	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("cannot open bucket %s: %w", bus.AnnouncementsKV, err)
-	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s := &Store{js: cfg.JS, log: cfg.Logger.With("component", "announce"), now: cfg.Now, m: map[string]Announcement{},
 		cancel: cancel, done: make(chan struct{})}
 	ready := make(chan struct{})
+	if err != nil {
+		kv = nil
+	}
 	go s.run(runCtx, kv, ready)
 	if kv == nil {
-		s.log.Info("the announcements bucket does not exist yet; looking for it every second", "bucket", bus.AnnouncementsKV)
+		s.log.Info("the announcements bucket cannot be opened yet; looking for it every second", "bucket", bus.AnnouncementsKV, "err", err)
 		return s, nil
 	}
 	select {

@@ -332,8 +332,10 @@ func (r *flashRig) decisions() []string {
 	return out
 }
 
-// summary logs what the fleet did and checks the ceiling: dispatch never
-// offers a gateway at 90 % of its capacity, so no beat may show more.
+// summary logs what the fleet did and checks that no gateway was filled
+// past its capacity (the gateway refuses past it; dispatch stops offering
+// a gateway at 90 %, counting the clients on their way for two beats, so a
+// beat above 90 % means handshakes slower than that).
 func (r *flashRig) summary(js []*flashJoin) joinFigures {
 	r.t.Helper()
 	f := figures(js)
@@ -354,8 +356,8 @@ func (r *flashRig) summary(js []*flashJoin) joinFigures {
 		}
 		r.t.Errorf("%d of %d viewers never got in", f.failed, f.n)
 	}
-	if peak > 0.9+1e-9 {
-		r.t.Errorf("gateway %s reached %.0f %% of its capacity, above dispatch's 90 %% ceiling", peakGW, peak*100)
+	if peak > 1 {
+		r.t.Errorf("gateway %s reached %.0f %% of its capacity", peakGW, peak*100)
 	}
 	return f
 }
@@ -374,10 +376,13 @@ func TestFlashRamp(t *testing.T) {
 	time.Sleep(3 * time.Second) // the fleet settles at the peak
 	r.summary(js)
 	r.mu.Lock()
-	over80, grewAt, maxActive := r.over80, r.grewAt, r.maxActive
+	over80, grewAt, maxActive, peak := r.over80, r.grewAt, r.maxActive, r.peak
 	r.mu.Unlock()
 	if !over80.IsZero() && (grewAt.IsZero() || over80.Before(grewAt)) {
 		t.Errorf("a gateway passed 80 %% before the fleet grew")
+	}
+	if peak > 0.9+1e-9 {
+		t.Errorf("a gateway reached %.0f %% of its capacity, above dispatch's 90 %% ceiling", peak*100)
 	}
 	if limit := need(3*flashCap) + 1 + 1; maxActive > limit {
 		t.Errorf("%d gateways at the peak, want at most need %d + 1 + spare 1", maxActive, need(3*flashCap))
