@@ -318,7 +318,7 @@ type gateway struct {
 	// not show yet (on their way); prevAssigned the assignments of the
 	// interval before this beat. Both fixed when the beat is observed.
 	carried, prevAssigned int64
-	rooms   []roomCount // the beat's room_conns
+	rooms                 []roomCount // the beat's room_conns
 }
 
 // roomCount is one room of a gateway's room_conns: n viewers by the beat,
