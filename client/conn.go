@@ -294,11 +294,7 @@ func (c *Conn) open(ctx context.Context, u string) (*GatewayConn, *Welcome, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	timeout := c.cfg.Dialer.WS.Timeout
-	if timeout <= 0 {
-		timeout = DefaultDialTimeout
-	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
+	wctx, cancel := context.WithTimeout(ctx, DefaultWelcomeTimeout)
 	f, err := gc.ReadFrame(wctx)
 	cancel()
 	switch {

@@ -24,7 +24,14 @@ import (
 // Defaults of Dialer.
 const (
 	// DefaultDialTimeout bounds the TCP connect plus the WebSocket handshake.
-	DefaultDialTimeout = 10 * time.Second
+	// A gateway answers a handshake within milliseconds; one that hangs
+	// (its kernel still accepts connections) is left for the next candidate
+	// after this long.
+	DefaultDialTimeout = 3 * time.Second
+	// DefaultWelcomeTimeout bounds the wait for the welcome frame after the
+	// handshake: a gateway starting a room may need a few seconds when NATS
+	// is in trouble, and then answers with an error and a retry hint.
+	DefaultWelcomeTimeout = 8 * time.Second
 	// DefaultReadTimeout is how long a connection may stay silent (no frame,
 	// not even a ping) before it is considered dead. It must exceed the
 	// gateway's ping interval.
