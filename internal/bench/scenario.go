@@ -182,6 +182,7 @@ func parseScenario(args []string, stderr io.Writer, extra func(*flag.FlagSet), u
 
 const benchUsage = `usage: liveroom bench [flags]            load a liveroom system and report its costs
        liveroom bench capacity [flags]   ramp one gateway until an objective breaks
+       liveroom bench flash [flags]      a flash crowd against an autoscaled fleet, second by second
 
 Viewers connect through dispatch (GET /v1/dispatch) like real clients and
 read every frame; senders post through the uplink. The gateways' own beats

@@ -134,6 +134,17 @@ func TestRolePermissions(t *testing.T) {
 		{bus.RoleDispatch, "", bus.ControlSubject("gw-1"), true},
 		{bus.RoleDispatch, "", bus.BeatSubject("gw-1"), false},
 		{bus.RoleDispatch, "", bus.LiveSubject(room), false},
+		// The door's reports come from dispatch only; the announced
+		// audiences are written by the admin API beside dispatch, read by
+		// the autoscaler.
+		{bus.RoleDispatch, "", bus.DoorSubject, true},
+		{bus.RoleGateway, "gw-1", bus.DoorSubject, false},
+		{bus.RoleUplink, "", bus.DoorSubject, false},
+		{bus.RoleAutoscale, "", bus.DoorSubject, false},
+		{bus.RoleDispatch, "", "$KV." + bus.AnnouncementsKV + ".an-perm", true},
+		{bus.RoleAutoscale, "", "$KV." + bus.AnnouncementsKV + ".an-perm", false},
+		{bus.RoleGateway, "gw-1", "$KV." + bus.AnnouncementsKV + ".an-perm", false},
+		{bus.RoleUplink, "", "$KV." + bus.AnnouncementsKV + ".an-perm", false},
 		{bus.RoleControl, "", bus.ControlSubject("gw-1"), true},
 		{bus.RoleControl, "", bus.LiveSubject(room), false},
 		{bus.RoleMonitor, "", bus.BeatSubject("gw-1"), false},
@@ -212,6 +223,10 @@ func TestRolePermissions(t *testing.T) {
 		{bus.RoleGateway, "gw-1", bus.BeatWildcard, false},
 		{bus.RoleUplink, "", bus.BeatWildcard, false},
 		{bus.RoleDispatch, "", bus.BeatWildcard, true},
+		{bus.RoleAutoscale, "", bus.BeatWildcard, true},
+		{bus.RoleAutoscale, "", bus.DoorSubject, true},
+		{bus.RoleGateway, "gw-1", bus.DoorSubject, false},
+		{bus.RoleUplink, "", bus.DoorSubject, false},
 		{bus.RoleMonitor, "", bus.LiveWildcard, false},
 	} {
 		nc, v := connectAs(t, e, tc.role, tc.id)
