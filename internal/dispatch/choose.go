@@ -101,7 +101,7 @@ func (s *Server) rank(now time.Time, room protocol.Room, buf []ranked) ([]ranked
 // one counts as assigned until that gateway's next beat. Safe for concurrent
 // use; concurrent calls do not wait for each other.
 func (s *Server) Choose(room protocol.Room) []Candidate {
-	now := s.nowFn()
+	now := s.viewNow()
 	bp, _ := s.scratch.Get().(*[]ranked)
 	if bp == nil {
 		bp = new([]ranked)

@@ -207,8 +207,11 @@ const (
 	forgetBeats = 10
 	// DefaultWaitRetry and DefaultWaitJitter shape a wait answer's
 	// retry_after_ms: uniform in [500 ms, 1 s].
-	DefaultWaitRetry  = time.Second
-	DefaultWaitJitter = 0.5
+	DefaultWaitRetry = time.Second
+	// DefaultMaxStaleView bounds the answers from the last good view while
+	// dispatch's NATS is in trouble (Config.MaxStaleView).
+	DefaultMaxStaleView = 15 * time.Second
+	DefaultWaitJitter   = 0.5
 	// DefaultDoorInterval is how often the door's counts are published:
 	// four times a second, so that the autoscaler, deciding once a second,
 	// sees the first second of a storm.
@@ -261,6 +264,14 @@ type Config struct {
 	// ID names this replica in its door reports. Default "dispatch-" and
 	// random hex digits.
 	ID string
+	// MaxStaleView bounds how long dispatch keeps answering from its last
+	// good view of the fleet while its own NATS connection is in trouble
+	// (its node hangs or fails over): beats stop arriving because of
+	// dispatch, not because the gateways died, so the gateways that were
+	// fresh when the trouble began stay offered, for at most this long.
+	// Default 15s; negative: no stale view (a gateway is dropped 3 beats
+	// after its last beat whatever the cause).
+	MaxStaleView time.Duration
 	// GatewayHosts, when not empty, lists the hosts a gateway's URL may name
 	// ("gw1.example.com" or "*.example.com"); beats with another host are
 	// refused (see bus.DecodeBeat, which also checks every beat's shape).
@@ -294,6 +305,12 @@ type Server struct {
 	// badBeatLog keeps their warnings to a few per second.
 	badBeats   atomic.Int64
 	badBeatLog *rate.Limiter
+
+	// feedOK is the last time dispatch's NATS connection answered a ping
+	// (Unix nanos); feedDown is set while it does not. While down, beats are
+	// aged as of feedOK (viewNow).
+	feedOK   atomic.Int64
+	feedDown atomic.Bool
 
 	sub     *nats.Subscription
 	cancel  context.CancelFunc
@@ -377,6 +394,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.WaitRetry == 0 {
 		cfg.WaitRetry = DefaultWaitRetry
 	}
+	if cfg.MaxStaleView == 0 {
+		cfg.MaxStaleView = DefaultMaxStaleView
+	}
 	switch {
 	case cfg.WaitJitter == 0:
 		cfg.WaitJitter = DefaultWaitJitter
@@ -435,7 +455,65 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.publishDoor(runCtx)
 	}()
+	s.feedOK.Store(s.nowFn().UnixNano())
+	if s.cfg.MaxStaleView > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.watchFeed(runCtx)
+		}()
+	}
 	return nil
+}
+
+// feedCheck is how often dispatch pings its NATS connection, and how long
+// a ping may take before the connection counts as in trouble.
+const feedCheck = 500 * time.Millisecond
+
+// watchFeed pings the NATS connection every feedCheck and keeps feedOK and
+// feedDown current.
+func (s *Server) watchFeed(ctx context.Context) {
+	t := time.NewTicker(feedCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ok := s.cfg.NC.IsConnected() && s.cfg.NC.FlushTimeout(feedCheck) == nil
+		switch {
+		case ok:
+			s.feedOK.Store(s.nowFn().UnixNano())
+			if s.feedDown.Swap(false) {
+				s.log.Info("nats answers again: the fleet view is live again")
+			}
+		case !s.feedDown.Swap(true):
+			s.log.Warn("nats does not answer: answering from the last good view of the fleet",
+				"as_of", time.Unix(0, s.feedOK.Load()).Format(time.RFC3339Nano), "for_at_most", s.cfg.MaxStaleView)
+		}
+	}
+}
+
+// viewNow is the time beats are aged against: now, or, while dispatch's own
+// NATS connection is in trouble, the last time it answered, for at most
+// MaxStaleView (then now again: an outage that long is the fleet's).
+func (s *Server) viewNow() time.Time {
+	now := s.nowFn()
+	if !s.feedDown.Load() {
+		return now
+	}
+	ok := time.Unix(0, s.feedOK.Load())
+	if now.Sub(ok) > s.cfg.MaxStaleView {
+		return now
+	}
+	return ok
+}
+
+// StaleView reports whether dispatch answers from its last good view of
+// the fleet (its NATS connection is in trouble).
+func (s *Server) StaleView() bool {
+	return s.feedDown.Load() && s.nowFn().Sub(time.Unix(0, s.feedOK.Load())) <= s.cfg.MaxStaleView
 }
 
 // Close unsubscribes and stops publishing the door's counts. Idempotent.
@@ -548,7 +626,7 @@ func (g *gateway) fresh(now time.Time) bool { return now.Sub(g.at) < g.stale }
 
 // Gateways returns the gateways with a fresh beat, in any state, by id.
 func (s *Server) Gateways() []bus.Beat {
-	now := s.nowFn()
+	now := s.viewNow()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]bus.Beat, 0, len(s.order))
@@ -635,7 +713,7 @@ func (s *Server) waitMS() int64 {
 
 // anyFresh reports whether some gateway beats, in any state.
 func (s *Server) anyFresh() bool {
-	now := s.nowFn()
+	now := s.viewNow()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, g := range s.order {

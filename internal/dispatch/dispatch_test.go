@@ -914,3 +914,66 @@ func TestForgedBeatsNeverOffered(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswersFromLastGoodViewDuringNATSTrouble: when dispatch's own NATS
+// connection stops answering, the gateways that were fresh keep being
+// offered (not 503) for at most MaxStaleView; with NATS healthy, a gateway
+// whose beats stop is dropped as before.
+func TestAnswersFromLastGoodViewDuringNATSTrouble(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: -1, DataDir: dir, Logger: testutil.Logger(), Keys: testutil.NATSKeys()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	nc, err := bus.Connect(testutil.NATSURL(t, srv, bus.RoleAll, ""), "dispatch-test", testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	s, err := New(Config{NC: nc, Logger: testutil.Logger(), StaleAfter: 400 * time.Millisecond, MaxStaleView: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	beat := func(id string) {
+		data, _ := json.Marshal(active(id, 1, 1_000_000)) // room for every Choose below
+		if err := nc.Publish(bus.BeatSubject(id), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Healthy NATS, beats stop: the gateway is dropped after StaleAfter.
+	beat("quiet")
+	testutil.Eventually(t, 5*time.Second, "the first beat", func() bool { return len(s.Choose("r")) == 1 })
+	testutil.Eventually(t, 5*time.Second, "the silent gateway dropped", func() bool { return len(s.Choose("r")) == 0 })
+
+	// g keeps beating until the outage; dispatch's last good ping comes
+	// after "quiet" went stale, so only g belongs to the last good view.
+	for range 6 {
+		beat("g")
+		time.Sleep(200 * time.Millisecond)
+	}
+	if c := s.Choose("r"); len(c) != 1 || c[0].ID != "g" {
+		t.Fatalf("before the outage dispatch offers %+v", c)
+	}
+	srv.Close() // dispatch's NATS goes away: no beat can arrive now
+	testutil.Eventually(t, 5*time.Second, "dispatch notices", s.StaleView)
+	time.Sleep(time.Second) // beyond StaleAfter
+	if c := s.Choose("r"); len(c) != 1 || c[0].ID != "g" {
+		t.Fatalf("during the outage dispatch offers %+v, want the gateway it knew", c)
+	}
+	if gws := s.Gateways(); len(gws) != 1 {
+		t.Fatalf("during the outage /v1/gateways lists %d gateways", len(gws))
+	}
+	// Not forever: after MaxStaleView the view is dropped.
+	testutil.Eventually(t, 10*time.Second, "the stale view ends", func() bool { return len(s.Gateways()) == 0 })
+	if c := s.Choose("r"); len(c) != 0 {
+		t.Fatalf("after MaxStaleView dispatch offers %+v", c)
+	}
+	if s.StaleView() {
+		t.Fatal("still reporting a stale view after MaxStaleView")
+	}
+}

@@ -16,7 +16,13 @@ func (s *Server) Register(reg prometheus.Registerer) error {
 	gateways := prometheus.NewDesc("liveroom_dispatch_gateways", "Gateways with a fresh beat, by state.", []string{"state"}, nil)
 	conns := prometheus.NewDesc("liveroom_dispatch_fleet_connections", "Connections across the gateways with a fresh beat.", nil, nil)
 	badBeats := prometheus.NewDesc("liveroom_dispatch_beats_refused_total", "Beats refused because they do not have the documented shape (id, URL, numbers).", nil, nil)
-	return reg.Register(metrics.Func([]*prometheus.Desc{decisions, requests, gateways, conns, badBeats}, func(ch chan<- prometheus.Metric) {
+	staleView := prometheus.NewDesc("liveroom_dispatch_stale_view", "1 while dispatch answers from its last good view of the fleet (its NATS connection does not answer).", nil, nil)
+	return reg.Register(metrics.Func([]*prometheus.Desc{decisions, requests, gateways, conns, badBeats, staleView}, func(ch chan<- prometheus.Metric) {
+		stale := 0.0
+		if s.StaleView() {
+			stale = 1
+		}
+		ch <- prometheus.MustNewConstMetric(staleView, prometheus.GaugeValue, stale)
 		ch <- prometheus.MustNewConstMetric(badBeats, prometheus.CounterValue, float64(s.badBeats.Load()))
 		ch <- prometheus.MustNewConstMetric(decisions, prometheus.CounterValue, float64(s.answered.Load()), "offered")
 		ch <- prometheus.MustNewConstMetric(decisions, prometheus.CounterValue, float64(s.refused.Load()), "none")
