@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/liveroom/liveroom/internal/bus"
-	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
 	"github.com/liveroom/liveroom/internal/webhook"
 )
@@ -41,7 +40,7 @@ func TestArchiveRole(t *testing.T) {
 	}()
 	base := "http://" + addr
 	testutil.WaitHTTP(t, base+"/healthz", 20*time.Second)
-	if st := testutil.APICall(t, http.MethodPost, base+"/v1/rooms/r1/live/start", testutil.Token(t, "star", protocol.RoleAnchor), "", nil); st != http.StatusCreated {
+	if st := testutil.APICall(t, http.MethodPost, base+"/v1/rooms/r1/live/start", testutil.AnchorToken(t, "star", "r1"), "", nil); st != http.StatusCreated {
 		t.Fatalf("live start: %d", st)
 	}
 	resp, err := http.Get(base + "/v1/rooms/r1/sessions")

@@ -39,8 +39,9 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	privateKey := fs.String("private-key", "", "sign with this PEM private key instead of a secret: RSA signs RS256, Ed25519 signs EdDSA")
 	issuer := fs.String("issuer", "", "iss claim (for servers started with --jwt-issuer)")
 	audience := fs.String("audience", "", "aud claim (for servers started with --jwt-audience)")
+	rooms := fs.String("rooms", "", "with --role anchor: the rooms this anchor owns, comma separated (the rooms claim); an anchor token without it owns no room")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: liveroom token --user ID [--name NAME] [--role viewer|anchor|admin] [--ttl 24h] [--secret S | --private-key FILE] [--issuer I] [--audience A]")
+		fmt.Fprintln(fs.Output(), "usage: liveroom token --user ID [--name NAME] [--role viewer|anchor|admin] [--rooms R1,R2] [--ttl 24h] [--secret S | --private-key FILE] [--issuer I] [--audience A]")
 		fmt.Fprintln(fs.Output(), "\nMints a JWT for the platform secret (HS256) or private key (RS256, EdDSA) and prints it.")
 		fs.PrintDefaults()
 	}
@@ -74,6 +75,18 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("token: %w", err)
 		}
 	}
+	var owned []protocol.Room
+	for _, r := range splitList(*rooms) {
+		room, err := protocol.ParseRoom(r)
+		if err != nil {
+			return fmt.Errorf("token: --rooms %q: %w", r, err)
+		}
+		owned = append(owned, room)
+	}
+	if len(owned) > 0 && *role != protocol.RoleAnchor {
+		return errors.New("token: --rooms is for --role anchor")
+	}
+	signer = signer.WithRooms(owned...)
 	tok, err := mintWith(signer.WithIssuer(*issuer).WithAudience(*audience), *user, *name, *role, *ttl)
 	if err != nil {
 		return fmt.Errorf("token: %w", err)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"time"
@@ -12,7 +13,8 @@ import (
 )
 
 // DevTokenHandler serves POST /v1/dev/token in dev mode: body
-// {"user":"alice","name":"Alice","role":"viewer"} → {"token":"…"}, valid 24h.
+// {"user":"alice","name":"Alice","role":"viewer"} → {"token":"…"}, valid 24h;
+// an anchor's "rooms" lists the rooms its token owns.
 // It answers callers on this machine only (403 dev_token_local_only
 // elsewhere); with onNetwork, other callers get viewer and anchor tokens but
 // never admin ones. A request that came through a proxy (it carries
@@ -27,9 +29,10 @@ func DevTokenHandler(s *auth.Signer, onNetwork bool) http.Handler {
 			return
 		}
 		var req struct {
-			User string `json:"user"`
-			Name string `json:"name"`
-			Role string `json:"role"`
+			User  string   `json:"user"`
+			Name  string   `json:"name"`
+			Role  string   `json:"role"`
+			Rooms []string `json:"rooms"`
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, 1024)
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
@@ -60,7 +63,20 @@ func DevTokenHandler(s *auth.Signer, onNetwork bool) http.Handler {
 			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "name", "name must be 1-32 characters of valid UTF-8"))
 			return
 		}
-		tok, err := s.Mint(user, req.Name, req.Role, 24*time.Hour)
+		if len(req.Rooms) > auth.MaxOwnedRooms {
+			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "rooms", fmt.Sprintf("at most %d rooms", auth.MaxOwnedRooms)))
+			return
+		}
+		var rooms []protocol.Room
+		for _, r := range req.Rooms {
+			room, err := protocol.ParseRoom(r)
+			if err != nil {
+				protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "rooms", err.Error()))
+				return
+			}
+			rooms = append(rooms, room)
+		}
+		tok, err := s.WithRooms(rooms...).Mint(user, req.Name, req.Role, 24*time.Hour)
 		if err != nil {
 			protocol.WriteError(w, err)
 			return

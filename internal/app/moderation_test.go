@@ -212,7 +212,7 @@ func TestBanAndCloseReachTheGateway(t *testing.T) {
 // replay shows it in its place.
 func TestAnnouncementCarriesTheLiveSession(t *testing.T) {
 	n := startNode(t, testutil.Secret)
-	star := testutil.Token(t, "star", protocol.RoleAnchor)
+	star := testutil.AnchorToken(t, "star", "stage")
 	status, b := call(t, http.MethodPost, n.URL()+"/v1/rooms/stage/live/start", star, nil)
 	var sess struct {
 		ID        string `json:"id"`
@@ -293,5 +293,68 @@ func TestModerationActionsReachWebhooks(t *testing.T) {
 	case h := <-got:
 		t.Fatalf("an extra webhook: %+v", h)
 	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// TestAnchorsOwnOnlyTheirRooms: an anchor token claims and runs only the
+// rooms its rooms claim names; it cannot take over another room, moderate a
+// room another anchor runs, or silence an admin; a stranger's stop is
+// refused before the room's state is looked at.
+func TestAnchorsOwnOnlyTheirRooms(t *testing.T) {
+	n := startNode(t, testutil.Secret)
+	start := func(room, tok string) int {
+		st, _ := call(t, http.MethodPost, n.URL()+"/v1/rooms/"+room+"/live/start", tok, nil)
+		return st
+	}
+	noClaim := testutil.Token(t, "drifter", protocol.RoleAnchor)
+	alice := testutil.AnchorToken(t, "alice", "alice-show")
+	mallory := testutil.AnchorToken(t, "mallory", "mallory-show")
+	admin := testutil.Token(t, "boss", protocol.RoleAdmin)
+	viewerTok := testutil.Token(t, "v1", protocol.RoleViewer)
+	if st := start("free-room", noClaim); st != http.StatusForbidden {
+		t.Fatalf("an anchor token without rooms started an anchorless room: %d", st)
+	}
+	if st := start("alice-show", mallory); st != http.StatusForbidden {
+		t.Fatalf("an anchor started a room its token does not name: %d", st)
+	}
+	if st := start("alice-show", alice); st != http.StatusCreated {
+		t.Fatalf("an anchor starting its own room: %d", st)
+	}
+	// Alice now runs alice-show; mallory may not moderate it, even though
+	// it is not anchorless any more.
+	if st, b := postModeration(t, n, "alice-show", mallory, map[string]any{"action": "ban", "user": "alice", "duration_s": 60}); st != http.StatusForbidden {
+		t.Fatalf("another anchor banning the room's anchor: %d %s", st, b)
+	}
+	if st, b := postModeration(t, n, "alice-show", mallory, map[string]any{"action": "close"}); st != http.StatusForbidden {
+		t.Fatalf("another anchor closing the room: %d %s", st, b)
+	}
+	// A stranger's stop is refused for who it is, not for the room's state.
+	for name, tok := range map[string]string{"viewer": viewerTok, "other anchor": mallory} {
+		if st, _ := call(t, http.MethodPost, n.URL()+"/v1/rooms/not-live/live/stop", tok, nil); st != http.StatusForbidden {
+			t.Fatalf("%s stopping a room that is not live: %d, want 403 before 409", name, st)
+		}
+	}
+	// An anchor's mute and ban of an admin's user id do not silence or
+	// lock out the admin.
+	for _, action := range []string{"mute", "ban"} {
+		if st, b := postModeration(t, n, "alice-show", alice, map[string]any{"action": action, "user": "boss", "duration_s": 60}); st != http.StatusOK {
+			t.Fatalf("%s: %d %s", action, st, b)
+		}
+	}
+	boss := &client.Sender{BaseURL: n.URL(), Token: admin}
+	if st, code := sendCode(boss, "alice-show", "still here"); st != http.StatusAccepted {
+		t.Fatalf("an admin muted and banned by an anchor cannot speak: %d %s", st, code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Connect(ctx, client.Config{BaseURL: n.URL(), Room: "alice-show", Token: admin})
+	if err != nil {
+		t.Fatalf("an admin banned by an anchor cannot join: %v", err)
+	}
+	_ = c.Close()
+	// The same sanctions hold for a viewer of that id.
+	v := &client.Sender{BaseURL: n.URL(), Token: testutil.Token(t, "boss", protocol.RoleViewer)}
+	if st, code := sendCode(v, "alice-show", "me too"); st != http.StatusForbidden || code != protocol.CodeBanned {
+		t.Fatalf("a viewer token of the banned id: %d %s", st, code)
 	}
 }

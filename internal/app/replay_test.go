@@ -39,7 +39,7 @@ func TestSessionRecordedAndReplayed(t *testing.T) {
 	const room = "show"
 	base := n.URL() + "/v1/rooms/" + room
 	viewers := []*recorder{viewer(t, n, room, "v1"), viewer(t, n, room, "v2")}
-	anchor := testutil.Token(t, "star", protocol.RoleAnchor)
+	anchor := testutil.AnchorToken(t, "star", room)
 
 	if st := testutil.APICall(t, "POST", base+"/live/start", testutil.Token(t, "nobody", protocol.RoleViewer), "", nil); st != http.StatusForbidden {
 		t.Fatalf("viewer starting a session: %d, want 403", st)

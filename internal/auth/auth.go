@@ -53,14 +53,39 @@ func CheckSecret(secret []byte) error {
 type Claims struct {
 	Name string `json:"name,omitempty"`
 	Role string `json:"role,omitempty"`
+	// Rooms are the rooms an anchor owns: it may start their live sessions
+	// and moderate them (see Identity.Owns). Ignored for other roles.
+	Rooms []string `json:"rooms,omitempty"`
 	jwt.RegisteredClaims
 }
+
+// MaxOwnedRooms is the most rooms one token's rooms claim may list.
+const MaxOwnedRooms = 64
 
 // Identity is a verified caller.
 type Identity struct {
 	User protocol.User
 	Name string
 	Role string
+	// Rooms are the rooms an anchor's token says it owns (the rooms
+	// claim); nil for other roles.
+	Rooms []protocol.Room
+}
+
+// Owns reports whether the caller is an anchor whose token names room as
+// one of its rooms. An anchor owns a room only so: a platform signs which
+// rooms each anchor runs; an anchor token without the claim owns none (an
+// admin may still make it a room's anchor with set_anchor).
+func (id Identity) Owns(room protocol.Room) bool {
+	if id.Role != protocol.RoleAnchor {
+		return false
+	}
+	for _, r := range id.Rooms {
+		if r == room {
+			return true
+		}
+	}
+	return false
 }
 
 // IsStaff reports whether the caller is an anchor or an admin: their live
@@ -215,6 +240,18 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 		name = string(user)
 	}
 	id := Identity{User: user, Name: name, Role: role}
+	if len(c.Rooms) > MaxOwnedRooms {
+		return Identity{}, fmt.Errorf("%w: rooms: more than %d", ErrInvalidToken, MaxOwnedRooms)
+	}
+	if role == protocol.RoleAnchor {
+		for _, r := range c.Rooms {
+			room, err := protocol.ParseRoom(r)
+			if err != nil {
+				return Identity{}, fmt.Errorf("%w: rooms: %w", ErrInvalidToken, err)
+			}
+			id.Rooms = append(id.Rooms, room)
+		}
+	}
 	if v.cache != nil {
 		// exp is required, so ExpiresAt is set. The entry ends at exp itself,
 		// not exp + leeway: past exp the token is verified in full again.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -147,7 +148,7 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("accepted token with bad name %q", id.Name)
 		}
 		again, err := v.Verify(tok)
-		if err != nil || again != id {
+		if err != nil || !reflect.DeepEqual(again, id) {
 			t.Fatalf("second verification: %+v, %v; first %+v", again, err, id)
 		}
 	})

@@ -115,6 +115,7 @@ type Signer struct {
 	key      any
 	issuer   string
 	audience string
+	rooms    []string
 }
 
 // NewSigner returns an HS256 Signer for secret.
@@ -142,6 +143,17 @@ func (s *Signer) WithIssuer(iss string) *Signer {
 	return &c
 }
 
+// WithRooms returns a copy of s that sets the rooms claim: the rooms an
+// anchor owns (see Identity.Owns).
+func (s *Signer) WithRooms(rooms ...protocol.Room) *Signer {
+	c := *s
+	c.rooms = nil
+	for _, r := range rooms {
+		c.rooms = append(c.rooms, string(r))
+	}
+	return &c
+}
+
 // WithAudience returns a copy of s that sets the aud claim.
 func (s *Signer) WithAudience(aud string) *Signer {
 	c := *s
@@ -158,9 +170,13 @@ func (s *Signer) Mint(user protocol.User, name, role string, ttl time.Duration) 
 		return "", fmt.Errorf("cannot mint token: unknown role %q", role)
 	}
 	now := time.Now()
+	if len(s.rooms) > MaxOwnedRooms {
+		return "", fmt.Errorf("cannot mint token: at most %d rooms", MaxOwnedRooms)
+	}
 	c := Claims{
-		Name: name,
-		Role: role,
+		Name:  name,
+		Role:  role,
+		Rooms: s.rooms,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   string(user),
 			Issuer:    s.issuer,

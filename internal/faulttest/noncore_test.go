@@ -144,7 +144,7 @@ func TestNonCoreIsolation(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	anchor := testutil.Token(t, "anchor", protocol.RoleAnchor)
+	anchor := testutil.AnchorToken(t, "anchor", room)
 	st, body := post("/live/start", anchor, "", "")
 	if st != http.StatusCreated {
 		t.Fatalf("start: %d %s", st, body)

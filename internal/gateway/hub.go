@@ -31,13 +31,15 @@ func newHub(n int) *hub {
 }
 
 // roomShard picks a room's shard with FNV-1a.
-func (h *hub) roomShard(id protocol.Room) *shard {
+func (h *hub) roomShard(id protocol.Room) *shard { return h.shards[h.roomShardIndex(id)] }
+
+func (h *hub) roomShardIndex(id protocol.Room) int {
 	x := uint32(2166136261)
 	for i := 0; i < len(id); i++ {
 		x ^= uint32(id[i])
 		x *= 16777619
 	}
-	return h.shards[x%uint32(len(h.shards))]
+	return int(x % uint32(len(h.shards)))
 }
 
 func (h *hub) connShard(c *conn) *shard { return h.shards[c.id%uint64(len(h.shards))] }

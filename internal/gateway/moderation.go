@@ -52,7 +52,7 @@ func (s *Server) admitJoin(id protocol.Room, who auth.Identity) *protocol.Error 
 	if s.mod == nil {
 		return nil
 	}
-	if b, ok := s.mod.Banned(id, who.User, time.Now()); ok {
+	if b, ok := s.mod.Banned(id, who.User, time.Now()); ok && moderation.Sanctionable(who) {
 		return protocol.Errorf(http.StatusForbidden, protocol.CodeBanned, "",
 			"you are banned from this room until "+time.UnixMilli(b.UntilMS).UTC().Format(time.RFC3339)).WithUntil(b.UntilMS)
 	}
@@ -87,6 +87,9 @@ func (s *Server) onModeration(ch moderation.Change) {
 	switch {
 	case ch.Kind == moderation.KindBan && !ch.Deleted && ch.Sanction.Active(time.Now()):
 		for _, c := range s.members(ch.Room, ch.User) {
+			if !moderation.Sanctionable(c.who) {
+				continue // an admin connection under that user id
+			}
 			c.closeWith(protocol.CodeBanned, "you are banned from this room until "+
 				time.UnixMilli(ch.Sanction.UntilMS).UTC().Format(time.RFC3339))
 		}
@@ -131,6 +134,9 @@ func (s *Server) serveUserNotice(m *nats.Msg) {
 	conns := s.members(room, user)
 	if n.Action == moderation.ActionKick {
 		for _, c := range conns {
+			if !moderation.Sanctionable(c.who) {
+				continue
+			}
 			c.closeWith(protocol.CodeKicked, "you were removed from the room; you may join again")
 		}
 		return

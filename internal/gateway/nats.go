@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/nats-io/nats.go"
 	"time"
 
 	"github.com/liveroom/liveroom/internal/bus"
@@ -33,13 +34,30 @@ func (s *Server) stopRoom(r *room) {
 	}
 }
 
-// natsLoop routes messages from every room subscription to their rooms.
-func (s *Server) natsLoop() {
+// natsLoops is how many goroutines route room messages (natsChs).
+const natsLoops = 2
+
+func newNATSChans(n int) []chan *nats.Msg {
+	chs := make([]chan *nats.Msg, n)
+	for i := range chs {
+		chs[i] = make(chan *nats.Msg, 1<<16/n)
+	}
+	return chs
+}
+
+// natsChOf is the channel of room id's messages.
+func (s *Server) natsChOf(id protocol.Room) chan *nats.Msg {
+	return s.natsChs[s.hub.roomShardIndex(id)%len(s.natsChs)]
+}
+
+// natsLoop routes the messages of the rooms subscribed on ch to them, in
+// order.
+func (s *Server) natsLoop(ch chan *nats.Msg) {
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
-		case m := <-s.natsCh:
+		case m := <-ch:
 			id, kind, ok := bus.RoomFromSubject(m.Subject)
 			if !ok {
 				continue

@@ -54,7 +54,11 @@ type Server struct {
 	// reliable messages it returns true for, as a lossy network would.
 	dropReliable func(room protocol.Room, seq uint64) bool
 
-	natsCh    chan *nats.Msg
+	// natsChs carry the rooms' NATS messages, a room always on the same
+	// one (roomShard index modulo their number), each read by one natsLoop:
+	// a room's messages are handled in the order they arrived, in parallel
+	// with other rooms'.
+	natsChs   []chan *nats.Msg
 	writeJobs chan writeJob
 	connSeq   atomic.Uint64
 	started   time.Time
@@ -95,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
 		hub:      newHub(cfg.Shards),
-		natsCh:   make(chan *nats.Msg, 1<<16),
+		natsChs:  newNATSChans(natsLoops),
 		drained:  make(chan struct{}),
 		starter:  newStarter(),
 		checkNow: make(chan struct{}, 1),
@@ -134,8 +138,8 @@ func (s *Server) Start(ctx context.Context) error {
 	for i := 0; i < s.cfg.Flushers; i++ {
 		s.goLoop(func() { s.flushLoop(i) })
 	}
-	for range 2 {
-		s.goLoop(s.natsLoop)
+	for _, ch := range s.natsChs {
+		s.goLoop(func() { s.natsLoop(ch) })
 	}
 	for range startLoops {
 		s.goLoop(s.startLoop)

@@ -118,7 +118,7 @@ func (s *Server) startRooms(batch []*room) {
 	s.stats.StartBatches.Add(1)
 	var ok []*room
 	for _, r := range batch {
-		sub, err := s.cfg.NC.ChanSubscribe(bus.RoomWildcard(r.id), s.natsCh)
+		sub, err := s.cfg.NC.ChanSubscribe(bus.RoomWildcard(r.id), s.natsChOf(r.id))
 		if err != nil {
 			s.failStart(r, err)
 			continue

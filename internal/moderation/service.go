@@ -187,18 +187,32 @@ func (s *Service) Handler() http.Handler {
 }
 
 // mayModerate: admins everywhere, the room's anchor in their room.
+// An anchor runs a room when it is the room's recorded anchor, or, for a
+// room nobody runs yet, when its token names the room (auth.Identity.Owns):
+// an anchor token cannot take over a room the platform did not give it.
 func (s *Service) mayModerate(room protocol.Room, who auth.Identity) bool {
-	if who.Role == protocol.RoleAdmin {
-		return true
+	return who.Role == protocol.RoleAdmin || Runs(s.cfg.Cache, room, who)
+}
+
+// Runs reports whether who is an anchor that runs room (see mayModerate).
+func Runs(c *Cache, room protocol.Room, who auth.Identity) bool {
+	if who.Role != protocol.RoleAnchor {
+		return false
 	}
-	return who.Role == protocol.RoleAnchor && s.cfg.Cache.Anchor(room) == who.User
+	a := c.Anchor(room)
+	return a == who.User || (a == "" && who.Owns(room))
 }
 
 // Exempt reports whether who escapes slow mode and mute-all in room: admins
-// and the room's anchor.
+// and the anchor who runs it.
 func Exempt(c *Cache, room protocol.Room, who auth.Identity) bool {
-	return who.Role == protocol.RoleAdmin || (who.Role == protocol.RoleAnchor && c.Anchor(room) == who.User)
+	return who.Role == protocol.RoleAdmin || Runs(c, room, who)
 }
+
+// Sanctionable reports whether mutes and bans apply to who: never to an
+// admin (an anchor cannot silence or lock out the platform's staff, whatever
+// user id it names).
+func Sanctionable(who auth.Identity) bool { return who.Role != protocol.RoleAdmin }
 
 func invalid(field, msg string) error {
 	return protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, field, msg)

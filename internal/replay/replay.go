@@ -149,6 +149,12 @@ func (a *API) authorize(ctx context.Context, room protocol.Room, who auth.Identi
 	if a.cfg.Anchors != nil {
 		anchor := a.cfg.Anchors.Anchor(room)
 		if anchor == "" && !stop {
+			// Only a room the platform gave this anchor (its token's rooms
+			// claim) can be claimed by starting it.
+			if !who.Owns(room) {
+				return protocol.Errorf(http.StatusForbidden, protocol.CodeForbidden, "",
+					"this room has no anchor and your token does not name it among your rooms (the rooms claim); an admin can make you its anchor")
+			}
 			got, err := a.cfg.Anchors.ClaimAnchor(ctx, room, who.User)
 			if err != nil {
 				return fmt.Errorf("cannot claim the room's anchor: %w", err)
@@ -220,6 +226,18 @@ func (a *API) start(ctx context.Context, w http.ResponseWriter, room protocol.Ro
 }
 
 func (a *API) stop(ctx context.Context, w http.ResponseWriter, room protocol.Room, who auth.Identity) {
+	// Who may ask comes before what state the room is in: a stranger
+	// learns nothing about the session from the answer.
+	if who.Role != protocol.RoleAdmin && who.Role != protocol.RoleAnchor {
+		a.fail(w, protocol.Errorf(http.StatusForbidden, protocol.CodeForbidden, "",
+			"only the room's anchor or an admin may start or stop its live session"))
+		return
+	}
+	if a.cfg.Anchors != nil && who.Role == protocol.RoleAnchor && a.cfg.Anchors.Anchor(room) != who.User {
+		a.fail(w, protocol.Errorf(http.StatusForbidden, protocol.CodeForbidden, "",
+			"only the room's anchor or an admin may start or stop its live session"))
+		return
+	}
 	s, err := a.cfg.Sessions.StopIf(ctx, room, func(cur session.Session) error {
 		return a.authorize(ctx, room, who, true, cur)
 	})

@@ -153,3 +153,22 @@ func StartBackbone(t testing.TB) (*bus.Embedded, *nats.Conn, jetstream.JetStream
 	}
 	return e, nc, js
 }
+
+// AnchorToken returns an anchor token for user that owns rooms (the rooms
+// claim), signed with Secret, valid for an hour.
+func AnchorToken(t testing.TB, user string, rooms ...string) string {
+	t.Helper()
+	s, err := auth.NewSigner([]byte(Secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []protocol.Room
+	for _, r := range rooms {
+		rs = append(rs, protocol.Room(r))
+	}
+	tok, err := s.WithRooms(rs...).Mint(protocol.User(user), user, protocol.RoleAnchor, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}

@@ -23,12 +23,13 @@ func (s *Server) moderate(now time.Time, room protocol.Room, id auth.Identity, r
 		if st.Closed && id.Role != protocol.RoleAdmin {
 			return protocol.Errorf(http.StatusForbidden, protocol.CodeRoomClosed, "", "the room is closed")
 		}
-		if b, ok := c.Banned(room, id.User, now); ok {
+		sanctionable := moderation.Sanctionable(id)
+		if b, ok := c.Banned(room, id.User, now); ok && sanctionable {
 			return protocol.Errorf(http.StatusForbidden, protocol.CodeBanned, "",
 				fmt.Sprintf("you are banned from this room until %s", time.UnixMilli(b.UntilMS).UTC().Format(time.RFC3339))).WithUntil(b.UntilMS)
 		}
 		if req.Type == protocol.TypeDanmaku {
-			if m, ok := c.Muted(room, id.User, now); ok {
+			if m, ok := c.Muted(room, id.User, now); ok && sanctionable {
 				return protocol.Errorf(http.StatusForbidden, protocol.CodeMuted, "",
 					fmt.Sprintf("you are muted in this room until %s", time.UnixMilli(m.UntilMS).UTC().Format(time.RFC3339))).WithUntil(m.UntilMS)
 			}

@@ -71,7 +71,7 @@ func TestReplayInBrowser(t *testing.T) {
 	t.Cleanup(func() { _ = n.Close() })
 	const room = "music-night"
 	base := n.URL() + "/v1/rooms/" + room
-	anchor := testutil.Token(t, "dj", protocol.RoleAnchor)
+	anchor := testutil.AnchorToken(t, "dj", room)
 
 	// An earlier, empty session: the page links to it.
 	var sess, earlier struct {
