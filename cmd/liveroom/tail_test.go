@@ -55,7 +55,7 @@ func newTailServer(t *testing.T) *tailServer {
 	mux.HandleFunc("GET /v1/ws", func(w http.ResponseWriter, r *http.Request) {
 		s.wg.Add(1)
 		defer s.wg.Done()
-		who, err := v.FromRequest(r)
+		who, err := v.FromUpgrade(r)
 		if err != nil {
 			protocol.WriteError(w, err)
 			return

@@ -264,10 +264,23 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	return id, nil
 }
 
-// FromRequest verifies the bearer token of r (Authorization header, or the
-// token query parameter, which browsers need for WebSocket upgrades). Errors
-// are *protocol.Error with status 401.
+// FromRequest verifies the bearer token of r's Authorization header. A
+// token in the URL (?token=) is refused here: URLs end up in proxy and
+// access logs; only a WebSocket upgrade, which a browser cannot give a
+// header, takes one (FromUpgrade). Errors are *protocol.Error with status
+// 401.
 func (v *Verifier) FromRequest(r *http.Request) (Identity, error) {
+	return v.fromRequest(r, false)
+}
+
+// FromUpgrade is FromRequest for a WebSocket upgrade: the token may also
+// come as the token query parameter, because browsers cannot set headers on
+// a WebSocket.
+func (v *Verifier) FromUpgrade(r *http.Request) (Identity, error) {
+	return v.fromRequest(r, true)
+}
+
+func (v *Verifier) fromRequest(r *http.Request, query bool) (Identity, error) {
 	tok := ""
 	if h := r.Header.Get("Authorization"); h != "" {
 		var ok bool
@@ -275,11 +288,18 @@ func (v *Verifier) FromRequest(r *http.Request) (Identity, error) {
 		if !ok {
 			return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", "Authorization must be 'Bearer <jwt>'")
 		}
-	} else {
+	} else if query {
 		tok = r.URL.Query().Get("token")
+	} else if r.URL.Query().Has("token") {
+		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "",
+			"send the token as Authorization: Bearer <jwt>; a token in the URL is accepted only on the WebSocket upgrade (URLs end up in logs)")
 	}
 	if tok == "" {
-		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", "a token is required (Authorization: Bearer <jwt> or ?token=)")
+		msg := "a token is required (Authorization: Bearer <jwt>)"
+		if query {
+			msg = "a token is required (Authorization: Bearer <jwt> or ?token=)"
+		}
+		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", msg)
 	}
 	id, err := v.Verify(tok)
 	if err != nil {

@@ -79,9 +79,17 @@ func TestSignerRoundTripAndRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := httptest.NewRequest("GET", "/x?token="+tok, nil)
-	id, err := v.FromRequest(r)
+	id, err := v.FromUpgrade(r)
 	if err != nil || id.User != "carol" || id.Name != "Carol" || !id.IsStaff() {
 		t.Fatalf("got %+v, %v", id, err)
+	}
+	// Outside an upgrade a token in the URL is refused, and said why.
+	if _, err := v.FromRequest(r); err == nil || !strings.Contains(err.Error(), "Authorization") {
+		t.Fatalf("?token= on a plain request: %v", err)
+	}
+	r.Header.Set("Authorization", "Bearer "+tok)
+	if id, err := v.FromRequest(r); err != nil || id.User != "carol" {
+		t.Fatalf("header: %+v, %v", id, err)
 	}
 	r = httptest.NewRequest("GET", "/x", nil)
 	r.Header.Set("Authorization", "Basic abc")

@@ -272,7 +272,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeBadRequest, "", "this endpoint speaks WebSocket only (Upgrade: websocket)"))
 		return
 	}
-	who, err := s.cfg.Verifier.FromRequest(r)
+	who, err := s.cfg.Verifier.FromUpgrade(r)
 	if err != nil {
 		s.stats.Rejected.Add(1)
 		protocol.WriteError(w, err)
