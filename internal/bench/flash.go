@@ -252,9 +252,13 @@ func (tl *timeline) sample(now time.Time) FlashPoint {
 	return pt
 }
 
+// stop ends the sampling with a last point taken now, so the timeline
+// always ends with the fleet as the run left it, whatever the ticker's
+// phase.
 func (tl *timeline) stop() []FlashPoint {
 	close(tl.done)
 	tl.wg.Wait()
+	tl.sample(time.Now())
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
 	return tl.pts
