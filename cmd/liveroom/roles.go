@@ -251,6 +251,9 @@ flags:`)
 		return err
 	}
 	r.configureHTTP = g.ConfigureHTTP
+	// The gateway handshakes GET /v1/ws itself, without net/http's
+	// per-request buffers; /healthz and /metrics go on to net/http.
+	r.ln = g.Listener(r.ln)
 	// SIGTERM (or Ctrl-C) drains before exiting; so does a drain ordered
 	// through `liveroom drain` or the admin API. The HTTP server keeps
 	// running during the drain to answer new upgrades with 503 draining.

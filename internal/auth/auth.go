@@ -252,15 +252,23 @@ func cleanName(s string) string {
 // token query parameter, which browsers need for WebSocket upgrades). Errors
 // are *protocol.Error with status 401.
 func (v *Verifier) FromRequest(r *http.Request) (Identity, error) {
-	tok := ""
 	if h := r.Header.Get("Authorization"); h != "" {
+		return v.FromCredentials(h, "")
+	}
+	return v.FromCredentials("", r.URL.Query().Get("token"))
+}
+
+// FromCredentials is FromRequest for a caller that parsed the request
+// itself: authorization is the Authorization header's value, queryToken the
+// token query parameter's; the header wins when both are given.
+func (v *Verifier) FromCredentials(authorization, queryToken string) (Identity, error) {
+	tok := queryToken
+	if authorization != "" {
 		var ok bool
-		tok, ok = strings.CutPrefix(h, "Bearer ")
+		tok, ok = strings.CutPrefix(authorization, "Bearer ")
 		if !ok {
 			return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", "Authorization must be 'Bearer <jwt>'")
 		}
-	} else {
-		tok = r.URL.Query().Get("token")
 	}
 	if tok == "" {
 		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", "a token is required (Authorization: Bearer <jwt> or ?token=)")

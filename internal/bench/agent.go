@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/liveroom/liveroom/client"
 	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/netfd"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
@@ -479,7 +479,7 @@ func (a *Agent) dialTCP(ctx context.Context, addr string, room int32) error {
 		a.errs.add(errClass("tcp", err), err)
 		return err
 	}
-	fd, err := detach(c)
+	fd, err := netfd.Detach(c)
 	if err != nil {
 		a.errs.add(errClass("tcp", err), err)
 		return err
@@ -553,36 +553,8 @@ func dialWS(ctx context.Context, u string, nd *net.Dialer) (int, []byte, error) 
 	if i := bytes.Index(rc.rec, []byte("\r\n\r\n")); i >= 0 && i+4 < len(rc.rec) {
 		rest = append([]byte(nil), rc.rec[i+4:]...)
 	}
-	fd, err := detach(rc.Conn)
+	fd, err := netfd.Detach(rc.Conn)
 	return fd, rest, err
-}
-
-// detach returns a duplicate of c's descriptor (non-blocking, close-on-exec)
-// and closes c, which removes the socket from Go's netpoller but keeps it
-// open through the duplicate.
-func detach(c net.Conn) (int, error) {
-	defer c.Close()
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return -1, errors.New("not a socket")
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd := -1
-	var derr error
-	if err := raw.Control(func(fd uintptr) {
-		r1, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
-		if e != 0 {
-			derr = os.NewSyscallError("fcntl", e)
-			return
-		}
-		nfd = int(r1)
-	}); err != nil {
-		return -1, err
-	}
-	return nfd, derr
 }
 
 // Mark opens a measurement window: delay histograms and per-viewer window

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
@@ -39,7 +38,7 @@ func BenchmarkBareWriteFloor(b *testing.B) {
 func benchFanOut(b *testing.B, members int) { benchFanOutMode(b, members, false) }
 
 func benchFanOutMode(b *testing.B, members int, bare bool) {
-	s := &Server{cfg: Config{QueueFrames: 1 << 20, QueueBytes: 1 << 30, ViewerBudget: 1e9, MergeWindow: 50 * time.Millisecond, ReliableWindow: 1024}}
+	s := testServer(b, Config{QueueFrames: 1 << 20, QueueBytes: 1 << 30, ViewerBudget: 1e9, MergeWindow: 50 * time.Millisecond, ReliableWindow: 1024})
 	pairs := min(members, 64)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -64,22 +63,9 @@ func benchFanOutMode(b *testing.B, members int, bare bool) {
 	r := newRoom(s, "bench", nil)
 	r.shard = newHub(1).shards[0]
 	for i := range members {
-		f, err := servers[i%pairs].File()
-		if err != nil {
-			b.Fatal(err)
-		}
-		nc, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
-		c, err := newConn(s, nc, auth.Identity{User: "u"})
-		if err != nil {
-			b.Fatal(err)
-		}
+		c := pollConn(b, s, dupFD(b, servers[i%pairs]), false)
 		c.idx = i
 		r.members = append(r.members, c)
-		defer nc.Close()
 	}
 	msg := protocol.Encode(protocol.Message{ID: "01HZXK3V6Q9ABCDEF", Type: protocol.TypeDanmaku, User: "user-12345", Name: "Someone", TS: time.Now().UnixMilli(), Text: "a typical comment of moderate length, about sixty chars"})
 	const perFrame = 3
@@ -139,7 +125,7 @@ func benchFanOutMode(b *testing.B, members int, bare bool) {
 // TestParallelFlushWritesEveryMember checks the writer-pool path of a large
 // room: every member gets the frame exactly once.
 func TestParallelFlushWritesEveryMember(t *testing.T) {
-	s := &Server{cfg: Config{QueueFrames: 1 << 20, QueueBytes: 1 << 30, ViewerBudget: 1e9, MergeWindow: 50 * time.Millisecond, ReliableWindow: 16}}
+	s := testServer(t, Config{QueueFrames: 1 << 20, QueueBytes: 1 << 30, ViewerBudget: 1e9, MergeWindow: 50 * time.Millisecond, ReliableWindow: 16})
 	s.startWriters(2)
 	defer s.stopWriters()
 	const members, pairs = 3*parallelChunk + 17, 16
@@ -169,22 +155,8 @@ func TestParallelFlushWritesEveryMember(t *testing.T) {
 		}()
 	}
 	r := newRoom(s, "big", newHub(1).shards[0])
-	var ncs []net.Conn
 	for i := range members {
-		f, err := servers[i%pairs].File()
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ncs = append(ncs, nc)
-		c, err := newConn(s, nc, auth.Identity{User: "u"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := pollConn(t, s, dupFD(t, servers[i%pairs]), false)
 		c.idx = i
 		r.members = append(r.members, c)
 	}
@@ -194,9 +166,12 @@ func TestParallelFlushWritesEveryMember(t *testing.T) {
 		t.Fatalf("frames out %d, want %d", n, members)
 	}
 	frameLen := int(s.stats.BytesOut.Load()) / members
-	for _, nc := range ncs {
-		nc.Close()
+	// Closing writes each member's close frame: 4 bytes (code 1001).
+	for _, c := range r.members {
+		c.close(1001)
 	}
+	s.connWG.Wait()
+	frameLen += 4
 	for _, sv := range servers {
 		sv.Close()
 	}
