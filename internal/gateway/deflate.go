@@ -79,19 +79,37 @@ type deflater struct {
 	buf bytes.Buffer
 }
 
-var deflaters = sync.Pool{New: func() any {
-	d := &deflater{}
-	d.w, _ = flate.NewWriter(&d.buf, deflateLevel) // cannot fail for a valid level
-	return d
-}}
+// deflaters keeps a few compressors (about 480 KiB each) for the flushers.
+// Not a sync.Pool: that is emptied at every collection, and a compressor
+// allocated anew after each one is a few hundred KiB of garbage a second on
+// a busy gateway.
+var deflaters = make(chan *deflater, 8)
+
+func getDeflater() *deflater {
+	select {
+	case d := <-deflaters:
+		return d
+	default:
+		d := &deflater{}
+		d.w, _ = flate.NewWriter(&d.buf, deflateLevel) // cannot fail for a valid level
+		return d
+	}
+}
+
+func putDeflater(d *deflater) {
+	select {
+	case deflaters <- d:
+	default:
+	}
+}
 
 // compressFrame returns the compressed variant of plain, an unfragmented
 // text frame as built by newTextFrame, or nil when compressing does not
 // make it smaller.
 func compressFrame(plain []byte) []byte {
 	payload := plain[serverHeaderLen(plain):]
-	d := deflaters.Get().(*deflater)
-	defer deflaters.Put(d)
+	d := getDeflater()
+	defer putDeflater(d)
 	d.buf.Reset()
 	d.w.Reset(&d.buf)
 	if _, err := d.w.Write(payload); err != nil {

@@ -24,6 +24,17 @@ func BenchmarkFanOut(b *testing.B) {
 	}
 }
 
+// BenchmarkFanOutDeflate is BenchmarkFanOut with every member having
+// negotiated permessage-deflate: the frame is compressed once per flush and
+// the compressed bytes written to everyone.
+func BenchmarkFanOutDeflate(b *testing.B) {
+	for _, members := range []int{1, 1000, 10000} {
+		b.Run("members="+strconv.Itoa(members), func(b *testing.B) {
+			benchFanOutOpts(b, members, false, true)
+		})
+	}
+}
+
 // BenchmarkBareWriteFloor is the floor BenchmarkFanOut is compared with: the
 // same frame bytes written with one write system call per member fd, with no
 // liveroom code at all.
@@ -37,8 +48,10 @@ func BenchmarkBareWriteFloor(b *testing.B) {
 
 func benchFanOut(b *testing.B, members int) { benchFanOutMode(b, members, false) }
 
-func benchFanOutMode(b *testing.B, members int, bare bool) {
-	s := testServer(b, Config{QueueFrames: 1 << 20, QueueBytes: 1 << 30, ViewerBudget: 1e9, MergeWindow: 50 * time.Millisecond, ReliableWindow: 1024})
+func benchFanOutMode(b *testing.B, members int, bare bool) { benchFanOutOpts(b, members, bare, false) }
+
+func benchFanOutOpts(b *testing.B, members int, bare, deflate bool) {
+	s := testServer(b, Config{QueueFrames: 1 << 20, QueueBytes: 1 << 30, ViewerBudget: 1e9, MergeWindow: 50 * time.Millisecond, ReliableWindow: 1024, CompressMinBytes: DefaultCompressMinBytes})
 	pairs := min(members, 64)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -63,9 +76,12 @@ func benchFanOutMode(b *testing.B, members int, bare bool) {
 	r := newRoom(s, "bench", nil)
 	r.shard = newHub(1).shards[0]
 	for i := range members {
-		c := pollConn(b, s, dupFD(b, servers[i%pairs]), false)
+		c := pollConn(b, s, dupFD(b, servers[i%pairs]), deflate)
 		c.idx = i
 		r.members = append(r.members, c)
+		if deflate {
+			r.deflaters++
+		}
 	}
 	msg := protocol.Encode(protocol.Message{ID: "01HZXK3V6Q9ABCDEF", Type: protocol.TypeDanmaku, User: "user-12345", Name: "Someone", TS: time.Now().UnixMilli(), Text: "a typical comment of moderate length, about sixty chars"})
 	const perFrame = 3
@@ -120,6 +136,7 @@ func benchFanOutMode(b *testing.B, members int, bare bool) {
 	b.ReportMetric(el/float64(b.N*members), "ns/write")
 	b.ReportMetric(el/float64(b.N*members*perFrame), "ns/msg")
 	b.ReportMetric(float64(s.stats.FramesOut.Load())/float64(b.N*members), "writes/member")
+	b.ReportMetric(float64(s.stats.BytesOut.Load())/float64(s.stats.FramesOut.Load()), "bytes/write")
 }
 
 // TestParallelFlushWritesEveryMember checks the writer-pool path of a large
