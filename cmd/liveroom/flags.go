@@ -1,19 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
+	"github.com/liveroom/liveroom/internal/gctune"
 	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/uplink"
 )
@@ -149,14 +150,23 @@ const sendPathGCPercent = 400
 
 // gcFlag registers --gc-percent with default def.
 func gcFlag(fs *flag.FlagSet, v *int, def int, ev *envs) {
-	fs.IntVar(v, "gc-percent", ev.int("GC_PERCENT", def), "Go garbage collector target (GOGC); $GOGC, when set, wins ($LIVEROOM_GC_PERCENT)")
+	fs.IntVar(v, "gc-percent", ev.int("GC_PERCENT", def), "Go garbage collector target (GOGC) while the live heap is small; the heap's headroom stays within 64 MiB as connections grow it, and memory goes back to the OS when the process is idle; $GOGC, when set, wins ($LIVEROOM_GC_PERCENT)")
 }
 
-// applyGC sets the collector target unless $GOGC is set.
-func applyGC(percent int) {
-	if os.Getenv("GOGC") == "" && percent > 0 {
-		debug.SetGCPercent(percent)
+// startGC runs the collector tuner (internal/gctune) at percent, or at the
+// runtime's target when $GOGC is set or percent is 0; stop ends it.
+func startGC(ctx context.Context, percent int, log *slog.Logger) (stop func(), err error) {
+	if os.Getenv("GOGC") != "" {
+		percent = 0
 	}
+	t, err := gctune.New(gctune.Config{Percent: percent, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := t.Start(ctx); err != nil {
+		return nil, err
+	}
+	return func() { _ = t.Close() }, nil
 }
 
 // wordFlags registers the word-filter list shared by serve and uplink.

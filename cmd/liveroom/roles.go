@@ -235,6 +235,13 @@ flags:`)
 	if err != nil {
 		return err
 	}
+	// Go's default target, and memory back to the OS once a join storm is
+	// over (internal/gctune).
+	stopGC, err := startGC(ctx, 0, r.log)
+	if err != nil {
+		return err
+	}
+	defer stopGC()
 	if cfg.PublicURL == "" {
 		_, port, _ := net.SplitHostPort(r.ln.Addr().String())
 		cfg.PublicURL = "ws://127.0.0.1:" + port + "/v1/ws"
@@ -310,7 +317,6 @@ flags:`)
 	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
-	applyGC(gcPercent)
 	wf, err := loadWords(words)
 	if err != nil {
 		return err
@@ -320,6 +326,11 @@ flags:`)
 	if err != nil {
 		return err
 	}
+	stopGC, err := startGC(ctx, gcPercent, r.log)
+	if err != nil {
+		return err
+	}
+	defer stopGC()
 	// The uplink reads the moderation cache; the service stamps room
 	// notices through the uplink: cache, uplink, service.
 	c, err := loadModerationCache(ctx, r)

@@ -186,7 +186,10 @@ func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
 }
 
 // Verify parses and checks token and returns the caller's identity.
-func (v *Verifier) Verify(token string) (Identity, error) {
+func (v *Verifier) Verify(token string) (Identity, error) { return v.verify(token, true) }
+
+// verify is Verify; store says whether a full verification is cached.
+func (v *Verifier) verify(token string, store bool) (Identity, error) {
 	now := v.now()
 	var key cacheKey
 	if v.cache != nil {
@@ -216,7 +219,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 		name = string(user)
 	}
 	id := Identity{User: user, Name: name, Role: role}
-	if v.cache != nil {
+	if v.cache != nil && store {
 		// exp is required, so ExpiresAt is set. The entry ends at exp itself,
 		// not exp + leeway: past exp the token is verified in full again.
 		until := now.Add(CacheTTL)
@@ -253,15 +256,23 @@ func cleanName(s string) string {
 // are *protocol.Error with status 401.
 func (v *Verifier) FromRequest(r *http.Request) (Identity, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
-		return v.FromCredentials(h, "")
+		return v.fromCredentials(h, "", true)
 	}
-	return v.FromCredentials("", r.URL.Query().Get("token"))
+	return v.fromCredentials("", r.URL.Query().Get("token"), true)
 }
 
-// FromCredentials is FromRequest for a caller that parsed the request
-// itself: authorization is the Authorization header's value, queryToken the
-// token query parameter's; the header wins when both are given.
-func (v *Verifier) FromCredentials(authorization, queryToken string) (Identity, error) {
+// FromHandshake is FromRequest for a WebSocket handshake the caller parsed
+// itself: authorization is the Authorization header's value, queryToken
+// the token query parameter's (the header wins). It uses a cached
+// verification but does not cache its own: a viewer's token is seen once
+// per connection, mostly by a gateway process that never saw it before,
+// and caching every joiner's token would cost each idle connection a cache
+// entry (about 220 bytes) for nothing.
+func (v *Verifier) FromHandshake(authorization, queryToken string) (Identity, error) {
+	return v.fromCredentials(authorization, queryToken, false)
+}
+
+func (v *Verifier) fromCredentials(authorization, queryToken string, store bool) (Identity, error) {
 	tok := queryToken
 	if authorization != "" {
 		var ok bool
@@ -273,7 +284,7 @@ func (v *Verifier) FromCredentials(authorization, queryToken string) (Identity, 
 	if tok == "" {
 		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", "a token is required (Authorization: Bearer <jwt> or ?token=)")
 	}
-	id, err := v.Verify(tok)
+	id, err := v.verify(tok, store)
 	if err != nil {
 		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", "token rejected: "+reason(err))
 	}

@@ -113,7 +113,7 @@ func (s *Server) admitUpgrade(q *upgradeReq) (a admitted, perr *protocol.Error) 
 		return a, protocol.Errorf(http.StatusBadRequest, protocol.CodeBadRequest, "", "a WebSocket handshake needs HTTP/1.1")
 	}
 	token, _ := queryValue(q.query, "token")
-	if a.who, err = s.cfg.Verifier.FromCredentials(q.auth, token); err != nil {
+	if a.who, err = s.cfg.Verifier.FromHandshake(q.auth, token); err != nil {
 		var pe *protocol.Error
 		if errors.As(err, &pe) {
 			return a, pe
