@@ -523,3 +523,53 @@ func TestUserNoticeReachesOnlyThatUserAndKickCloses(t *testing.T) {
 	}
 	testutil.Eventually(t, 5*time.Second, "kicked connection removed", func() bool { return g.Stats().Conns.Load() == 1 })
 }
+
+// TestKeepaliveClosesSilentConnections: the tick loop pings quiet
+// connections; one that answers stays, one that stays silent past the idle
+// timeout is closed and forgotten.
+func TestKeepaliveClosesSilentConnections(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(func(c *Config) { c.PingInterval, c.IdleTimeout = 300*time.Millisecond, 1500*time.Millisecond })
+	silent := g.dial(t, "ka", "silent", "")
+	defer silent.close()
+	silent.welcome(t)
+	lively := g.dial(t, "ka", "lively", "")
+	defer lively.close()
+	lively.welcome(t)
+	pings := make(chan struct{}, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			h, err := ws.ReadHeader(lively.rd)
+			if err != nil {
+				return
+			}
+			p := make([]byte, h.Length)
+			if _, err := io.ReadFull(lively.rd, p); err != nil {
+				return
+			}
+			if h.OpCode == ws.OpPing {
+				_ = ws.WriteFrame(lively.conn, ws.MaskFrameInPlace(ws.NewPongFrame(p)))
+				select {
+				case pings <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	testutil.Eventually(t, 10*time.Second, "the silent connection closed as idle", func() bool {
+		return g.Stats().ClosedIdle.Load() == 1 && g.Stats().Conns.Load() == 1
+	})
+	select {
+	case <-pings:
+	default:
+		t.Fatal("the answering connection was never pinged")
+	}
+	_ = silent.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, silent.rd); err != nil {
+		t.Fatalf("the silent connection did not end cleanly: %v", err)
+	}
+	lively.close()
+	<-done
+}
