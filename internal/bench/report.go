@@ -101,7 +101,7 @@ func objectives(r *Report) []Objective {
 			add("live messages missing", fmt.Sprintf("≤ %g %%", liveMissingLimit*100), w.Live.Ratio*100, "%", w.Live.Ratio <= liveMissingLimit)
 		}
 		if g := w.Gateway; g != nil && g.RSSPerConn > 0 {
-			add("gateway RSS per connection", "≤ 6 KiB", g.RSSPerConn/1024, "KiB", g.RSSPerConn <= 6*1024)
+			add("gateway RSS per connection", "≤ 3 KiB", g.RSSPerConn/1024, "KiB", g.RSSPerConn <= 3*1024)
 		}
 	}
 	if r.Scenario.Viewers > 0 && !r.Scenario.Floor {
