@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/liveroom/liveroom/internal/app"
+	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/webhook"
 )
 
@@ -106,7 +107,7 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	r, v, err := rf.connectVerified(ctx, "liveroom-archive", stderr)
+	r, v, err := rf.connectVerified(ctx, "liveroom-archive", bus.RoleArchive, "", stderr)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
 	"github.com/liveroom/liveroom/internal/webhook"
@@ -19,7 +20,7 @@ import (
 // TestArchiveRole runs `liveroom archive` against a NATS server: it serves
 // live start and the session list, and forwards live_start to a webhook.
 func TestArchiveRole(t *testing.T) {
-	e := testutil.StartNATS(t)
+	e, _, _ := testutil.StartBackbone(t)
 	t.Setenv("LIVEROOM_JWT_SECRET", testutil.Secret)
 	t.Setenv("LIVEROOM_WEBHOOK_SECRET", "hook-secret")
 	var hooks atomic.Int32
@@ -35,7 +36,7 @@ func TestArchiveRole(t *testing.T) {
 	done := make(chan error, 1)
 	var stderr bytes.Buffer
 	go func() {
-		done <- run(ctx, []string{"archive", "--nats-url", e.ClientURL(), "--addr", addr, "--data-dir", t.TempDir(),
+		done <- run(ctx, []string{"archive", "--nats-url", testutil.NATSURL(t, e, bus.RoleArchive, ""), "--addr", addr, "--data-dir", t.TempDir(),
 			"--webhook-url", hs.URL, "--webhook-events", "live_start", "--log-level", "error"}, io.Discard, &stderr)
 	}()
 	base := "http://" + addr

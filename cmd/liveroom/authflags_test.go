@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/gateway"
 	"github.com/liveroom/liveroom/internal/testutil"
 )
@@ -153,7 +154,7 @@ func TestDispatchAdminAddr(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"dispatch", "--nats-url", e.ClientURL(), "--addr", testutil.Addr(port),
+		done <- run(ctx, []string{"dispatch", "--nats-url", testutil.NATSURL(t, e, bus.RoleDispatch, ""), "--addr", testutil.Addr(port),
 			"--admin-addr", testutil.Addr(adminPort)}, io.Discard, io.Discard)
 	}()
 	defer func() {

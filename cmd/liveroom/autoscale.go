@@ -143,6 +143,8 @@ func runAutoscale(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	kubeconfig := fs.String("kubeconfig", env("KUBECONFIG", ""), "kubernetes: kubeconfig file; empty: in-cluster service account ($LIVEROOM_KUBECONFIG)")
 	pf.register(fs, "", &ev)
 	lf.register(fs)
+	var naf natsAuthFlags
+	naf.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom autoscale [flags] [-- gateway flags]
 
@@ -185,7 +187,11 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	nc, err := bus.Connect(*natsURL, "liveroom-autoscale", log)
+	opts, err := naf.options(bus.RoleAutoscale, "")
+	if err != nil {
+		return err
+	}
+	nc, err := bus.Connect(*natsURL, "liveroom-autoscale", log, opts...)
 	if err != nil {
 		return err
 	}
@@ -210,14 +216,29 @@ flags:`)
 		if s == "" && env("JWT_PUBLIC_KEY", "") == "" && os.Getenv(envPublicKeyPEM) == "" {
 			return errors.New("--actuator process: the gateways need the JWT secret ($LIVEROOM_JWT_SECRET or --jwt-secret) or $LIVEROOM_JWT_PUBLIC_KEY")
 		}
+		// Each gateway gets a NATS credential bound to its id, minted from
+		// the key file; none of them sees the key itself.
+		if naf.keyFile == "" {
+			return errors.New("--actuator process: give --nats-key-file ($LIVEROOM_NATS_KEY_FILE), from which each gateway process gets its own NATS credential")
+		}
+		keys, err := bus.LoadKeys(naf.keyFile)
+		if err != nil {
+			return err
+		}
+		childEnv := func(id string) ([]string, error) {
+			c, err := keys.Credential(bus.RoleGateway, id)
+			return []string{envNATSUser + "=" + c.User, envNATSPassword + "=" + c.Password}, err
+		}
+		drop := []string{"LIVEROOM_JWT_SECRET", "LIVEROOM_ADDR", "LIVEROOM_METRICS_ADDR", "LIVEROOM_DEBUG_ADDR", "LIVEROOM_GATEWAY_ID",
+			"LIVEROOM_PUBLIC_URL", "LIVEROOM_NATS_KEY_FILE", envNATSUser, envNATSPassword}
 		envv := []string{"LIVEROOM_JWT_SECRET=" + s}
 		for _, kv := range os.Environ() {
-			if name, _, _ := strings.Cut(kv, "="); name != "LIVEROOM_JWT_SECRET" && name != "LIVEROOM_ADDR" && name != "LIVEROOM_METRICS_ADDR" && name != "LIVEROOM_DEBUG_ADDR" && name != "LIVEROOM_GATEWAY_ID" && name != "LIVEROOM_PUBLIC_URL" {
+			if name, _, _ := strings.Cut(kv, "="); !slices.Contains(drop, name) {
 				envv = append(envv, kv)
 			}
 		}
 		gwArgs := append([]string{"--nats-url", *natsURL}, fs.Args()...)
-		p, err := autoscale.NewProcess(autoscale.ProcessConfig{Args: gwArgs, Env: envv, Host: *gwHost, PublicHost: *publicHost,
+		p, err := autoscale.NewProcess(autoscale.ProcessConfig{Args: gwArgs, Env: envv, ChildEnv: childEnv, Host: *gwHost, PublicHost: *publicHost,
 			PortMin: lo, PortMax: hi, Stdout: stderr, Stderr: stderr, Logger: log})
 		if err != nil {
 			return err

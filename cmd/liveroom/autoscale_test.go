@@ -122,7 +122,7 @@ func TestServeGatewayArgsForChildren(t *testing.T) {
 // with two pretend gateways beating, and reads its decisions and metrics.
 func TestAutoscaleCommand(t *testing.T) {
 	e := testutil.StartNATS(t)
-	nc, err := bus.Connect(e.ClientURL(), "test", testutil.Logger())
+	nc, err := bus.Connect(testutil.NATSURL(t, e, bus.RoleGateway, ""), "test", testutil.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,8 +132,8 @@ func TestAutoscaleCommand(t *testing.T) {
 	go func() {
 		for {
 			for _, id := range []string{"g1", "g2"} {
-				b, _ := json.Marshal(bus.Beat{ID: id, State: bus.StateActive, Conns: 2900, IntervalMS: 1000, Started: 1})
-				_ = nc.Publish(bus.BeatSubject, b)
+				b, _ := json.Marshal(bus.Beat{ID: id, URL: "ws://127.0.0.1:1/v1/ws", State: bus.StateActive, Conns: 2900, IntervalMS: 1000, Started: 1})
+				_ = nc.Publish(bus.BeatSubject(id), b)
 			}
 			select {
 			case <-stop:
@@ -148,7 +148,7 @@ func TestAutoscaleCommand(t *testing.T) {
 	done := make(chan error, 1)
 	stderr := &lockedWriter{w: &bytes.Buffer{}}
 	go func() {
-		done <- run(ctx, []string{"autoscale", "--nats-url", e.ClientURL(), "--addr", testutil.Addr(port),
+		done <- run(ctx, []string{"autoscale", "--nats-url", testutil.NATSURL(t, e, bus.RoleAutoscale, ""), "--addr", testutil.Addr(port),
 			"--gateway-max-conns", "3000", "--max", "5", "--interval", "100ms"}, io.Discard, stderr)
 	}()
 	base := "http://" + testutil.Addr(port)

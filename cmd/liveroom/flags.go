@@ -205,4 +205,7 @@ func dispatchFlags(fs *flag.FlagSet, c *dispatch.Config, ev *envs) {
 	fs.Float64Var(&c.AffinityMaxLoad, "affinity-max-load", ev.float("AFFINITY_MAX_LOAD", dispatch.DefaultAffinityMaxLoad), "no room affinity above this load ($LIVEROOM_AFFINITY_MAX_LOAD)")
 	fs.IntVar(&c.Replicas, "replicas-dispatch", ev.int("DISPATCH_REPLICAS", 1), "number of dispatch processes sharing the clients ($LIVEROOM_DISPATCH_REPLICAS)")
 	fs.DurationVar(&c.StaleAfter, "stale-after", ev.dur("STALE_AFTER", 0), "forget a gateway silent this long; 0 = 3 beat intervals ($LIVEROOM_STALE_AFTER)")
+	c.GatewayHosts = splitList(env("GATEWAY_HOSTS", ""))
+	fs.Var((*listValue)(&c.GatewayHosts), "gateway-hosts",
+		"comma-separated hosts gateway URLs may name, e.g. gw1.example.com,*.gw.example.com; beats naming another host are refused; empty: any ($LIVEROOM_GATEWAY_HOSTS)")
 }

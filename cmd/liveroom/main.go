@@ -36,6 +36,7 @@ var commands = []command{
 	{"dispatch", "run dispatch (which gateway a client should use) against --nats-url", runDispatch},
 	{"drain", "ask a gateway to drain its viewers gently and exit", runDrain},
 	{"nats", "run the embedded NATS server (JetStream, cluster flags) as its own process", runNATS},
+	{"creds", "make a NATS key and mint the roles' NATS credentials", runCreds},
 	{"token", "mint a JWT for a user", runToken},
 	{"tail", "print a room's traffic", runTail},
 	{"send", "send a danmaku, gift or like to a room", runSend},

@@ -36,6 +36,7 @@ type roleFlags struct {
 	debugAddr   string
 	metricsAddr string
 	log         logFlags
+	nats        natsAuthFlags
 }
 
 func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
@@ -46,6 +47,7 @@ func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
 	fs.StringVar(&r.metricsAddr, "metrics-addr", env("METRICS_ADDR", ""), "serve /metrics on this separate address instead of --addr ($LIVEROOM_METRICS_ADDR)")
 	fs.StringVar(&r.debugAddr, "debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address, e.g. 127.0.0.1:6060; empty: off ($LIVEROOM_DEBUG_ADDR)")
 	r.log.register(fs)
+	r.nats.register(fs)
 }
 
 // role is what a single-role command has once connected.
@@ -63,12 +65,20 @@ type role struct {
 	configureHTTP func(*http.Server)
 }
 
-func (r *roleFlags) connect(ctx context.Context, name string, stderr io.Writer) (*role, error) {
+// connect connects to NATS as role (a gateway with its id), waits for
+// liveroom's streams and listens on --addr. Only the uplink creates and
+// updates the streams (its credential may; see bus.Permissions); the other
+// roles wait until they exist.
+func (r *roleFlags) connect(ctx context.Context, name string, nr bus.Role, id string, stderr io.Writer) (*role, error) {
 	log, err := newLogger(stderr, r.log.level, r.log.format)
 	if err != nil {
 		return nil, err
 	}
-	nc, err := bus.Connect(r.natsURL, name, log)
+	opts, err := r.nats.options(nr, id)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := bus.Connect(r.natsURL, name, log, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +88,14 @@ func (r *roleFlags) connect(ctx context.Context, name string, stderr io.Writer) 
 		return nil, fmt.Errorf("cannot open jetstream: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	err = bus.WaitStreams(sctx, js, bus.StreamConfig{Replicas: r.replicas})
+	switch nr {
+	case bus.RoleUplink:
+		err = bus.WaitStreams(sctx, js, bus.StreamConfig{Replicas: r.replicas})
+	case bus.RoleDispatch:
+		// Dispatch reads beats only.
+	default:
+		err = bus.WaitStreamsExist(sctx, js, log, bus.StreamsOf(nr)...)
+	}
 	cancel()
 	if err != nil {
 		nc.Close()
@@ -182,12 +199,12 @@ func parseAll(fs *flag.FlagSet, args []string, ev *envs) (bool, error) {
 
 // connectVerified is connect for roles that check tokens: the secret is
 // checked before anything is started.
-func (r *roleFlags) connectVerified(ctx context.Context, name string, stderr io.Writer) (*role, *auth.Verifier, error) {
+func (r *roleFlags) connectVerified(ctx context.Context, name string, nr bus.Role, id string, stderr io.Writer) (*role, *auth.Verifier, error) {
 	v, err := r.verifier()
 	if err != nil {
 		return nil, nil, err
 	}
-	rl, err := r.connect(ctx, name, stderr)
+	rl, err := r.connect(ctx, name, nr, id, stderr)
 	return rl, v, err
 }
 
@@ -231,7 +248,12 @@ flags:`)
 	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
-	r, v, err := rf.connectVerified(ctx, "liveroom-gateway", stderr)
+	if cfg.ID == "" {
+		// The id is known before connecting: a credential minted from the
+		// key file is bound to it.
+		cfg.ID = gateway.NewID()
+	}
+	r, v, err := rf.connectVerified(ctx, "liveroom-gateway", bus.RoleGateway, cfg.ID, stderr)
 	if err != nil {
 		return err
 	}
@@ -322,7 +344,7 @@ flags:`)
 		return err
 	}
 	cfg.Words = wf
-	r, v, err := rf.connectVerified(ctx, "liveroom-uplink", stderr)
+	r, v, err := rf.connectVerified(ctx, "liveroom-uplink", bus.RoleUplink, "", stderr)
 	if err != nil {
 		return err
 	}
@@ -396,7 +418,7 @@ flags:`)
 	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
-	r, err := rf.connect(ctx, "liveroom-dispatch", stderr)
+	r, err := rf.connect(ctx, "liveroom-dispatch", bus.RoleDispatch, "", stderr)
 	if err != nil {
 		return err
 	}

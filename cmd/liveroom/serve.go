@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/autoscale"
+	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/gateway"
 )
 
@@ -29,6 +31,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.NATSURL, "nats-url", env("NATS_URL", ""), "use this external NATS instead of the embedded one ($LIVEROOM_NATS_URL)")
 	fs.StringVar(&cfg.NATSHost, "nats-host", env("NATS_HOST", "127.0.0.1"), "embedded NATS listen host, for role processes ($LIVEROOM_NATS_HOST)")
 	fs.IntVar(&cfg.NATSPort, "nats-port", ev.int("NATS_PORT", 4222), "embedded NATS listen port; -1 for a random one ($LIVEROOM_NATS_PORT)")
+	var naf natsAuthFlags
+	naf.register(fs)
+	fs.Lookup("nats-key-file").Usage = "NATS key file: the embedded NATS accepts only credentials minted from it (default DATA-DIR/nats.key, created when missing); with --nats-url, serve mints its own credential from it (see liveroom creds) ($LIVEROOM_NATS_KEY_FILE)"
 	var jf jwtFlags
 	jf.register(fs, &ev, "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps (empty, and no --jwt-public-key: dev mode)")
 	debugAddr := fs.String("debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address; empty: off ($LIVEROOM_DEBUG_ADDR)")
@@ -91,6 +96,14 @@ flags:`)
 	}
 	ac, err := jf.config()
 	if err != nil {
+		return err
+	}
+	cfg.NATSKeyFile = naf.keyFile
+	if cfg.NATSURL == "" && naf.user != "" {
+		return errors.New("--nats-user is for an external NATS (--nats-url); the embedded one uses the key file")
+	}
+	naf.keyFile = "" // the node mints from cfg.NATSKeyFile itself
+	if cfg.NATSOptions, err = naf.options(bus.RoleAll, ""); err != nil {
 		return err
 	}
 	cfg.Auth = ac

@@ -47,7 +47,7 @@ func (n descNames) Unregister(prometheus.Collector) bool { return true }
 func exportedMetrics(t *testing.T) descNames {
 	t.Helper()
 	e := testutil.StartNATS(t)
-	nc, err := bus.Connect(e.ClientURL(), "dashboard-test", testutil.Logger())
+	nc, err := bus.Connect(testutil.NATSURL(t, e, bus.RoleAll, ""), "dashboard-test", testutil.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +58,14 @@ type Config struct {
 	// processes. Default 127.0.0.1:4222; -1 picks a random port.
 	NATSHost string
 	NATSPort int
+	// NATSKeyFile is the NATS key file (internal/bus auth.go). The embedded
+	// server requires credentials minted from it (created, with a new key,
+	// when missing); with NATSURL the node mints its own credential from it
+	// when given. Default <DataDir>/nats.key for the embedded server.
+	NATSKeyFile string
+	// NATSOptions are added to the node's NATS connection: the credential
+	// and TLS settings of an external NATS (NATSURL) without a key file.
+	NATSOptions []nats.Option
 	// JWTSecret verifies tokens. Empty means dev mode: a random secret and
 	// POST /v1/dev/token.
 	JWTSecret string
@@ -88,8 +97,11 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	emb  *bus.Embedded
-	nc   *nats.Conn
+	emb *bus.Embedded
+	nc  *nats.Conn
+	// keys mint the child gateways' NATS credentials (nil: the node was
+	// given a credential, not a key file, and its children need one too).
+	keys bus.Keys
 	gw   *gateway.Server
 	up   *uplink.Server
 	disp *dispatch.Server
@@ -168,16 +180,36 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	natsURL := n.cfg.NATSURL
+	natsOpts := n.cfg.NATSOptions
+	keyFile := n.cfg.NATSKeyFile
 	if natsURL == "" {
+		if keyFile == "" {
+			keyFile = filepath.Join(n.cfg.DataDir, "nats.key")
+		}
+		if _, err := bus.EnsureKeyFile(keyFile); err != nil {
+			return err
+		}
 		n.emb, err = bus.StartEmbedded(bus.EmbeddedConfig{
-			Host: n.cfg.NATSHost, Port: n.cfg.NATSPort, DataDir: n.cfg.DataDir, Logger: n.log,
+			Host: n.cfg.NATSHost, Port: n.cfg.NATSPort, DataDir: n.cfg.DataDir, Logger: n.log, KeyFile: keyFile,
 		})
 		if err != nil {
 			return err
 		}
 		natsURL = n.emb.ClientURL()
 	}
-	n.nc, err = bus.Connect(natsURL, "liveroom-serve", n.log)
+	if keyFile != "" {
+		keys, err := bus.LoadKeys(keyFile)
+		if err != nil {
+			return err
+		}
+		n.keys = keys
+		cred, err := keys.Credential(bus.RoleAll, "")
+		if err != nil {
+			return err
+		}
+		natsOpts = append(natsOpts, cred.Option())
+	}
+	n.nc, err = bus.Connect(natsURL, "liveroom-serve", n.log, natsOpts...)
 	if err != nil {
 		return err
 	}
@@ -408,6 +440,15 @@ func (n *Node) URL() string { return n.url }
 
 // NATSURL is the NATS URL the node uses (embedded or external).
 func (n *Node) NATSURL() string { return n.nc.ConnectedUrl() }
+
+// NATSCredential mints the credential of a process of role (a gateway with
+// its id) that joins the node's NATS, from the node's key file.
+func (n *Node) NATSCredential(role bus.Role, id string) (bus.Credential, error) {
+	if n.keys == nil {
+		return bus.Credential{}, errors.New("this node has no NATS key file to mint credentials from")
+	}
+	return n.keys.Credential(role, id)
+}
 
 // Gateway exposes the node's gateway (tests read its counters); nil with
 // Autoscale.Enabled, where every gateway is a child process.

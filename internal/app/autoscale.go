@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -59,6 +60,7 @@ type AutoscaleConfig struct {
 // childEnvDrop lists the variables a child must not inherit from the node:
 // they name per-process things (addresses, ids) or are given explicitly.
 var childEnvDrop = []string{"ADDR", "PUBLIC_URL", "GATEWAY_ID", "METRICS_ADDR", "DEBUG_ADDR", "NATS_URL", "JWT_SECRET",
+	"NATS_USER", "NATS_PASSWORD", "NATS_KEY_FILE",
 	"JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_PEM", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_LEEWAY"}
 
 // startAutoscale starts the process actuator and the autoscaler; the first
@@ -107,8 +109,18 @@ func (n *Node) startAutoscale(ctx context.Context, natsURL, secret, publicHost s
 		listenHost = "0.0.0.0"
 	}
 	var err error
+	if n.keys == nil {
+		return errors.New("serve --autoscale with an external NATS needs --nats-key-file, to mint each gateway process its own NATS credential")
+	}
+	childEnv := func(id string) ([]string, error) {
+		c, err := n.keys.Credential(bus.RoleGateway, id)
+		if err != nil {
+			return nil, err
+		}
+		return []string{"LIVEROOM_NATS_USER=" + c.User, "LIVEROOM_NATS_PASSWORD=" + c.Password}, nil
+	}
 	n.procs, err = autoscale.NewProcess(autoscale.ProcessConfig{
-		Binary: ac.Binary, Args: args, Env: env, Host: listenHost, PublicHost: publicHost,
+		Binary: ac.Binary, Args: args, Env: env, ChildEnv: childEnv, Host: listenHost, PublicHost: publicHost,
 		PortMin: ac.PortMin, PortMax: ac.PortMax, Stdout: ac.ChildOutput, Stderr: ac.ChildOutput, Logger: n.log,
 	})
 	if err != nil {
@@ -126,7 +138,7 @@ func (n *Node) startAutoscale(ctx context.Context, natsURL, secret, publicHost s
 // waitGateway waits until a gateway beats, so that Start returns a node
 // viewers can join.
 func (n *Node) waitGateway(ctx context.Context) error {
-	sub, err := n.nc.SubscribeSync(bus.BeatSubject)
+	sub, err := n.nc.SubscribeSync(bus.BeatWildcard)
 	if err != nil {
 		return fmt.Errorf("cannot subscribe to beats: %w", err)
 	}

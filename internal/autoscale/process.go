@@ -31,6 +31,9 @@ type ProcessConfig struct {
 	// Env is every child's whole environment (it must hold
 	// LIVEROOM_JWT_SECRET). Nil means this process's environment.
 	Env []string
+	// ChildEnv, when set, returns variables added to Env for the child
+	// with gateway id: its own NATS credential, bound to its id.
+	ChildEnv func(id string) ([]string, error)
 	// Host is the address children listen on. Default 127.0.0.1.
 	Host string
 	// PublicHost is the host in the WebSocket URL a child advertises.
@@ -188,6 +191,13 @@ func (p *Process) start() error {
 	args = append(args, "--id", id, "--addr", addr, "--public-url", p.publicURL(port))
 	cmd := exec.Command(p.cfg.Binary, args...)
 	cmd.Env = p.cfg.Env
+	if p.cfg.ChildEnv != nil {
+		extra, err := p.cfg.ChildEnv(id)
+		if err != nil {
+			return fmt.Errorf("cannot start gateway %s: %w", id, err)
+		}
+		cmd.Env = append(append([]string{}, cmd.Env...), extra...)
+	}
 	cmd.Stdout, cmd.Stderr = p.cfg.Stdout, p.cfg.Stderr
 	// A child must not outlive its parent: the parent holds dispatch (and
 	// often NATS), without which the child only strands its viewers.

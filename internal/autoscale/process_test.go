@@ -21,15 +21,15 @@ import (
 // drains one (it exits by itself and leaves the members), and kills one that
 // does not exit (SIGSTOP) after the stop timeout.
 func TestProcessActuatorRunsRealGateways(t *testing.T) {
-	e := testutil.StartNATS(t)
-	nc, err := bus.Connect(e.ClientURL(), "process-test", testutil.Logger())
+	e, _, _ := testutil.StartBackbone(t)
+	nc, err := bus.Connect(testutil.NATSURL(t, e, bus.RoleAll, ""), "process-test", testutil.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	var mu sync.Mutex
 	beats := map[string]bus.Beat{}
-	sub, _ := nc.Subscribe(bus.BeatSubject, func(m *nats.Msg) {
+	sub, _ := nc.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
 		var b bus.Beat
 		if json.Unmarshal(m.Data, &b) == nil {
 			mu.Lock()
@@ -48,7 +48,7 @@ func TestProcessActuatorRunsRealGateways(t *testing.T) {
 	var out testutil.SyncBuffer
 	p, err := NewProcess(ProcessConfig{
 		Binary:   testutil.Binary(t),
-		Args:     []string{"--nats-url", e.ClientURL(), "--max-conns", "3000", "--drain-delay", "100ms", "--drain-window", "200ms", "--drain-grace", "200ms"},
+		Args:     []string{"--nats-url", testutil.NATSURL(t, e, bus.RoleGateway, ""), "--max-conns", "3000", "--drain-delay", "100ms", "--drain-window", "200ms", "--drain-grace", "200ms"},
 		Env:      []string{"LIVEROOM_JWT_SECRET=" + testutil.Secret},
 		IDPrefix: "pt-", StopTimeout: 500 * time.Millisecond,
 		Stdout: &out, Stderr: &out, Logger: testutil.Logger(),

@@ -112,9 +112,10 @@ func (s *Scaler) Policy() Policy { return s.cfg.Policy }
 // Start subscribes to the beats and starts deciding every Interval, the
 // first time after Warmup, so that the fleet's beats have arrived.
 func (s *Scaler) Start(ctx context.Context) error {
-	sub, err := s.cfg.NC.Subscribe(bus.BeatSubject, func(m *nats.Msg) {
-		var b bus.Beat
-		if json.Unmarshal(m.Data, &b) == nil {
+	sub, err := s.cfg.NC.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
+		// The same checks as dispatch: a beat of the wrong shape must not
+		// steer the fleet's size either.
+		if b, err := bus.DecodeBeat(m.Subject, m.Data, bus.BeatPolicy{}); err == nil {
 			s.fleet.Observe(b, time.Now())
 		}
 	})

@@ -91,9 +91,9 @@ func (f *fakeFleet) beat() {
 		} else {
 			g.conns = f.perGW
 		}
-		b, _ := json.Marshal(bus.Beat{ID: g.id, State: g.state, Conns: g.conns, Started: g.started, TS: time.Now().UnixMilli(),
+		b, _ := json.Marshal(bus.Beat{ID: g.id, URL: "ws://127.0.0.1:1/v1/ws", State: g.state, Conns: g.conns, Started: g.started, TS: time.Now().UnixMilli(),
 			MaxConns: 3000, Load: float64(g.conns) / 3000, IntervalMS: 100})
-		_ = f.nc.Publish(bus.BeatSubject, b)
+		_ = f.nc.Publish(bus.BeatSubject(g.id), b)
 	}
 }
 
@@ -163,7 +163,7 @@ func (f *fakeFleet) eventLog() []string {
 func connect(t *testing.T) *nats.Conn {
 	t.Helper()
 	e := testutil.StartNATS(t)
-	nc, err := bus.Connect(e.ClientURL(), "autoscale-test", testutil.Logger())
+	nc, err := bus.Connect(testutil.NATSURL(t, e, bus.RoleAll, ""), "autoscale-test", testutil.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}

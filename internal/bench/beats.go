@@ -46,13 +46,24 @@ func (l *beatLog) add(b bus.Beat) {
 func startBeats(ctx context.Context, s *Scenario) (*beatLog, error) {
 	l := &beatLog{only: s.Gateways, by: map[string][]bus.Beat{}, stop: func() {}}
 	if s.NATSURL != "" {
-		nc, err := nats.Connect(s.NATSURL, nats.Name("liveroom-bench"))
+		opts := []nats.Option{nats.Name("liveroom-bench")}
+		if s.NATSKeyFile != "" {
+			keys, err := bus.LoadKeys(s.NATSKeyFile)
+			if err != nil {
+				return nil, err
+			}
+			c, err := keys.Credential(bus.RoleMonitor, "")
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, c.Option())
+		}
+		nc, err := nats.Connect(s.NATSURL, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("cannot connect to NATS for beats: %w", err)
 		}
-		_, err = nc.Subscribe(bus.BeatSubject, func(m *nats.Msg) {
-			var b bus.Beat
-			if json.Unmarshal(m.Data, &b) == nil {
+		_, err = nc.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
+			if b, err := bus.DecodeBeat(m.Subject, m.Data, bus.BeatPolicy{}); err == nil {
 				l.add(b)
 			}
 		})

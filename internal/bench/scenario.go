@@ -55,9 +55,12 @@ type Scenario struct {
 	URL         string `json:"url,omitempty"`
 	DispatchURL string `json:"dispatch_url,omitempty"`
 	UplinkURL   string `json:"uplink_url,omitempty"`
-	// NATSURL, when set, is where gateway beats are read (lr.gw.beat);
+	// NATSURL, when set, is where gateway beats are read (lr.gw.beat.*);
+	// it may carry a credential (nats://user:password@host:port), or
+	// NATSKeyFile mints the monitor role's one.
 	// otherwise GET /v1/gateways on the dispatch URL is polled.
-	NATSURL string `json:"nats_url,omitempty"`
+	NATSURL     string `json:"nats_url,omitempty"`
+	NATSKeyFile string `json:"nats_key_file,omitempty"`
 	// Gateways restricts viewers to these gateway ids (taken from dispatch's
 	// candidates) and the CPU/RSS figures to their beats. Empty: any.
 	Gateways []string `json:"gateways,omitempty"`
@@ -249,7 +252,8 @@ func (s *Scenario) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.URL, "url", s.URL, "base URL serving /v1/dispatch and /v1/rooms/… (e.g. a liveroom serve)")
 	fs.StringVar(&s.DispatchURL, "dispatch-url", s.DispatchURL, "dispatch base URL (default --url)")
 	fs.StringVar(&s.UplinkURL, "uplink-url", s.UplinkURL, "uplink base URL (default --url)")
-	fs.StringVar(&s.NATSURL, "nats-url", s.NATSURL, "read gateway beats from this NATS (default: poll GET /v1/gateways)")
+	fs.StringVar(&s.NATSURL, "nats-url", s.NATSURL, "read gateway beats from this NATS (default: poll GET /v1/gateways); it may carry a credential, nats://monitor:PASSWORD@host:port")
+	fs.StringVar(&s.NATSKeyFile, "nats-key-file", s.NATSKeyFile, "mint the monitor role's NATS credential from this key file (e.g. serve's DATA-DIR/nats.key)")
 	fs.Var(listFlag{&s.Gateways}, "gateway", "only use these gateway ids (comma separated) for viewers and figures")
 	fs.IntVar(&s.Viewers, "viewers", s.Viewers, "viewer connections")
 	fs.IntVar(&s.Rooms, "rooms", s.Rooms, "rooms: one hot room plus rooms-1 tail rooms")

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,6 +44,12 @@ type StreamConfig struct {
 	LiveMaxBytes int64
 }
 
+// Client liveness settings of every role's NATS connection.
+const (
+	ClientPingInterval = 750 * time.Millisecond
+	ClientMaxPingsOut  = 2
+)
+
 // Connect connects to NATS with reconnects that never give up, logging state
 // changes. name identifies the role in NATS monitoring.
 func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
@@ -54,8 +62,14 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.RetryOnFailedConnect(true),
-		nats.PingInterval(5 * time.Second),
-		nats.MaxPingsOutstanding(3),
+		// Liveness tuned for live traffic (docs/RELIABILITY.md): a NATS
+		// node that hangs (GC pause, stuck disk, a paused VM) keeps its
+		// socket open; two unanswered pings 750 ms apart (1.5–2.3 s) make
+		// the client leave it for another node of the cluster and
+		// resubscribe there, where gateways check their rooms. A ping is
+		// a few bytes per connection per 750 ms.
+		nats.PingInterval(ClientPingInterval),
+		nats.MaxPingsOutstanding(ClientMaxPingsOut),
 		nats.ReconnectBufSize(8 << 20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats disconnected", "err", err)
@@ -68,15 +82,51 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 			if sub != nil {
 				subj = sub.Subject
 			}
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				// A role doing what its credential does not allow is a bug
+				// (or the wrong credential): never a quiet warning.
+				log.Error("nats refused an operation of this role", "subject", subj, "err", err)
+				return
+			}
 			log.Warn("nats async error", "subject", subj, "err", err)
+		}),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			if err := nc.LastError(); err != nil {
+				log.Error("nats connection closed for good", "err", err)
+			}
 		}),
 	}
 	opts = append(opts, extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to nats at %s: %w", url, err)
+		return nil, fmt.Errorf("cannot connect to nats at %s: %w", redactURL(url), err)
+	}
+	// With RetryOnFailedConnect, Connect returns before the first attempt
+	// is known; a server that refuses the credentials closes the connection
+	// at once. Say so now rather than wait on a dead connection.
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && !nc.IsConnected(); {
+		if nc.IsClosed() {
+			err := nc.LastError()
+			if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+				return nil, fmt.Errorf("nats at %s refused the credentials of %s: %w (give this process its NATS credential: "+
+					"--nats-key-file, or --nats-user and $LIVEROOM_NATS_PASSWORD; see liveroom creds -h)", redactURL(url), name, err)
+			}
+			return nil, fmt.Errorf("cannot connect to nats at %s: %w", redactURL(url), err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	return nc, nil
+}
+
+// redactURL hides the passwords of a comma-separated NATS URL list.
+func redactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // EnsureStreams creates or updates the reliable stream and the room-state
@@ -113,7 +163,12 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        ReliableStream,
 		Description: "liveroom reliable-class room messages (gifts, notices)",
-		Subjects:    []string{ReliableWildcard, ModerationWildcard},
+		Subjects:    []string{StoreWildcard, ModerationWildcard},
+		// Gateways hear stored messages on core subjects, with their
+		// sequence and the room's previous one, and repair gaps with
+		// Direct Get from any replica: no consumer per room.
+		RePublish:   &jetstream.RePublish{Source: StoreWildcard, Destination: "lr.room.{{wildcard(1)}}.reliable"},
+		AllowDirect: true,
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      cfg.ReliableMaxAge,
@@ -181,6 +236,49 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		return fmt.Errorf("cannot create bucket %s: %w", SessionsKV, err)
 	}
 	return nil
+}
+
+// StreamsOf lists the streams and buckets (as their streams, KV_<bucket>)
+// a role reads: WaitStreamsExist waits for them.
+func StreamsOf(role Role) []string {
+	switch role {
+	case RoleGateway:
+		return []string{ReliableStream, "KV_" + RoomStateKV, "KV_" + ModerationKV}
+	case RoleArchive:
+		return []string{ReliableStream, LiveStream, "KV_" + ModerationKV, "KV_" + SessionsKV}
+	}
+	return []string{ReliableStream, LiveStream, "KV_" + RoomStateKV, "KV_" + ModerationKV, "KV_" + SessionsKV}
+}
+
+// WaitStreamsExist waits until the streams named exist, for the roles
+// whose credential may not create them (only the uplink and serve do; see
+// Permissions). It logs once in a while what it waits for.
+func WaitStreamsExist(ctx context.Context, js jetstream.JetStream, log *slog.Logger, names ...string) error {
+	next := time.Now().Add(5 * time.Second)
+	for {
+		var missing string
+		for _, n := range names {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := js.Stream(actx, n)
+			cancel()
+			if err != nil {
+				missing = fmt.Sprintf("%s (%v)", n, err)
+				break
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		if time.Now().After(next) {
+			log.Info("waiting for liveroom's streams; an uplink or serve creates them", "missing", missing)
+			next = time.Now().Add(15 * time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot find stream %s; is an uplink (or serve) running against this NATS? %w", missing, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // WaitStreams retries EnsureStreams until it succeeds or ctx ends; JetStream

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -28,11 +30,35 @@ type EmbeddedConfig struct {
 	Logger *slog.Logger
 	// Debug enables the server's debug log.
 	Debug bool
+
+	// Authentication (auth.go). Exactly one of KeyFile, Keys and NoAuth:
+	// KeyFile is the NATS key file, re-read every KeyReloadInterval (key
+	// rotation); Keys fixes the keys instead (tests). Every client and
+	// cluster route must then authenticate with a credential minted from a
+	// key, and each client gets its role's permissions (perms.go).
+	KeyFile string
+	Keys    Keys
+	// NoAuth runs the server without authentication: any process that
+	// reaches its port may publish and read anything. Tests only, and
+	// `liveroom nats --insecure-no-auth`.
+	NoAuth bool
+
+	// MonitorAddr, when set (host:port), serves NATS's monitoring endpoints
+	// (/varz, /jsz, /routez, …) there. They have no authentication: an
+	// operator's address (loopback or a private network) only.
+	MonitorAddr string
+
+	// TLS for the client and route ports: the server's certificate and key
+	// (PEM files), and the CA that verifies the other servers' route
+	// certificates (and, when set, clients' certificates are not
+	// required). All empty: plain TCP.
+	TLSCert, TLSKey, TLSCA string
 }
 
 // Embedded is a running NATS server with JetStream.
 type Embedded struct {
 	srv *server.Server
+	kr  *keyring // nil without authentication
 }
 
 // StartEmbedded starts a NATS server with JetStream and waits until it accepts
@@ -55,30 +81,106 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		StoreDir:              cfg.DataDir,
 		NoSigs:                true,
 		MaxPayload:            1 << 20,
-		WriteDeadline:         10 * time.Second,
 		DisableShortFirstPing: true,
+		// A client that does not read for 2 s (frozen) is cut off rather
+		// than let its backlog grow; it reconnects and its gateway checks
+		// its rooms. Clients are pinged every 2 s (they ping us faster).
+		WriteDeadline: 2 * time.Second,
+		PingInterval:  2 * time.Second,
+		MaxPingsOut:   3,
+	}
+	var kr *keyring
+	switch n := btoi(cfg.KeyFile != "") + btoi(len(cfg.Keys) > 0) + btoi(cfg.NoAuth); {
+	case n == 0:
+		return nil, errors.New("cannot start nats: no key file given (authentication is always on; see liveroom creds)")
+	case n > 1:
+		return nil, errors.New("cannot start nats: give one of a key file, keys or no authentication")
+	case !cfg.NoAuth:
+		var err error
+		if kr, err = newKeyring(cfg.KeyFile, cfg.Keys, cfg.Logger.With("component", "nats")); err != nil {
+			return nil, fmt.Errorf("cannot start nats: %w", err)
+		}
+		opts.CustomClientAuthentication = &clientAuth{kr: kr, log: cfg.Logger.With("component", "nats")}
+	}
+	fail := func(err error) (*Embedded, error) {
+		if kr != nil {
+			kr.close()
+		}
+		return nil, err
+	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cfg.TLSCA})
+		if err != nil {
+			return fail(fmt.Errorf("cannot start nats: cannot load TLS certificate: %w", err))
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSTimeout = tc, true, 2
 	}
 	if cfg.ClusterName != "" {
+		// A frozen node's routes are detected in 3–4 s (pings every second,
+		// three unanswered), and a route write blocked for 2 s is cut, so
+		// that a hung node does not hold the others' traffic for the whole
+		// freeze.
+		opts.Cluster.PingInterval, opts.Cluster.MaxPingsOut = time.Second, 3
+		opts.Cluster.WriteDeadline = 2 * time.Second
 		opts.Cluster.Name = cfg.ClusterName
 		opts.Cluster.Host = cfg.ClusterHost
 		opts.Cluster.Port = cfg.ClusterPort
 		routes, err := parseRoutes(cfg.Routes)
 		if err != nil {
-			return nil, err
+			return fail(err)
+		}
+		if kr != nil {
+			rc := kr.current().routeCredential()
+			opts.Cluster.Username, opts.Cluster.Password = rc.User, rc.Password
+			opts.CustomRouterAuthentication = &routeAuth{kr: kr}
+			for _, u := range routes {
+				u.User = url.UserPassword(rc.User, rc.Password)
+			}
 		}
 		opts.Routes = routes
+		if opts.TLSConfig != nil {
+			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cfg.TLSCA, Verify: cfg.TLSCA != ""})
+			if err != nil {
+				return fail(fmt.Errorf("cannot start nats: cannot load route TLS certificate: %w", err))
+			}
+			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 2
+		}
+	}
+	if cfg.MonitorAddr != "" {
+		host, port, err := net.SplitHostPort(cfg.MonitorAddr)
+		p, perr := strconv.Atoi(port)
+		if err != nil || perr != nil {
+			return fail(fmt.Errorf("cannot start nats: monitor address %q: want host:port", cfg.MonitorAddr))
+		}
+		opts.HTTPHost, opts.HTTPPort = host, p
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("cannot create nats server: %w", err)
+		return fail(fmt.Errorf("cannot create nats server: %w", err))
 	}
 	srv.SetLoggerV2(&slogBridge{l: cfg.Logger.With("component", "nats")}, cfg.Debug, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
-		return nil, errors.New("cannot start nats: not ready after 30s")
+		return fail(errors.New("cannot start nats: not ready after 30s"))
 	}
-	return &Embedded{srv: srv}, nil
+	return &Embedded{srv: srv, kr: kr}, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Credential mints the credential of role (and gateway id) from the
+// server's current keys; an empty credential without authentication.
+func (e *Embedded) Credential(role Role, id string) (Credential, error) {
+	if e.kr == nil {
+		return Credential{}, nil
+	}
+	return e.kr.current().Credential(role, id)
 }
 
 // ClientURL is the URL clients connect to.
@@ -91,6 +193,9 @@ func (e *Embedded) Server() *server.Server { return e.srv }
 func (e *Embedded) Close() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
+	if e.kr != nil {
+		e.kr.close()
+	}
 }
 
 // slogBridge adapts slog to the nats-server Logger interface.

@@ -102,7 +102,6 @@ package dispatch
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -115,6 +114,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
 
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
@@ -196,6 +196,10 @@ type Config struct {
 	// Reconnect is the policy sent to clients. Default 500ms base, 15s max,
 	// jitter 0.5.
 	Reconnect ReconnectPolicy
+	// GatewayHosts, when not empty, lists the hosts a gateway's URL may name
+	// ("gw1.example.com" or "*.example.com"); beats with another host are
+	// refused (see bus.DecodeBeat, which also checks every beat's shape).
+	GatewayHosts []string
 }
 
 // Server answers dispatch requests. Safe for concurrent use.
@@ -217,6 +221,10 @@ type Server struct {
 	// answered and refused count dispatch answers with candidates and
 	// without (no gateway available), for metrics.
 	answered, refused atomic.Int64
+	// badBeats counts beats refused for their shape (bus.DecodeBeat);
+	// badBeatLog keeps their warnings to a few per second.
+	badBeats   atomic.Int64
+	badBeatLog *rate.Limiter
 
 	sub     *nats.Subscription
 	nowFn   func() time.Time
@@ -289,20 +297,25 @@ func New(cfg Config) (*Server, error) {
 		cfg.Reconnect = ReconnectPolicy{BaseMS: 500, MaxMS: 15000, Jitter: 0.5}
 	}
 	return &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With("role", "dispatch"),
-		gws:    map[string]*gateway{},
-		rooms:  map[protocol.Room][]*roomCount{},
-		nowFn:  time.Now,
-		randFn: rand.Float64,
+		cfg:        cfg,
+		log:        cfg.Logger.With("role", "dispatch"),
+		gws:        map[string]*gateway{},
+		rooms:      map[protocol.Room][]*roomCount{},
+		nowFn:      time.Now,
+		randFn:     rand.Float64,
+		badBeatLog: rate.NewLimiter(1, 5),
 	}, nil
 }
 
 // Start subscribes to beats.
 func (s *Server) Start(ctx context.Context) error {
-	sub, err := s.cfg.NC.Subscribe(bus.BeatSubject, func(m *nats.Msg) {
-		var b bus.Beat
-		if err := json.Unmarshal(m.Data, &b); err != nil || b.ID == "" || b.URL == "" {
+	sub, err := s.cfg.NC.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
+		b, err := bus.DecodeBeat(m.Subject, m.Data, bus.BeatPolicy{Hosts: s.cfg.GatewayHosts})
+		if err != nil {
+			s.badBeats.Add(1)
+			if s.badBeatLog.Allow() {
+				s.log.Warn("beat refused", "err", err)
+			}
 			return
 		}
 		s.Observe(b)

@@ -708,7 +708,7 @@ func TestHandler(t *testing.T) {
 // TestStartReadsBeats runs dispatch on a real NATS server.
 func TestStartReadsBeats(t *testing.T) {
 	e := testutil.StartNATS(t)
-	nc, err := nats.Connect(e.ClientURL())
+	nc, err := nats.Connect(testutil.NATSURL(t, e, bus.RoleAll, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -721,13 +721,13 @@ func TestStartReadsBeats(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for _, b := range []bus.Beat{active("g", 10, 100), {ID: "", URL: "ws://x"}, {ID: "nourl"}} {
+	for _, b := range []bus.Beat{active("g", 10, 100), {ID: "nourl"}} {
 		data, _ := json.Marshal(b)
-		if err := nc.Publish(bus.BeatSubject, data); err != nil {
+		if err := nc.Publish(bus.BeatSubject(b.ID), data); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := nc.Publish(bus.BeatSubject, []byte("{not json")); err != nil {
+	if err := nc.Publish(bus.BeatSubject("h"), []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, "beat received", func() bool { return len(s.Choose("r")) == 1 })
@@ -791,5 +791,74 @@ func BenchmarkChoose(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestForgedBeatsNeverOffered: beats that do not have the documented shape
+// are refused and counted, whoever publishes them: a javascript: or
+// foreign-host URL, an id that is not the subject's, markup in an id, a
+// negative load; with a host list, a URL elsewhere.
+func TestForgedBeatsNeverOffered(t *testing.T) {
+	e := testutil.StartNATS(t)
+	dnc, err := nats.Connect(testutil.NATSURL(t, e, bus.RoleDispatch, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dnc.Close()
+	s, err := New(Config{NC: dnc, Logger: testutil.Logger(), GatewayHosts: []string{"*.gw.example.com", "127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// An unbound gateway credential: it may publish any gateway's beat
+	// subject, so only the shape checks stand between it and dispatch.
+	gnc, err := nats.Connect(testutil.NATSURL(t, e, bus.RoleGateway, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gnc.Close()
+	good := func(id, url string) bus.Beat {
+		b := active(id, 1, 100)
+		b.URL = url
+		return b
+	}
+	forged := []struct {
+		name    string
+		subject string
+		beat    bus.Beat
+	}{
+		{"javascript URL", bus.BeatSubject("js"), good("js", "javascript:alert(1)//v1/ws")},
+		{"http URL", bus.BeatSubject("h1"), good("h1", "http://a.gw.example.com/v1/ws")},
+		{"host not listed", bus.BeatSubject("evil"), good("evil", "wss://attacker.example.net/v1/ws")},
+		{"user info", bus.BeatSubject("ui"), good("ui", "wss://x@a.gw.example.com/v1/ws")},
+		{"query", bus.BeatSubject("q"), good("q", "wss://a.gw.example.com/v1/ws?token=steal")},
+		{"wrong path", bus.BeatSubject("p"), good("p", "wss://a.gw.example.com/collect")},
+		{"id is not the subject's", bus.BeatSubject("a1"), good("other", "wss://a.gw.example.com/v1/ws")},
+		{"markup in the id", bus.BeatSubject("x"), good("<img src=x onerror=alert(1)>", "wss://a.gw.example.com/v1/ws")},
+		{"negative load", bus.BeatSubject("neg"), func() bus.Beat { b := good("neg", "wss://a.gw.example.com/v1/ws"); b.Load = -5; return b }()},
+		{"unknown state", bus.BeatSubject("st"), func() bus.Beat { b := good("st", "wss://a.gw.example.com/v1/ws"); b.State = "best"; return b }()},
+	}
+	for _, f := range forged {
+		data, _ := json.Marshal(f.beat)
+		if err := gnc.Publish(f.subject, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok := good("real", "wss://b.gw.example.com/v1/ws")
+	data, _ := json.Marshal(ok)
+	if err := gnc.Publish(bus.BeatSubject("real"), data); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the real beat", func() bool { return len(s.Gateways()) == 1 })
+	testutil.Eventually(t, 5*time.Second, "every forged beat counted", func() bool { return s.badBeats.Load() == int64(len(forged)) })
+	for range 50 {
+		for _, c := range s.Choose("r") {
+			if c.ID != "real" {
+				t.Fatalf("offered %+v", c)
+			}
+		}
 	}
 }

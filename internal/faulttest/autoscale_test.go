@@ -102,19 +102,21 @@ func TestAutoscaleRamp(t *testing.T) {
 	)
 	port, natsPort := testutil.FreePort(t), testutil.FreePort(t)
 	base := "http://" + testutil.Addr(port)
+	keyFile := testutil.NATSKeyFile(t)
 	serve := testutil.StartProc(t, "serve", []string{"LIVEROOM_JWT_SECRET=" + secret},
 		"serve", "--autoscale", "--autoscale-min", "1", "--autoscale-max", "4", "--gateway-max-conns", "3000",
 		"--autoscale-stabilization", "10s", "--addr", testutil.Addr(port), "--nats-port", strconv.Itoa(natsPort),
+		"--nats-key-file", keyFile,
 		"--data-dir", t.TempDir(), "--drain-delay", "1s", "--drain-window", "4s", "--drain-grace", "2s", "--log-level", "info")
 	testutil.WaitHTTP(t, base+"/healthz", 90*time.Second)
 
-	nc, err := bus.Connect("nats://"+testutil.Addr(natsPort), "autoscale-test", testutil.Logger())
+	nc, err := bus.Connect(testutil.CredURL(t, "nats://"+testutil.Addr(natsPort), bus.RoleMonitor, ""), "autoscale-test", testutil.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	fw := &fleetWatch{beats: map[string]bus.Beat{}, seen: map[string]time.Time{}}
-	sub, err := nc.Subscribe(bus.BeatSubject, func(m *nats.Msg) {
+	sub, err := nc.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
 		var b bus.Beat
 		if json.Unmarshal(m.Data, &b) == nil {
 			fw.observe(b)

@@ -111,6 +111,13 @@ type Config struct {
 	// ReplayMax bounds how many reliable messages one reconnect replays.
 	// Default 10000.
 	ReplayMax int
+	// CheckInterval is how often every hosted room is checked against the
+	// reliable stream while the stream moves (reliable.go): the safety net
+	// under the gap detection, for a room's last message lost on its way.
+	// Checks are incremental (only rooms with messages newer than the last
+	// check are answered) and skipped while the stream does not move.
+	// Default 2s.
+	CheckInterval time.Duration
 	// RoomLinger keeps a room's subscriptions for this long after its last
 	// local viewer left, so a reconnecting viewer does not cause churn.
 	// Default 2s.
@@ -168,9 +175,7 @@ func (c *Config) setDefaults() error {
 		return errors.New("cannot create gateway: a public URL is required")
 	}
 	if c.ID == "" {
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		c.ID = "gw-" + hex.EncodeToString(b[:])
+		c.ID = NewID()
 	}
 	if !bus.ValidGatewayID(c.ID) {
 		return errors.New("cannot create gateway: id must be 1-64 characters of A-Z a-z 0-9 _ -")
@@ -217,6 +222,7 @@ func (c *Config) setDefaults() error {
 	setInt(&c.ReliableWindow, 1024)
 	setInt(&c.ReplayMax, 10000)
 	setDur(&c.RoomLinger, 2*time.Second)
+	setDur(&c.CheckInterval, 2*time.Second)
 	setDur(&c.BeatInterval, time.Second)
 	setDur(&c.CountInterval, 2*time.Second)
 	setInt(&c.Shards, 64)
@@ -235,6 +241,13 @@ func (c *Config) setDefaults() error {
 
 // DefaultCompressMinBytes is Config.CompressMinBytes's default.
 const DefaultCompressMinBytes = 512
+
+// NewID returns a random gateway id, "gw-" and 8 hex digits.
+func NewID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "gw-" + hex.EncodeToString(b[:])
+}
 
 func setDur(d *time.Duration, def time.Duration) {
 	if *d <= 0 {

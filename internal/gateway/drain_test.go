@@ -24,7 +24,7 @@ func TestDrainSpreadsReconnectsAndClosesStragglers(t *testing.T) {
 		c.DrainRate = 1000
 	})
 	beats := make(chan bus.Beat, 64)
-	sub, err := e.nc.Subscribe(bus.BeatSubject, func(m *nats.Msg) {
+	sub, err := e.nc.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
 		var b bus.Beat
 		if json.Unmarshal(m.Data, &b) == nil && b.ID == g.ID() {
 			select {

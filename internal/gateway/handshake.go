@@ -130,6 +130,13 @@ func (s *Server) admitUpgrade(q *upgradeReq) (a admitted, perr *protocol.Error) 
 		return a, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeDraining, "", "gateway is draining; ask dispatch for another").WithRetry(1000)
 	case s.stats.Conns.Load() >= int64(s.cfg.MaxConns):
 		return a, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "gateway is full; ask dispatch for another").WithRetry(1000)
+	case !s.cfg.NC.IsConnected() && !s.canAdmitFromMemory(id, a.since, a.hasSince):
+		// NATS is in trouble: a room this gateway hosts is served from
+		// memory, but starting one, or catching one up to since, needs
+		// NATS. Say so before the upgrade, so the client tries the next
+		// gateway at once.
+		return a, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "",
+			"gateway cannot reach NATS right now; try another gateway").WithRetry(500)
 	}
 	if q.version != "13" {
 		return a, protocol.Errorf(http.StatusUpgradeRequired, protocol.CodeBadRequest, "", "this gateway speaks WebSocket version 13 (Sec-WebSocket-Version: 13)")
@@ -333,7 +340,9 @@ func (s *Server) attach(nc net.Conn, a admitted, early []byte) {
 	s.stats.Conns.Add(1)
 	s.stats.ConnsTotal.Add(1)
 
-	ctx, cancel := context.WithTimeout(s.hsCtx, 10*time.Second)
+	// A room start that cannot finish within about 5 s fails its joins with
+	// a retry hint rather than keep the viewer waiting (starter.go).
+	ctx, cancel := context.WithTimeout(s.hsCtx, 6*time.Second)
 	err = s.join(ctx, c, a.room, a.since, a.hasSince)
 	cancel()
 	switch {

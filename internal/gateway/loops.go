@@ -251,5 +251,5 @@ func (s *Server) publishBeat(b bus.Beat) {
 	if err != nil {
 		return
 	}
-	_ = s.cfg.NC.Publish(bus.BeatSubject, data)
+	_ = s.cfg.NC.Publish(bus.BeatSubject(s.cfg.ID), data)
 }

@@ -66,6 +66,19 @@ type room struct {
 	floor   uint64
 	window  []relMsg
 
+	// The reliable path (reliable.go): relSeq is the highest sequence up to
+	// which every reliable message of the room was received, in order (and
+	// queued in pending); want is the highest sequence known to exist;
+	// repairing is set while a repair is queued or running, since
+	// repairSince.
+	relSeq      uint64
+	want        uint64
+	repairing   bool
+	repairSince time.Time
+	// started is set once the room's subscription and sequence are in
+	// place (starter.go); until then reliable messages only raise want.
+	started bool
+
 	likes        int64
 	remote       map[string]remoteCount
 	pushedOnline int64
@@ -76,33 +89,40 @@ type room struct {
 	// Set up by start, torn down by stop.
 	ready    chan struct{}
 	readyErr error
-	subs     []*nats.Subscription
-	rel      *relSub
+	sub      *nats.Subscription
 }
 
 func newRoom(srv *Server, id protocol.Room, sh *shard) *room {
-	return &room{id: id, srv: srv, shard: sh, ready: make(chan struct{}), remote: map[string]remoteCount{}, pushedOnline: -1, pubCount: -1}
+	return &room{id: id, srv: srv, shard: sh, ready: make(chan struct{}), pushedOnline: -1, pubCount: -1}
 }
 
 // add queues a message for the next flush.
 func (r *room) add(m pendingMsg) {
 	r.mu.Lock()
-	if r.dead {
-		r.mu.Unlock()
-		return
-	}
-	if m.kind == kindReliable && m.seq <= r.lastSeq {
-		// Already pushed (an ordered consumer restart can redeliver).
-		r.mu.Unlock()
-		return
-	}
-	r.pending = append(r.pending, m)
-	mark := !r.dirty
-	r.dirty = true
+	mark := r.addLocked(m)
 	r.mu.Unlock()
 	if mark {
 		r.shard.markDirty(r)
 	}
+}
+
+// addLocked queues m with r.mu held and reports whether the room must be
+// marked dirty (after unlocking). Reliable messages are queued in the same
+// critical section that advances relSeq (reliable.go), so that two
+// goroutines delivering consecutive messages cannot queue them out of
+// order: a client drops a reliable message whose seq is not above the last
+// it saw.
+func (r *room) addLocked(m pendingMsg) bool {
+	if r.dead {
+		return false
+	}
+	if m.kind == kindReliable && m.seq <= r.lastSeq {
+		return false // already pushed
+	}
+	r.pending = append(r.pending, m)
+	mark := !r.dirty
+	r.dirty = true
+	return mark
 }
 
 // flush merges the pending messages into one frame, encoded once, and writes

@@ -6,7 +6,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -29,8 +31,16 @@ func Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// StartNATS starts an embedded NATS server with JetStream on a random port
-// and stops it when the test ends.
+// NATSKey is the NATS authentication key of the servers tests start
+// (StartNATS): tests authenticate like production, with per-role
+// credentials and permissions.
+const NATSKey = "liveroom-test-nats-key-0123456789abcdef"
+
+// NATSKeys is NATSKey as bus.Keys.
+func NATSKeys() bus.Keys { return bus.Keys{[]byte(NATSKey)} }
+
+// StartNATS starts an embedded NATS server with JetStream on a random port,
+// authentication on (NATSKey), and stops it when the test ends.
 func StartNATS(t testing.TB) *bus.Embedded {
 	t.Helper()
 	e, err := bus.StartEmbedded(bus.EmbeddedConfig{
@@ -38,12 +48,48 @@ func StartNATS(t testing.TB) *bus.Embedded {
 		Port:    -1,
 		DataDir: t.TempDir(),
 		Logger:  Logger(),
+		Keys:    NATSKeys(),
 	})
 	if err != nil {
 		t.Fatalf("start nats: %v", err)
 	}
 	t.Cleanup(e.Close)
 	return e
+}
+
+// NATSKeyFile writes NATSKey into a key file (mode 0600) for processes
+// started by a test: NATS nodes take it as --key-file, roles as
+// $LIVEROOM_NATS_KEY_FILE.
+func NATSKeyFile(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "nats.key")
+	if err := os.WriteFile(p, []byte(NATSKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// NATSURL is the URL of e with the credential of role (and gateway id)
+// in it, for a connection or a role process's --nats-url.
+func NATSURL(t testing.TB, e *bus.Embedded, role bus.Role, id string) string {
+	t.Helper()
+	return CredURL(t, e.ClientURL(), role, id)
+}
+
+// CredURL puts the credential of role (and gateway id), minted from
+// NATSKey, into a NATS URL.
+func CredURL(t testing.TB, natsURL string, role bus.Role, id string) string {
+	t.Helper()
+	c, err := NATSKeys().Credential(role, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(c.User, c.Password)
+	return u.String()
 }
 
 // Verifier returns a verifier for Secret.
@@ -91,7 +137,7 @@ func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() boo
 func StartBackbone(t testing.TB) (*bus.Embedded, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	e := StartNATS(t)
-	nc, err := nats.Connect(e.ClientURL())
+	nc, err := nats.Connect(NATSURL(t, e, bus.RoleAll, ""))
 	if err != nil {
 		t.Fatalf("connect nats: %v", err)
 	}

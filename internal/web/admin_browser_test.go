@@ -55,7 +55,11 @@ func startGateway(t *testing.T, n *app.Node, id string, cfg gateway.Config) *gat
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := bus.Connect(n.NATSURL(), "test-"+id, testutil.Logger())
+	cred, err := n.NATSCredential(bus.RoleGateway, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := bus.Connect(n.NATSURL(), "test-"+id, testutil.Logger(), cred.Option())
 	if err != nil {
 		t.Fatal(err)
 	}
