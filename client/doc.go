@@ -11,6 +11,11 @@
 // idempotency key and are retried with the same key, so a retried gift is
 // stored once.
 //
+// Connections offer permessage-deflate (no context takeover): a gateway
+// that accepts it sends its larger room frames compressed, about a third of
+// the bytes or less, and the client decompresses them. Dialer.NoCompression
+// turns the offer off.
+//
 // DialGateway and GatewayConn are the low-level building blocks: one
 // WebSocket connection to one gateway, read frame by frame, without dispatch,
 // reconnects or de-duplication. Tests use them to check exact frame contents.

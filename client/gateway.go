@@ -14,9 +14,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"github.com/gobwas/ws/wsutil"
+	"github.com/klauspost/compress/flate"
 
 	"github.com/liveroom/liveroom/internal/protocol"
 )
@@ -58,9 +62,16 @@ type Dialer struct {
 	// ReadTimeout is how long a connection may stay silent before ReadFrame
 	// fails; zero means DefaultReadTimeout, negative disables it.
 	ReadTimeout time.Duration
-	// MaxMessageSize bounds one server message in bytes; zero means
-	// DefaultMaxMessageSize, negative disables the bound.
+	// MaxMessageSize bounds one server message in bytes (as sent, and once
+	// decompressed); zero means DefaultMaxMessageSize, negative disables the
+	// bound.
 	MaxMessageSize int64
+	// NoCompression stops the Dialer from offering permessage-deflate. By
+	// default it offers the extension with no context takeover either way,
+	// and a gateway that accepts it sends its larger room frames
+	// compressed (a third of the bytes or less); ReadFrame decompresses
+	// them.
+	NoCompression bool
 }
 
 // Frame is one server→client text frame: its type, its exact bytes, and the
@@ -142,7 +153,10 @@ func (d *Dialer) Dial(ctx context.Context, wsURL string) (*GatewayConn, error) {
 	wd.OnStatusError = func(status int, _ []byte, resp io.Reader) {
 		refused = readHandshakeError(status, resp)
 	}
-	conn, br, _, err := wd.Dial(ctx, wsURL)
+	if !d.NoCompression {
+		wd.Extensions = append(wd.Extensions[:len(wd.Extensions):len(wd.Extensions)], wsflate.DefaultParameters.Option())
+	}
+	conn, br, hs, err := wd.Dial(ctx, wsURL)
 	if err != nil {
 		if refused != nil {
 			return nil, refused
@@ -167,6 +181,7 @@ func (d *Dialer) Dial(ctx context.Context, wsURL string) (*GatewayConn, error) {
 	if maxMsg < 0 {
 		maxMsg = 0
 	}
+	g.maxMsg = maxMsg
 	g.ctl = wsutil.ControlFrameHandler(lockedWriter{g}, ws.StateClientSide)
 	g.rd = wsutil.Reader{
 		Source:         br,
@@ -175,7 +190,29 @@ func (d *Dialer) Dial(ctx context.Context, wsURL string) (*GatewayConn, error) {
 		MaxMessageSize: maxMsg,
 		OnIntermediate: g.ctl,
 	}
+	if !d.NoCompression && deflateAccepted(hs.Extensions) {
+		// The compressed payload is not UTF-8: ReadFrame checks the text
+		// once it is decompressed.
+		g.deflate = true
+		g.rd.State |= ws.StateExtended
+		g.rd.CheckUTF8 = false
+		g.rd.Extensions = []wsutil.RecvExtension{&g.msg}
+	}
 	return g, nil
+}
+
+// deflateAccepted reports whether the server's answer accepted
+// permessage-deflate on the terms offered: no context takeover on its side,
+// so that each message decompresses on its own.
+func deflateAccepted(exts []httphead.Option) bool {
+	for _, o := range exts {
+		if string(o.Name) != wsflate.ExtensionName {
+			continue
+		}
+		var p wsflate.Parameters
+		return p.Parse(o) == nil && p.ServerNoContextTakeover
+	}
+	return false
 }
 
 // readHandshakeError turns the HTTP answer of a refused upgrade into an
@@ -214,6 +251,12 @@ type GatewayConn struct {
 	readTimeout time.Duration
 	rd          wsutil.Reader
 	ctl         wsutil.FrameHandlerFunc
+	maxMsg      int64
+
+	// Compression (permessage-deflate), when the gateway accepted it.
+	deflate bool
+	msg     wsflate.MessageState // whether the message being read is compressed
+	inflate *wsflate.Reader
 
 	wmu       sync.Mutex // serialises pongs and the close frame
 	closed    atomic.Bool
@@ -281,12 +324,48 @@ func (g *GatewayConn) ReadFrame(ctx context.Context) (Frame, error) {
 		// beyond that the buffer grows as bytes actually arrive.
 		var buf bytes.Buffer
 		buf.Grow(int(min(hdr.Length, 32<<10)))
-		if _, err := buf.ReadFrom(&g.rd); err != nil {
+		if !g.msg.IsCompressed() {
+			if _, err := buf.ReadFrom(&g.rd); err != nil {
+				return Frame{}, g.readErr(ctx, err)
+			}
+		} else if err := g.decompress(&buf); err != nil {
 			return Frame{}, g.readErr(ctx, err)
+		}
+		if g.deflate && !utf8.Valid(buf.Bytes()) {
+			return Frame{}, g.readErr(ctx, wsutil.ErrInvalidUTF8)
 		}
 		return DecodeFrame(buf.Bytes())
 	}
 }
+
+// errTooLarge is a message that decompresses to more than MaxMessageSize.
+var errTooLarge = errors.New("message too large once decompressed")
+
+// decompress reads the compressed message g.rd is at into buf.
+func (g *GatewayConn) decompress(buf *bytes.Buffer) error {
+	if g.inflate == nil {
+		g.inflate = wsflate.NewReader(&g.rd, func(r io.Reader) wsflate.Decompressor { return flate.NewReader(r) })
+	} else {
+		g.inflate.Reset(&g.rd)
+	}
+	src := io.Reader(g.inflate)
+	if g.maxMsg > 0 {
+		src = io.LimitReader(src, g.maxMsg+1)
+	}
+	if _, err := buf.ReadFrom(src); err != nil {
+		return fmt.Errorf("cannot decompress message: %w", err)
+	}
+	if g.maxMsg > 0 && int64(buf.Len()) > g.maxMsg {
+		return errTooLarge
+	}
+	// The compressed payload ends with the message: consume what the
+	// decompressor did not need to read (nothing, from a sound server).
+	return g.rd.Discard()
+}
+
+// Compressed reports whether the gateway accepted permessage-deflate: its
+// larger room frames then arrive compressed.
+func (g *GatewayConn) Compressed() bool { return g.deflate }
 
 // SetReadTimeout changes how long the connection may stay silent before
 // ReadFrame fails with ErrSilent (negative: never). Call it between reads,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,5 +214,44 @@ func TestReadFrameMaxMessageSize(t *testing.T) {
 	defer gc.Close()
 	if _, err := gc.ReadFrame(testCtx(t)); !errors.Is(err, wsutil.ErrMessageTooLarge) {
 		t.Errorf("err = %v, want ErrMessageTooLarge", err)
+	}
+}
+
+// TestReadFrameCompressed: frames compressed by the server decode like plain
+// ones, interleaved with plain ones, and MaxMessageSize bounds what a
+// compressed message inflates to, not only its compressed size.
+func TestReadFrameCompressed(t *testing.T) {
+	bomb := protocol.Encode(protocol.Batch{Type: protocol.FrameBatch, Room: "r1", Msgs: []Message{{ID: "big", Type: "danmaku", Text: strings.Repeat("a", 1<<20)}}})
+	gw := newFakeGateway(t, "gw-1", func(n int, q url.Values, c *serverConn) {
+		c.sendCompressed(protocol.Encode(protocol.Welcome{Type: protocol.FrameWelcome, Room: "r1", Seq: 4}))
+		c.batch("r1", Message{ID: "plain", Type: "danmaku", Text: "plain"})
+		c.sendCompressed(protocol.Encode(protocol.Batch{Type: protocol.FrameBatch, Room: "r1", Msgs: []Message{{ID: "z", Type: "danmaku", Text: "压缩的弹幕"}}}))
+		c.sendCompressed(bomb)
+		c.waitClosed()
+	})
+	gw.deflate = true
+	d := Dialer{MaxMessageSize: 64 << 10}
+	gc, err := d.DialGateway(testCtx(t), gw.URL(), "r1", "t", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Close()
+	if !gc.Compressed() {
+		t.Fatal("permessage-deflate not negotiated")
+	}
+	if f, err := gc.ReadFrame(testCtx(t)); err != nil || f.Welcome == nil || f.Welcome.Seq != 4 {
+		t.Fatalf("compressed welcome: %+v %v", f, err)
+	}
+	for _, want := range []string{"plain", "压缩的弹幕"} {
+		f, err := gc.ReadFrame(testCtx(t))
+		if err != nil || f.Batch == nil || f.Batch.Msgs[0].Text != want {
+			t.Fatalf("got %+v %v, want %q", f, err, want)
+		}
+	}
+	if len(bomb) < 1<<20 {
+		t.Fatal("the bomb is small")
+	}
+	if _, err := gc.ReadFrame(testCtx(t)); !errors.Is(err, errTooLarge) {
+		t.Errorf("a 1 MiB message compressed to a few KiB: err = %v, want errTooLarge", err)
 	}
 }

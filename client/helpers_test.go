@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/liveroom/liveroom/internal/protocol"
@@ -27,6 +28,8 @@ type fakeGateway struct {
 	id     string
 	script func(n int, q url.Values, c *serverConn)
 	refuse func(n int, q url.Values) (status int, code string)
+	// deflate makes it accept permessage-deflate (no context takeover).
+	deflate bool
 
 	mu      sync.Mutex
 	queries []url.Values // of every request, refused or not
@@ -66,7 +69,13 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	conn, _, _, err := ws.UpgradeHTTP(r, w)
+	u := ws.HTTPUpgrader{}
+	var ext wsflate.Extension
+	if g.deflate {
+		ext.Parameters = wsflate.DefaultParameters
+		u.Negotiate = ext.Negotiate
+	}
+	conn, _, _, err := u.Upgrade(r, w)
 	if err != nil {
 		g.t.Errorf("upgrade: %v", err)
 		return
@@ -126,6 +135,16 @@ func (c *serverConn) welcome(room string, seq uint64, replayed int) {
 
 func (c *serverConn) batch(room string, msgs ...Message) {
 	c.send(protocol.Batch{Type: protocol.FrameBatch, Room: room, Msgs: msgs})
+}
+
+// sendCompressed writes payload as one compressed text message.
+func (c *serverConn) sendCompressed(payload []byte) {
+	f, err := wsflate.CompressFrame(ws.NewTextFrame(payload))
+	if err != nil {
+		c.t.Errorf("compress: %v", err)
+		return
+	}
+	_ = ws.WriteFrame(c.conn, f)
 }
 
 // waitClosed reads (and answers) client frames until the client goes away.

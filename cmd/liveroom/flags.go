@@ -1,19 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
+	"github.com/liveroom/liveroom/internal/gctune"
 	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/uplink"
 )
@@ -117,7 +118,9 @@ func gatewayFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
 	fs.Float64Var(&c.ViewerBudget, "viewer-budget", ev.float("VIEWER_BUDGET", 30), "live messages per viewer per second before sampling ($LIVEROOM_VIEWER_BUDGET)")
 	fs.IntVar(&c.MaxConns, "max-conns", ev.int("MAX_CONNS", 19000), "connection capacity of the gateway ($LIVEROOM_MAX_CONNS)")
 	fs.IntVar(&c.QueueFrames, "queue-frames", ev.int("QUEUE_FRAMES", 64), "frames queued per slow connection before live frames are dropped ($LIVEROOM_QUEUE_FRAMES)")
-	fs.IntVar(&c.ReadLimit, "read-limit", ev.int("READ_LIMIT", 4096), "largest client frame in bytes ($LIVEROOM_READ_LIMIT)")
+	fs.IntVar(&c.ReadLimit, "read-limit", ev.int("READ_LIMIT", 4096), "largest client message in bytes, all its frames together ($LIVEROOM_READ_LIMIT)")
+	fs.BoolVar(&c.NoCompress, "no-compress", envBool(ev, "NO_COMPRESS"), "decline permessage-deflate and write every frame plain, when CPU rather than bandwidth is the tighter budget ($LIVEROOM_NO_COMPRESS)")
+	fs.IntVar(&c.CompressMinBytes, "compress-min-bytes", ev.int("COMPRESS_MIN_BYTES", gateway.DefaultCompressMinBytes), "frames with a smaller payload go plain even to viewers that negotiated compression; -1 compresses all ($LIVEROOM_COMPRESS_MIN_BYTES)")
 	fs.DurationVar(&c.PingInterval, "ping-interval", ev.dur("PING_INTERVAL", 25*time.Second), "ping idle connections this often ($LIVEROOM_PING_INTERVAL)")
 	fs.Float64Var(&c.MaxCPU, "max-cpu", ev.float("MAX_CPU", 0), "CPU capacity in cores for the load score; 0 = all CPUs ($LIVEROOM_MAX_CPU)")
 	fs.Float64Var(&c.MaxBytesOut, "max-bytes-out", ev.float("MAX_BYTES_OUT", 100e6), "bytes/s to viewers at full load ($LIVEROOM_MAX_BYTES_OUT)")
@@ -151,14 +154,23 @@ const sendPathGCPercent = 400
 
 // gcFlag registers --gc-percent with default def.
 func gcFlag(fs *flag.FlagSet, v *int, def int, ev *envs) {
-	fs.IntVar(v, "gc-percent", ev.int("GC_PERCENT", def), "Go garbage collector target (GOGC); $GOGC, when set, wins ($LIVEROOM_GC_PERCENT)")
+	fs.IntVar(v, "gc-percent", ev.int("GC_PERCENT", def), "Go garbage collector target (GOGC) while the live heap is small; the heap's headroom stays within 64 MiB as connections grow it, and memory goes back to the OS when the process is idle; $GOGC, when set, wins ($LIVEROOM_GC_PERCENT)")
 }
 
-// applyGC sets the collector target unless $GOGC is set.
-func applyGC(percent int) {
-	if os.Getenv("GOGC") == "" && percent > 0 {
-		debug.SetGCPercent(percent)
+// startGC runs the collector tuner (internal/gctune) at percent, or at the
+// runtime's target when $GOGC is set or percent is 0; stop ends it.
+func startGC(ctx context.Context, percent int, log *slog.Logger) (stop func(), err error) {
+	if os.Getenv("GOGC") != "" {
+		percent = 0
 	}
+	t, err := gctune.New(gctune.Config{Percent: percent, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := t.Start(ctx); err != nil {
+		return nil, err
+	}
+	return func() { _ = t.Close() }, nil
 }
 
 // wordFlags registers the word-filter list shared by serve and uplink.

@@ -259,6 +259,13 @@ flags:`)
 	if err != nil {
 		return err
 	}
+	// Go's default target, and memory back to the OS once a join storm is
+	// over (internal/gctune).
+	stopGC, err := startGC(ctx, 0, r.log)
+	if err != nil {
+		return err
+	}
+	defer stopGC()
 	if cfg.PublicURL == "" {
 		_, port, _ := net.SplitHostPort(r.ln.Addr().String())
 		cfg.PublicURL = "ws://127.0.0.1:" + port + "/v1/ws"
@@ -275,6 +282,9 @@ flags:`)
 		return err
 	}
 	r.configureHTTP = g.ConfigureHTTP
+	// The gateway handshakes GET /v1/ws itself, without net/http's
+	// per-request buffers; /healthz and /metrics go on to net/http.
+	r.ln = g.Listener(r.ln)
 	// SIGTERM (or Ctrl-C) drains before exiting; so does a drain ordered
 	// through `liveroom drain` or the admin API. The HTTP server keeps
 	// running during the drain to answer new upgrades with 503 draining.
@@ -331,7 +341,6 @@ flags:`)
 	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
-	applyGC(gcPercent)
 	wf, err := loadWords(words)
 	if err != nil {
 		return err
@@ -341,6 +350,11 @@ flags:`)
 	if err != nil {
 		return err
 	}
+	stopGC, err := startGC(ctx, gcPercent, r.log)
+	if err != nil {
+		return err
+	}
+	defer stopGC()
 	// The uplink reads the moderation cache; the service stamps room
 	// notices through the uplink: cache, uplink, service.
 	c, err := loadModerationCache(ctx, r)

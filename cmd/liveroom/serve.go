@@ -110,7 +110,6 @@ flags:`)
 	}
 	cfg.Auth = ac
 	cfg.Uplink.Gifts = splitList(gifts)
-	applyGC(gcPercent)
 	wf, err := loadWords(words)
 	if err != nil {
 		return err
@@ -126,6 +125,11 @@ flags:`)
 		return err
 	}
 	cfg.Logger = log
+	stopGC, err := startGC(ctx, gcPercent, log)
+	if err != nil {
+		return err
+	}
+	defer stopGC()
 	n, err := app.New(cfg)
 	if err != nil {
 		return err

@@ -352,15 +352,20 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log, Gateways: n.disp.Gateways, Announcements: n.ann}),
 	})
 	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	ln := n.ln
 	if n.gw != nil {
 		n.gw.ConfigureHTTP(n.http) // handshake header timeout and size
+		// The gateway handshakes GET /v1/ws itself, without net/http's
+		// per-request buffers (which a hijack leaves behind); every other
+		// request goes on to n.http.
+		ln = n.gw.Listener(n.ln)
 	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		// Serve backs off on accept errors such as EMFILE (up to 1s) rather
-		// than spinning.
-		if err := n.http.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// Both accept loops (the gateway's and net/http's) back off on
+		// accept errors such as EMFILE (up to 1s) rather than spinning.
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server stopped", "err", err)
 		}
 	}()

@@ -210,7 +210,10 @@ func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
 }
 
 // Verify parses and checks token and returns the caller's identity.
-func (v *Verifier) Verify(token string) (Identity, error) {
+func (v *Verifier) Verify(token string) (Identity, error) { return v.verify(token, true) }
+
+// verify is Verify; store says whether a full verification is cached.
+func (v *Verifier) verify(token string, store bool) (Identity, error) {
 	now := v.now()
 	var key cacheKey
 	if v.cache != nil {
@@ -252,7 +255,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 			id.Rooms = append(id.Rooms, room)
 		}
 	}
-	if v.cache != nil {
+	if v.cache != nil && store {
 		// exp is required, so ExpiresAt is set. The entry ends at exp itself,
 		// not exp + leeway: past exp the token is verified in full again.
 		until := now.Add(CacheTTL)
@@ -267,32 +270,47 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 // FromRequest verifies the bearer token of r's Authorization header. A
 // token in the URL (?token=) is refused here: URLs end up in proxy and
 // access logs; only a WebSocket upgrade, which a browser cannot give a
-// header, takes one (FromUpgrade). Errors are *protocol.Error with status
-// 401.
+// header, takes one (FromUpgrade, FromHandshake). Errors are
+// *protocol.Error with status 401.
 func (v *Verifier) FromRequest(r *http.Request) (Identity, error) {
-	return v.fromRequest(r, false)
+	if r.URL.Query().Has("token") && r.Header.Get("Authorization") == "" {
+		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "",
+			"send the token as Authorization: Bearer <jwt>; a token in the URL is accepted only on the WebSocket upgrade (URLs end up in logs)")
+	}
+	return v.fromCredentials(r.Header.Get("Authorization"), "", false, true)
 }
 
 // FromUpgrade is FromRequest for a WebSocket upgrade: the token may also
 // come as the token query parameter, because browsers cannot set headers on
 // a WebSocket.
 func (v *Verifier) FromUpgrade(r *http.Request) (Identity, error) {
-	return v.fromRequest(r, true)
+	return v.fromCredentials(r.Header.Get("Authorization"), r.URL.Query().Get("token"), true, true)
 }
 
-func (v *Verifier) fromRequest(r *http.Request, query bool) (Identity, error) {
+// FromHandshake is FromUpgrade for a WebSocket handshake the caller parsed
+// itself: authorization is the Authorization header's value, queryToken
+// the token query parameter's (the header wins). It uses a cached
+// verification but does not cache its own: a viewer's token is seen once
+// per connection, mostly by a gateway process that never saw it before,
+// and caching every joiner's token would cost each idle connection a cache
+// entry (about 220 bytes) for nothing.
+func (v *Verifier) FromHandshake(authorization, queryToken string) (Identity, error) {
+	return v.fromCredentials(authorization, queryToken, true, false)
+}
+
+// fromCredentials verifies the token of an Authorization header value or,
+// when query allows it and no header is given, of the token query
+// parameter. store caches a successful verification.
+func (v *Verifier) fromCredentials(authorization, queryToken string, query, store bool) (Identity, error) {
 	tok := ""
-	if h := r.Header.Get("Authorization"); h != "" {
+	if authorization != "" {
 		var ok bool
-		tok, ok = strings.CutPrefix(h, "Bearer ")
+		tok, ok = strings.CutPrefix(authorization, "Bearer ")
 		if !ok {
 			return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", "Authorization must be 'Bearer <jwt>'")
 		}
 	} else if query {
-		tok = r.URL.Query().Get("token")
-	} else if r.URL.Query().Has("token") {
-		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "",
-			"send the token as Authorization: Bearer <jwt>; a token in the URL is accepted only on the WebSocket upgrade (URLs end up in logs)")
+		tok = queryToken
 	}
 	if tok == "" {
 		msg := "a token is required (Authorization: Bearer <jwt>)"
@@ -301,7 +319,7 @@ func (v *Verifier) fromRequest(r *http.Request, query bool) (Identity, error) {
 		}
 		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", msg)
 	}
-	id, err := v.Verify(tok)
+	id, err := v.verify(tok, store)
 	if err != nil {
 		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", "token rejected: "+reason(err))
 	}

@@ -141,3 +141,36 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// TestHandshakeReadsButDoesNotFillTheCache: a handshake's token is served
+// from the cache when a send verified it before, but a handshake never adds
+// an entry of its own.
+func TestHandshakeReadsButDoesNotFillTheCache(t *testing.T) {
+	v, err := New(Config{HS256Secret: []byte(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	viewer := sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "viewer", "exp": exp})
+	for range 2 {
+		if id, err := v.FromHandshake("", viewer); err != nil || id.User != "viewer" {
+			t.Fatalf("%+v %v", id, err)
+		}
+	}
+	if n, h := v.cache.len(), v.cache.hits.Load(); n != 0 || h != 0 {
+		t.Fatalf("%d entries, %d hits after two handshakes, want none", n, h)
+	}
+	sender := sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "sender", "exp": exp})
+	if _, err := v.Verify(sender); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := v.FromHandshake("Bearer "+sender, ""); err != nil || id.User != "sender" {
+		t.Fatalf("%+v %v", id, err)
+	}
+	if n, h := v.cache.len(), v.cache.hits.Load(); n != 1 || h != 1 {
+		t.Fatalf("%d entries, %d hits, want the sender's entry used once", n, h)
+	}
+	if _, err := v.FromHandshake("Basic abc", viewer); err == nil {
+		t.Fatal("a non-bearer Authorization header was accepted")
+	}
+}

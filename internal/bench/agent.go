@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/liveroom/liveroom/client"
 	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/netfd"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
@@ -36,6 +36,8 @@ type AgentSpec struct {
 	Pollers int `json:"pollers"`
 	// UserPrefix makes viewer user ids unique across processes.
 	UserPrefix string `json:"user_prefix"`
+	// NoCompress: viewers do not offer permessage-deflate.
+	NoCompress bool `json:"no_compress,omitempty"`
 }
 
 // ConnectCmd asks an agent to open viewer connections.
@@ -74,6 +76,8 @@ type Progress struct {
 	Dropped  int64             `json:"dropped"`
 	Frames   int64             `json:"frames"`
 	Bytes    int64             `json:"bytes"`
+	Plain    int64             `json:"plain_bytes"`
+	ZFrames  int64             `json:"compressed_frames"`
 	Msgs     [numClasses]int64 `json:"msgs"`
 	P99      [numClasses]int64 `json:"p99_us"`
 	Errors   int64             `json:"errors"`
@@ -91,6 +95,8 @@ func (p *Progress) add(o Progress) {
 	p.Dropped += o.Dropped
 	p.Frames += o.Frames
 	p.Bytes += o.Bytes
+	p.Plain += o.Plain
+	p.ZFrames += o.ZFrames
 	for i := range p.Msgs {
 		p.Msgs[i] += o.Msgs[i]
 		p.P99[i] = max(p.P99[i], o.P99[i])
@@ -109,6 +115,8 @@ type AgentReport struct {
 	Dropped  int64             `json:"dropped"` // connections lost in the window
 	Frames   int64             `json:"frames"`
 	Bytes    int64             `json:"bytes"`
+	Plain    int64             `json:"plain_bytes"`
+	ZFrames  int64             `json:"compressed_frames"`
 	Msgs     map[string]int64  `json:"msgs"`
 	Delay    Hists             `json:"delay"`
 	Connect  *Hist             `json:"connect"`
@@ -127,6 +135,8 @@ func (r *AgentReport) merge(o *AgentReport) {
 	r.Dropped += o.Dropped
 	r.Frames += o.Frames
 	r.Bytes += o.Bytes
+	r.Plain += o.Plain
+	r.ZFrames += o.ZFrames
 	if r.Msgs == nil {
 		r.Msgs = map[string]int64{}
 	}
@@ -497,9 +507,9 @@ func (a *Agent) dialViewer(ctx context.Context, room int32) error {
 			a.errs.add("gateway_url", err)
 			return err
 		}
-		fd, rest, err := dialWS(ctx, u, a.dialer())
+		fd, deflate, rest, err := dialWS(ctx, u, a.dialer(), a.spec.NoCompress)
 		if err == nil {
-			a.nextPoller().request(pollerReq{op: "add", conns: []*vconn{{fd: int32(fd), room: room, group: -1, dialAt: dialAt, partial: rest}}})
+			a.nextPoller().request(pollerReq{op: "add", conns: []*vconn{{fd: int32(fd), room: room, group: -1, dialAt: dialAt, partial: rest, deflate: deflate}}})
 			return nil
 		}
 		last = err
@@ -518,7 +528,7 @@ func (a *Agent) dialTCP(ctx context.Context, addr string, room int32) error {
 		a.errs.add(errClass("tcp", err), err)
 		return err
 	}
-	fd, err := detach(c)
+	fd, err := netfd.Detach(c)
 	if err != nil {
 		a.errs.add(errClass("tcp", err), err)
 		return err
@@ -566,12 +576,13 @@ func (r *recConn) Read(p []byte) (int, error) {
 }
 
 // dialWS opens a gateway WebSocket with the public client's dialer (its
-// handshake and error answers), then takes the socket out of Go's netpoller:
-// it returns a duplicate descriptor in non-blocking mode and the bytes read
-// past the upgrade answer.
-func dialWS(ctx context.Context, u string, nd *net.Dialer) (int, []byte, error) {
+// handshake, its permessage-deflate offer unless noCompress, and its error
+// answers), then takes the socket out of Go's netpoller: it returns a
+// duplicate descriptor in non-blocking mode, whether compression was
+// negotiated, and the bytes read past the upgrade answer.
+func dialWS(ctx context.Context, u string, nd *net.Dialer, noCompress bool) (int, bool, []byte, error) {
 	var rc *recConn
-	d := client.Dialer{ReadTimeout: -1, WS: ws.Dialer{
+	d := client.Dialer{ReadTimeout: -1, NoCompression: noCompress, WS: ws.Dialer{
 		Timeout: 15 * time.Second,
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := nd.DialContext(ctx, network, addr)
@@ -582,46 +593,19 @@ func dialWS(ctx context.Context, u string, nd *net.Dialer) (int, []byte, error) 
 			return rc, nil
 		},
 	}}
-	if _, err := d.Dial(ctx, u); err != nil {
+	gc, err := d.Dial(ctx, u)
+	if err != nil {
 		if rc != nil {
 			rc.Conn.Close()
 		}
-		return -1, nil, err
+		return -1, false, nil, err
 	}
 	var rest []byte
 	if i := bytes.Index(rc.rec, []byte("\r\n\r\n")); i >= 0 && i+4 < len(rc.rec) {
 		rest = append([]byte(nil), rc.rec[i+4:]...)
 	}
-	fd, err := detach(rc.Conn)
-	return fd, rest, err
-}
-
-// detach returns a duplicate of c's descriptor (non-blocking, close-on-exec)
-// and closes c, which removes the socket from Go's netpoller but keeps it
-// open through the duplicate.
-func detach(c net.Conn) (int, error) {
-	defer c.Close()
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return -1, errors.New("not a socket")
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd := -1
-	var derr error
-	if err := raw.Control(func(fd uintptr) {
-		r1, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
-		if e != 0 {
-			derr = os.NewSyscallError("fcntl", e)
-			return
-		}
-		nfd = int(r1)
-	}); err != nil {
-		return -1, err
-	}
-	return nfd, derr
+	fd, err := netfd.Detach(rc.Conn)
+	return fd, gc.Compressed(), rest, err
 }
 
 // Mark opens a measurement window: delay histograms and per-viewer window
@@ -642,6 +626,7 @@ func (a *Agent) Report() *AgentReport {
 	r := &AgentReport{
 		Seconds: time.Since(a.markAt).Seconds(), Open: now.Open, Welcomed: now.Welcomed,
 		Dropped: now.Dropped - a.markProg.Dropped, Frames: now.Frames - a.markProg.Frames, Bytes: now.Bytes - a.markProg.Bytes,
+		Plain: now.Plain - a.markProg.Plain, ZFrames: now.ZFrames - a.markProg.ZFrames,
 		Msgs: map[string]int64{}, Delay: Hists{}, Connect: NewHist(), Reconn: now.Reconn - a.markProg.Reconn,
 		CPUSeconds: (processCPU() - a.markCPU).Seconds(),
 	}

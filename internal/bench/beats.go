@@ -188,6 +188,9 @@ type GatewayFigures struct {
 	CPUPerFrameUS float64 `json:"cpu_us_per_frame"`
 	CPUPerMMsgs   float64 `json:"cpu_s_per_million_msgs"`
 	FrameBytes    float64 `json:"bytes_per_frame"`
+	// DroppedPerSec is live messages per second not delivered: sampled to
+	// the viewer budget, or dropped at a full connection queue.
+	DroppedPerSec float64 `json:"dropped_per_s"`
 
 	RSSBase      int64   `json:"rss_base"`
 	ConnsBase    int     `json:"conns_base"`
@@ -203,7 +206,7 @@ func (l *beatLog) window(from, to int64) map[string]*GatewayFigures {
 	out := map[string]*GatewayFigures{}
 	for id, bs := range l.by {
 		g := &GatewayFigures{ID: id}
-		var frames, msgs, bytes float64
+		var frames, msgs, bytes, dropped float64
 		for _, b := range bs {
 			iv := float64(beatInterval(b))
 			if float64(b.TS)-iv < float64(from)-100 || b.TS > to+100 {
@@ -216,6 +219,7 @@ func (l *beatLog) window(from, to int64) map[string]*GatewayFigures {
 			frames += b.FramesOut * dt
 			msgs += b.MsgsOut * dt
 			bytes += b.BytesOut * dt
+			dropped += b.Dropped * dt
 			g.Conns = max(g.Conns, b.Conns)
 		}
 		if g.Beats == 0 {
@@ -223,6 +227,7 @@ func (l *beatLog) window(from, to int64) map[string]*GatewayFigures {
 		}
 		g.Cores = g.CPUSeconds / g.Seconds
 		g.FramesPerSec, g.MsgsPerSec, g.BytesPerSec = frames/g.Seconds, msgs/g.Seconds, bytes/g.Seconds
+		g.DroppedPerSec = dropped / g.Seconds
 		if frames > 0 {
 			g.CPUPerFrameUS = g.CPUSeconds * 1e6 / frames
 			g.FrameBytes = bytes / frames
@@ -254,6 +259,7 @@ func totalFigures(gs []*GatewayFigures) *GatewayFigures {
 		t.FramesPerSec += g.FramesPerSec
 		t.MsgsPerSec += g.MsgsPerSec
 		t.BytesPerSec += g.BytesPerSec
+		t.DroppedPerSec += g.DroppedPerSec
 		t.RSSBase += g.RSSBase
 		t.ConnsBase += g.ConnsBase
 		t.RSSConnected += g.RSSConnected

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/liveroom/liveroom/internal/app"
+	"github.com/liveroom/liveroom/internal/gateway"
 	"github.com/liveroom/liveroom/internal/testutil"
 	"github.com/liveroom/liveroom/internal/uplink"
 )
@@ -19,17 +20,9 @@ import (
 // delays, exactly-once gifts and the gateway's own CPU figures.
 func TestBenchEndToEnd(t *testing.T) {
 	exe := testutil.Binary(t)
-	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, Logger: testutil.Logger(),
-		Uplink: uplink.Config{UserRate: 1000, UserBurst: 1000, RoomRate: 1e6}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := startNode(t, gateway.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
 
 	s := DefaultScenario()
 	s.URL, s.Exe = n.URL(), exe
@@ -70,6 +63,43 @@ func TestBenchEndToEnd(t *testing.T) {
 	}
 }
 
+// TestBenchCompression runs the same small scenario with viewers that
+// negotiate permessage-deflate and with viewers that do not, against a node
+// that delivers every message (no sampling), and checks the byte figures:
+// compressed frames are read and counted (wire) next to what they would
+// have taken plain, and every message and gift still arrives exactly once.
+func TestBenchCompression(t *testing.T) {
+	n := startNode(t, gateway.Config{ViewerBudget: 1e6, MergeWindow: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	run := func(noCompress bool) *WindowFigures {
+		s := DefaultScenario()
+		s.URL = n.URL()
+		s.Viewers, s.Procs, s.NoCompress = 50, 0, noCompress
+		s.Duration, s.Grace = Duration(3*time.Second), Duration(time.Second)
+		s.DanmakuRate, s.GiftRate, s.LikeRate = 150, 3, 5
+		rep, err := Run(ctx, s, Env{Progress: testWriter(t), Stderr: os.Stderr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := rep.Window
+		if w.Viewers != 50 || w.Deliveries["danmaku"] < 50*150*2 || w.Gifts.Lost != 0 || w.Gifts.Doubled != 0 || w.Live.Missing != 0 {
+			t.Fatalf("no_compress %v: viewers %d, deliveries %v, gifts %+v, live %+v", noCompress, w.Viewers, w.Deliveries, w.Gifts, w.Live)
+		}
+		if err := rep.WriteTable(io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	z, p := run(false), run(true)
+	if z.Compressed < 0.5 || z.Wire.PerMsg*2 > z.Plain.PerMsg {
+		t.Errorf("compressed run: %.0f %% of frames compressed, %.1f bytes per message on the wire against %.1f plain", z.Compressed*100, z.Wire.PerMsg, z.Plain.PerMsg)
+	}
+	if p.Compressed != 0 || p.Wire.PerMsg < p.Plain.PerMsg*0.95 || p.Wire.PerMsg > p.Plain.PerMsg*1.05 {
+		t.Errorf("plain run: %.0f %% compressed, wire %.1f and plain %.1f bytes per message, want equal", p.Compressed*100, p.Wire.PerMsg, p.Plain.PerMsg)
+	}
+}
+
 // TestFloorMode measures the bare-write floor: a raw server child writes
 // fixed frames to the bench's plain TCP connections.
 func TestFloorMode(t *testing.T) {
@@ -91,6 +121,23 @@ func TestFloorMode(t *testing.T) {
 	if f.ReaderBytes < f.Writes*300*9/10 {
 		t.Errorf("readers got %d bytes of %d writes × 300", f.ReaderBytes, f.Writes)
 	}
+}
+
+// startNode starts an all-in-one node whose uplink takes any send rate.
+func startNode(t *testing.T, gw gateway.Config) *app.Node {
+	t.Helper()
+	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, Logger: testutil.Logger(),
+		Uplink: uplink.Config{UserRate: 1000, UserBurst: 1000, RoomRate: 1e6}, Gateway: gw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
 }
 
 type tw struct{ t *testing.T }

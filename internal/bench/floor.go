@@ -10,6 +10,8 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/liveroom/liveroom/internal/netfd"
 )
 
 // The floor: what writing the same frames to the same number of loopback
@@ -79,7 +81,7 @@ func RunFloorServer(ctx context.Context, in io.Reader, out io.Writer) error {
 				}
 				return // listener closed
 			}
-			if fd, err := detach(c); err == nil {
+			if fd, err := netfd.Detach(c); err == nil {
 				fds = append(fds, fd)
 			}
 		}

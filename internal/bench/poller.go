@@ -20,6 +20,7 @@ type vconn struct {
 	room    int32 // index into the agent's room ids
 	group   int32 // index into the poller's groups, -1 before the welcome
 	raw     bool  // floor mode: plain TCP, bytes only
+	deflate bool  // negotiated permessage-deflate: RSV1 frames are compressed
 	dialAt  int64 // unix µs the dial started
 	partial []byte
 
@@ -62,7 +63,9 @@ type pollerCounters struct {
 	welcomed atomic.Int64 // welcomes received (cumulative)
 	dropped  atomic.Int64 // connections lost after their welcome
 	frames   atomic.Int64
-	bytes    atomic.Int64
+	bytes    atomic.Int64 // as read from the sockets
+	plain    atomic.Int64 // what the frames would take uncompressed
+	zframes  atomic.Int64 // frames that came compressed
 	msgs     [numClasses]atomic.Int64
 	p99      [numClasses]atomic.Int64 // µs, refreshed every second
 	errFrame atomic.Int64             // error frames received
@@ -75,6 +78,7 @@ func (c *pollerCounters) progress() Progress {
 	p := Progress{
 		Open: c.open.Load(), Welcomed: c.welcomed.Load(), Dropped: c.dropped.Load(),
 		Frames: c.frames.Load(), Bytes: c.bytes.Load(), Reconn: c.reconn.Load(),
+		Plain: c.plain.Load(), ZFrames: c.zframes.Load(),
 	}
 	for i := range p.Msgs {
 		p.Msgs[i] = c.msgs[i].Load()
@@ -123,6 +127,7 @@ type poller struct {
 	markMS   int64
 	msgs     []msgFields
 	frame    frameFields
+	inflate  inflateCache
 	done     chan struct{}
 }
 
@@ -286,7 +291,7 @@ func (p *poller) consume(c *vconn, b []byte, nowUS int64) {
 			}
 			l, hl = int64(binary.BigEndian.Uint64(b[2:])), 10
 		}
-		if b[1]&0x80 != 0 || b[0]&0x80 == 0 || l > 64<<20 {
+		if b[1]&0x80 != 0 || b[0]&0x80 == 0 || l > 64<<20 || b[0]&0x30 != 0 {
 			// Servers never mask, and the gateway never fragments.
 			p.lost(c, "protocol_error", nil)
 			return
@@ -295,8 +300,18 @@ func (p *poller) consume(c *vconn, b []byte, nowUS int64) {
 			break
 		}
 		payload := b[hl : hl+int(l)]
+		compressed := b[0]&0x40 != 0
 		b = b[hl+int(l):]
 		p.ctr.frames.Add(1)
+		if compressed {
+			var ok bool
+			if payload, ok = p.inflate.get(payload); !c.deflate || !ok {
+				p.lost(c, "bad_compressed_frame", nil)
+				return
+			}
+			p.ctr.zframes.Add(1)
+		}
+		p.ctr.plain.Add(int64(plainHeaderLen(len(payload)) + len(payload)))
 		switch op {
 		case 1: // text
 			if !p.text(c, payload, nowUS) {
@@ -435,4 +450,15 @@ func (p *poller) report() pollerReply {
 		}
 	}
 	return r
+}
+
+// plainHeaderLen is the header length of an unmasked frame of n bytes.
+func plainHeaderLen(n int) int {
+	switch {
+	case n <= 125:
+		return 2
+	case n <= 0xFFFF:
+		return 4
+	}
+	return 10
 }

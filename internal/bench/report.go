@@ -48,6 +48,9 @@ func (r *Report) finish() {
 				break
 			}
 		}
+		if g := w.Gateway; g != nil && g.DroppedPerSec >= 1 {
+			r.Hints = append(r.Hints, fmt.Sprintf("the gateways did not deliver %.0f messages/s (sampled to their viewer budget, or dropped at full queues): to deliver every message, run them with --viewer-budget 1000000", g.DroppedPerSec))
+		}
 		if w.Gateway == nil && r.Scenario.Viewers > 0 {
 			r.Hints = append(r.Hints, "no gateway beats were seen: give --nats-url or a --url whose dispatch serves GET /v1/gateways, and check --gateway")
 		}
@@ -98,7 +101,7 @@ func objectives(r *Report) []Objective {
 			add("live messages missing", fmt.Sprintf("≤ %g %%", liveMissingLimit*100), w.Live.Ratio*100, "%", w.Live.Ratio <= liveMissingLimit)
 		}
 		if g := w.Gateway; g != nil && g.RSSPerConn > 0 {
-			add("gateway RSS per connection", "≤ 6 KiB", g.RSSPerConn/1024, "KiB", g.RSSPerConn <= 6*1024)
+			add("gateway RSS per connection", "≤ 3 KiB", g.RSSPerConn/1024, "KiB", g.RSSPerConn <= 3*1024)
 		}
 	}
 	if r.Scenario.Viewers > 0 && !r.Scenario.Floor {
@@ -164,6 +167,8 @@ func (r *Report) WriteTable(out io.Writer) error {
 				fmt.Fprintf(w, "  %s\t%.0f\t%d\t%.1f / %.1f / %.1f / %.1f\n", k, x.PerSec[k], x.Deliveries[k], d.P50, d.P90, d.P99, d.Max)
 			}
 			fmt.Fprintf(w, "  frames\t%.0f/s\t%.2f messages per frame, %s/s\n", x.FramesPerS, x.MsgsPerFrm, bytesH(x.BytesPerS))
+			fmt.Fprintf(w, "  bytes\twire %s/frame, %s/message\tuncompressed %s/frame, %s/message: %.2f× (%.0f %% of frames compressed)\n",
+				bytesH(x.Wire.PerFrame), bytesH(x.Wire.PerMsg), bytesH(x.Plain.PerFrame), bytesH(x.Plain.PerMsg), ratio(x.Wire.PerS, x.Plain.PerS), x.Compressed*100)
 		}
 		if x.Gifts.Acked > 0 {
 			fmt.Fprintf(w, "\ngifts\t%d acked\tchecked at %d viewers: %d deliveries expected, %d lost, %d doubled, %d unacked ids\n",
@@ -240,6 +245,13 @@ func rssH(v float64) string {
 		return "-"
 	}
 	return bytesH(v)
+}
+
+func ratio(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a / b
 }
 
 func bytesH(v float64) string {

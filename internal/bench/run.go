@@ -134,7 +134,7 @@ func (r *run) startAgents(ctx context.Context) error {
 	s := r.s
 	spec := AgentSpec{
 		DispatchURL: s.DispatchURL, Secret: s.Secret, Gateways: s.Gateways,
-		ConnectConcurrency: s.ConnectConcurrency, DispatchBatch: s.DispatchBatch,
+		ConnectConcurrency: s.ConnectConcurrency, DispatchBatch: s.DispatchBatch, NoCompress: s.NoCompress,
 	}
 	if s.Procs == 0 {
 		spec.UserPrefix = "bv" + randHex(3) + "-"
@@ -274,14 +274,19 @@ func (r *run) connect(ctx context.Context, n int, rate float64) (ConnectFigures,
 
 // WindowFigures are what was measured while the senders sent.
 type WindowFigures struct {
-	Seconds     float64                `json:"seconds"`
-	Viewers     int64                  `json:"viewers"`
-	Deliveries  map[string]int64       `json:"deliveries"`
-	PerSec      map[string]float64     `json:"deliveries_per_s"`
-	Delay       map[string]Summary     `json:"delay"`
-	FramesPerS  float64                `json:"frames_per_s"`
-	BytesPerS   float64                `json:"bytes_per_s"`
-	MsgsPerFrm  float64                `json:"msgs_per_frame"`
+	Seconds    float64            `json:"seconds"`
+	Viewers    int64              `json:"viewers"`
+	Deliveries map[string]int64   `json:"deliveries"`
+	PerSec     map[string]float64 `json:"deliveries_per_s"`
+	Delay      map[string]Summary `json:"delay"`
+	FramesPerS float64            `json:"frames_per_s"`
+	BytesPerS  float64            `json:"bytes_per_s"`
+	MsgsPerFrm float64            `json:"msgs_per_frame"`
+	// Wire is what the viewers read, Plain what the same frames take
+	// uncompressed; Compressed is the share of frames that came compressed.
+	Wire        ByteFigures            `json:"wire"`
+	Plain       ByteFigures            `json:"plain"`
+	Compressed  float64                `json:"compressed_frame_share"`
 	Dropped     int64                  `json:"conns_lost"`
 	Reconnect   int64                  `json:"reconnect_frames"`
 	Gifts       GiftCheck              `json:"gifts"`
@@ -371,7 +376,10 @@ func (r *run) window(ctx context.Context, d time.Duration, base map[string]Gatew
 	}
 	if total.Frames > 0 {
 		w.MsgsPerFrm = float64(msgs) / float64(total.Frames)
+		w.Compressed = float64(total.ZFrames) / float64(total.Frames)
 	}
+	w.Wire = byteFigures(total.Bytes, total.Frames, msgs, secs)
+	w.Plain = byteFigures(total.Plain, total.Frames, msgs, secs)
 	var acked []AckedGift
 	if r.snd != nil {
 		w.Sends = r.snd.figures(secs)
@@ -411,6 +419,28 @@ func (r *run) window(ctx context.Context, d time.Duration, base map[string]Gatew
 		w.Gateway = totalFigures(w.Gateways)
 	}
 	return w, nil
+}
+
+// ByteFigures are bytes read by the viewers: per second, per frame and per
+// delivered message.
+type ByteFigures struct {
+	PerS     float64 `json:"per_s"`
+	PerFrame float64 `json:"per_frame"`
+	PerMsg   float64 `json:"per_message"`
+}
+
+func byteFigures(bytes, frames, msgs int64, secs float64) ByteFigures {
+	var f ByteFigures
+	if secs > 0 {
+		f.PerS = float64(bytes) / secs
+	}
+	if frames > 0 {
+		f.PerFrame = float64(bytes) / float64(frames)
+	}
+	if msgs > 0 {
+		f.PerMsg = float64(bytes) / float64(msgs)
+	}
+	return f
 }
 
 func mapSet(m map[string]GatewayFigures, k string, v GatewayFigures) map[string]GatewayFigures {

@@ -87,6 +87,13 @@ type Scenario struct {
 	// retries) or "raw" (a lean HTTP/1.1 client, one keep-alive connection
 	// per worker, no retries: for measuring the uplink, not the bench).
 	Sender string `json:"sender,omitempty"`
+	// Texts is a file of danmaku texts, one per line, that the senders
+	// cycle through; empty: the built-in corpus (testdata/danmaku.txt, a
+	// mix of Chinese and English comments of typical lengths).
+	Texts string `json:"texts,omitempty"`
+	// NoCompress: viewers do not offer permessage-deflate, for the plain
+	// figures of the same scenario.
+	NoCompress bool `json:"no_compress,omitempty"`
 
 	Duration Duration `json:"duration"`
 	// Ramp is the time over which viewers connect; 0 connects as fast as
@@ -261,6 +268,8 @@ func (s *Scenario) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.Senders, "senders", s.Senders, "sender users (default: enough for the uplink's default per-user limits of 2 danmaku/s, 1 gift/s and 50 likes/s)")
 	fs.IntVar(&s.SendWorkers, "send-workers", s.SendWorkers, "concurrent send requests (default from the rates)")
 	fs.StringVar(&s.Sender, "sender", s.Sender, "client: the Go client's Sender (gift retries); raw: a lean HTTP/1.1 client that leaves the CPU to the uplink")
+	fs.StringVar(&s.Texts, "texts", s.Texts, "file of danmaku texts, one per line (default: the built-in corpus of Chinese and English comments)")
+	fs.BoolVar(&s.NoCompress, "no-compress", s.NoCompress, "viewers do not offer permessage-deflate (the plain figures of the same scenario)")
 	fs.Var(durFlag{&s.Duration}, "duration", "how long the senders send (measurement window)")
 	fs.Var(durFlag{&s.Ramp}, "ramp", "connection ramp-up time (0: as fast as possible)")
 	fs.Var(durFlag{&s.Grace}, "grace", "how long viewers keep reading after the senders stop")

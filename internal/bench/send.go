@@ -25,6 +25,7 @@ import (
 type senders struct {
 	s     *Scenario
 	users []*client.Sender
+	texts *danmakuTexts
 	hc    *http.Client
 	rooms []string
 	// roomsPath is the uplink URL's path + "/v1/rooms/", for the raw
@@ -52,6 +53,10 @@ type sendJob struct {
 // newSenders mints (or fetches) one token per sender user.
 func newSenders(ctx context.Context, s *Scenario, rooms []string) (*senders, error) {
 	x := &senders{s: s, rooms: rooms, lat: Hists{}, status: map[string]map[string]int{}}
+	var err error
+	if x.texts, err = loadTexts(s.Texts); err != nil {
+		return nil, err
+	}
 	x.hc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: s.SendWorkers, MaxIdleConnsPerHost: s.SendWorkers, IdleConnTimeout: 60 * time.Second,
 	}}
@@ -184,7 +189,8 @@ func (x *senders) do(ctx context.Context, j sendJob, rc *rawConn) {
 func (x *senders) clientSend(ctx context.Context, u *client.Sender, j sendJob) (res client.SendResult, err error) {
 	switch j.class {
 	case 0:
-		res, err = u.Danmaku(ctx, j.room, "bench danmaku "+strconv.FormatInt(j.n, 10))
+		text, _ := x.texts.text(j.n)
+		res, err = u.Danmaku(ctx, j.room, text)
 	case 1:
 		res, err = u.Gift(ctx, j.room, "rose", 1, "")
 	case 2:
@@ -199,7 +205,7 @@ func (x *senders) rawSend(rc *rawConn, j sendJob, token string) (client.SendResu
 	key := ""
 	switch j.class {
 	case 0:
-		body = []byte(`{"type":"danmaku","text":"bench danmaku ` + strconv.FormatInt(j.n, 10) + `"}`)
+		_, body = x.texts.text(j.n)
 	case 1:
 		body = []byte(`{"type":"gift","gift":"rose","count":1}`)
 		key = client.NewIdempotencyKey()

@@ -58,9 +58,22 @@ type Config struct {
 	// are shared, so this bounds what the connection pins in memory); the
 	// queue is full at QueueFrames frames or QueueBytes bytes. Default 1 MiB.
 	QueueBytes int
-	// ReadLimit is the largest client frame payload accepted, in bytes; a
-	// larger frame closes that connection. Default 4096.
+	// ReadLimit is the largest client message accepted, in bytes: the
+	// payloads of all its frames (continuations included), and what a
+	// compressed one inflates to. A larger message closes that connection
+	// (1009). Default 4096.
 	ReadLimit int
+	// NoCompress turns permessage-deflate off: the gateway declines the
+	// extension and writes every frame plain. Compression costs one
+	// compression per room frame (not per viewer); turn it off when CPU,
+	// not bandwidth, is the tighter budget.
+	NoCompress bool
+	// CompressMinBytes is the smallest frame payload that is compressed;
+	// smaller frames go plain to every viewer. A frame of one or two short
+	// messages saves little, and compressing it costs about one write, so
+	// quiet rooms stay uncompressed (deflate.go). Default 512; negative
+	// compresses every frame.
+	CompressMinBytes int
 	// PingInterval is how often an idle connection is pinged. Default 25s.
 	PingInterval time.Duration
 	// IdleTimeout closes a connection from which nothing (not even a pong)
@@ -184,6 +197,9 @@ func (c *Config) setDefaults() error {
 	setInt(&c.QueueFrames, 64)
 	setInt(&c.QueueBytes, 1<<20)
 	setInt(&c.ReadLimit, 4096)
+	if c.CompressMinBytes == 0 {
+		c.CompressMinBytes = DefaultCompressMinBytes
+	}
 	setDur(&c.PingInterval, 25*time.Second)
 	setDur(&c.IdleTimeout, c.PingInterval*5/2)
 	setDur(&c.WriteTimeout, 10*time.Second)
@@ -222,6 +238,9 @@ func (c *Config) setDefaults() error {
 	setInt(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	return nil
 }
+
+// DefaultCompressMinBytes is Config.CompressMinBytes's default.
+const DefaultCompressMinBytes = 512
 
 // NewID returns a random gateway id, "gw-" and 8 hex digits.
 func NewID() string {

@@ -2,37 +2,38 @@ package gateway
 
 import (
 	"errors"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 
 	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/netfd"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
-// The connection model, chosen for the ≤ 6 KiB per idle connection budget:
+// The connection model, chosen for the ≤ 3 KiB per idle connection budget:
 //
-//   - One goroutine per connection, parked in Go's netpoller through
-//     RawConn.Read with no buffer of its own. A read buffer is taken from a
-//     pool only when the socket is readable and returned right after.
+//   - No goroutine per connection. An established connection is a bare
+//     non-blocking socket watched by one of the gateway's pollers
+//     (netpoll_linux.go), which read into their own buffer; the
+//     connection keeps bytes only for a client frame split across reads.
 //   - No writer goroutine. The room flush writes the shared frame bytes
-//     straight to the non-blocking socket with one write system call. Only
-//     when the kernel buffer is full does the connection keep a backlog (of
-//     references to shared frames, never copies) and start a short-lived
-//     goroutine that waits for writability and drains it.
+//     straight to the socket with one write system call. Only when the
+//     kernel buffer is full does the connection keep a backlog (of
+//     references to shared frames, never copies) and ask its poller for
+//     writability; the poller drains the backlog.
+//   - The handshake leaves nothing behind: the gateway reads and answers it
+//     itself (handshake.go) with pooled buffers, then takes the socket out
+//     of Go's netpoller.
 //
-// Safety of the raw fd: every write and the close decision happen under c.mu,
-// and net.Conn.Close is called only after closed was set under c.mu, so the
-// fd number cannot be closed (and reused) while a write holds c.mu. Close is
-// never called while holding c.mu, because Close waits for goroutines inside
-// RawConn callbacks, one of which (drain) takes c.mu.
-
-var readBufPool = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+// Safety of the raw fd: every write happens under c.mu after checking
+// closed, and the descriptor is closed only by reap, after close set closed
+// under c.mu, so it cannot be closed (and its number reused) while a write
+// is in progress.
 
 // queued is a frame waiting in a connection's backlog; off bytes of it were
 // already written.
@@ -44,13 +45,16 @@ type queued struct {
 // conn is one viewer's WebSocket connection.
 type conn struct {
 	srv  *Server
-	nc   net.Conn
-	raw  syscall.RawConn
 	fd   int
+	gen  uint32  // identifies the connection in epoll events (netpoll)
+	poll *poller // set once registered; guarded by mu
 	id   uint64
 	room *room
 	who  auth.Identity
 	ip   netip.Addr // peer address, for the per-address limit (edge.go)
+	// deflate: the client negotiated permessage-deflate; it gets the
+	// compressed variant of room frames that have one.
+	deflate bool
 
 	// idx is the conn's position in room.members; guarded by room.mu.
 	idx int
@@ -58,42 +62,26 @@ type conn struct {
 	mu        sync.Mutex
 	closed    bool
 	closing   bool // last frames queued by finish; closes once they are written
+	reaped    bool
+	outArmed  bool // the poller watches for writability
 	backlog   []queued
 	queued    int   // bytes in backlog
-	draining  bool  // a drain goroutine is running
 	progress  int64 // unix nanos of the last backlog progress
-	drainErr  error
 	closeCode ws.StatusCode
 
 	lastRead atomic.Int64 // unix nanos
 	pingAt   int64        // unix nanos of the last ping; tick loop only
 
-	// Reader goroutine state.
-	partial []byte // bytes of an incomplete client frame
-	rbuf    *[]byte
-	rn      int
-	rerr    error
-	readFn  func(fd uintptr) bool
-	drainFn func(fd uintptr) bool
+	// Reader state: the handshake goroutine's, then its poller's.
+	partial   []byte // bytes of an incomplete client frame
+	msg       clientMsg
+	inputDone bool // closing: further input is discarded
 }
 
-func newConn(srv *Server, nc net.Conn, who auth.Identity) (*conn, error) {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil, errors.New("cannot use connection: not a socket")
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	c := &conn{srv: srv, nc: nc, raw: raw, who: who, idx: -1}
-	if err := raw.Control(func(fd uintptr) { c.fd = int(fd) }); err != nil {
-		return nil, err
-	}
-	c.readFn = c.readReady
-	c.drainFn = c.drainReady
+func newConn(srv *Server, fd int, who auth.Identity, deflate bool) *conn {
+	c := &conn{srv: srv, fd: fd, who: who, deflate: deflate, idx: -1}
 	c.lastRead.Store(time.Now().UnixNano())
-	return c, nil
+	return c
 }
 
 // sendResult tells the flush what became of one frame.
@@ -106,33 +94,43 @@ const (
 	sentClosed                    // connection closed (now or before)
 )
 
+// bytes is what c is sent of f: its compressed variant when c negotiated
+// compression and f has one.
+func (c *conn) bytes(f *frame) []byte {
+	if c.deflate && f.z != nil {
+		return f.z
+	}
+	return f.b
+}
+
 // send writes f, or queues it if the socket is not keeping up. It never
 // blocks on the network.
 func (c *conn) send(f *frame) sendResult {
+	b := c.bytes(f)
 	c.mu.Lock()
 	if c.closed || c.closing {
 		c.mu.Unlock()
 		return sentClosed
 	}
 	if len(c.backlog) == 0 {
-		n, err := writeFD(c.fd, f.b)
-		if n == len(f.b) {
+		n, err := netfd.Write(c.fd, b)
+		if n == len(b) {
 			c.mu.Unlock()
 			return sentNow
 		}
-		if err != nil && err != syscall.EAGAIN {
+		if err != nil && err != unix.EAGAIN {
 			c.mu.Unlock()
 			c.close(ws.StatusGoingAway)
 			return sentClosed
 		}
 		c.backlog = append(c.backlog, queued{f: f, off: max(n, 0)})
-		c.queued = len(f.b)
+		c.queued = len(b)
 		c.progress = time.Now().UnixNano()
-		c.startDrainLocked()
+		c.setWriteLocked(true)
 		c.mu.Unlock()
 		return sentQueued
 	}
-	if len(c.backlog) >= c.srv.cfg.QueueFrames || c.queued+len(f.b) > c.srv.cfg.QueueBytes {
+	if len(c.backlog) >= c.srv.cfg.QueueFrames || c.queued+len(b) > c.srv.cfg.QueueBytes {
 		if f.reliable {
 			c.srv.stats.ClosedSlow.Add(1)
 			c.finishLocked(errorFrame(protocol.CodeSlowConsumer, "connection too slow for reliable messages; reconnect with since"), closeFrameBytes(ws.StatusPolicyViolation, ""))
@@ -143,80 +141,58 @@ func (c *conn) send(f *frame) sendResult {
 		return sentDropped
 	}
 	c.backlog = append(c.backlog, queued{f: f})
-	c.queued += len(f.b)
+	c.queued += len(b)
 	c.mu.Unlock()
 	return sentQueued
 }
 
-func (c *conn) startDrainLocked() {
-	if c.draining {
+// writeBacklog writes what the backlog holds until the socket pushes back;
+// its poller calls it when the socket is writable.
+func (c *conn) writeBacklog() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return
 	}
-	c.draining = true
-	c.srv.connWG.Add(1)
-	go c.drain()
-}
-
-// drain waits for writability and empties the backlog, then exits.
-func (c *conn) drain() {
-	defer c.srv.connWG.Done()
-	err := c.raw.Write(c.drainFn)
-	c.mu.Lock()
-	if err == nil {
-		err = c.drainErr
-	}
-	finished := c.closing
-	c.mu.Unlock()
-	if err != nil || finished {
-		c.close(ws.StatusGoingAway)
-	}
-}
-
-// drainReady runs inside RawConn.Write: it returns false to wait for
-// writability, true when done.
-func (c *conn) drainReady(fd uintptr) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for len(c.backlog) > 0 && !c.closed {
+	var err error
+	for len(c.backlog) > 0 {
 		q := &c.backlog[0]
-		n, err := writeFD(int(fd), q.f.b[q.off:])
+		b := c.bytes(q.f)
+		var n int
+		n, err = netfd.Write(c.fd, b[q.off:])
 		if n > 0 {
 			q.off += n
 			c.progress = time.Now().UnixNano()
 		}
-		if q.off == len(q.f.b) {
-			c.queued -= len(q.f.b)
+		if q.off == len(b) {
+			c.queued -= len(b)
 			c.backlog[0] = queued{}
 			c.backlog = c.backlog[1:]
+			err = nil
 			continue
 		}
 		if err == nil {
 			continue // partial write: try again, the next one says EAGAIN
 		}
-		if err == syscall.EAGAIN {
-			return false
-		}
-		c.drainErr = err
 		break
+	}
+	if err == unix.EAGAIN {
+		c.mu.Unlock()
+		return
 	}
 	c.backlog = nil
 	c.queued = 0
-	c.draining = false
-	return true
-}
-
-func writeFD(fd int, b []byte) (int, error) {
-	for {
-		n, err := syscall.Write(fd, b)
-		if err == syscall.EINTR {
-			continue
-		}
-		return n, err
+	c.setWriteLocked(false)
+	done := err != nil || c.closing
+	c.mu.Unlock()
+	if done {
+		c.close(ws.StatusGoingAway)
 	}
 }
 
 // close closes the connection with a WebSocket close frame; idempotent.
-// The reader goroutine notices and removes the conn from its room.
+// Its poller then reaps it: closes the descriptor and removes it from its
+// room.
 func (c *conn) close(code ws.StatusCode) {
 	c.mu.Lock()
 	if c.closed {
@@ -227,12 +203,34 @@ func (c *conn) close(code ws.StatusCode) {
 	c.closeCode = code
 	if len(c.backlog) == 0 && !c.closing {
 		// Best effort: the socket is writable, say goodbye.
-		_, _ = writeFD(c.fd, closeFrameBytes(code, ""))
+		_, _ = netfd.Write(c.fd, closeFrameBytes(code, ""))
 	}
 	c.backlog = nil
 	c.queued = 0
+	p := c.poll
 	c.mu.Unlock()
-	_ = c.nc.Close()
+	if p != nil {
+		p.reapLater(c)
+	}
+	// Not registered yet: the handshake goroutine reaps it when it tries.
+}
+
+// reap forgets a closed connection and closes its descriptor; idempotent.
+// It must not be called with a room lock held (it leaves the room).
+func (s *Server) reap(c *conn) {
+	c.mu.Lock()
+	if c.reaped || !c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.reaped = true
+	c.mu.Unlock()
+	if s.poll != nil {
+		s.poll.forget(c)
+	}
+	_ = unix.Close(c.fd) // also leaves its epoll set
+	s.removeConn(c)
+	s.connWG.Done()
 }
 
 // closeWith sends an error frame and a close frame, then closes.
@@ -268,14 +266,16 @@ func (c *conn) finishLocked(last ...[]byte) {
 	c.backlog = c.backlog[:keep]
 	c.queued = 0
 	for _, q := range c.backlog {
-		c.queued += len(q.f.b)
+		c.queued += len(c.bytes(q.f))
 	}
 	for _, b := range last {
 		c.backlog = append(c.backlog, queued{f: &frame{b: b}})
 		c.queued += len(b)
 	}
 	c.progress = time.Now().UnixNano()
-	c.startDrainLocked()
+	// The poller writes them as soon as the socket is writable (at once,
+	// usually), then closes.
+	c.setWriteLocked(true)
 	time.AfterFunc(c.srv.cfg.WriteTimeout, func() { c.close(ws.StatusGoingAway) })
 }
 
@@ -296,65 +296,36 @@ func (c *conn) stalled(before int64) bool {
 	return len(c.backlog) > 0 && c.progress < before
 }
 
-// readLoop owns the connection's lifetime: it parses client frames until the
-// connection fails or is closed, then removes the conn from its room.
-func (c *conn) readLoop() {
-	defer c.srv.connWG.Done()
-	defer c.srv.removeConn(c)
-	for {
-		c.rbuf, c.rn, c.rerr = nil, 0, nil
-		if err := c.raw.Read(c.readFn); err != nil {
-			c.close(ws.StatusGoingAway)
-			return
-		}
-		if c.rerr != nil || c.rn == 0 {
-			if c.rbuf != nil {
-				readBufPool.Put(c.rbuf)
-			}
-			c.close(ws.StatusGoingAway)
-			return
-		}
-		c.lastRead.Store(time.Now().UnixNano())
-		ok := c.handle((*c.rbuf)[:c.rn])
-		readBufPool.Put(c.rbuf)
-		if !ok {
-			return
-		}
-	}
-}
-
-// readReady runs inside RawConn.Read; it returns false to wait for data.
-func (c *conn) readReady(fd uintptr) bool {
-	bp := readBufPool.Get().(*[]byte)
-	for {
-		n, err := syscall.Read(int(fd), *bp)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err == syscall.EAGAIN {
-			readBufPool.Put(bp)
-			return false
-		}
-		c.rbuf, c.rn, c.rerr = bp, max(n, 0), err
-		return true
-	}
-}
-
-// handle parses the client frames in b; false means the conn was closed.
+// handle parses the client frames in b; false means the conn is closing or
+// closed (its input is no longer read). Called by the handshake goroutine,
+// then only by the conn's poller.
 func (c *conn) handle(b []byte) bool {
 	if len(c.partial) > 0 {
 		c.partial = append(c.partial, b...)
 		b = c.partial
 	}
+	limit := c.srv.cfg.ReadLimit
 	for len(b) > 0 {
-		f, n, err := parseClientFrame(b, c.srv.cfg.ReadLimit)
+		// A fragment may only carry what the message has left of the limit.
+		f, n, err := parseClientFrame(b, limit-c.msg.size)
+		if err == nil && n > 0 {
+			if f.op.IsControl() {
+				if f.rsv1 {
+					err = errCompressedBit
+				}
+			} else {
+				err = c.msg.add(f, limit, c.deflate)
+			}
+		}
 		if err != nil {
 			c.srv.stats.ClosedBadFrame.Add(1)
-			if errors.Is(err, errTooLarge) {
-				c.closeWith(protocol.CodeFrameTooLarge, "client frame exceeds the read limit")
-			} else {
+			switch {
+			case errors.Is(err, errTooLarge):
+				c.closeWith(protocol.CodeFrameTooLarge, "client message exceeds the read limit")
+			default:
 				c.closeWith(protocol.CodeProtocol, err.Error())
 			}
+			c.partial = nil
 			return false
 		}
 		if n == 0 {
@@ -365,9 +336,10 @@ func (c *conn) handle(b []byte) bool {
 			c.send(&frame{b: ws.MustCompileFrame(ws.NewPongFrame(append([]byte(nil), f.payload...)))})
 		case ws.OpClose:
 			c.close(ws.StatusNormalClosure)
+			c.partial = nil
 			return false
 		default:
-			// Pongs refresh lastRead; text and binary frames carry nothing
+			// Pongs refresh lastRead; text and binary messages carry nothing
 			// the gateway acts on (sends go through the uplink's HTTP API).
 		}
 		b = b[n:]
@@ -375,7 +347,7 @@ func (c *conn) handle(b []byte) bool {
 	if len(b) == 0 {
 		c.partial = nil
 	} else {
-		// b may alias the pooled read buffer or the old partial: copy.
+		// b may alias the poller's read buffer or the old partial: copy.
 		c.partial = append([]byte(nil), b...)
 	}
 	return true

@@ -7,10 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/netfd"
 )
 
-// tcpPair returns the server side wrapped as a conn and the raw client side.
+// tcpPair returns the server side as a registered conn of s and the raw
+// client side.
 func tcpPair(t *testing.T, s *Server) (*conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -26,10 +27,11 @@ func tcpPair(t *testing.T, s *Server) (*conn, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := newConn(s, srv, auth.Identity{User: "u"})
+	fd, err := netfd.Detach(srv)
 	if err != nil {
 		t.Fatal(err)
 	}
+	c := pollConn(t, s, fd, false)
 	t.Cleanup(func() {
 		c.close(1000)
 		client.Close()
@@ -38,7 +40,7 @@ func tcpPair(t *testing.T, s *Server) (*conn, net.Conn) {
 }
 
 func TestSendQueueDropsLiveAndClosesOnReliable(t *testing.T) {
-	s := &Server{cfg: Config{QueueFrames: 4, QueueBytes: 1 << 20, WriteTimeout: 10 * time.Second}}
+	s := testServer(t, Config{QueueFrames: 4, QueueBytes: 1 << 20, WriteTimeout: 10 * time.Second})
 	c, client := tcpPair(t, s)
 	live := &frame{b: make([]byte, 64<<10), msgs: 1}
 	// Fill the kernel buffers: the peer never reads.
@@ -80,11 +82,11 @@ func TestSendQueueDropsLiveAndClosesOnReliable(t *testing.T) {
 	if !c.isClosed() {
 		t.Fatal("connection not closed after its last frames")
 	}
-	s.connWG.Wait() // the drain goroutine has exited
+	s.connWG.Wait() // reaped
 }
 
 func TestBacklogDrainsInOrderWhenPeerReads(t *testing.T) {
-	s := &Server{cfg: Config{QueueFrames: 1000, QueueBytes: 64 << 20}}
+	s := testServer(t, Config{QueueFrames: 1000, QueueBytes: 64 << 20})
 	c, client := tcpPair(t, s)
 	const n = 400
 	var want int

@@ -238,27 +238,6 @@ func (e *edge) tracked() int {
 	return len(e.ips)
 }
 
-// checkEdge runs every edge check on a handshake. It answers the request
-// itself and returns false when the handshake must stop; otherwise the
-// handshake holds a slot of its peer address, which the caller releases
-// (directly, or through removeConn once the connection is registered).
-func (s *Server) checkEdge(w http.ResponseWriter, r *http.Request) (netip.Addr, bool) {
-	if o := r.Header.Get("Origin"); !s.edge.originAllowed(o) {
-		s.stats.Rejected.Add(1)
-		protocol.WriteError(w, protocol.Errorf(http.StatusForbidden, CodeOriginNotAllowed, "",
-			"this gateway does not accept connections from pages of that origin"))
-		return netip.Addr{}, false
-	}
-	ip := peerAddr(r)
-	if perr := s.edge.admit(ip, time.Now()); perr != nil {
-		s.stats.Rejected.Add(1)
-		s.log.Debug("handshake refused at the edge", "peer", ip, "code", perr.Body.Code)
-		protocol.WriteError(w, perr)
-		return netip.Addr{}, false
-	}
-	return ip, true
-}
-
 // ConfigureHTTP applies the gateway's handshake limits to the HTTP server
 // that serves Handler: ReadHeaderTimeout (slow handshakes, "slowloris"),
 // MaxHeaderBytes, and an ErrorLog at debug level. A server without it still

@@ -11,6 +11,9 @@ import (
 // written to. Its bytes are never modified after construction.
 type frame struct {
 	b []byte
+	// z, when set, is the same message compressed (permessage-deflate, RSV1
+	// set), for the connections that negotiated it (deflate.go).
+	z []byte
 	// msgs is how many room messages the frame carries (for counters).
 	msgs int
 	// reliable marks a frame holding at least one reliable message: it may
@@ -77,26 +80,34 @@ func closeFrameBytes(code ws.StatusCode, reason string) []byte {
 type clientFrame struct {
 	op      ws.OpCode
 	fin     bool
+	rsv1    bool   // "per-message compressed" (RFC 7692), checked by the caller
 	payload []byte // aliases the read buffer; valid until the next read
 }
 
 var (
-	errNotMasked = errors.New("client frame not masked")
-	errTooLarge  = errors.New("client frame too large")
-	errReserved  = errors.New("reserved bits or opcode set")
-	errControl   = errors.New("fragmented or oversized control frame")
+	errNotMasked     = errors.New("client frame not masked")
+	errTooLarge      = errors.New("client message too large")
+	errReserved      = errors.New("reserved bits or opcode set")
+	errControl       = errors.New("fragmented or oversized control frame")
+	errFragment      = errors.New("continuation frame outside a fragmented message, or a new message inside one")
+	errCompressedBit = errors.New("compression bit on a control frame, a continuation frame, or without permessage-deflate")
+	errBadDeflate    = errors.New("compressed message does not inflate")
 )
 
 // parseClientFrame parses one client frame from b. It returns the frame, the
 // number of bytes consumed, or n == 0 when b holds only part of a frame. The
-// payload is unmasked in place.
+// payload is unmasked in place. A data frame declaring more than limit
+// bytes is refused before its payload arrives; RSV1 is returned for the
+// caller to judge (it is legal only on the first frame of a data message
+// of a connection that negotiated compression).
 func parseClientFrame(b []byte, limit int) (f clientFrame, n int, err error) {
 	if len(b) < 2 {
 		return f, 0, nil
 	}
-	if b[0]&0x70 != 0 {
+	if b[0]&0x30 != 0 {
 		return f, 0, errReserved
 	}
+	f.rsv1 = b[0]&0x40 != 0
 	f.fin = b[0]&0x80 != 0
 	f.op = ws.OpCode(b[0] & 0x0F)
 	if f.op.IsReserved() {
@@ -126,7 +137,7 @@ func parseClientFrame(b []byte, limit int) (f clientFrame, n int, err error) {
 	if f.op.IsControl() && (plen > 125 || !f.fin) {
 		return f, 0, errControl
 	}
-	if plen > uint64(limit) {
+	if !f.op.IsControl() && plen > uint64(max(limit, 0)) {
 		return f, 0, errTooLarge
 	}
 	hdr += 4
@@ -139,4 +150,53 @@ func parseClientFrame(b []byte, limit int) (f clientFrame, n int, err error) {
 	f.payload = b[hdr:total]
 	ws.Cipher(f.payload, mask, 0)
 	return f, total, nil
+}
+
+// clientMsg follows the data message a client is sending across its
+// fragments (RFC 6455 §5.4): the read limit applies to the whole message,
+// continuation frames included, and a compressed message (RFC 7692) must
+// inflate to no more than the limit either.
+type clientMsg struct {
+	open       bool // a data message has begun and not yet ended
+	size       int  // payload bytes of the open message so far
+	compressed bool
+	z          []byte // the open compressed message's payload so far
+}
+
+// add takes data frame f (text, binary or continuation) of a connection
+// that negotiated compression or not.
+func (m *clientMsg) add(f clientFrame, limit int, deflate bool) error {
+	if f.op == ws.OpContinuation {
+		if !m.open {
+			return errFragment
+		}
+		if f.rsv1 {
+			return errCompressedBit
+		}
+	} else {
+		if m.open {
+			return errFragment
+		}
+		if f.rsv1 && !deflate {
+			return errCompressedBit
+		}
+		m.open, m.size, m.compressed = true, 0, f.rsv1
+	}
+	m.size += len(f.payload)
+	if m.size > limit {
+		return errTooLarge
+	}
+	if m.compressed {
+		m.z = append(m.z, f.payload...)
+	}
+	if !f.fin {
+		return nil
+	}
+	m.open, m.size = false, 0
+	if !m.compressed {
+		return nil
+	}
+	err := inflateWithin(m.z, limit)
+	m.z = nil
+	return err
 }

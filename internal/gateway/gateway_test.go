@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -289,9 +292,24 @@ func TestSlowConsumerIsIsolatedAndBounded(t *testing.T) {
 	}
 }
 
+// TestBadUpgradeRequests runs refused handshakes through both front ends:
+// the gateway's own (Server.Listener) and net/http's (Handler alone). Both
+// answer the same JSON errors.
 func TestBadUpgradeRequests(t *testing.T) {
-	e := newEnv(t)
-	g := e.gateway(nil)
+	for _, viaHTTP := range []bool{false, true} {
+		name := "own handshake"
+		if viaHTTP {
+			name = "net/http"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			e.viaHTTP = viaHTTP
+			testBadUpgradeRequests(t, e.gateway(func(c *Config) { c.MaxHeaderBytes = 8 << 10 }))
+		})
+	}
+}
+
+func testBadUpgradeRequests(t *testing.T, g *gw) {
 	tok := testutil.Token(t, "v1", protocol.RoleViewer)
 	long := strings.Repeat("r", 65)
 	cases := []struct {
@@ -317,9 +335,75 @@ func TestBadUpgradeRequests(t *testing.T) {
 	t.Run("plain GET", func(t *testing.T) {
 		checkUpgradeError(t, g, "room=ok&token="+tok, false, 400, protocol.CodeBadRequest)
 	})
+	addr := g.http.Listener.Addr().String()
+	ok := "GET /v1/ws?room=ok&token=" + tok + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	raw := []struct {
+		name, req string
+		status    int
+		code      string
+	}{
+		{"version 8", ok + "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 426, protocol.CodeBadRequest},
+		{"short key", ok + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n\r\n", 400, protocol.CodeBadRequest},
+		{"no key", ok + "Sec-WebSocket-Version: 13\r\n\r\n", 400, protocol.CodeBadRequest},
+		{"HTTP/1.0", strings.Replace(ok, "HTTP/1.1", "HTTP/1.0", 1) + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 400, protocol.CodeBadRequest},
+	}
+	for _, tc := range raw {
+		t.Run(tc.name, func(t *testing.T) {
+			status, hdr, code := rawRequest(t, addr, tc.req)
+			if status != tc.status || code != tc.code {
+				t.Fatalf("got %d %q, want %d %q", status, code, tc.status, tc.code)
+			}
+			if status == 426 && hdr.Get("Sec-WebSocket-Version") != "13" {
+				t.Fatal("426 without Sec-WebSocket-Version: 13")
+			}
+		})
+	}
+	t.Run("head too large", func(t *testing.T) {
+		req := ok + "X-Filler: " + strings.Repeat("x", 16<<10) + "\r\n\r\n"
+		if status, _, _ := rawRequest(t, addr, req); status != 431 {
+			t.Fatalf("got %d, want 431", status)
+		}
+	})
+	t.Run("other paths reach net/http", func(t *testing.T) {
+		for _, path := range []string{"/v1/wsx", "/v1/ws/", "/"} {
+			resp, err := http.Get(g.http.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound {
+				t.Fatalf("GET %s: %d, want net/http's 404", path, resp.StatusCode)
+			}
+		}
+	})
 	if g.Stats().RoomsStarted.Load() != 0 {
 		t.Fatal("a rejected request started a room subscription")
 	}
+}
+
+// rawRequest sends req as it is to addr and returns the answer's status,
+// headers and JSON error code.
+func rawRequest(t *testing.T, addr, req string) (int, http.Header, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Error protocol.ErrorBody `json:"error"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, resp.Header, body.Error.Code
 }
 
 func checkUpgradeError(t *testing.T, g *gw, query string, upgrade bool, status int, code string) {
@@ -438,4 +522,54 @@ func TestUserNoticeReachesOnlyThatUserAndKickCloses(t *testing.T) {
 		t.Fatal("kicked viewer still connected")
 	}
 	testutil.Eventually(t, 5*time.Second, "kicked connection removed", func() bool { return g.Stats().Conns.Load() == 1 })
+}
+
+// TestKeepaliveClosesSilentConnections: the tick loop pings quiet
+// connections; one that answers stays, one that stays silent past the idle
+// timeout is closed and forgotten.
+func TestKeepaliveClosesSilentConnections(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(func(c *Config) { c.PingInterval, c.IdleTimeout = 300*time.Millisecond, 1500*time.Millisecond })
+	silent := g.dial(t, "ka", "silent", "")
+	defer silent.close()
+	silent.welcome(t)
+	lively := g.dial(t, "ka", "lively", "")
+	defer lively.close()
+	lively.welcome(t)
+	pings := make(chan struct{}, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			h, err := ws.ReadHeader(lively.rd)
+			if err != nil {
+				return
+			}
+			p := make([]byte, h.Length)
+			if _, err := io.ReadFull(lively.rd, p); err != nil {
+				return
+			}
+			if h.OpCode == ws.OpPing {
+				_ = ws.WriteFrame(lively.conn, ws.MaskFrameInPlace(ws.NewPongFrame(p)))
+				select {
+				case pings <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	testutil.Eventually(t, 10*time.Second, "the silent connection closed as idle", func() bool {
+		return g.Stats().ClosedIdle.Load() == 1 && g.Stats().Conns.Load() == 1
+	})
+	select {
+	case <-pings:
+	default:
+		t.Fatal("the answering connection was never pinged")
+	}
+	_ = silent.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, silent.rd); err != nil {
+		t.Fatalf("the silent connection did not end cleanly: %v", err)
+	}
+	lively.close()
+	<-done
 }

@@ -29,6 +29,9 @@ type env struct {
 	url string
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	// viaHTTP starts gateways without Server.Listener: upgrades go through
+	// net/http and Handler (the hijack path).
+	viaHTTP bool
 }
 
 func newEnv(t *testing.T) *env {
@@ -70,6 +73,11 @@ func (e *env) gateway(mod func(*Config)) *gw {
 	}
 	hs.Config.Handler = s.Handler()
 	s.ConfigureHTTP(hs.Config)
+	if !e.viaHTTP {
+		// As serve and the gateway role run it: upgrades are taken off the
+		// listener, everything else goes to net/http.
+		hs.Listener = s.Listener(hs.Listener)
+	}
 	hs.Start()
 	g := &gw{Server: s, nc: nc, http: hs, ws: cfg.PublicURL}
 	t.Cleanup(func() {

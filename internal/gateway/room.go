@@ -44,6 +44,7 @@ type room struct {
 
 	mu         sync.Mutex
 	members    []*conn
+	deflaters  int // members that negotiated compression
 	joining    int
 	emptySince time.Time
 	dead       bool
@@ -157,6 +158,7 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 		r.window = append([]relMsg(nil), r.window[cut:]...)
 	}
 	scratch = append(scratch[:0], r.members...)
+	deflaters := r.deflaters
 	r.mu.Unlock()
 	// msgs is this flush's own slice now (add appends to r.pending): read
 	// the messages' timestamps without holding up add.
@@ -167,6 +169,9 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 		wms := window.Milliseconds()
 		f.b = newTextFrame(func(b []byte) []byte { return protocol.AppendBatch(b, r.id, wms, kept) }, batchSize(kept, r.id))
 		r.srv.stats.FramesEncoded.Add(1)
+		if deflaters > 0 {
+			r.srv.compress(f)
+		}
 		r.srv.writeAll(f, scratch)
 	}
 	// Hand the message slice back for reuse by the next window.

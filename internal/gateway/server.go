@@ -10,10 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,8 +69,21 @@ type Server struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // background loops
-	connWG   sync.WaitGroup // reader and drain goroutines
+	connWG   sync.WaitGroup // one per connection, until reaped
 	writerWG sync.WaitGroup // writer pool
+
+	// poll watches the established connections (netpoll_linux.go); nil
+	// until Start.
+	poll *netpoll
+	// Handshakes in progress (handshake.go): counted so that Close waits
+	// for them, their connections tracked so that Close can interrupt
+	// them, hsCtx bounding their room joins.
+	hsMu     sync.Mutex
+	hsWG     sync.WaitGroup
+	hsConns  map[net.Conn]struct{}
+	hsClosed bool
+	hsCtx    context.Context
+	hsCancel context.CancelFunc
 
 	closeOnce sync.Once
 	drainOnce sync.Once
@@ -103,7 +115,9 @@ func New(cfg Config) (*Server, error) {
 		drained:  make(chan struct{}),
 		starter:  newStarter(),
 		checkNow: make(chan struct{}, 1),
+		hsConns:  map[net.Conn]struct{}{},
 	}
+	s.hsCtx, s.hsCancel = context.WithCancel(context.Background())
 	s.repairs = newRepairQueue(s)
 	s.state.Store(bus.StateActive)
 	return s, nil
@@ -168,6 +182,13 @@ func (s *Server) Start(ctx context.Context) error {
 		stop()
 		return err
 	}
+	if s.poll, err = newNetpoll(s, pollerCount()); err != nil {
+		s.stopModeration()
+		_ = sub.Unsubscribe()
+		stop()
+		return fmt.Errorf("cannot start the connection pollers: %w", err)
+	}
+	s.poll.start()
 	// Commands may arrive as soon as Start returns: make sure the server
 	// knows the subscription.
 	if err := s.cfg.NC.FlushTimeout(10 * time.Second); err != nil {
@@ -193,6 +214,7 @@ func (s *Server) Close() error {
 		s.admitMu.Lock()
 		s.closing.Store(true)
 		s.admitMu.Unlock()
+		s.stopHandshakes()
 		if !s.running.Load() {
 			return
 		}
@@ -209,10 +231,13 @@ func (s *Server) Close() error {
 			default:
 			}
 		}
-		for _, c := range s.hub.allConns(nil) {
+		// Every connection, members and those already leaving with their
+		// last frames queued (no longer in the registry).
+		for _, c := range s.poll.all(s.hub.allConns(nil)) {
 			c.close(ws.StatusGoingAway)
 		}
 		s.connWG.Wait()
+		s.poll.stop()
 		s.cancel()
 		s.unwatch()
 		s.wg.Wait()
@@ -227,145 +252,12 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Handler serves GET /v1/ws.
+// Handler serves GET /v1/ws through net/http. With Listener in front of
+// the HTTP server, upgrades reach it only on kept-alive connections.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/ws", s.serveWS)
 	return mux
-}
-
-var errStarting = protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "gateway is not ready").WithRetry(1000)
-
-func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	ip, ok := s.checkEdge(w, r)
-	if !ok {
-		return
-	}
-	// The handshake holds a slot of its address until the connection is
-	// registered; removeConn gives it back from then on.
-	held := true
-	defer func() {
-		if held {
-			s.edge.release(ip)
-		}
-	}()
-	q := r.URL.Query()
-	id, err := protocol.ParseRoom(q.Get("room"))
-	if err != nil {
-		s.stats.Rejected.Add(1)
-		protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidRoom, "room", err.Error()))
-		return
-	}
-	var since uint64
-	hasSince := false
-	if v := q.Get("since"); v != "" {
-		since, err = strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			s.stats.Rejected.Add(1)
-			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "since", "since must be a non-negative integer sequence"))
-			return
-		}
-		hasSince = true
-	}
-	if !headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Connection", "upgrade") {
-		s.stats.Rejected.Add(1)
-		protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeBadRequest, "", "this endpoint speaks WebSocket only (Upgrade: websocket)"))
-		return
-	}
-	who, err := s.cfg.Verifier.FromUpgrade(r)
-	if err != nil {
-		s.stats.Rejected.Add(1)
-		protocol.WriteError(w, err)
-		return
-	}
-	if perr := s.admitJoin(id, who); perr != nil {
-		s.stats.Rejected.Add(1)
-		protocol.WriteError(w, perr)
-		return
-	}
-	switch {
-	case !s.running.Load() || s.closing.Load():
-		s.stats.Rejected.Add(1)
-		protocol.WriteError(w, errStarting)
-		return
-	case s.state.Load() == bus.StateDraining:
-		s.stats.Rejected.Add(1)
-		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeDraining, "", "gateway is draining; ask dispatch for another").WithRetry(1000))
-		return
-	case s.stats.Conns.Load() >= int64(s.cfg.MaxConns):
-		s.stats.Rejected.Add(1)
-		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "gateway is full; ask dispatch for another").WithRetry(1000))
-		return
-	case !s.cfg.NC.IsConnected() && !s.canAdmitFromMemory(id, since, hasSince):
-		// NATS is in trouble: a room this gateway hosts is served from
-		// memory, but starting one, or catching one up to since, needs
-		// NATS. Say so before the upgrade, so the client tries the next
-		// gateway at once.
-		s.stats.Rejected.Add(1)
-		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "",
-			"gateway cannot reach NATS right now; try another gateway").WithRetry(500))
-		return
-	}
-	nc, rw, _, err := ws.UpgradeHTTP(r, w)
-	if err != nil {
-		// The upgrader already answered with an HTTP error.
-		s.stats.Rejected.Add(1)
-		return
-	}
-	c, err := newConn(s, nc, who)
-	if err != nil {
-		_ = nc.Close()
-		return
-	}
-	if n := rw.Reader.Buffered(); n > 0 {
-		// The client sent frames right behind its handshake.
-		c.partial, _ = rw.Reader.Peek(n)
-		c.partial = append([]byte(nil), c.partial...)
-	}
-	c.id = s.connSeq.Add(1)
-	s.admitMu.Lock()
-	if s.closing.Load() {
-		s.admitMu.Unlock()
-		c.close(ws.StatusGoingAway)
-		return
-	}
-	c.ip, held = ip, false
-	s.connWG.Add(1)
-	sh := s.hub.connShard(c)
-	sh.mu.Lock()
-	sh.conns[c] = struct{}{}
-	sh.mu.Unlock()
-	s.admitMu.Unlock()
-	s.stats.Conns.Add(1)
-	s.stats.ConnsTotal.Add(1)
-
-	// A room start that cannot finish within about 5 s fails its joins with
-	// a retry hint rather than keep the viewer waiting (starter.go).
-	ctx, cancel := context.WithTimeout(r.Context(), 6*time.Second)
-	err = s.join(ctx, c, id, since, hasSince)
-	cancel()
-	if errors.Is(err, errReplayContinues) {
-		go c.readLoop() // reads until the client closes or finish does
-		return
-	}
-	if err != nil {
-		s.log.Warn("cannot join room", "room", id, "err", err)
-		c.closeWith(protocol.CodeUnavailable, "cannot join the room now; retry")
-		s.removeConn(c)
-		s.connWG.Done()
-		return
-	}
-	if perr := s.admitJoin(id, who); perr != nil {
-		// Banned or closed while joining: the watch looked for this
-		// connection before it was a member.
-		c.closeWith(perr.Body.Code, perr.Body.Message)
-	}
-	if len(c.partial) > 0 && !c.handle(nil) {
-		s.connWG.Done()
-		s.removeConn(c)
-		return
-	}
-	go c.readLoop()
 }
 
 // canAdmitFromMemory reports whether a join to id with since can be served
@@ -411,6 +303,9 @@ func (r *room) leave(c *conn) {
 	r.members[last] = nil
 	r.members = r.members[:last]
 	c.idx = -1
+	if c.deflate {
+		r.deflaters--
+	}
 	if len(r.members) == 0 {
 		r.emptySince = time.Now()
 	}
@@ -542,6 +437,9 @@ func (r *room) admit(c *conn, since uint64, hasSince bool, fetched []relMsg, cov
 	c.room = r
 	c.idx = len(r.members)
 	r.members = append(r.members, c)
+	if c.deflate {
+		r.deflaters++
+	}
 	return nil
 }
 
@@ -580,17 +478,4 @@ func (s *Server) releaseRoom(r *room) {
 		r.emptySince = time.Now()
 	}
 	r.mu.Unlock()
-}
-
-// headerHasToken reports whether a comma-separated header holds token,
-// case-insensitively ("Connection: keep-alive, Upgrade").
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, part := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(part), token) {
-				return true
-			}
-		}
-	}
-	return false
 }

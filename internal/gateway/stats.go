@@ -8,13 +8,16 @@ type Stats struct {
 	Conns            atomic.Int64 // open connections
 	ConnsTotal       atomic.Int64 // connections accepted since start
 	Rejected         atomic.Int64 // upgrades refused (auth, capacity, draining)
+	AcceptErrors     atomic.Int64 // accept failures (EMFILE and the like), each followed by a backoff
 	LiveIn           atomic.Int64 // live messages received from NATS
 	ReliableIn       atomic.Int64 // reliable messages received as the stream republished them
 	PresenceIn       atomic.Int64 // presence updates received from other gateways
 	FramesEncoded    atomic.Int64 // batch frames encoded (once per room window)
 	FramesOut        atomic.Int64 // frames written or queued to connections
 	MsgsOut          atomic.Int64 // messages in those frames
-	BytesOut         atomic.Int64
+	BytesOut         atomic.Int64 // bytes of those frames, as written (compressed or not)
+	FramesCompressed atomic.Int64 // of FramesOut, written in their compressed form
+	FramesDeflated   atomic.Int64 // frames compressed (once per room window, when worth it)
 	DroppedSampled   atomic.Int64 // live messages sampled away by the viewer budget
 	DroppedQueueFull atomic.Int64 // live messages dropped at a full connection queue
 	ClosedSlow       atomic.Int64 // connections closed: could not take a reliable message

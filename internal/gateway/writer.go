@@ -69,13 +69,17 @@ func (s *Server) writeAll(f *frame, conns []*conn) {
 	wg.Wait()
 }
 
-// writeChunk writes f to conns and accounts for it.
+// writeChunk writes f to conns and accounts for it: bytes out are the
+// bytes written, compressed for the members that get f.z.
 func (s *Server) writeChunk(f *frame, conns []*conn) {
-	var written, dropped int64
+	var written, compressed, dropped int64
 	for _, c := range conns {
 		switch c.send(f) {
 		case sentNow, sentQueued:
 			written++
+			if c.deflate && f.z != nil {
+				compressed++
+			}
 		case sentDropped:
 			dropped++
 		}
@@ -83,6 +87,7 @@ func (s *Server) writeChunk(f *frame, conns []*conn) {
 	st := &s.stats
 	st.FramesOut.Add(written)
 	st.MsgsOut.Add(written * int64(f.msgs))
-	st.BytesOut.Add(written * int64(len(f.b)))
+	st.BytesOut.Add((written-compressed)*int64(len(f.b)) + compressed*int64(len(f.z)))
+	st.FramesCompressed.Add(compressed)
 	st.DroppedQueueFull.Add(dropped * int64(f.msgs))
 }
