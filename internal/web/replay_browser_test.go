@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -146,8 +147,9 @@ func TestReplayInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, s := range got {
-			// A tick every 50 ms; a busy machine may be late, never early.
-			if s.At < s.Offset || s.At > s.Offset+750 {
+			// A tick every 50 ms; a busy machine may be late (a loaded
+			// browser delays timers by a second and more), never early.
+			if s.At < s.Offset || s.At > s.Offset+lateMS {
 				t.Errorf("%s: %s %s with offset %d appeared at %d", what, s.Type, s.ID, s.Offset, s.At)
 			}
 		}
@@ -201,8 +203,8 @@ func TestReplayInBrowser(t *testing.T) {
 	rocket := giftMsgs[1]
 	target := max(rocket.OffsetMS-600, 0)
 	b.do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => { const s = document.getElementById('rp-seek'); s.value = %d; s.dispatchEvent(new Event('input')); })()`, target)))
-	if p := eval[float64](b, `window.lrReplay.pos()`); p != float64(target) {
-		t.Errorf("seek to %d: position %.0f", target, p)
+	if p := eval[float64](b, `window.lrReplay.pos()`); !near(p, float64(target)) {
+		t.Errorf("seek to %d: position %.1f", target, p)
 	}
 	if eval[bool](b, `!!document.querySelector('#ticker li[data-id="`+rocket.ID+`"]:not(.rp-future)')`) {
 		t.Error("the rocket is in the ticker before its moment")
@@ -226,10 +228,12 @@ func TestReplayInBrowser(t *testing.T) {
 	b.do(chromedp.Evaluate[chromedp.Void](`document.activeElement && document.activeElement.blur()`))
 	b.do(chromedp.KeyEvent(" "))
 	b.waitJS(2*time.Second, `window.lrReplay.state === 'paused'`, "space pauses")
+	// A pause leaves the position where the clock stood, a fraction of a
+	// millisecond included; a seek rounds to whole milliseconds.
 	p0 := eval[float64](b, `window.lrReplay.pos()`)
 	b.do(chromedp.KeyEvent(kb.ArrowLeft))
-	if p := eval[float64](b, `window.lrReplay.pos()`); p != max(p0-5000, 0) {
-		t.Errorf("ArrowLeft from %.0f: %.0f", p0, p)
+	if p := eval[float64](b, `window.lrReplay.pos()`); !near(p, max(p0-5000, 0)) {
+		t.Errorf("ArrowLeft from %.1f: %.1f, want %.1f", p0, p, max(p0-5000, 0))
 	}
 	b.do(chromedp.KeyEvent(kb.Home))
 	if p := eval[float64](b, `window.lrReplay.pos()`); p != 0 {
@@ -258,6 +262,14 @@ func TestReplayInBrowser(t *testing.T) {
 	b.screenshot("replay-phone.png")
 	b.checkClean()
 }
+
+// lateMS is how long after its offset the player may show a message on a
+// busy machine: its ticks are timers, which a loaded browser delays.
+const lateMS = 2000
+
+// near reports whether two player positions are the same to the
+// millisecond the player rounds a seek to.
+func near(a, b float64) bool { return math.Abs(a-b) <= 1 }
 
 // overlapJS lists comments that overlap another in their lane ("" if none).
 const overlapJS = `(() => {
