@@ -14,6 +14,7 @@ import (
 
 	"github.com/liveroom/liveroom/client"
 	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/cliflag"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
@@ -83,9 +84,10 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // parseFlags parses args into fs. It reports stop when the command must not
-// go on: after -help (usage printed, err nil) or on a bad flag (err set).
+// go on: after -help (usage printed, err nil) or on a bad flag (err set: one
+// short line, with the closest flag for a mistyped one; see cliflag).
 func parseFlags(fs *flag.FlagSet, args []string) (stop bool, err error) {
-	err = fs.Parse(args)
+	err = cliflag.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return true, nil
 	}
