@@ -50,6 +50,7 @@ var commands = []command{
 	{"token", "mint a JWT for a user", runToken},
 	{"tail", "print a room's traffic", runTail},
 	{"send", "send a danmaku, gift or like to a room", runSend},
+	{"live", "start, stop and list a room's live sessions (and their replays)", runLive},
 	{"bench", "load generator: viewers through dispatch, senders, gateway CPU and memory, bare-write floor", runBench},
 	{"archive", "run the archive (replay) and webhooks: the non-core consumers, against --nats-url", runArchive},
 	{"autoscale", "decide the gateway count from load beats and act on it (dry-run, local processes or Kubernetes)", runAutoscale},

@@ -368,6 +368,7 @@ func TestToolsSayTheServerIsUnreachable(t *testing.T) {
 		{"tail, given token", runTail, []string{"--url", url, "--room", "r1", "--token", "t"}},
 		{"send, dev token", runSend, []string{"--url", url, "--room", "r1", "danmaku", "hi"}},
 		{"send, given token", runSend, []string{"--url", url, "--room", "r1", "--token", "t", "like"}},
+		{"live", runLive, []string{"--url", url, "--room", "r1", "list"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
