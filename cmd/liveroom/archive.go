@@ -121,7 +121,7 @@ flags:`)
 	if err != nil {
 		mod.Cache().Close()
 		r.nc.Close()
-		return err
+		return withFix(err, "", "", "--data-dir (or --archive-path)")
 	}
 	if err := nc.Register(r.reg); err != nil {
 		nc.Close()

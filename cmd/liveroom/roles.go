@@ -78,12 +78,20 @@ func (r *roleFlags) connect(ctx context.Context, name string, nr bus.Role, id st
 	if err != nil {
 		return nil, err
 	}
+	// Listen first: a taken address fails at once, not after the wait for
+	// the streams.
+	ln, err := app.ListenHTTP(r.addr)
+	if err != nil {
+		return nil, err
+	}
 	nc, err := bus.Connect(r.natsURL, name, log, opts...)
 	if err != nil {
+		ln.Close()
 		return nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
+		ln.Close()
 		nc.Close()
 		return nil, fmt.Errorf("cannot open jetstream: %w", err)
 	}
@@ -98,13 +106,9 @@ func (r *roleFlags) connect(ctx context.Context, name string, nr bus.Role, id st
 	}
 	cancel()
 	if err != nil {
+		ln.Close()
 		nc.Close()
 		return nil, err
-	}
-	ln, err := net.Listen("tcp", r.addr)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("cannot listen on %s: %w", r.addr, err)
 	}
 	return &role{log: log, nc: nc, js: js, ln: ln, debugAddr: r.debugAddr, metricsAddr: r.metricsAddr, reg: metrics.NewRegistry()}, nil
 }

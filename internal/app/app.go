@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -197,6 +198,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		natsURL = n.emb.ClientURL()
 	}
+	// Listen before waiting on JetStream: a taken address fails at once.
+	// The embedded server came first so that a second serve on the same
+	// data directory is told which process holds it.
+	if n.ln, err = ListenHTTP(n.cfg.Addr); err != nil {
+		return err
+	}
 	if keyFile != "" {
 		keys, err := bus.LoadKeys(keyFile)
 		if err != nil {
@@ -224,10 +231,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	n.ln, err = net.Listen("tcp", n.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", n.cfg.Addr, err)
-	}
 	host, port := hostPort(n.ln.Addr())
 	n.url = "http://" + net.JoinHostPort(host, port)
 	public := n.cfg.PublicURL
@@ -403,6 +406,19 @@ func (n *Node) checkBind() error {
 		"or, for a demo on a trusted network, pass --insecure-dev-mode-on-network", n.cfg.Addr)
 }
 
+// ListenHTTP listens on addr for a process's HTTP server. When another
+// process holds the address it says so, and which flag changes it.
+func ListenHTTP(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	switch {
+	case err == nil:
+		return ln, nil
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("cannot listen on %s: the address is taken by another process (another liveroom?): %w; stop it, or choose another address with --addr HOST:PORT", addr, err)
+	}
+	return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
+}
+
 // LoopbackAddr reports whether a listen address host:port binds loopback
 // only: a loopback IP or "localhost". An empty host binds every interface.
 func LoopbackAddr(addr string) bool {
@@ -477,6 +493,8 @@ func (n *Node) Close() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = n.http.Shutdown(ctx)
 			cancel()
+		} else if n.ln != nil {
+			_ = n.ln.Close() // Start failed before serving on it
 		}
 		if n.gw != nil {
 			_ = n.gw.Close()
