@@ -98,7 +98,7 @@ func (r *roleFlags) connect(ctx context.Context, name string, nr bus.Role, id st
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	switch nr {
 	case bus.RoleUplink:
-		err = bus.WaitStreams(sctx, js, bus.StreamConfig{Replicas: r.replicas})
+		err = bus.WaitStreams(sctx, js, log, bus.StreamConfig{Replicas: r.replicas})
 	case bus.RoleDispatch:
 		// Dispatch reads beats only.
 	default:

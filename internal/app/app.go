@@ -225,7 +225,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("cannot open jetstream: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = bus.WaitStreams(sctx, js, bus.StreamConfig{})
+	err = bus.WaitStreams(sctx, js, n.log, bus.StreamConfig{})
 	cancel()
 	if err != nil {
 		return err

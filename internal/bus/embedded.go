@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -192,7 +194,7 @@ func StartEmbedded(cfg EmbeddedConfig) (_ *Embedded, err error) {
 	if err != nil {
 		return fail(fmt.Errorf("cannot create nats server: %w", err))
 	}
-	bridge := &slogBridge{l: cfg.Logger.With("component", "nats"), fatal: make(chan string, 1)}
+	bridge := &slogBridge{l: cfg.Logger.With("component", "nats"), fatal: make(chan string, 1), srv: srv}
 	srv.SetLoggerV2(bridge, cfg.Debug, false, false)
 	srv.Start()
 	if err := waitReady(srv, bridge.fatal, readyTimeout); err != nil {
@@ -274,16 +276,24 @@ func (e *Embedded) Close() {
 }
 
 // slogBridge adapts slog to the nats-server Logger interface. It keeps the
-// first fatal message for StartEmbedded: nats-server logs a failed start (a
-// port it cannot bind, say) and does not return it.
+// first fatal message for StartEmbedded (nats-server logs a failed start,
+// a port it cannot bind say, and does not return it), and logs the dial
+// errors of cluster routes at INFO while no route has connected yet (the
+// other nodes of a forming cluster are simply not up yet) and at WARN
+// after, never at ERROR: the server keeps retrying on its own.
 type slogBridge struct {
 	l     *slog.Logger
 	fatal chan string // capacity 1: the first fatal message
+	srv   *server.Server
+	// routed is set once a route has connected.
+	routed atomic.Bool
 }
+
+// routeDialError starts nats-server's message for a failed route dial.
+const routeDialError = "Error trying to connect to route"
 
 func (b *slogBridge) Noticef(f string, v ...any) { b.l.Info(fmt.Sprintf(f, v...)) }
 func (b *slogBridge) Warnf(f string, v ...any)   { b.l.Warn(fmt.Sprintf(f, v...)) }
-func (b *slogBridge) Errorf(f string, v ...any)  { b.l.Error(fmt.Sprintf(f, v...)) }
 func (b *slogBridge) Debugf(f string, v ...any)  { b.l.Debug(fmt.Sprintf(f, v...)) }
 func (b *slogBridge) Tracef(f string, v ...any)  { b.l.Debug(fmt.Sprintf(f, v...)) }
 
@@ -294,6 +304,22 @@ func (b *slogBridge) Fatalf(f string, v ...any) {
 	case b.fatal <- msg:
 	default:
 	}
+}
+
+func (b *slogBridge) Errorf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	if !strings.HasPrefix(msg, routeDialError) {
+		b.l.Error(msg)
+		return
+	}
+	if !b.routed.Load() && b.srv != nil && b.srv.NumRoutes() > 0 {
+		b.routed.Store(true)
+	}
+	if b.routed.Load() {
+		b.l.Warn(msg + " (retrying)")
+		return
+	}
+	b.l.Info(msg + " (the cluster is forming: retrying until the other nodes are up)")
 }
 
 func parseRoutes(routes []string) ([]*url.URL, error) {

@@ -1,7 +1,9 @@
 package bus_test
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,10 +11,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/lockfile"
 	"github.com/liveroom/liveroom/internal/testutil"
 )
+
+func newLogRecorder() (*slog.Logger, *testutil.SyncBuffer) {
+	var b testutil.SyncBuffer
+	return slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})), &b
+}
 
 // startBounded runs StartEmbedded and fails the test if it has not
 // returned within 20 s: a failed start must not wait for the 30 s
@@ -109,5 +118,77 @@ func TestDataDirLocked(t *testing.T) {
 	first.Close()
 	if _, err := startBounded(t, cfg); err != nil {
 		t.Fatalf("after the first stopped: %v", err)
+	}
+}
+
+// TestCleanCloseIsNoWarning: closing a connection logs no "nats
+// disconnected" warning (nats.go reports a Close as a disconnect with a nil
+// error); losing the server still does.
+func TestCleanCloseIsNoWarning(t *testing.T) {
+	e := testutil.StartNATS(t)
+	log, buf := newLogRecorder()
+	nc, err := bus.Connect(testutil.NATSURL(t, e, bus.RoleUplink, ""), "t", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	if strings.Contains(buf.String(), "disconnected") {
+		t.Errorf("a clean close logged:\n%s", buf.String())
+	}
+	nc, err = bus.Connect(testutil.NATSURL(t, e, bus.RoleUplink, ""), "t", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	e.Close()
+	testutil.Eventually(t, 10*time.Second, "a warning for the lost server", func() bool {
+		return strings.Contains(buf.String(), `level=WARN msg="nats disconnected" err=`)
+	})
+}
+
+// TestRouteDialErrorsWhileForming: a node whose peers are not up yet logs
+// its route dial errors at INFO, saying the cluster is forming, never at
+// ERROR.
+func TestRouteDialErrorsWhileForming(t *testing.T) {
+	log, buf := newLogRecorder()
+	peer := testutil.FreePort(t)
+	_, err := startBounded(t, bus.EmbeddedConfig{Host: "127.0.0.1", Port: -1, DataDir: t.TempDir(), Logger: log, Keys: testutil.NATSKeys(),
+		Name: "n1", ClusterName: "lr", ClusterHost: "127.0.0.1", ClusterPort: testutil.FreePort(t), Routes: []string{"nats://" + testutil.Addr(peer)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "a route dial error in the log", func() bool {
+		return strings.Contains(buf.String(), "Error trying to connect to route")
+	})
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if strings.Contains(line, "Error trying to connect to route") &&
+			(!strings.Contains(line, "level=INFO") || !strings.Contains(line, "the cluster is forming")) {
+			t.Errorf("route dial error logged as %q", line)
+		}
+	}
+}
+
+// TestWaitStreamsSaysWhatItWaitsFor: a role waiting for streams nobody
+// created says which and why, instead of staying silent.
+func TestWaitStreamsSaysWhatItWaitsFor(t *testing.T) {
+	e := testutil.StartNATS(t)
+	nc, err := bus.Connect(testutil.NATSURL(t, e, bus.RoleGateway, "gw-1"), "t", testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, buf := newLogRecorder()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	err = bus.WaitStreamsExist(ctx, js, log, bus.StreamsOf(bus.RoleGateway)...)
+	if err == nil || !strings.Contains(err.Error(), "not created yet") {
+		t.Errorf("err = %v", err)
+	}
+	if got := buf.String(); !strings.Contains(got, `msg="waiting for liveroom's streams" stream=LR_RELIABLE reason="not created yet: an uplink (or serve) creates them"`) {
+		t.Errorf("log:\n%s", got)
 	}
 }
