@@ -21,6 +21,7 @@ func runDrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	id := fs.String("gateway", "", "id of the gateway to drain (see GET /v1/gateways) (required)")
 	wait := fs.Bool("wait", false, "wait until the gateway has stopped beating")
 	timeout := fs.Duration("timeout", 5*time.Minute, "with --wait: give up after this long")
+	reqTimeout := fs.Duration("request-timeout", 15*time.Second, "how long to keep trying to reach the gateway with the drain order (across NATS nodes)")
 	var naf natsAuthFlags
 	naf.register(fs)
 	fs.Usage = func() {
@@ -52,7 +53,7 @@ flags:`)
 		return err
 	}
 	defer nc.Close()
-	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	rctx, rcancel := context.WithTimeout(ctx, *reqTimeout)
 	reply, err := bus.SendControl(rctx, nc, *id, bus.CmdDrain)
 	rcancel()
 	if err != nil {
@@ -70,15 +71,21 @@ flags:`)
 			return fmt.Errorf("gateway %s still running: %w", *id, wctx.Err())
 		case <-time.After(time.Second):
 		}
-		sctx, scancel := context.WithTimeout(ctx, time.Second)
+		sctx, scancel := context.WithTimeout(wctx, 5*time.Second)
 		r, err := bus.SendControl(sctx, nc, *id, bus.CmdStatus)
 		scancel()
 		switch {
 		case err == nil:
 			fmt.Fprintf(stdout, "gateway %s: %s, %d connections\n", r.Gateway, r.State, r.Conns)
-		case !errors.Is(err, bus.ErrRefused):
+		case errors.Is(err, bus.ErrGone):
 			fmt.Fprintf(stdout, "gateway %s is gone\n", *id)
 			return nil
+		case wctx.Err() != nil:
+			return fmt.Errorf("gateway %s still running: %w", *id, wctx.Err())
+		default:
+			// No answer yet: the gateway or its NATS node is slow or
+			// failing over; it has not exited as far as anyone knows.
+			fmt.Fprintf(stdout, "gateway %s: no answer yet (%v); still waiting\n", *id, err)
 		}
 	}
 }

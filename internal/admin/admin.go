@@ -107,7 +107,7 @@ func (h *handler) drain(w http.ResponseWriter, r *http.Request, gw string) {
 	defer cancel()
 	reply, err := bus.SendControl(ctx, h.cfg.NC, gw, bus.CmdDrain)
 	switch {
-	case errors.Is(err, nats.ErrNoResponders):
+	case errors.Is(err, bus.ErrGone):
 		protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "id", "no gateway "+gw+" is running"))
 		return
 	case errors.Is(err, bus.ErrRefused):

@@ -116,12 +116,18 @@ func TestRolePermissions(t *testing.T) {
 		{bus.RoleGateway, "gw-1", bus.BeatSubject("gw-2"), false},
 		{bus.RoleGateway, "gw-1", bus.LiveSubject(room), false},
 		{bus.RoleGateway, "gw-1", bus.ReliableSubject(room), false},
+		{bus.RoleGateway, "gw-1", bus.StoreSubject(room), false},
 		{bus.RoleGateway, "gw-1", bus.ModerationSubject(room), false},
 		{bus.RoleGateway, "gw-1", "$KV." + bus.ModerationKV + ".perm.ban.u1", false},
 		{bus.RoleGateway, "gw-1", bus.UserSubject("u1"), false},
 		{bus.RoleGateway, "gw-1", bus.ControlSubject("gw-2"), false},
 		{bus.RoleGateway, "", bus.BeatSubject("gw-9"), true}, // an unbound gateway credential
 		{bus.RoleUplink, "", bus.LiveSubject(room), true},
+		{bus.RoleUplink, "", bus.StoreSubject(room), true},
+		// Only the stream republishes stored messages: a forged "stored"
+		// message with made-up sequence headers is refused for everyone.
+		{bus.RoleUplink, "", bus.ReliableSubject(room), false},
+		{bus.RoleArchive, "", bus.ReliableSubject(room), false},
 		{bus.RoleUplink, "", bus.BeatSubject("gw-1"), false},
 		{bus.RoleUplink, "", bus.ControlSubject("gw-1"), false},
 		{bus.RoleUplink, "", bus.PresenceSubject(room), false},
@@ -166,19 +172,28 @@ func TestRolePermissions(t *testing.T) {
 	// moderation bucket.
 	gnc, _ := connectAs(t, e, bus.RoleGateway, "gw-1")
 	gjs, _ := jetstream.New(gnc)
+	stored := func() uint64 {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		info, err := js.Stream(ctx, bus.ReliableStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.CachedInfo().State.Msgs
+	}
+	before := stored()
 	pctx, pcancel := context.WithTimeout(context.Background(), time.Second)
-	_, err = gjs.Publish(pctx, bus.ReliableSubject(room), []byte(`{"type":"gift"}`))
+	_, err = gjs.Publish(pctx, bus.StoreSubject(room), []byte(`{"type":"gift"}`))
 	pcancel()
 	if err == nil {
 		t.Error("a gateway stored a reliable message")
 	}
+	if n := stored() - before; n != 0 {
+		t.Errorf("the reliable stream holds %d more messages after the gateway's attempt", n)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if info, err := js.Stream(ctx, bus.ReliableStream); err != nil {
-		t.Fatal(err)
-	} else if n := info.CachedInfo().State.Msgs; n != 0 {
-		t.Errorf("reliable stream holds %d messages after the gateway's attempt", n)
-	}
 	if kv, err := gjs.KeyValue(ctx, bus.ModerationKV); err == nil {
 		if _, err := kv.Put(ctx, "perm.ban.admin", []byte(`{}`)); err == nil {
 			t.Error("a gateway wrote the moderation bucket")

@@ -44,6 +44,12 @@ type StreamConfig struct {
 	LiveMaxBytes int64
 }
 
+// Client liveness settings of every role's NATS connection.
+const (
+	ClientPingInterval = 750 * time.Millisecond
+	ClientMaxPingsOut  = 2
+)
+
 // Connect connects to NATS with reconnects that never give up, logging state
 // changes. name identifies the role in NATS monitoring.
 func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
@@ -56,8 +62,14 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.RetryOnFailedConnect(true),
-		nats.PingInterval(5 * time.Second),
-		nats.MaxPingsOutstanding(3),
+		// Liveness tuned for live traffic (docs/RELIABILITY.md): a NATS
+		// node that hangs (GC pause, stuck disk, a paused VM) keeps its
+		// socket open; two unanswered pings 750 ms apart (1.5–2.3 s) make
+		// the client leave it for another node of the cluster and
+		// resubscribe there, where gateways check their rooms. A ping is
+		// a few bytes per connection per 750 ms.
+		nats.PingInterval(ClientPingInterval),
+		nats.MaxPingsOutstanding(ClientMaxPingsOut),
 		nats.ReconnectBufSize(8 << 20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			// nats.go calls this with a nil error on Close too: a clean
@@ -155,7 +167,12 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        ReliableStream,
 		Description: "liveroom reliable-class room messages (gifts, notices)",
-		Subjects:    []string{ReliableWildcard, ModerationWildcard},
+		Subjects:    []string{StoreWildcard, ModerationWildcard},
+		// Gateways hear stored messages on core subjects, with their
+		// sequence and the room's previous one, and repair gaps with
+		// Direct Get from any replica: no consumer per room.
+		RePublish:   &jetstream.RePublish{Source: StoreWildcard, Destination: "lr.room.{{wildcard(1)}}.reliable"},
+		AllowDirect: true,
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      cfg.ReliableMaxAge,

@@ -31,7 +31,8 @@ func TestEnsureStreamsIsIdempotentAndKeepsSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := st.CachedInfo().Config
-	if cfg.Duplicates < 2*time.Minute || cfg.Replicas != 1 || cfg.Subjects[0] != bus.ReliableWildcard {
+	if cfg.Duplicates < 2*time.Minute || cfg.Replicas != 1 || cfg.Subjects[0] != bus.StoreWildcard || !cfg.AllowDirect ||
+		cfg.RePublish == nil || cfg.RePublish.Source != bus.StoreWildcard {
 		t.Fatalf("stream config %+v", cfg)
 	}
 	if _, err := js.KeyValue(ctx, bus.RoomStateKV); err != nil {

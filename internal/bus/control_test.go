@@ -48,7 +48,39 @@ func TestSendControl(t *testing.T) {
 	if _, err := send("junk"); !errors.Is(err, bus.ErrRefused) {
 		t.Fatalf("unreadable reply: %v", err)
 	}
-	if _, err := send("absent"); !errors.Is(err, nats.ErrNoResponders) || errors.Is(err, bus.ErrRefused) {
+	if _, err := send("absent"); !errors.Is(err, bus.ErrGone) || !errors.Is(err, nats.ErrNoResponders) || errors.Is(err, bus.ErrRefused) {
 		t.Fatalf("no gateway: %v", err)
+	}
+
+	// A gateway that hangs for a moment is asked again, and a request that
+	// never gets an answer is "no answer yet", not "gone".
+	var calls int
+	sub, err := nc.Subscribe(bus.ControlSubject("slow"), func(m *nats.Msg) {
+		calls++
+		if calls == 1 {
+			return // the first request is lost in a hung process
+		}
+		_ = m.Respond([]byte(`{"gateway":"slow","state":"draining"}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	hung, err := nc.Subscribe(bus.ControlSubject("hung"), func(*nats.Msg) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Unsubscribe()
+	_ = nc.Flush()
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	if r, err := bus.SendControl(ctx, nc, "slow", bus.CmdDrain); err != nil || r.State != "draining" || calls != 2 {
+		t.Fatalf("retried request: %+v %v after %d calls", r, err, calls)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel2()
+	_, err = bus.SendControl(ctx2, nc, "hung", bus.CmdStatus)
+	if err == nil || errors.Is(err, bus.ErrGone) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hung gateway: %v, want no answer yet (deadline), not gone", err)
 	}
 }

@@ -121,8 +121,13 @@ func StartEmbedded(cfg EmbeddedConfig) (_ *Embedded, err error) {
 		StoreDir:              cfg.DataDir,
 		NoSigs:                true,
 		MaxPayload:            1 << 20,
-		WriteDeadline:         10 * time.Second,
 		DisableShortFirstPing: true,
+		// A client that does not read for 2 s (frozen) is cut off rather
+		// than let its backlog grow; it reconnects and its gateway checks
+		// its rooms. Clients are pinged every 2 s (they ping us faster).
+		WriteDeadline: 2 * time.Second,
+		PingInterval:  2 * time.Second,
+		MaxPingsOut:   3,
 	}
 	var kr *keyring
 	switch n := btoi(cfg.KeyFile != "") + btoi(len(cfg.Keys) > 0) + btoi(cfg.NoAuth); {
@@ -166,6 +171,12 @@ func StartEmbedded(cfg EmbeddedConfig) (_ *Embedded, err error) {
 		opts.TLSConfig, opts.TLS, opts.TLSTimeout = tc, true, 2
 	}
 	if cfg.ClusterName != "" {
+		// A frozen node's routes are detected in 3–4 s (pings every second,
+		// three unanswered), and a route write blocked for 2 s is cut, so
+		// that a hung node does not hold the others' traffic for the whole
+		// freeze.
+		opts.Cluster.PingInterval, opts.Cluster.MaxPingsOut = time.Second, 3
+		opts.Cluster.WriteDeadline = 2 * time.Second
 		opts.Cluster.Name = cfg.ClusterName
 		opts.Cluster.Host = cfg.ClusterHost
 		opts.Cluster.Port = cfg.ClusterPort

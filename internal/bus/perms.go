@@ -16,8 +16,8 @@ import (
 // JetStream account info. Beyond that:
 //
 //	role       publishes                                     subscribes
-//	gateway    presence, its own beat, stream reads          room live/presence/reliable, user notices, its own control
-//	uplink     room live and reliable, moderation records,   –
+//	gateway    presence, its own beat, Direct Get reads          its rooms' subjects, user notices, its own control
+//	uplink     room live, reliable stores, moderation records, –
 //	           user notices, like/moderation KV writes,
 //	           stream management
 //	dispatch   control commands (admin API)                  beats
@@ -43,22 +43,23 @@ func Permissions(role Role, id string) *server.Permissions {
 		if id != "" {
 			beat, ctl = BeatSubject(id), ControlSubject(id)
 		}
+		// Reads only, by Direct Get: a gateway creates no consumer on the
+		// reliable stream (its credential may not), whatever its rooms.
 		pub = append(pub, PresenceWildcard, beat)
 		pub = append(pub, readStream(ReliableStream)...)
-		pub = append(pub, consumeStream(ReliableStream)...)
-		pub = append(pub, readKV(RoomStateKV)...)
+		pub = append(pub, readStream("KV_"+RoomStateKV)...)
 		pub = append(pub, readKV(ModerationKV)...)
-		sub = append(sub, LiveWildcard, PresenceWildcard, ReliableWildcard, UserWildcard, ctl)
+		sub = append(sub, RoomsWildcard, UserWildcard, ctl, ReliableLeaderElected)
 		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 	case RoleUplink:
-		pub = append(pub, LiveWildcard, ReliableWildcard, ModerationWildcard, UserWildcard)
+		pub = append(pub, LiveWildcard, StoreWildcard, ModerationWildcard, UserWildcard)
 		pub = append(pub, manageStreams()...)
 		pub = append(pub, readStream(ReliableStream)...)
 		pub = append(pub, writeKV(RoomStateKV)...)
 		pub = append(pub, writeKV(ModerationKV)...)
 		pub = append(pub, readKV(SessionsKV)...)
 	case RoleArchive:
-		pub = append(pub, ReliableWildcard, ModerationWildcard, UserWildcard, webhookDLQSubjects)
+		pub = append(pub, StoreWildcard, ModerationWildcard, UserWildcard, webhookDLQSubjects)
 		for _, s := range []string{ReliableStream, LiveStream} {
 			pub = append(pub, readStream(s)...)
 			pub = append(pub, consumeStream(s)...)

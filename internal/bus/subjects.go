@@ -22,8 +22,21 @@ const (
 	ControlWildcard = ControlSubjectPrefix + "*"
 	// PresenceWildcard matches every room's presence subject.
 	PresenceWildcard = "lr.room.*.presence"
-	// ReliableWildcard is captured by the reliable stream.
+	// StoreWildcard is captured by the reliable stream: reliable messages
+	// are published there (through JetStream, deduplicated by message id)
+	// and nowhere else.
+	StoreWildcard = "lr.store.*"
+	// ReliableWildcard matches the subjects on which the reliable stream
+	// republishes what it stored (ReliableSubject). Only the stream
+	// publishes there; no role's credential may.
 	ReliableWildcard = "lr.room.*.reliable"
+	// RoomsWildcard matches every subject a gateway hears for its rooms:
+	// a gateway subscribes to RoomWildcard(room) for each room it hosts.
+	RoomsWildcard = "lr.room.*.>"
+	// ReliableLeaderElected is JetStream's advisory that the reliable stream
+	// has a new leader: gateways check their rooms then, since a leader that
+	// died may have stored a message without republishing it.
+	ReliableLeaderElected = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + ReliableStream
 	// ModerationWildcard carries the record of every moderation action
 	// (lr.mod.<room>), also captured by the reliable stream so that
 	// webhooks read it; no viewer ever receives it.
@@ -39,8 +52,20 @@ const (
 // LiveSubject carries live-class messages and aggregates of room.
 func LiveSubject(room protocol.Room) string { return "lr.room." + string(room) + ".live" }
 
-// ReliableSubject carries reliable-class messages of room (stored by JetStream).
+// StoreSubject is where reliable-class messages of room are published,
+// through JetStream: the reliable stream captures it.
+func StoreSubject(room protocol.Room) string { return "lr.store." + string(room) }
+
+// ReliableSubject carries the reliable-class messages of room as the
+// reliable stream stored them: republished by the stream (stream RePublish)
+// with the headers Nats-Sequence (their stream sequence) and
+// Nats-Last-Sequence (the sequence of the room's previous reliable message),
+// from which a gateway sees any gap.
 func ReliableSubject(room protocol.Room) string { return "lr.room." + string(room) + ".reliable" }
+
+// RoomWildcard matches every subject a gateway hosting room hears: live,
+// presence and reliable. One core subscription per hosted room.
+func RoomWildcard(room protocol.Room) string { return "lr.room." + string(room) + ".>" }
 
 // PresenceSubject carries each gateway's local viewer count of room, summed by
 // the other gateways that host the room.

@@ -98,6 +98,13 @@ type Config struct {
 	// ReplayMax bounds how many reliable messages one reconnect replays.
 	// Default 10000.
 	ReplayMax int
+	// CheckInterval is how often every hosted room is checked against the
+	// reliable stream while the stream moves (reliable.go): the safety net
+	// under the gap detection, for a room's last message lost on its way.
+	// Checks are incremental (only rooms with messages newer than the last
+	// check are answered) and skipped while the stream does not move.
+	// Default 2s.
+	CheckInterval time.Duration
 	// RoomLinger keeps a room's subscriptions for this long after its last
 	// local viewer left, so a reconnecting viewer does not cause churn.
 	// Default 2s.
@@ -199,6 +206,7 @@ func (c *Config) setDefaults() error {
 	setInt(&c.ReliableWindow, 1024)
 	setInt(&c.ReplayMax, 10000)
 	setDur(&c.RoomLinger, 2*time.Second)
+	setDur(&c.CheckInterval, 2*time.Second)
 	setDur(&c.BeatInterval, time.Second)
 	setDur(&c.CountInterval, 2*time.Second)
 	setInt(&c.Shards, 64)

@@ -267,11 +267,24 @@ func (e *env) gift(room, id string) uint64 {
 	m := protocol.Message{ID: id, Type: protocol.TypeGift, Room: room, User: "u1", TS: time.Now().UnixMilli(), Gift: "rocket", Count: 1}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ack, err := e.js.Publish(ctx, bus.ReliableSubject(protocol.Room(room)), protocol.Encode(m), jetstream.WithMsgID(id))
+	ack, err := e.js.Publish(ctx, bus.StoreSubject(protocol.Room(room)), protocol.Encode(m), jetstream.WithMsgID(id))
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	return ack.Sequence
+}
+
+// nextSeq returns the stream sequence the next stored message will get
+// (tests that store one message at a time).
+func (e *env) nextSeq() uint64 {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := e.js.Stream(ctx, bus.ReliableStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st.CachedInfo().State.LastSeq + 1
 }
 
 func countType(msgs []protocol.Message, typ string) int {

@@ -153,7 +153,7 @@ func stream(js jetstream.JetStream, room, prefix string, stop <-chan struct{}) (
 		id := prefix + "-" + strconv.Itoa(i)
 		m := protocol.Message{ID: id, Type: protocol.TypeGift, Room: room, User: "sender", TS: time.Now().UnixMilli(), Gift: "rocket", Count: 1}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := js.Publish(ctx, bus.ReliableSubject(protocol.Room(room)), protocol.Encode(m), jetstream.WithMsgID(id))
+		_, err := js.Publish(ctx, bus.StoreSubject(protocol.Room(room)), protocol.Encode(m), jetstream.WithMsgID(id))
 		cancel()
 		if err != nil {
 			return ids, err

@@ -3,214 +3,460 @@ package gateway
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
-// relSub reads one room's reliable messages from the stream, gap-free: an
-// ephemeral consumer filtered on the room, whose consumer sequence must grow
-// by exactly one per delivery. A jump, missed heartbeats, or the consumer
-// vanishing with a NATS node all mean the same thing: drop the consumer and
-// create a new one that starts right after the last stream sequence
-// delivered. This is what the library's ordered consumer does too, but its
-// recreation waits up to 10 s per attempt and backs off to 10 s between
-// them; after a node loss that is the whole gift budget. Here attempts are
-// short and retried every 200 ms until the stream answers again.
-type relSub struct {
-	s *Server
-	r *room
+// The reliable path (docs/RELIABILITY.md).
+//
+// Gifts and notices are stored in the stream LR_RELIABLE, which republishes
+// each one on the core subject lr.room.<room>.reliable with two headers: its
+// stream sequence and the sequence of the room's previous reliable message.
+// A gateway hears them through the one subscription it holds per hosted
+// room (lr.room.<room>.>), like live traffic: nothing on JetStream is created
+// per room or per viewer.
+//
+// Each room keeps relSeq, the highest sequence up to which it has every
+// reliable message of the room, in order. A message whose previous sequence
+// is relSeq extends it. Any other new message means something was missed
+// (a core message dropped, a disconnect, a stream leader that died between
+// storing and republishing): the room is repaired from the stream with
+// Direct Get, a batch of the room's messages after relSeq per request, from
+// any replica. The message that showed the gap is not kept: the repair reads
+// it again, in order.
+//
+// A repair also runs when a viewer reconnects with a since= newer than the
+// room knows, and a check of every hosted room runs when the NATS
+// connection comes back, when the stream elects a new leader, when the
+// subscription dropped messages, and every CheckInterval while the stream
+// moves: one multi-last Direct Get per 256 rooms compares each room's last
+// stored sequence with relSeq (only for rooms whose last message is newer
+// than the previous check), and only rooms behind are repaired.
 
-	mu        sync.Mutex
-	cc        jetstream.ConsumeContext
-	cons      jetstream.Consumer
-	next      uint64 // stream sequence to start from on the next (re)creation
-	consSeq   uint64 // last consumer sequence delivered by the current consumer
-	gen       int    // generation; deliveries of older consumers are ignored
-	resetting bool
-	stopped   bool
-	wg        sync.WaitGroup
-}
+// repairBatch is how many messages one repair request asks for.
+const repairBatch = 256
 
-const (
-	relAttemptTimeout = 1500 * time.Millisecond
-	relRetryWait      = 200 * time.Millisecond
-)
+// repairWorkers bounds the repair requests in flight.
+const repairWorkers = 8
 
-// start creates the first consumer, from stream sequence from.
-func (rs *relSub) start(ctx context.Context, from uint64) error {
-	rs.mu.Lock()
-	rs.next = from
-	rs.mu.Unlock()
-	return rs.create(ctx)
-}
+// repairGiveUp is how long a repair keeps retrying a room that cannot
+// reach the sequence it wants (a replica lagging behind, or a since= the
+// stream never had) before it settles for what the stream holds.
+const repairGiveUp = 10 * time.Second
 
-// create makes a consumer starting at rs.next and starts consuming.
-func (rs *relSub) create(ctx context.Context) error {
-	rs.mu.Lock()
-	if rs.stopped {
-		rs.mu.Unlock()
-		return nil
-	}
-	rs.gen++
-	gen, from := rs.gen, rs.next
-	rs.consSeq = 0
-	rs.mu.Unlock()
-	cfg := jetstream.ConsumerConfig{
-		FilterSubject:     bus.ReliableSubject(rs.r.id),
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		AckPolicy:         jetstream.AckNonePolicy,
-		InactiveThreshold: 10 * time.Second,
-		MemoryStorage:     true,
-		Replicas:          1,
-	}
-	if from > 1 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = from
-	}
-	cons, err := rs.s.cfg.JS.CreateOrUpdateConsumer(ctx, bus.ReliableStream, cfg)
-	if err != nil {
-		return fmt.Errorf("cannot create reliable consumer: %w", err)
-	}
-	cc, err := cons.Consume(rs.handler(gen),
-		jetstream.PullExpiry(5*time.Second),
-		jetstream.PullHeartbeat(time.Second),
-		jetstream.ConsumeErrHandler(rs.errHandler(gen)))
-	if err != nil {
-		rs.deleteConsumer(cons)
-		return fmt.Errorf("cannot consume reliable messages: %w", err)
-	}
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.stopped || gen != rs.gen {
-		cc.Stop()
-		rs.deleteConsumer(cons)
-		return nil
-	}
-	rs.cc, rs.cons = cc, cons
-	return nil
-}
+// relSubjectOf is the subject a room's messages are stored under, which
+// Direct Get reads by.
+func relSubjectOf(id protocol.Room) string { return bus.StoreSubject(id) }
 
-func (rs *relSub) handler(gen int) jetstream.MessageHandler {
-	return func(msg jetstream.Msg) {
-		md, err := msg.Metadata()
-		if err != nil {
-			return
+// onReliable handles a message the stream republished for r.
+func (s *Server) onReliable(r *room, m *nats.Msg) {
+	seq, prev, ok := bus.SeqHeaders(m.Header)
+	if !ok {
+		return // not from the stream: no role may publish here
+	}
+	if s.dropReliable != nil && s.dropReliable(r.id, seq) {
+		return // a test losing core deliveries
+	}
+	s.stats.ReliableIn.Add(1)
+	r.mu.Lock()
+	switch {
+	case r.dead || seq <= r.relSeq:
+		// Old news (already read by a repair), or a room going away.
+		r.mu.Unlock()
+	case r.started && !r.repairing && prev <= r.relSeq:
+		// In order. prev < relSeq only when relSeq came from a snapshot
+		// taken after prev was stored: nothing lies between.
+		r.relSeq = seq
+		r.mu.Unlock()
+		r.add(pendingMsg{b: protocol.WithSeq(m.Data, seq), seq: seq, kind: kindReliable})
+	default:
+		// A gap, a repair under way, or a room still starting: remember
+		// that seq exists and let the repair read it in order.
+		r.want = max(r.want, seq)
+		start := r.started && !r.repairing
+		if start {
+			s.stats.ReliableGaps.Add(1)
 		}
-		rs.mu.Lock()
-		if gen != rs.gen || rs.stopped {
-			rs.mu.Unlock()
-			return
-		}
-		if md.Sequence.Consumer != rs.consSeq+1 {
-			rs.mu.Unlock()
-			rs.s.stats.ReliableGaps.Add(1)
-			rs.reset("gap in consumer sequence")
-			return
-		}
-		rs.consSeq = md.Sequence.Consumer
-		rs.next = md.Sequence.Stream + 1
-		rs.mu.Unlock()
-		rs.s.stats.ReliableIn.Add(1)
-		rs.r.add(pendingMsg{b: protocol.WithSeq(msg.Data(), md.Sequence.Stream), seq: md.Sequence.Stream, kind: kindReliable})
-	}
-}
-
-func (rs *relSub) errHandler(gen int) jetstream.ConsumeErrHandler {
-	return func(_ jetstream.ConsumeContext, err error) {
-		rs.s.stats.ConsumerErrors.Add(1)
-		rs.mu.Lock()
-		current := gen == rs.gen
-		rs.mu.Unlock()
-		if !current {
-			return
-		}
-		switch {
-		case errors.Is(err, jetstream.ErrNoHeartbeat),
-			errors.Is(err, jetstream.ErrConsumerDeleted),
-			errors.Is(err, jetstream.ErrConsumerNotFound),
-			errors.Is(err, jetstream.ErrConsumerLeadershipChanged):
-			rs.reset(err.Error())
-		default:
-			rs.s.log.Debug("reliable consumer", "room", rs.r.id, "err", err)
+		r.mu.Unlock()
+		if start {
+			s.repairs.enqueue(r)
 		}
 	}
 }
 
-// reset replaces the consumer, retrying until it succeeds or the room stops.
-func (rs *relSub) reset(why string) {
-	rs.mu.Lock()
-	if rs.resetting || rs.stopped {
-		rs.mu.Unlock()
+// repairQueue runs repairs with a few workers; a room is queued at most
+// once at a time.
+type repairQueue struct {
+	s  *Server
+	mu sync.Mutex
+	q  []*room
+	wk chan struct{}
+	wg sync.WaitGroup
+}
+
+func newRepairQueue(s *Server) *repairQueue {
+	return &repairQueue{s: s, wk: make(chan struct{}, 1)}
+}
+
+// enqueue schedules a repair of r unless one is queued or running.
+func (rq *repairQueue) enqueue(r *room) {
+	r.mu.Lock()
+	if r.repairing || r.dead || !r.started {
+		r.mu.Unlock()
 		return
 	}
-	rs.resetting = true
-	rs.gen++ // deliveries of the old consumer are ignored from now on
-	old, oldCons := rs.cc, rs.cons
-	rs.cc, rs.cons = nil, nil
-	rs.wg.Add(1)
-	rs.mu.Unlock()
-	rs.s.stats.ReliableResets.Add(1)
-	rs.s.log.Info("resetting reliable consumer", "room", rs.r.id, "reason", why)
-	go func() {
-		defer rs.wg.Done()
-		if old != nil {
-			old.Stop()
-			rs.deleteConsumer(oldCons)
-		}
-		for attempt := 1; ; attempt++ {
-			ctx, cancel := context.WithTimeout(context.Background(), relAttemptTimeout)
-			err := rs.create(ctx)
-			cancel()
-			rs.mu.Lock()
-			if err == nil || rs.stopped {
-				rs.resetting = false
-				rs.mu.Unlock()
-				if err == nil {
-					rs.s.log.Info("reliable consumer resumed", "room", rs.r.id, "attempts", attempt)
+	r.repairing = true
+	r.repairSince = time.Now()
+	r.mu.Unlock()
+	rq.mu.Lock()
+	rq.q = append(rq.q, r)
+	rq.mu.Unlock()
+	select {
+	case rq.wk <- struct{}{}:
+	default:
+	}
+}
+
+func (rq *repairQueue) take() *room {
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
+	if len(rq.q) == 0 {
+		return nil
+	}
+	r := rq.q[0]
+	rq.q[0] = nil
+	rq.q = rq.q[1:]
+	return r
+}
+
+// run starts the workers; they stop with ctx.
+func (rq *repairQueue) run(ctx context.Context) {
+	for range repairWorkers {
+		rq.wg.Add(1)
+		go func() {
+			defer rq.wg.Done()
+			for {
+				r := rq.take()
+				if r == nil {
+					select {
+					case <-ctx.Done():
+						return
+					case <-rq.wk:
+					}
+					continue
 				}
+				// Others may be waiting too: pass the wake-up on.
+				select {
+				case rq.wk <- struct{}{}:
+				default:
+				}
+				rq.s.repair(ctx, r)
+			}
+		}()
+	}
+}
+
+func (rq *repairQueue) wait() { rq.wg.Wait() }
+
+// repair reads r's messages after relSeq from the stream until it has
+// reached want (or the stream's end), then ends the repair; messages that
+// arrived meanwhile and lie beyond start another. Errors retry with backoff
+// while the room is hosted.
+func (s *Server) repair(ctx context.Context, r *room) {
+	backoff := 50 * time.Millisecond
+	for {
+		r.mu.Lock()
+		from, want, since, dead := r.relSeq, r.want, r.repairSince, r.dead
+		r.mu.Unlock()
+		if dead || ctx.Err() != nil {
+			s.endRepair(r, false)
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		msgs, more, err := s.direct.After(rctx, bus.ReliableStream, relSubjectOf(r.id), from+1, repairBatch)
+		cancel()
+		s.stats.RepairRequests.Add(1)
+		if err != nil {
+			s.stats.RepairErrors.Add(1)
+			if time.Since(since) > repairGiveUp {
+				s.log.Warn("cannot repair a room's reliable messages; retrying", "room", r.id, "from", from+1, "err", err)
+				r.mu.Lock()
+				r.repairSince = time.Now()
+				r.mu.Unlock()
+			}
+			if !sleepCtx(ctx, backoff) {
+				s.endRepair(r, false)
 				return
 			}
-			rs.mu.Unlock()
-			if attempt%25 == 1 { // the first failure, then every 25th
-				rs.s.log.Warn("cannot recreate reliable consumer; retrying", "room", rs.r.id, "attempt", attempt, "err", err)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		for _, m := range msgs {
+			r.mu.Lock()
+			ok := m.Seq > r.relSeq && !r.dead
+			if ok {
+				r.relSeq = m.Seq
 			}
-			time.Sleep(relRetryWait)
+			r.mu.Unlock()
+			if ok {
+				s.stats.ReliableRepaired.Add(1)
+				r.add(pendingMsg{b: protocol.WithSeq(m.Data, m.Seq), seq: m.Seq, kind: kindReliable})
+			}
+		}
+		if more {
+			continue
+		}
+		r.mu.Lock()
+		reached := r.relSeq >= want
+		r.mu.Unlock()
+		if reached || time.Since(since) > repairGiveUp {
+			if !reached {
+				// The stream has nothing up to want: a since= from another
+				// system, or a message that aged out.
+				s.log.Debug("repair settles below the wanted sequence", "room", r.id, "have", from, "want", want)
+			}
+			if s.endRepair(r, reached) {
+				continue // more arrived meanwhile
+			}
+			return
+		}
+		// A replica may lag the leader by a moment: ask again.
+		if !sleepCtx(ctx, backoff) {
+			s.endRepair(r, false)
+			return
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// endRepair ends r's repair, or reports true (repair on) when messages
+// beyond what was read arrived meanwhile. Without reached, what is wanted
+// is forgotten.
+func (s *Server) endRepair(r *room, reached bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if reached && r.want > r.relSeq && !r.dead {
+		r.repairSince = time.Now()
+		return true
+	}
+	r.want = r.relSeq
+	r.repairing = false
+	return false
+}
+
+// catchUp makes r read what the stream holds beyond relSeq (a viewer knows
+// of since), and waits until r has flushed it or ctx ends.
+func (s *Server) catchUp(ctx context.Context, r *room, since uint64) {
+	if !s.cfg.NC.IsConnected() {
+		return // nothing can be read now; the join goes on from memory
+	}
+	r.mu.Lock()
+	r.want = max(r.want, since)
+	r.mu.Unlock()
+	s.repairs.enqueue(r)
+	deadline := time.Now().Add(3 * time.Second)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		done := r.lastSeq >= since || (!r.repairing && r.relSeq <= r.lastSeq)
+		r.mu.Unlock()
+		if done {
+			return
+		}
+		if !sleepCtx(ctx, 5*time.Millisecond) {
+			return
+		}
+	}
+}
+
+// checkRooms compares every hosted room's relSeq with the last message the
+// stream holds for it, in multi-last requests of up to 256 rooms, and
+// repairs the rooms behind. Only rooms whose last message has a sequence of
+// at least minSeq are answered (0: all); known is the stream's last
+// sequence read before the check. It returns the stream position up to
+// which every room was checked.
+func (s *Server) checkRooms(ctx context.Context, rooms []*room, minSeq, known uint64) (uint64, error) {
+	var subjects []string
+	byS := make(map[string]*room, len(rooms))
+	for _, r := range rooms {
+		r.mu.Lock()
+		ok := r.started && !r.dead
+		r.mu.Unlock()
+		if ok {
+			subj := relSubjectOf(r.id)
+			subjects = append(subjects, subj)
+			byS[subj] = r
+		}
+	}
+	if len(subjects) == 0 {
+		return known, nil
+	}
+	s.stats.Checks.Add(1)
+	s.stats.CheckRequests.Add(int64((len(subjects) + bus.MaxMultiLast - 1) / bus.MaxMultiLast))
+	last, upTo, err := s.direct.LastSince(ctx, bus.ReliableStream, subjects, minSeq, known)
+	if err != nil {
+		return 0, err
+	}
+	for subj, m := range last {
+		r := byS[subj]
+		if r == nil {
+			continue
+		}
+		r.mu.Lock()
+		behind := m.Seq > r.relSeq && !r.dead
+		if behind {
+			r.want = max(r.want, m.Seq)
+		}
+		r.mu.Unlock()
+		if behind {
+			s.stats.ReliableGaps.Add(1)
+			s.repairs.enqueue(r)
+		}
+	}
+	return upTo, nil
+}
+
+// checkLoop runs checkRooms when asked (a reconnect, a new stream leader,
+// dropped messages: twice, a second apart, since a replica may answer
+// before it has what the old leader stored), for the rooms started in the
+// last second (a subscription that reaches another server of a cluster
+// after the room's snapshot), and every CheckInterval when the stream's
+// last sequence moved. Checks of every room are incremental: they ask only
+// for rooms whose last message is newer than what the previous check
+// covered, so a check where little changed costs little.
+func (s *Server) checkLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var checked uint64 // every hosted room was checked up to this stream sequence
+	var lastFull time.Time
+	var again time.Time // a second check after a triggered one
+	for {
+		full := false
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.checkNow:
+			full = true
+			again = time.Now().Add(time.Second)
+		case now := <-t.C:
+			if !again.IsZero() && now.After(again) {
+				full, again = true, time.Time{}
+			}
+			full = full || now.Sub(lastFull) >= s.cfg.CheckInterval
+		}
+		var known uint64
+		if full {
+			ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
+			m, found, err := s.direct.Last(ctx, bus.ReliableStream, bus.StoreWildcard)
+			cancel()
+			switch {
+			case err != nil:
+				// Check anyway, from the last position: the stream may be
+				// electing a leader, and Direct Get is answered by replicas.
+			case !found || m.Seq <= checked:
+				full = false // nothing was stored since the last check
+				lastFull = time.Now()
+			default:
+				known = m.Seq
+			}
+		}
+		if full {
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			upTo, err := s.checkRooms(ctx, s.hub.allRooms(nil), checked+1, max(known, checked))
+			cancel()
+			if err != nil {
+				if s.ctx.Err() == nil {
+					s.log.Warn("cannot check the rooms' reliable messages; will retry", "err", err)
+					again = time.Now().Add(time.Second)
+				}
+			} else {
+				checked, lastFull = max(checked, upTo), time.Now()
+			}
+		}
+		if rooms := s.takeRecentStarts(); len(rooms) > 0 {
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			_, err := s.checkRooms(ctx, rooms, 0, 0)
+			cancel()
+			if err != nil && s.ctx.Err() == nil {
+				s.log.Warn("cannot check newly started rooms; checking every room soon", "rooms", len(rooms), "err", err)
+				again = time.Now().Add(time.Second)
+			}
+		}
+	}
+}
+
+// requestCheck asks checkLoop for a check of every room.
+func (s *Server) requestCheck() {
+	select {
+	case s.checkNow <- struct{}{}:
+	default:
+	}
+}
+
+// watchNATS requests a check when the NATS connection comes back and when
+// the reliable stream elects a new leader; it returns a function that stops
+// watching.
+func (s *Server) watchNATS() (func(), error) {
+	status := s.cfg.NC.StatusChanged(nats.CONNECTED)
+	sub, err := s.cfg.NC.Subscribe(bus.ReliableLeaderElected, func(*nats.Msg) {
+		s.log.Info("reliable stream has a new leader: checking every room")
+		s.requestCheck()
+	})
+	if err != nil {
+		s.cfg.NC.RemoveStatusListener(status)
+		return nil, err
+	}
+	// Messages the client library dropped for a slow subscription would
+	// show as a gap only when the room's next message comes.
+	prev := s.cfg.NC.ErrorHandler()
+	s.cfg.NC.SetErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrSlowConsumer) {
+			s.requestCheck()
+		}
+		if prev != nil {
+			prev(nc, sub, err)
+		}
+	})
+	done := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case _, ok := <-status:
+				if !ok {
+					return
+				}
+				s.log.Info("nats connection back: checking every room")
+				s.requestCheck()
+			}
 		}
 	}()
+	return func() {
+		_ = sub.Unsubscribe()
+		s.cfg.NC.SetErrorHandler(prev)
+		s.cfg.NC.RemoveStatusListener(status)
+		close(done)
+	}, nil
 }
 
-// deleteConsumer removes a consumer in the background (it would expire by
-// itself after InactiveThreshold).
-func (rs *relSub) deleteConsumer(c jetstream.Consumer) {
-	if c == nil {
-		return
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
-	name := c.CachedInfo().Name
-	rs.wg.Add(1)
-	go func() {
-		defer rs.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = rs.s.cfg.JS.DeleteConsumer(ctx, bus.ReliableStream, name)
-	}()
-}
-
-// stop ends consumption and waits for background work.
-func (rs *relSub) stop() {
-	rs.mu.Lock()
-	rs.stopped = true
-	cc, cons := rs.cc, rs.cons
-	rs.cc, rs.cons = nil, nil
-	rs.mu.Unlock()
-	if cc != nil {
-		cc.Stop()
-		rs.deleteConsumer(cons)
-	}
-	rs.wg.Wait()
 }

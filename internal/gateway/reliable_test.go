@@ -1,11 +1,18 @@
 package gateway
 
 import (
+	"context"
+	"encoding/json"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/testutil"
 )
 
 func giftIDs(msgs []protocol.Message) []string {
@@ -185,5 +192,228 @@ func testReplayInParts(t *testing.T, window, replayMax int) {
 		if got[i] != want[i] {
 			t.Fatalf("replayed %v, want %v", got, want)
 		}
+	}
+}
+
+// TestGapRepairedInOrderExactlyOnce loses republished gifts on their way
+// to one gateway, the last one of the burst included: the gateway sees the
+// gaps (or, for the last, its periodic check does), reads what it missed
+// from the stream with Direct Get, and its viewers get every gift once, in
+// order; a second gateway that lost nothing is unaffected.
+func TestGapRepairedInOrderExactlyOnce(t *testing.T) {
+	e := newEnv(t)
+	const room = "gappy"
+	lost := map[int]bool{2: true, 3: true, 6: true, 9: true} // by gift index; 9 is the last
+	var seqs sync.Map                                        // seq → index
+	var dropped atomic.Int32
+	g := e.gateway(func(c *Config) { c.CheckInterval = 300 * time.Millisecond })
+	g.dropReliable = func(r protocol.Room, seq uint64) bool {
+		i, ok := seqs.Load(seq)
+		if ok && lost[i.(int)] {
+			dropped.Add(1)
+			return true
+		}
+		return false
+	}
+	other := e.gateway(nil)
+	var vs []*viewer
+	for i, gw := range []*gw{g, g, other} {
+		v := gw.dial(t, room, "v"+strconv.Itoa(i), "")
+		defer v.close()
+		v.welcome(t)
+		vs = append(vs, v)
+	}
+	var want []string
+	for i := range 10 {
+		id := "gap-" + strconv.Itoa(i)
+		want = append(want, id)
+		// Register the sequence before the stream republishes it: the
+		// publish is stored (and republished) before Publish returns, so
+		// the seam learns it from a sequence it predicts instead.
+		seqs.Store(e.nextSeq(), i)
+		e.gift(room, id)
+	}
+	for i, v := range vs {
+		msgs, _ := v.collect(t, 15*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeGift) >= 10 })
+		got := giftIDs(msgs)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("viewer %d got %v, want %v", i, got, want)
+		}
+		// Nothing arrives twice afterwards.
+		if _, raw, err := v.read(500 * time.Millisecond); err == nil && strings.Contains(string(raw), `"gap-`) {
+			t.Fatalf("viewer %d got a gift again: %s", i, raw)
+		}
+	}
+	if n := dropped.Load(); n != int32(len(lost)) {
+		t.Fatalf("the seam dropped %d deliveries, want %d", n, len(lost))
+	}
+	st := g.Stats()
+	if st.ReliableRepaired.Load() < int64(len(lost)) || st.ReliableGaps.Load() == 0 {
+		t.Fatalf("repaired %d messages in %d gaps, want ≥ %d", st.ReliableRepaired.Load(), st.ReliableGaps.Load(), len(lost))
+	}
+	if other.Stats().ReliableRepaired.Load() != 0 {
+		t.Fatalf("the gateway that lost nothing repaired %d messages", other.Stats().ReliableRepaired.Load())
+	}
+}
+
+// TestSinceNewerThanTheRoomCatchesUp: a viewer reconnects to a gateway whose
+// room is behind what the viewer saw (its deliveries were lost). The
+// gateway reads up to the viewer's since first: the welcome carries that
+// sequence, and nothing the viewer had is sent again.
+func TestSinceNewerThanTheRoomCatchesUp(t *testing.T) {
+	e := newEnv(t)
+	const room = "behind"
+	var drop atomic.Bool
+	g := e.gateway(func(c *Config) { c.CheckInterval = time.Hour })
+	g.dropReliable = func(protocol.Room, uint64) bool { return drop.Load() }
+	keeper := g.dial(t, room, "keeper", "")
+	defer keeper.close()
+	keeper.welcome(t)
+	drop.Store(true)
+	var last uint64
+	for i := range 5 {
+		last = e.gift(room, "lost-"+strconv.Itoa(i))
+	}
+	drop.Store(false)
+	v := g.dial(t, room, "back", "&since="+strconv.FormatUint(last, 10))
+	defer v.close()
+	w := v.welcome(t)
+	if w.Seq < last || w.Replayed != 0 {
+		t.Fatalf("welcome seq %d replayed %d, want seq ≥ %d and nothing replayed", w.Seq, w.Replayed, last)
+	}
+	e.gift(room, "after")
+	msgs, _ := v.collect(t, 10*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeGift) >= 1 })
+	if got := giftIDs(msgs); len(got) != 1 || got[0] != "after" {
+		t.Fatalf("got %v after the welcome, want only [after]", got)
+	}
+	// The keeper, whose deliveries were lost, got them from the repair.
+	kmsgs, _ := keeper.collect(t, 10*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeGift) >= 6 })
+	if got := giftIDs(kmsgs); strings.Join(got, ",") != "lost-0,lost-1,lost-2,lost-3,lost-4,after" {
+		t.Fatalf("keeper got %v", got)
+	}
+}
+
+// TestManyRoomsNeedNoConsumer starts thousands of rooms across two
+// gateways at once: every join succeeds, a gift into each sampled room
+// reaches all its viewers exactly once, the rooms were started in batches,
+// and the reliable stream has no consumer at all, whatever the rooms.
+func TestManyRoomsNeedNoConsumer(t *testing.T) {
+	e := newEnv(t)
+	rooms, sampled := 2000, 100
+	if testing.Short() {
+		rooms, sampled = 300, 30
+	}
+	g1, g2 := e.gateway(nil), e.gateway(nil)
+	type member struct {
+		v    *viewer
+		room string
+	}
+	var mu sync.Mutex
+	var members []member
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	var failed atomic.Int32
+	for i := range rooms {
+		room := "many-" + strconv.Itoa(i)
+		gws := []*gw{g1}
+		switch {
+		case i%10 == 0:
+			gws = []*gw{g1, g2} // some rooms on both gateways
+		case i%2 == 1:
+			gws = []*gw{g2}
+		}
+		for _, g := range gws {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				v, err := g.tryDial(room, testutil.Token(t, "u"+strconv.Itoa(i), protocol.RoleViewer), "")
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				typ, raw, err := v.read(20 * time.Second)
+				if err != nil || typ != protocol.FrameWelcome {
+					failed.Add(1)
+					t.Errorf("room %s: first frame %q %s, %v", room, typ, raw, err)
+					v.close()
+					return
+				}
+				mu.Lock()
+				members = append(members, member{v, room})
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	defer func() {
+		for _, m := range members {
+			m.v.close()
+		}
+	}()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d of the joins failed", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := e.js.Stream(ctx, bus.ReliableStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Consumers; n != 0 {
+		t.Fatalf("the reliable stream has %d consumers with %d rooms hosted", n, rooms)
+	}
+	for _, g := range []*gw{g1, g2} {
+		s := g.Stats()
+		t.Logf("%s: %d rooms started in %d batches (%d requests)", g.ID(), s.RoomsStarted.Load(), s.StartBatches.Load(), s.StartRequests.Load())
+		if s.StartRequests.Load() != 2*s.StartBatches.Load() {
+			t.Errorf("start requests %d for %d batches: want two per batch", s.StartRequests.Load(), s.StartBatches.Load())
+		}
+	}
+	// A gift into each sampled room reaches every viewer of it once.
+	want := map[string]string{}
+	for i := 0; i < rooms; i += rooms / sampled {
+		room := "many-" + strconv.Itoa(i)
+		id := "gift-" + room
+		want[room] = id
+		e.gift(room, id)
+	}
+	var rwg sync.WaitGroup
+	for _, m := range members {
+		id, ok := want[m.room]
+		if !ok {
+			continue
+		}
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			var got []string
+			deadline := time.Now().Add(20 * time.Second)
+			for len(got) == 0 && time.Now().Before(deadline) {
+				typ, raw, err := m.v.read(time.Until(deadline))
+				if err != nil {
+					break
+				}
+				if typ == protocol.FrameBatch && strings.Contains(string(raw), `"gift-`) {
+					var b protocol.Batch
+					_ = json.Unmarshal(raw, &b)
+					got = append(got, giftIDs(b.Msgs)...)
+				}
+			}
+			// Anything else would arrive within a flush or two.
+			if typ, raw, err := m.v.read(300 * time.Millisecond); err == nil && typ == protocol.FrameBatch && strings.Contains(string(raw), `"gift-`) {
+				var b protocol.Batch
+				_ = json.Unmarshal(raw, &b)
+				got = append(got, giftIDs(b.Msgs)...)
+			}
+			if len(got) != 1 || got[0] != id {
+				t.Errorf("a viewer of %s got %v, want [%s]", m.room, got, id)
+			}
+		}()
+	}
+	rwg.Wait()
+	if n := st.CachedInfo().State.Consumers; n != 0 {
+		t.Fatalf("the reliable stream has %d consumers", n)
 	}
 }

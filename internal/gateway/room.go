@@ -65,6 +65,19 @@ type room struct {
 	floor   uint64
 	window  []relMsg
 
+	// The reliable path (reliable.go): relSeq is the highest sequence up to
+	// which every reliable message of the room was received, in order (and
+	// queued in pending); want is the highest sequence known to exist;
+	// repairing is set while a repair is queued or running, since
+	// repairSince.
+	relSeq      uint64
+	want        uint64
+	repairing   bool
+	repairSince time.Time
+	// started is set once the room's subscription and sequence are in
+	// place (starter.go); until then reliable messages only raise want.
+	started bool
+
 	likes        int64
 	remote       map[string]remoteCount
 	pushedOnline int64
@@ -75,8 +88,7 @@ type room struct {
 	// Set up by start, torn down by stop.
 	ready    chan struct{}
 	readyErr error
-	subs     []*nats.Subscription
-	rel      *relSub
+	sub      *nats.Subscription
 }
 
 func newRoom(srv *Server, id protocol.Room, sh *shard) *room {

@@ -20,7 +20,6 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/bus"
@@ -42,8 +41,18 @@ type Server struct {
 	// delays feeds the push-delay percentiles of the beats.
 	delays delayHist
 
-	stream jetstream.Stream
-	kv     jetstream.KeyValue
+	// direct reads the reliable stream (Direct Get); starter, repairs and
+	// checkNow are the reliable path's room starts, repairs and checks
+	// (starter.go, reliable.go).
+	direct   *bus.Direct
+	starter  *starter
+	repairs  *repairQueue
+	checkNow chan struct{}
+	// unwatch stops watchNATS.
+	unwatch func()
+	// dropReliable, set by tests before Start, loses the republished
+	// reliable messages it returns true for, as a lossy network would.
+	dropReliable func(room protocol.Room, seq uint64) bool
 
 	natsCh    chan *nats.Msg
 	writeJobs chan writeJob
@@ -59,7 +68,6 @@ type Server struct {
 	wg       sync.WaitGroup // background loops
 	connWG   sync.WaitGroup // reader and drain goroutines
 	writerWG sync.WaitGroup // writer pool
-	roomWG   sync.WaitGroup // room start/stop goroutines
 
 	closeOnce sync.Once
 	drainOnce sync.Once
@@ -83,13 +91,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		edge:    e,
-		cfg:     cfg,
-		log:     cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
-		hub:     newHub(cfg.Shards),
-		natsCh:  make(chan *nats.Msg, 1<<16),
-		drained: make(chan struct{}),
+		edge:     e,
+		cfg:      cfg,
+		log:      cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
+		hub:      newHub(cfg.Shards),
+		natsCh:   make(chan *nats.Msg, 1<<16),
+		drained:  make(chan struct{}),
+		starter:  newStarter(),
+		checkNow: make(chan struct{}, 1),
 	}
+	s.repairs = newRepairQueue(s)
 	s.state.Store(bus.StateActive)
 	return s, nil
 }
@@ -100,42 +111,57 @@ func (s *Server) ID() string { return s.cfg.ID }
 // Stats returns the live counters.
 func (s *Server) Stats() *Stats { return &s.stats }
 
-// Start binds the gateway to the reliable stream and starts its loops. It
+// Start checks the reliable stream and starts the gateway's loops. It
 // returns once the gateway accepts connections.
 func (s *Server) Start(ctx context.Context) error {
-	st, err := s.cfg.JS.Stream(ctx, bus.ReliableStream)
-	if err != nil {
+	if _, err := s.cfg.JS.Stream(ctx, bus.ReliableStream); err != nil {
 		return fmt.Errorf("cannot open stream %s: %w", bus.ReliableStream, err)
 	}
-	kv, err := s.cfg.JS.KeyValue(ctx, bus.RoomStateKV)
+	d, err := bus.NewDirect(s.cfg.NC)
 	if err != nil {
-		return fmt.Errorf("cannot open bucket %s: %w", bus.RoomStateKV, err)
+		return err
 	}
-	s.stream, s.kv = st, kv
+	s.direct = d
 	s.started = time.Now()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	unwatch, err := s.watchNATS()
+	if err != nil {
+		s.cancel()
+		d.Close()
+		return fmt.Errorf("cannot watch the reliable stream: %w", err)
+	}
+	s.unwatch = unwatch
 	for i := 0; i < s.cfg.Flushers; i++ {
 		s.goLoop(func() { s.flushLoop(i) })
 	}
 	for range 2 {
 		s.goLoop(s.natsLoop)
 	}
+	for range startLoops {
+		s.goLoop(s.startLoop)
+	}
+	s.repairs.run(s.ctx)
+	s.goLoop(s.checkLoop)
 	s.startWriters(runtime.GOMAXPROCS(0))
 	s.goLoop(s.tickLoop)
 	s.goLoop(s.beatLoop)
+	stop := func() {
+		s.cancel()
+		s.unwatch()
+		s.wg.Wait()
+		s.repairs.wait()
+		s.stopWriters()
+		s.direct.Close()
+	}
 	sub, err := s.cfg.NC.Subscribe(bus.ControlSubject(s.cfg.ID), s.serveControl)
 	if err != nil {
-		s.cancel()
-		s.wg.Wait()
-		s.stopWriters()
+		stop()
 		return fmt.Errorf("cannot subscribe to control subject: %w", err)
 	}
 	s.ctlSub = sub
 	if err := s.startModeration(ctx); err != nil {
 		_ = sub.Unsubscribe()
-		s.cancel()
-		s.wg.Wait()
-		s.stopWriters()
+		stop()
 		return err
 	}
 	// Commands may arrive as soon as Start returns: make sure the server
@@ -184,12 +210,14 @@ func (s *Server) Close() error {
 		}
 		s.connWG.Wait()
 		s.cancel()
+		s.unwatch()
 		s.wg.Wait()
+		s.repairs.wait()
 		s.stopWriters()
-		s.roomWG.Wait()
 		for _, r := range s.hub.allRooms(nil) {
 			s.stopRoom(r)
 		}
+		s.direct.Close()
 		s.log.Info("gateway stopped")
 	})
 	return nil
@@ -264,6 +292,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.stats.Rejected.Add(1)
 		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "gateway is full; ask dispatch for another").WithRetry(1000))
 		return
+	case !s.cfg.NC.IsConnected() && !s.canAdmitFromMemory(id, since, hasSince):
+		// NATS is in trouble: a room this gateway hosts is served from
+		// memory, but starting one, or catching one up to since, needs
+		// NATS. Say so before the upgrade, so the client tries the next
+		// gateway at once.
+		s.stats.Rejected.Add(1)
+		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "",
+			"gateway cannot reach NATS right now; try another gateway").WithRetry(500))
+		return
 	}
 	nc, rw, _, err := ws.UpgradeHTTP(r, w)
 	if err != nil {
@@ -298,7 +335,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.stats.Conns.Add(1)
 	s.stats.ConnsTotal.Add(1)
 
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	// A room start that cannot finish within about 5 s fails its joins with
+	// a retry hint rather than keep the viewer waiting (starter.go).
+	ctx, cancel := context.WithTimeout(r.Context(), 6*time.Second)
 	err = s.join(ctx, c, id, since, hasSince)
 	cancel()
 	if errors.Is(err, errReplayContinues) {
@@ -323,6 +362,19 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	go c.readLoop()
+}
+
+// canAdmitFromMemory reports whether a join to id with since can be served
+// without NATS: the room is hosted and started here, and the viewer saw no
+// more of it than this gateway has pushed.
+func (s *Server) canAdmitFromMemory(id protocol.Room, since uint64, hasSince bool) bool {
+	r := s.hub.lookup(id)
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.started && !r.dead && (!hasSince || since <= r.lastSeq)
 }
 
 // removeConn forgets a closed connection; idempotent.
@@ -390,6 +442,19 @@ func (s *Server) join(ctx context.Context, c *conn, id protocol.Room, since uint
 		return err
 	}
 	defer s.releaseRoom(r)
+	if hasSince {
+		r.mu.Lock()
+		behind := since > r.lastSeq
+		r.mu.Unlock()
+		if behind {
+			// The viewer saw more of the room than this gateway has
+			// pushed (it comes from another gateway, or the room just
+			// started here): read up to since first, so that the welcome
+			// never carries an older sequence and nothing the viewer had
+			// is sent again.
+			s.catchUp(ctx, r, since)
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		var fetched []relMsg
 		var covered uint64
@@ -485,11 +550,7 @@ func (s *Server) acquireRoom(ctx context.Context, id protocol.Room) (*room, erro
 	if r == nil {
 		r = newRoom(s, id, sh)
 		sh.rooms[id] = r
-		s.roomWG.Add(1)
-		go func() {
-			defer s.roomWG.Done()
-			s.startRoom(r)
-		}()
+		s.startRoom(r)
 	}
 	r.mu.Lock()
 	r.joining++

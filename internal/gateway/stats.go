@@ -9,7 +9,7 @@ type Stats struct {
 	ConnsTotal       atomic.Int64 // connections accepted since start
 	Rejected         atomic.Int64 // upgrades refused (auth, capacity, draining)
 	LiveIn           atomic.Int64 // live messages received from NATS
-	ReliableIn       atomic.Int64 // reliable messages received from JetStream
+	ReliableIn       atomic.Int64 // reliable messages received as the stream republished them
 	PresenceIn       atomic.Int64 // presence updates received from other gateways
 	FramesEncoded    atomic.Int64 // batch frames encoded (once per room window)
 	FramesOut        atomic.Int64 // frames written or queued to connections
@@ -23,9 +23,14 @@ type Stats struct {
 	ClosedBadFrame   atomic.Int64 // connections closed: oversized or malformed client frame
 	Replayed         atomic.Int64 // reliable messages replayed to reconnecting clients
 	ReplayedFromJS   atomic.Int64 // of which read from JetStream (not the memory window)
-	ConsumerErrors   atomic.Int64 // reliable consumer errors reported by the client library
-	ReliableGaps     atomic.Int64 // gaps detected in a reliable consumer's sequence
-	ReliableResets   atomic.Int64 // reliable consumers recreated (gap, heartbeat, node loss)
+	ReliableGaps     atomic.Int64 // rooms found behind the stream (a gap in the sequence, or a check)
+	ReliableRepaired atomic.Int64 // reliable messages read by repairs (Direct Get)
+	RepairRequests   atomic.Int64 // Direct Get requests of repairs
+	RepairErrors     atomic.Int64 // of which failed (retried)
+	Checks           atomic.Int64 // checks of the hosted rooms against the stream
+	CheckRequests    atomic.Int64 // multi-last Direct Get requests of checks
+	StartBatches     atomic.Int64 // batches of rooms started together
+	StartRequests    atomic.Int64 // Direct Get requests of room starts
 	DrainNotified    atomic.Int64 // viewers sent a reconnect notice by a drain
 	DrainClosed      atomic.Int64 // viewers a drain closed because they had not left
 	RoomsStarted     atomic.Int64 // room subscriptions started

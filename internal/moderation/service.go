@@ -434,7 +434,7 @@ func (s *Service) announce(ctx context.Context, room protocol.Room, who auth.Ide
 	if err != nil {
 		return res, fmt.Errorf("cannot encode notice: %w", err)
 	}
-	ack, err := s.cfg.JS.PublishMsg(ctx, &nats.Msg{Subject: bus.ReliableSubject(room), Data: b,
+	ack, err := s.cfg.JS.PublishMsg(ctx, &nats.Msg{Subject: bus.StoreSubject(room), Data: b,
 		Header: nats.Header{jetstream.MsgIDHeader: []string{id}}})
 	if err != nil {
 		return res, errUnavailable

@@ -247,7 +247,7 @@ func (a *API) notice(ctx context.Context, s session.Session, who auth.Identity, 
 	if action == ActionLiveStop {
 		m.Text = "The live stream ended."
 	}
-	_, err := a.cfg.JS.PublishMsg(ctx, &nats.Msg{Subject: bus.ReliableSubject(protocol.Room(s.Room)), Data: protocol.Encode(m)},
+	_, err := a.cfg.JS.PublishMsg(ctx, &nats.Msg{Subject: bus.StoreSubject(protocol.Room(s.Room)), Data: protocol.Encode(m)},
 		jetstream.WithMsgID(m.ID), jetstream.WithExpectStream(bus.ReliableStream))
 	if err != nil {
 		return fmt.Errorf("cannot store %s notice: %w", action, err)

@@ -167,7 +167,7 @@ func (s *Server) sendGift(w http.ResponseWriter, r *http.Request, room protocol.
 	s.stampSession(&m)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PublishTimeout)
 	defer cancel()
-	ack, err := s.storeGift(ctx, bus.ReliableSubject(room), m.ID, protocol.Encode(m))
+	ack, err := s.storeGift(ctx, bus.StoreSubject(room), m.ID, protocol.Encode(m))
 	if err != nil {
 		// Not stored, or not known to be: the client retries with the same
 		// key, and the dedupe makes that safe either way.

@@ -82,7 +82,7 @@ func TestGiftIdempotency(t *testing.T) {
 	}
 	count := func(room protocol.Room) uint64 {
 		t.Helper()
-		subj := bus.ReliableSubject(room)
+		subj := bus.StoreSubject(room)
 		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subj))
 		if err != nil {
 			t.Fatal(err)
@@ -104,7 +104,7 @@ func TestGiftIdempotency(t *testing.T) {
 	if n := count("r1"); n != 1 {
 		t.Fatalf("stream holds %d messages for r1, want 1", n)
 	}
-	stored, err := stream.GetLastMsgForSubject(ctx, bus.ReliableSubject("r1"))
+	stored, err := stream.GetLastMsgForSubject(ctx, bus.StoreSubject("r1"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,7 +86,7 @@ func publish(t *testing.T, js jetstream.JetStream, m protocol.Message) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: bus.ReliableSubject(protocol.Room(m.Room)), Data: protocol.Encode(m)},
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: bus.StoreSubject(protocol.Room(m.Room)), Data: protocol.Encode(m)},
 		jetstream.WithMsgID(m.ID)); err != nil {
 		t.Fatal(err)
 	}

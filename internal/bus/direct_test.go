@@ -1,0 +1,100 @@
+package bus_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/testutil"
+)
+
+// TestDirectReads: batches after a sequence, the last message of many
+// subjects (more than one request's worth), only those newer than a
+// position, and the republished copy's sequence headers, all read by a
+// gateway credential, which may create no consumer.
+func TestDirectReads(t *testing.T) {
+	e, _, js := testutil.StartBackbone(t)
+	gnc, err := nats.Connect(testutil.NATSURL(t, e, bus.RoleGateway, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gnc.Close()
+	d, err := bus.NewDirect(gnc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	rep, err := gnc.SubscribeSync(bus.ReliableSubject("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = gnc.Flush()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	store := func(room string, i int) uint64 {
+		t.Helper()
+		ack, err := js.Publish(ctx, bus.StoreSubject(protocol.Room(room)), []byte(room+"-"+strconv.Itoa(i)), jetstream.WithMsgID(room+strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	var seqA []uint64
+	for i := range 10 {
+		seqA = append(seqA, store("a", i))
+		store("b", i)
+	}
+	// The republished copies carry their sequence and the room's previous one.
+	var prevSeen uint64
+	for i := range 10 {
+		m, err := rep.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq, prev, ok := bus.SeqHeaders(m.Header)
+		if !ok || seq != seqA[i] || prev != prevSeen || string(m.Data) != "a-"+strconv.Itoa(i) {
+			t.Fatalf("republished %d: seq %d prev %d %q, want %d, %d", i, seq, prev, m.Data, seqA[i], prevSeen)
+		}
+		prevSeen = seq
+	}
+	msgs, more, err := d.After(ctx, bus.ReliableStream, bus.StoreSubject("a"), seqA[2], 4)
+	if err != nil || !more || len(msgs) != 4 || msgs[0].Seq != seqA[2] || msgs[3].Seq != seqA[5] {
+		t.Fatalf("After: %d msgs, more %v, %v", len(msgs), more, err)
+	}
+	msgs, more, err = d.After(ctx, bus.ReliableStream, bus.StoreSubject("a"), seqA[7], 10)
+	if err != nil || more || len(msgs) != 3 {
+		t.Fatalf("After to the end: %d msgs, more %v, %v", len(msgs), more, err)
+	}
+	if msgs, more, err := d.After(ctx, bus.ReliableStream, bus.StoreSubject("nobody"), 1, 10); err != nil || more || len(msgs) != 0 {
+		t.Fatalf("After on an empty subject: %d, %v, %v", len(msgs), more, err)
+	}
+	// 300 subjects: two requests.
+	var subjects []string
+	for i := range 300 {
+		subjects = append(subjects, bus.StoreSubject(protocol.Room("r"+strconv.Itoa(i))))
+	}
+	subjects = append(subjects, bus.StoreSubject("a"), bus.StoreSubject("b"))
+	last, err := d.LastOf(ctx, bus.ReliableStream, subjects)
+	if err != nil || len(last) != 2 || last[bus.StoreSubject("a")].Seq != seqA[9] {
+		t.Fatalf("LastOf: %v, %v", last, err)
+	}
+	// Only what moved after a position.
+	newer := store("b", 99)
+	got, upTo, err := d.LastSince(ctx, bus.ReliableStream, subjects, seqA[9]+1, newer)
+	if err != nil || len(got) != 1 || got[bus.StoreSubject("b")].Seq != newer || upTo < newer {
+		t.Fatalf("LastSince: %v up to %d, %v", got, upTo, err)
+	}
+	if m, found, err := d.Last(ctx, bus.ReliableStream, bus.StoreWildcard); err != nil || !found || m.Seq != newer {
+		t.Fatalf("Last of the stream: %+v %v %v", m, found, err)
+	}
+	info, err := js.Stream(ctx, bus.ReliableStream)
+	if err != nil || info.CachedInfo().State.Consumers != 0 {
+		t.Fatalf("consumers after direct reads: %v", err)
+	}
+}
