@@ -619,3 +619,41 @@ func TestDanmakuLanesAndSettings(t *testing.T) {
 	b.waitJS(5*time.Second, `document.getElementById('like-burst').textContent === '+25' && document.getElementById('likes').textContent === '100'`, "the like burst and total")
 	b.checkClean()
 }
+
+// TestDanmakuLateFrame: a page too busy to render for a moment must not
+// put two comments of a lane on top of each other. The lanes are planned
+// at launch, but the animations start with the next frame: here the main
+// thread is blocked for 500 ms between two launches into the same lane, so
+// both would start in one late frame, at the same place, if the first did
+// not start 500 ms into its course.
+func TestDanmakuLateFrame(t *testing.T) {
+	browser := newBrowser(t)
+	f := newFakeServer(t)
+	b := newTab(t, browser, "late-frame")
+	b.do(chromedp.EmulateViewport(1280, 800))
+	b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room"))
+	b.waitJS(10*time.Second, `window.liveroom.state === 'live'`, "live")
+	eval[bool](b, `(() => {
+		const layer = document.createElement('div');
+		layer.className = 'danmaku';
+		layer.style.cssText = 'position: fixed; left: 0; top: 0; width: 1000px; height: 300px';
+		document.body.appendChild(layer);
+		const d = window.LiveroomDanmaku(layer, null, { durationMs: 8000 });
+		const a = d.fly('x', false, 'a');
+		const until = performance.now() + 500;
+		while (performance.now() < until) {} // no frame meanwhile
+		const c = d.fly('y', false, 'c');
+		window.__late = { a: a, c: c };
+		return true;
+	})()`)
+	b.waitJS(5*time.Second, `window.__late.a.node.classList.contains('go') && window.__late.c.node.classList.contains('go')`, "both flying")
+	time.Sleep(300 * time.Millisecond)
+	got := eval[string](b, `(() => { const a = window.__late.a.node, c = window.__late.c.node;
+		return [a.dataset.lane === c.dataset.lane, Math.round(c.getBoundingClientRect().left - a.getBoundingClientRect().right)].join(); })()`)
+	var same bool
+	var gap int
+	if _, err := fmt.Sscanf(strings.Replace(got, ",", " ", 1), "%t %d", &same, &gap); err != nil || !same || gap < 20 {
+		t.Errorf("same lane, gap between the comments (px): %s; want the same lane and a gap of at least 20 px", got)
+	}
+	b.checkClean()
+}
