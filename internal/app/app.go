@@ -33,6 +33,7 @@ import (
 	"github.com/liveroom/liveroom/internal/metrics"
 	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/session"
 	"github.com/liveroom/liveroom/internal/uplink"
 	"github.com/liveroom/liveroom/internal/web"
 )
@@ -326,6 +327,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 
+	// The pages read sessions for the replay page's 404.
+	skv, err := js.KeyValue(ctx, bus.SessionsKV)
+	if err != nil {
+		return fmt.Errorf("cannot open bucket %s: %w", bus.SessionsKV, err)
+	}
 	devToken := devOnly
 	if n.dev {
 		devToken = Route{Path: DevTokenPath, Methods: []string{http.MethodPost}, Handler: DevTokenHandler(signer, n.cfg.DevOnNetwork)}
@@ -341,7 +347,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		RoomRoutes: append(nonCoreRoutes,
 			RoomRoute{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: n.mod.Handler()},
 		),
-		Pages: web.Handler(),
+		Pages: web.NewHandler(web.Config{Sessions: session.NewRegistry(skv)}),
 		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log, Gateways: n.disp.Gateways}),
 	})
 	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}

@@ -96,9 +96,12 @@ func (f *fakeServer) closeAll() {
 }
 
 // fakeToken is shaped like a JWT so the page can read its exp.
-func fakeToken(user, name string) string {
+func fakeToken(user, name string) string { return fakeRoleToken(user, name, "viewer") }
+
+// fakeRoleToken is fakeToken with a role.
+func fakeRoleToken(user, name, role string) string {
 	enc := base64.RawURLEncoding.EncodeToString
-	claims, _ := json.Marshal(map[string]any{"sub": user, "name": name, "role": "viewer", "exp": time.Now().Add(time.Hour).Unix()})
+	claims, _ := json.Marshal(map[string]any{"sub": user, "name": name, "role": role, "exp": time.Now().Add(time.Hour).Unix()})
 	return enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc(claims) + ".c2ln"
 }
 
@@ -116,7 +119,7 @@ func (f *fakeServer) devToken(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, tokErr)
 		return
 	}
-	protocol.WriteJSON(w, 200, map[string]string{"token": fakeToken(req.User, req.Name)})
+	protocol.WriteJSON(w, 200, map[string]string{"token": fakeRoleToken(req.User, req.Name, req.Role)})
 }
 
 func (f *fakeServer) dispatch(w http.ResponseWriter, r *http.Request) {
@@ -442,8 +445,11 @@ func TestRoomPageAgainstFakeServer(t *testing.T) {
 	if s := b.state(); s.Error == nil || s.Error.Code != "banned" {
 		t.Errorf("error after ban: %+v", s.Error)
 	}
-	if got := eval[string](b, `document.getElementById('status-label').textContent`); !strings.Contains(got, "banned") {
-		t.Errorf("status shows %q", got)
+	if got := eval[string](b, `document.getElementById('status-label').textContent + '|' + document.getElementById('bar').textContent`); got != "Offline — banned|you are banned from this room" {
+		t.Errorf("status and bar show %q", got)
+	}
+	if !eval[bool](b, `document.getElementById('text').disabled && document.querySelector('button[data-gift]').disabled`) {
+		t.Error("a banned viewer's send controls are enabled")
 	}
 	select {
 	case q := <-f.dials:
@@ -506,8 +512,11 @@ func TestRoomPageTokens(t *testing.T) {
 	b := newTab(t, browser, "refused")
 	b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room"))
 	b.waitJS(10*time.Second, `window.liveroom.state === 'offline'`, "offline without a token")
-	if got := eval[string](b, `document.getElementById('status-label').textContent`); !strings.Contains(got, "dev tokens are disabled on this server") {
+	if got := eval[string](b, `document.getElementById('status-label').textContent`); got != "Offline — token needed" {
 		t.Errorf("status shows %q", got)
+	}
+	if got := eval[string](b, `document.getElementById('bar').textContent`); !strings.Contains(got, "This server needs a token") || !strings.Contains(got, "/room/fake-room?token=") {
+		t.Errorf("bar shows %q", got)
 	}
 	select {
 	case q := <-f.dials:
@@ -530,6 +539,23 @@ func TestRoomPageTokens(t *testing.T) {
 		t.Errorf("gift sent with %q", p.Auth)
 	}
 	b.checkClean()
+
+	// ?role=anchor asks the dev endpoint for an anchor's token, which
+	// brings the live control; a plain page asks for a viewer's.
+	f.mu.Lock()
+	f.devTokenErr = nil
+	f.mu.Unlock()
+	for _, tc := range []struct{ query, role string }{{"?role=anchor", "anchor"}, {"?role=root", "viewer"}} {
+		b = newTab(t, browser, "role "+tc.role)
+		b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room" + tc.query))
+		b.waitJS(10*time.Second, `window.liveroom.state === 'live'`, "live")
+		f.mu.Lock()
+		got := f.tokens[len(f.tokens)-1].Role
+		f.mu.Unlock()
+		if got != tc.role || eval[bool](b, `document.getElementById('live-ctl').hidden`) != (tc.role != "anchor") {
+			t.Errorf("%s: dev token asked for role %q, live control hidden %v", tc.query, got, eval[bool](b, `document.getElementById('live-ctl').hidden`))
+		}
+	}
 }
 
 // TestDanmakuLanesAndSettings floods the room page with comments of very

@@ -16,7 +16,9 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/liveroom/liveroom/internal/app"
+	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/session"
 	"github.com/liveroom/liveroom/internal/testutil"
 	"github.com/liveroom/liveroom/internal/web"
 )
@@ -307,5 +309,40 @@ func TestReplayPageRoute(t *testing.T) {
 		if tc.status == 200 && !strings.Contains(w.Body.String(), `data-session="20261127-101500-abcd"`) {
 			t.Errorf("%s: page without its session", tc.path)
 		}
+	}
+}
+
+// TestReplayPageNoSuchSession: with the session registry, a session the
+// room does not have is a 404 page linking the room's recent sessions and
+// its live room; a session it has is the player.
+func TestReplayPageNoSuchSession(t *testing.T) {
+	_, _, js := testutil.StartBackbone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, bus.SessionsKV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := session.NewRegistry(kv)
+	s, _, err := reg.Start(ctx, "lobby", "dj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := web.NewHandler(web.Config{Sessions: reg})
+	get := func(path string) (int, string) {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		return w.Code, w.Body.String()
+	}
+	if code, body := get("/replay/lobby/" + s.ID); code != http.StatusOK || !strings.Contains(body, `data-session="`+s.ID+`"`) {
+		t.Errorf("an existing session: %d", code)
+	}
+	code, body := get("/replay/lobby/20200101-000000-none")
+	if code != http.StatusNotFound || !strings.Contains(body, "<h1>No such session</h1>") ||
+		!strings.Contains(body, `href="/replay/lobby/`+s.ID+`"`) || !strings.Contains(body, "(live now)") || !strings.Contains(body, `href="/room/lobby"`) {
+		t.Errorf("unknown session: %d\n%s", code, body)
+	}
+	if code, body := get("/replay/other-room/" + s.ID); code != http.StatusNotFound || strings.Contains(body, `href="/replay/`) {
+		t.Errorf("another room's session: %d\n%s", code, body)
 	}
 }
