@@ -116,15 +116,13 @@ func (lc liveClient) startStop(ctx context.Context, action, token string) error 
 		return err
 	}
 	state := "live"
-	if !s.Live {
-		state = "stopped after " + fmtDuration(s.DurationMS)
-		switch {
-		case s.Messages == 1:
-			state += ", 1 message archived"
-		case s.Messages >= 0:
-			state += fmt.Sprintf(", %d messages archived", s.Messages)
+	switch {
+	case !s.Live:
+		state = "stopped duration=" + fmtDuration(s.DurationMS)
+		if s.Messages >= 0 {
+			state += fmt.Sprintf(" messages=%d", s.Messages)
 		}
-	} else if action == "start" && status == http.StatusOK {
+	case action == "start" && status == http.StatusOK:
 		state = "live (it was already)"
 	}
 	_, err = fmt.Fprintf(lc.stdout, "%d session=%s room=%s %s\nreplay: %s\n", status, s.ID, lc.room, state, lc.replayURL(s.ID))

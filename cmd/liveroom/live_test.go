@@ -67,7 +67,7 @@ func TestRunLive(t *testing.T) {
 		}
 	}
 	out, err = live("stop", "--user", "dj")
-	if err != nil || !regexp.MustCompile(`^200 session=`+id+` room=r1 stopped after \S+, \d+ messages? archived\nreplay: `+regexp.QuoteMeta(n.URL()+"/replay/r1/"+id)+"\n$").MatchString(out) {
+	if err != nil || !regexp.MustCompile(`^200 session=`+id+` room=r1 stopped duration=\S+ messages=\d+\nreplay: `+regexp.QuoteMeta(n.URL()+"/replay/r1/"+id)+"\n$").MatchString(out) {
 		t.Fatalf("stop: %q %v", out, err)
 	}
 	refused("stopping twice", "409", protocol.CodeNotLive, "stop", "--user", "dj")
