@@ -117,6 +117,13 @@ type Config struct {
 	// called from the Conn's reader goroutine, one event at a time; it must
 	// not call Close.
 	OnEvent func(Event)
+	// Liveness is how long a connection may hear nothing (no frame, not
+	// even a heartbeat) before the Conn leaves that gateway as hung and
+	// resumes elsewhere with since. Zero: protocol.LivenessFactor times
+	// the heartbeat interval the gateway announces in its welcome (2.5 s for
+	// 1 s), or the Dialer's read timeout from a gateway that announces none;
+	// negative: the Dialer's read timeout only.
+	Liveness time.Duration
 }
 
 // Conn is a viewer's subscription to one room that survives drops, drains and
@@ -262,11 +269,7 @@ func (c *Conn) open(ctx context.Context, u string) (*GatewayConn, *Welcome, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	timeout := c.cfg.Dialer.WS.Timeout
-	if timeout <= 0 {
-		timeout = DefaultDialTimeout
-	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
+	wctx, cancel := context.WithTimeout(ctx, DefaultWelcomeTimeout)
 	f, err := gc.ReadFrame(wctx)
 	cancel()
 	switch {
@@ -312,6 +315,9 @@ func (c *Conn) loop(ctx context.Context, gc *GatewayConn, w *Welcome) error {
 	kind := EventWelcome
 	for {
 		c.onWelcome(w)
+		if d := c.liveness(w); d > 0 {
+			gc.SetReadTimeout(d)
+		}
 		if !c.emit(ctx, Event{Kind: kind, Welcome: w, Gateway: c.Gateway()}) {
 			_ = gc.Close()
 			return ErrClosed
@@ -332,6 +338,20 @@ func (c *Conn) loop(ctx context.Context, gc *GatewayConn, w *Welcome) error {
 		}
 		kind = EventReconnected
 	}
+}
+
+// liveness is the silence after which the Conn leaves a gateway; 0 keeps
+// the Dialer's read timeout.
+func (c *Conn) liveness(w *Welcome) time.Duration {
+	switch {
+	case c.cfg.Liveness < 0:
+		return 0
+	case c.cfg.Liveness > 0:
+		return c.cfg.Liveness
+	case w.HeartbeatMS > 0:
+		return time.Duration(float64(w.HeartbeatMS)*protocol.LivenessFactor) * time.Millisecond
+	}
+	return 0
 }
 
 // onWelcome adopts the room's sequence on a first connection. On a resumed
@@ -391,6 +411,8 @@ func (c *Conn) pump(ctx context.Context, gc *GatewayConn) (time.Time, error) {
 			defer cancel()
 		case protocol.FrameError:
 			return time.Time{}, &FrameError{Body: f.Error.Error}
+		case protocol.FrameHeartbeat:
+			// Proof of life: the read deadline moved on.
 		default:
 			// A second welcome or a frame type newer than this client.
 			c.log.Debug("ignored frame", "type", f.Type)
@@ -426,7 +448,8 @@ func (c *Conn) deliver(ctx context.Context, m Message) bool {
 func (c *Conn) reconnect(ctx context.Context, cause error, wait time.Duration) (*GatewayConn, *Welcome, error) {
 	// A drain's wait was mostly spent still reading the old gateway.
 	delay := max(wait, 0)
-	if delay == 0 && !errors.Is(cause, ErrDraining) && !errors.Is(cause, ErrReplayContinues) {
+	if delay == 0 && !errors.Is(cause, ErrDraining) && !errors.Is(cause, ErrReplayContinues) && !errors.Is(cause, ErrSilent) {
+		// A hung gateway is left at once: its silence was the wait.
 		delay = c.policy.Delay(0, c.rnd)
 	}
 	left := c.Gateway()

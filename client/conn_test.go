@@ -503,3 +503,62 @@ func TestConnContinuesAPartialReplay(t *testing.T) {
 	}
 	ql.check(t)
 }
+
+// TestConnLeavesASilentGateway: a gateway that announced heartbeats and then
+// hangs (its socket open, nothing written) is left after LivenessFactor
+// heartbeat intervals, and the Conn resumes on the next gateway with since;
+// a gateway that keeps sending heartbeats in a quiet room is kept.
+func TestConnLeavesASilentGateway(t *testing.T) {
+	const room = "quiet"
+	hung := newFakeGateway(t, "hung", func(n int, q url.Values, c *serverConn) {
+		c.send(protocol.Welcome{Type: protocol.FrameWelcome, Room: room, Seq: 2, Gateway: "hung", HeartbeatMS: 100})
+		c.batch(room, gift("g3", 3))
+		time.Sleep(2 * time.Second) // hangs with the socket open
+	})
+	alive := newFakeGateway(t, "alive", func(n int, q url.Values, c *serverConn) {
+		if q.Get("since") != "3" {
+			t.Errorf("resumed with since=%q, want 3", q.Get("since"))
+		}
+		c.send(protocol.Welcome{Type: protocol.FrameWelcome, Room: room, Seq: 4, Gateway: "alive", HeartbeatMS: 100, Replayed: 1})
+		c.batch(room, gift("g4", 4))
+		// A quiet room: heartbeats only, for longer than the liveness.
+		for range 8 {
+			time.Sleep(100 * time.Millisecond)
+			c.send(`{"type":"hb"}`)
+		}
+		c.batch(room, gift("g5", 5))
+		c.waitClosed()
+	})
+	d := newFakeDispatch(t, func(call int) []Gateway {
+		if call == 0 {
+			return []Gateway{{ID: "hung", URL: hung.URL()}}
+		}
+		return []Gateway{{ID: "alive", URL: alive.URL()}}
+	})
+	c, err := Connect(testCtx(t), Config{BaseURL: d.srv.URL, Room: room, Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got []string
+	t0 := time.Now()
+	var left time.Duration
+	for len(got) < 6 {
+		ev := nextEvent(t, c)
+		if ev.Kind == EventReconnecting && left == 0 {
+			left = time.Since(t0)
+			if !errors.Is(ev.Err, ErrSilent) {
+				t.Errorf("reconnecting because %v, want ErrSilent", ev.Err)
+			}
+		}
+		got = append(got, describe(ev))
+	}
+	want := "welcome seq=2,msg gift g3#3,reconnecting,reconnected seq=4,msg gift g4#4,msg gift g5#5"
+	if s := strings.Join(got, ","); s != want {
+		t.Fatalf("events %s\nwant %s", s, want)
+	}
+	// 2.5 × 100 ms of silence, give or take the scheduler.
+	if left < 200*time.Millisecond || left > 2*time.Second {
+		t.Errorf("left the silent gateway after %v, want about 250 ms", left)
+	}
+}

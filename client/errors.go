@@ -17,6 +17,11 @@ import (
 // and carried by the final EventClosed of a Conn closed by its owner.
 var ErrClosed = errors.New("liveroom client: connection closed")
 
+// ErrSilent is wrapped by the error of a connection that heard nothing (no
+// frame, no heartbeat, no ping) for its read timeout: a gateway that hangs.
+// The Conn then resumes at once through dispatch, on another gateway.
+var ErrSilent = errors.New("gateway silent")
+
 // ErrNoGateway is returned when dispatch answers with no gateway to try.
 var ErrNoGateway = errors.New("liveroom client: dispatch returned no gateway")
 

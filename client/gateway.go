@@ -24,7 +24,14 @@ import (
 // Defaults of Dialer.
 const (
 	// DefaultDialTimeout bounds the TCP connect plus the WebSocket handshake.
-	DefaultDialTimeout = 10 * time.Second
+	// A gateway answers a handshake within milliseconds; one that hangs
+	// (its kernel still accepts connections) is left for the next candidate
+	// after this long.
+	DefaultDialTimeout = 3 * time.Second
+	// DefaultWelcomeTimeout bounds the wait for the welcome frame after the
+	// handshake: a gateway starting a room may need a few seconds when NATS
+	// is in trouble, and then answers with an error and a retry hint.
+	DefaultWelcomeTimeout = 8 * time.Second
 	// DefaultReadTimeout is how long a connection may stay silent (no frame,
 	// not even a ping) before it is considered dead. It must exceed the
 	// gateway's ping interval.
@@ -281,6 +288,11 @@ func (g *GatewayConn) ReadFrame(ctx context.Context) (Frame, error) {
 	}
 }
 
+// SetReadTimeout changes how long the connection may stay silent before
+// ReadFrame fails with ErrSilent (negative: never). Call it between reads,
+// from the reading goroutine.
+func (g *GatewayConn) SetReadTimeout(d time.Duration) { g.readTimeout = d }
+
 func (g *GatewayConn) readErr(ctx context.Context, err error) error {
 	if g.closed.Load() {
 		return ErrClosed
@@ -290,7 +302,7 @@ func (g *GatewayConn) readErr(ctx context.Context, err error) error {
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return fmt.Errorf("cannot read from gateway: silent for %v: %w", g.readTimeout, err)
+		return fmt.Errorf("cannot read from gateway: silent for %v: %w (%w)", g.readTimeout, ErrSilent, err)
 	}
 	return fmt.Errorf("cannot read from gateway: %w", err)
 }

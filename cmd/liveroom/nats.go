@@ -33,6 +33,8 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		"NATS key file: clients and routes must authenticate with credentials minted from it; re-read every 2s (rotation). Default DATA-DIR/nats.key, created when missing on a single node; a cluster's nodes must share one (liveroom creds new-key) ($LIVEROOM_NATS_KEY_FILE)")
 	fs.BoolVar(&cfg.NoAuth, "insecure-no-auth", envBool(&ev, "NATS_INSECURE_NO_AUTH"),
 		"INSECURE: accept every client without credentials or permissions; anyone who reaches the port can forge gifts, bans and beats ($LIVEROOM_NATS_INSECURE_NO_AUTH)")
+	fs.StringVar(&cfg.MonitorAddr, "monitor-addr", env("NATS_MONITOR_ADDR", ""),
+		"serve NATS's monitoring endpoints (/varz, /jsz, /routez) on this operator-only address, e.g. 127.0.0.1:8222; they have no authentication; empty: off ($LIVEROOM_NATS_MONITOR_ADDR)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", env("NATS_TLS_CERT", ""), "PEM certificate for TLS on the client and route ports ($LIVEROOM_NATS_TLS_CERT)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", env("NATS_TLS_KEY", ""), "PEM private key of --tls-cert ($LIVEROOM_NATS_TLS_KEY)")
 	fs.StringVar(&cfg.TLSCA, "tls-ca", env("NATS_TLS_CA", ""), "PEM CA that verifies the other nodes' route certificates ($LIVEROOM_NATS_TLS_CA)")

@@ -403,3 +403,22 @@ func TestCapacityFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestScenarioFilesParse: the scenario files shipped in scenarios/ are
+// valid, so that the commands in docs/BENCHMARKS.md run.
+func TestScenarioFilesParse(t *testing.T) {
+	files, err := filepath.Glob("scenarios/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scenario files: %v", err)
+	}
+	for _, f := range files {
+		s, err := ParseScenario([]string{"--scenario", f, "--url", "http://127.0.0.1:8080"}, io.Discard)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if s.Viewers == 0 || s.Rooms == 0 {
+			t.Errorf("%s: %d viewers in %d rooms", f, s.Viewers, s.Rooms)
+		}
+	}
+}

@@ -87,14 +87,40 @@ func (d *Direct) route(m *nats.Msg) {
 	}
 }
 
+// directAttempt bounds one Direct Get: any replica answers, within
+// milliseconds, unless the one NATS picked hangs (a frozen node keeps its
+// subscription); the next attempt most likely reaches another.
+const directAttempt = 750 * time.Millisecond
+
 // request sends req to the stream's direct get subject and hands each
 // stored message to each, in order, until the server's end of batch (or
-// the only reply of a single get). each returning false stops early.
+// the only reply of a single get). An attempt that gets no answer within
+// directAttempt is repeated until ctx ends: replies of the abandoned one are
+// dropped, and each only sees the replies of the attempt that answered.
 func (d *Direct) request(ctx context.Context, stream string, req directRequest, maxReplies int, each func(StoredMsg)) (eob directEOB, err error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return eob, err
 	}
+	for {
+		var got []StoredMsg
+		actx, cancel := context.WithTimeout(ctx, directAttempt)
+		eob, err = d.attempt(actx, stream, body, req.isBatch(), maxReplies, func(sm StoredMsg) { got = append(got, sm) })
+		cancel()
+		if err == nil {
+			for _, sm := range got {
+				each(sm)
+			}
+			return eob, nil
+		}
+		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return eob, err
+		}
+	}
+}
+
+// attempt is one try of request.
+func (d *Direct) attempt(ctx context.Context, stream string, body []byte, batch bool, maxReplies int, each func(StoredMsg)) (eob directEOB, err error) {
 	token := strconv.FormatUint(d.seq.Add(1), 36) + nuid.Next()[:6]
 	w := &directWait{ch: make(chan *nats.Msg, maxReplies+2)}
 	d.mu.Lock()
@@ -124,7 +150,7 @@ func (d *Direct) request(ctx context.Context, stream string, req directRequest, 
 					return eob, perr
 				}
 				each(sm)
-				if !req.isBatch() {
+				if !batch {
 					return eob, nil
 				}
 			case "204": // end of batch

@@ -52,6 +52,11 @@ type EmbeddedConfig struct {
 	// `liveroom nats --insecure-no-auth`.
 	NoAuth bool
 
+	// MonitorAddr, when set (host:port), serves NATS's monitoring endpoints
+	// (/varz, /jsz, /routez, …) there. They have no authentication: an
+	// operator's address (loopback or a private network) only.
+	MonitorAddr string
+
 	// TLS for the client and route ports: the server's certificate and key
 	// (PEM files), and the CA that verifies the other servers' route
 	// certificates (and, when set, clients' certificates are not
@@ -200,6 +205,14 @@ func StartEmbedded(cfg EmbeddedConfig) (_ *Embedded, err error) {
 			}
 			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 2
 		}
+	}
+	if cfg.MonitorAddr != "" {
+		host, port, err := net.SplitHostPort(cfg.MonitorAddr)
+		p, perr := strconv.Atoi(port)
+		if err != nil || perr != nil {
+			return fail(fmt.Errorf("cannot start nats: monitor address %q: want host:port", cfg.MonitorAddr))
+		}
+		opts.HTTPHost, opts.HTTPPort = host, p
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

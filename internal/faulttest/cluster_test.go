@@ -1,6 +1,7 @@
 package faulttest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,6 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
 )
 
@@ -18,14 +24,18 @@ type cluster struct {
 	nats     []*testutil.Proc
 	natsURLs string
 	uplinks  []string // base URLs
-	gateways []*testutil.Proc
-	gwURLs   []string
-	dispatch string // base URL
-	env      []string
-	common   []string
+	// uplinkProcs are the uplink processes, in the order of uplinks.
+	uplinkProcs []*testutil.Proc
+	gateways    []*testutil.Proc
+	gwURLs      []string
+	dispatch    string // base URL
+	env         []string
+	common      []string
 	// keyFile is the NATS key file: the nodes require credentials minted
 	// from it, and every role mints its own ($LIVEROOM_NATS_KEY_FILE).
 	keyFile string
+	// monitors are the NATS nodes' monitoring addresses (host:port).
+	monitors []string
 }
 
 const secret = testutil.Secret
@@ -49,8 +59,10 @@ func startCluster(t *testing.T, nNATS, nUplinks, nGateways int, gwArgs ...string
 	c.natsURLs = strings.Join(urls, ",")
 	data := t.TempDir()
 	for i := range nNATS {
+		mon := testutil.Addr(testutil.FreePort(t))
+		c.monitors = append(c.monitors, mon)
 		args := []string{"nats", "--name", "n" + strconv.Itoa(i), "--port", strconv.Itoa(clientPorts[i]),
-			"--data-dir", fmt.Sprintf("%s/n%d", data, i), "--log-level", "info", "--key-file", keyFile}
+			"--data-dir", fmt.Sprintf("%s/n%d", data, i), "--log-level", "info", "--key-file", keyFile, "--monitor-addr", mon}
 		if nNATS > 1 {
 			args = append(args, "--cluster", "lr", "--cluster-port", strconv.Itoa(routePorts[i]), "--routes", strings.Join(routes, ","))
 		}
@@ -67,7 +79,7 @@ func startCluster(t *testing.T, nNATS, nUplinks, nGateways int, gwArgs ...string
 	c.dispatch = "http://" + testutil.Addr(dport)
 	for i := range nUplinks {
 		p := testutil.FreePort(t)
-		testutil.StartProc(t, "uplink"+strconv.Itoa(i), c.env, append([]string{"uplink", "--addr", testutil.Addr(p)}, common...)...)
+		c.uplinkProcs = append(c.uplinkProcs, testutil.StartProc(t, "uplink"+strconv.Itoa(i), c.env, append([]string{"uplink", "--addr", testutil.Addr(p)}, common...)...))
 		c.uplinks = append(c.uplinks, "http://"+testutil.Addr(p))
 	}
 	for i := range nGateways {
@@ -119,4 +131,116 @@ func (c *cluster) activeGateways() []string {
 		ids = append(ids, g.ID)
 	}
 	return ids
+}
+
+// natsNode returns the index of the NATS node named name ("n1" → 1).
+func natsNode(t *testing.T, name string) int {
+	t.Helper()
+	i, err := strconv.Atoi(strings.TrimPrefix(name, "n"))
+	if err != nil || !strings.HasPrefix(name, "n") {
+		t.Fatalf("not a node name: %q", name)
+	}
+	return i
+}
+
+// metaLeader asks the running nodes' monitoring endpoints which node leads
+// the JetStream metadata (the cluster's own view, /jsz).
+func (c *cluster) metaLeader(t *testing.T) int {
+	t.Helper()
+	var leader string
+	testutil.Eventually(t, 30*time.Second, "a JetStream meta leader", func() bool {
+		for _, mon := range c.monitors {
+			resp, err := http.Get("http://" + mon + "/jsz")
+			if err != nil {
+				continue
+			}
+			var jsz struct {
+				Meta struct {
+					Leader string `json:"leader"`
+				} `json:"meta_cluster"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&jsz)
+			resp.Body.Close()
+			if err == nil && jsz.Meta.Leader != "" {
+				leader = jsz.Meta.Leader
+				return true
+			}
+		}
+		return false
+	})
+	return natsNode(t, leader)
+}
+
+// connect opens a NATS connection with every permission to the cluster.
+func (c *cluster) connect(t *testing.T) *nats.Conn {
+	t.Helper()
+	var urls []string
+	for _, u := range strings.Split(c.natsURLs, ",") {
+		urls = append(urls, testutil.CredURL(t, u, bus.RoleAll, ""))
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
+// storedTwice reads every reliable message of the rooms from the stream
+// and counts the message ids stored more than once.
+func (c *cluster) storedTwice(t *testing.T, rooms []string) int {
+	t.Helper()
+	nc := c.connect(t)
+	defer nc.Close()
+	d, err := bus.NewDirect(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	seen := map[string]int{}
+	twice := 0
+	for _, room := range rooms {
+		var from uint64 = 1
+		for {
+			msgs, more, err := d.After(ctx, bus.ReliableStream, bus.StoreSubject(protocol.Room(room)), from, 500)
+			if err != nil {
+				t.Fatalf("read the stored gifts: %v", err)
+			}
+			for _, m := range msgs {
+				var msg protocol.Message
+				if json.Unmarshal(m.Data, &msg) == nil {
+					seen[msg.ID]++
+					if seen[msg.ID] == 2 {
+						twice++
+					}
+				}
+				from = m.Seq + 1
+			}
+			if !more || len(msgs) == 0 {
+				break
+			}
+		}
+	}
+	return twice
+}
+
+// streamLeader asks JetStream which node leads the reliable stream.
+func (c *cluster) streamLeader(t *testing.T) int {
+	t.Helper()
+	nc := c.connect(t)
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	var leader string
+	testutil.Eventually(t, 30*time.Second, "a leader of the reliable stream", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := js.Stream(ctx, bus.ReliableStream)
+		if err != nil || st.CachedInfo().Cluster == nil {
+			return false
+		}
+		leader = st.CachedInfo().Cluster.Leader
+		return leader != ""
+	})
+	return natsNode(t, leader)
 }

@@ -113,7 +113,7 @@ func connectViewersFrom(t *testing.T, c *cluster, first, n, rooms int) []*viewer
 	sem := make(chan struct{}, 200)
 	for i := range vs {
 		id := first + i
-		vs[i] = &viewer{id: id, user: "v" + strconv.Itoa(id), arrived: map[string][]time.Time{}}
+		vs[i] = &viewer{id: id, user: "v" + strconv.Itoa(id), room: "room" + strconv.Itoa(id%rooms), arrived: map[string][]time.Time{}}
 		tokens.Store(vs[i].user, testutil.Token(t, vs[i].user, protocol.RoleViewer))
 		wg.Add(1)
 		sem <- struct{}{}
@@ -122,7 +122,7 @@ func connectViewersFrom(t *testing.T, c *cluster, first, n, rooms int) []*viewer
 			defer func() { <-sem }()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := vs[i].connect(ctx, c.dispatch, "room"+strconv.Itoa(vs[i].id%rooms), 0); err != nil {
+			if err := vs[i].connect(ctx, c.dispatch, 0); err != nil {
 				t.Errorf("viewer %d: %v", i, err)
 			}
 		}()

@@ -79,6 +79,11 @@ func (s *Server) natsLoop() {
 						// online count is right within a second.
 						r.pubAt = time.Time{}
 					}
+					if r.remote == nil {
+						// Most rooms live on one gateway: the map exists
+						// only for rooms shared with others.
+						r.remote = map[string]remoteCount{}
+					}
 					r.remote[p.GW] = remoteCount{n: p.N, at: time.Now()}
 				}
 				r.mu.Unlock()

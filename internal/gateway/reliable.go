@@ -72,8 +72,11 @@ func (s *Server) onReliable(r *room, m *nats.Msg) {
 		// In order. prev < relSeq only when relSeq came from a snapshot
 		// taken after prev was stored: nothing lies between.
 		r.relSeq = seq
+		mark := r.addLocked(pendingMsg{b: protocol.WithSeq(m.Data, seq), seq: seq, kind: kindReliable})
 		r.mu.Unlock()
-		r.add(pendingMsg{b: protocol.WithSeq(m.Data, seq), seq: seq, kind: kindReliable})
+		if mark {
+			r.shard.markDirty(r)
+		}
 	default:
 		// A gap, a repair under way, or a room still starting: remember
 		// that seq exists and let the repair read it in order.
@@ -197,17 +200,18 @@ func (s *Server) repair(ctx context.Context, r *room) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		mark := false
+		r.mu.Lock()
 		for _, m := range msgs {
-			r.mu.Lock()
-			ok := m.Seq > r.relSeq && !r.dead
-			if ok {
+			if m.Seq > r.relSeq && !r.dead {
 				r.relSeq = m.Seq
-			}
-			r.mu.Unlock()
-			if ok {
 				s.stats.ReliableRepaired.Add(1)
-				r.add(pendingMsg{b: protocol.WithSeq(m.Data, m.Seq), seq: m.Seq, kind: kindReliable})
+				mark = r.addLocked(pendingMsg{b: protocol.WithSeq(m.Data, m.Seq), seq: m.Seq, kind: kindReliable}) || mark
 			}
+		}
+		r.mu.Unlock()
+		if mark {
+			r.shard.markDirty(r)
 		}
 		if more {
 			continue

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
@@ -415,5 +417,53 @@ func TestManyRoomsNeedNoConsumer(t *testing.T) {
 	rwg.Wait()
 	if n := st.CachedInfo().State.Consumers; n != 0 {
 		t.Fatalf("the reliable stream has %d consumers", n)
+	}
+}
+
+// TestBurstOfGiftsArrivesInOrder stores a burst of gifts in one room as
+// fast as the stream takes them: they reach the viewer all, once, in
+// strictly increasing seq, although several goroutines hand the gateway its
+// NATS messages (a viewer drops a reliable message whose seq is not above
+// the last it saw, so any reordering is a loss).
+func TestBurstOfGiftsArrivesInOrder(t *testing.T) {
+	e := newEnv(t)
+	const room, n = "burst", 600
+	g := e.gateway(nil)
+	v := g.dial(t, room, "v", "")
+	defer v.close()
+	v.welcome(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var futures []jetstream.PubAckFuture
+	for i := range n {
+		m := protocol.Message{ID: "b" + strconv.Itoa(i), Type: protocol.TypeGift, Room: room, User: "u", TS: time.Now().UnixMilli(), Gift: "rose", Count: 1}
+		f, err := e.js.PublishAsync(bus.StoreSubject(room), protocol.Encode(m), jetstream.WithMsgID(m.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatal(err)
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+	}
+	msgs, _ := v.collect(t, 20*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeGift) >= n })
+	var last uint64
+	for _, m := range msgs {
+		if m.Type != protocol.TypeGift {
+			continue
+		}
+		if m.Seq <= last {
+			t.Fatalf("seq %d after %d: out of order", m.Seq, last)
+		}
+		last = m.Seq
+	}
+	if got := countType(msgs, protocol.TypeGift); got != n {
+		t.Fatalf("got %d gifts, want %d", got, n)
 	}
 }

@@ -92,28 +92,36 @@ type room struct {
 }
 
 func newRoom(srv *Server, id protocol.Room, sh *shard) *room {
-	return &room{id: id, srv: srv, shard: sh, ready: make(chan struct{}), remote: map[string]remoteCount{}, pushedOnline: -1, pubCount: -1}
+	return &room{id: id, srv: srv, shard: sh, ready: make(chan struct{}), pushedOnline: -1, pubCount: -1}
 }
 
 // add queues a message for the next flush.
 func (r *room) add(m pendingMsg) {
 	r.mu.Lock()
-	if r.dead {
-		r.mu.Unlock()
-		return
-	}
-	if m.kind == kindReliable && m.seq <= r.lastSeq {
-		// Already pushed (an ordered consumer restart can redeliver).
-		r.mu.Unlock()
-		return
-	}
-	r.pending = append(r.pending, m)
-	mark := !r.dirty
-	r.dirty = true
+	mark := r.addLocked(m)
 	r.mu.Unlock()
 	if mark {
 		r.shard.markDirty(r)
 	}
+}
+
+// addLocked queues m with r.mu held and reports whether the room must be
+// marked dirty (after unlocking). Reliable messages are queued in the same
+// critical section that advances relSeq (reliable.go), so that two
+// goroutines delivering consecutive messages cannot queue them out of
+// order: a client drops a reliable message whose seq is not above the last
+// it saw.
+func (r *room) addLocked(m pendingMsg) bool {
+	if r.dead {
+		return false
+	}
+	if m.kind == kindReliable && m.seq <= r.lastSeq {
+		return false // already pushed
+	}
+	r.pending = append(r.pending, m)
+	mark := !r.dirty
+	r.dirty = true
+	return mark
 }
 
 // flush merges the pending messages into one frame, encoded once, and writes

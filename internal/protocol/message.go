@@ -25,6 +25,10 @@ const (
 	FrameBatch     = "batch"
 	FrameReconnect = "reconnect"
 	FrameError     = "error"
+	// FrameHeartbeat ({"type":"hb"}) is sent to a connection that got
+	// nothing else for a moment, so that a client can tell a quiet room
+	// from a gateway that hangs (Welcome.HeartbeatMS).
+	FrameHeartbeat = "hb"
 )
 
 // Roles carried in tokens.
@@ -87,7 +91,17 @@ type Welcome struct {
 	// Replayed is how many reliable messages follow because the client asked
 	// for since=; they arrive in batch frames before any live traffic.
 	Replayed int `json:"replayed,omitempty"`
+	// HeartbeatMS, when set, promises that this connection gets a frame
+	// (a heartbeat when nothing else) at least every HeartbeatMS; a client
+	// that hears nothing for LivenessFactor × HeartbeatMS should leave the
+	// gateway and resume elsewhere with since=. Zero: no promise (a gateway
+	// without heartbeats).
+	HeartbeatMS int64 `json:"hb_ms,omitempty"`
 }
+
+// LivenessFactor × Welcome.HeartbeatMS is how long a client waits without
+// any frame before it leaves a gateway as hung (2.5 s for the default 1 s).
+const LivenessFactor = 2.5
 
 // Batch is a frame carrying the messages of one merge window of a room.
 type Batch struct {
