@@ -108,7 +108,7 @@ const readyTimeout = 30 * time.Second
 // clients. It fails at once, with the cause, when the data directory is in
 // use by another server (*lockfile.HeldError) or a port is taken
 // (*ListenError).
-func StartEmbedded(cfg EmbeddedConfig) (_ *Embedded, err error) {
+func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("cannot start nats: data dir is required")
 	}

@@ -475,7 +475,7 @@
   function stop(err) {
     fatal = err;
     lr.error = { code: err.code, message: err.message };
-    setSendable(false);
+    setSendable(false, err.needToken || err.code === 'unauthorized' ? 'Sending needs a token' : 'Sending is off');
     if (err.needToken) {
       setState('offline', 'token needed');
       el.retry.hidden = true; // retrying cannot help: the page needs another address
@@ -502,13 +502,14 @@
 
   // setSendable enables or disables everything that sends: without a token
   // the comment box and the gift and like buttons must not look usable.
-  function setSendable(on) {
+  // why replaces the comment box's placeholder while it is off.
+  function setSendable(on, why) {
     lr.canSend = on;
     document.body.dataset.canSend = on ? 'yes' : 'no';
     el.text.disabled = !on;
     el.sendBtn.disabled = !on;
     el.like.disabled = !on;
-    el.text.placeholder = on ? 'Say something…' : 'Sending needs a token';
+    el.text.placeholder = on ? 'Say something…' : why;
     document.querySelectorAll('button[data-gift]').forEach(function (b) { b.disabled = !on; });
   }
 
