@@ -188,8 +188,10 @@ func TestReplayInBrowser(t *testing.T) {
 	}
 
 	// Resumed after the pause: comments in one lane never overlap (the
-	// lanes' clock stood still with the comments).
-	b.do(chromedp.Click(chromedp.ID("rp-play")))
+	// lanes' clock stood still with the comments). The page is kept busy
+	// for 300 ms after the click, as a loaded machine would: the comments
+	// restart only with the late frame, and the lanes' clock must too.
+	eval[bool](b, `(() => { document.getElementById('rp-play').click(); const u = Date.now() + 300; while (Date.now() < u) {} return true; })()`)
 	for range 6 {
 		time.Sleep(250 * time.Millisecond)
 		if o := eval[string](b, overlapJS); o != "" {
