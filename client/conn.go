@@ -51,6 +51,13 @@ const (
 	// EventClosed is the last event (Err: ErrClosed after Close, otherwise
 	// the fatal error, see IsFatal). The event channel is closed after it.
 	EventClosed
+	// EventWaiting reports that dispatch asked to wait: every gateway is
+	// full and the fleet is growing (Delay: the wait before asking again;
+	// Attempt from 1). It is no error: show "joining…". It comes before
+	// EventWelcome while Connect runs, and between EventReconnecting and
+	// EventReconnected. Delivered on the channel only when there is room
+	// (it is dropped otherwise, never waited for).
+	EventWaiting
 )
 
 // String returns the kind's name.
@@ -66,6 +73,8 @@ func (k EventKind) String() string {
 		return "reconnected"
 	case EventClosed:
 		return "closed"
+	case EventWaiting:
+		return "waiting"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -114,8 +123,9 @@ type Config struct {
 	DedupeSize int
 	// OnEvent, when set, receives every event instead of the channel
 	// returned by Events (which then only closes when the Conn ends). It is
-	// called from the Conn's reader goroutine, one event at a time; it must
-	// not call Close.
+	// called from the Conn's reader goroutine, one event at a time (and,
+	// for EventWaiting before the first welcome, from the goroutine that
+	// called Connect); it must not call Close.
 	OnEvent func(Event)
 	// Liveness is how long a connection may hear nothing (no frame, not
 	// even a heartbeat) before the Conn leaves that gateway as hung and
@@ -222,13 +232,28 @@ func (c *Conn) setGateway(id string) {
 	c.gwMu.Unlock()
 }
 
-// connectOnce asks dispatch and tries every candidate in order.
+// connectOnce asks dispatch, waiting as long as it asks to, and tries every
+// candidate in order.
 func (c *Conn) connectOnce(ctx context.Context) (*GatewayConn, *Welcome, error) {
-	ans, err := Dispatch(ctx, c.cfg.HTTP, c.cfg.BaseURL, c.cfg.Room)
-	if err != nil {
-		return nil, nil, err
+	var ans DispatchAnswer
+	for attempt := 0; ; attempt++ {
+		var err error
+		ans, err = DispatchWith(ctx, c.cfg.HTTP, c.cfg.BaseURL, c.cfg.Room,
+			DispatchParams{Resume: c.resumed, Since: c.lastSeq.Load(), Attempt: attempt})
+		if err != nil {
+			return nil, nil, err
+		}
+		c.policy = ans.Reconnect
+		wait := ans.Wait()
+		if wait == 0 {
+			break
+		}
+		c.log.Info("every gateway is full; waiting for the fleet to grow", "wait", wait, "attempt", attempt+1)
+		c.notify(ctx, Event{Kind: EventWaiting, Delay: wait, Attempt: attempt + 1})
+		if !sleep(ctx, wait) {
+			return nil, nil, ctx.Err()
+		}
 	}
-	c.policy = ans.Reconnect
 	if len(ans.Gateways) == 0 {
 		return nil, nil, ErrNoGateway
 	}
@@ -491,6 +516,23 @@ func (c *Conn) emit(ctx context.Context, ev Event) bool {
 		return true
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// notify hands ev to OnEvent, or to the channel when it has room: it never
+// waits, so that Connect, which runs before anyone reads the channel, cannot
+// block on it.
+func (c *Conn) notify(ctx context.Context, ev Event) {
+	if ctx.Err() != nil {
+		return
+	}
+	if c.cfg.OnEvent != nil {
+		c.cfg.OnEvent(ev)
+		return
+	}
+	select {
+	case c.events <- ev:
+	default:
 	}
 }
 

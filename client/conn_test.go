@@ -504,6 +504,94 @@ func TestConnContinuesAPartialReplay(t *testing.T) {
 	ql.check(t)
 }
 
+// TestConnWaitsWhileEveryGatewayIsFull: a wait answer from dispatch is no
+// error: Connect waits as asked (EventWaiting each time) and asks again
+// with attempt=N, and a reconnect does the same with since=, so that
+// dispatch counts neither as a new viewer.
+func TestConnWaitsWhileEveryGatewayIsFull(t *testing.T) {
+	const room = "full"
+	gw := newFakeGateway(t, "gw-1", func(n int, q url.Values, c *serverConn) {
+		c.welcome(room, 5, 0)
+		if n == 0 {
+			c.batch(room, gift("g6", 6))
+			return // drop
+		}
+		c.waitClosed()
+	})
+	disp := newFakeDispatch(t, func(int) []Gateway { return []Gateway{{ID: "gw-1", URL: gw.URL()}} })
+	disp.wait = func(call int) int64 {
+		if call < 2 || call == 3 {
+			return 30
+		}
+		return 0
+	}
+	var mu sync.Mutex
+	var events []string
+	var delays []time.Duration
+	start := time.Now()
+	c, err := Connect(testCtx(t), Config{BaseURL: disp.srv.URL, Room: room, Token: "tok", OnEvent: func(ev Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, describe(ev))
+		if ev.Kind == EventWaiting {
+			delays = append(delays, ev.Delay)
+		}
+	}})
+	if err != nil {
+		t.Fatalf("Connect through two waits: %v", err)
+	}
+	defer c.Close()
+	if took := time.Since(start); took < 60*time.Millisecond {
+		t.Errorf("Connect took %v: it did not wait 2 × 30ms", took)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		done := slices.Contains(events, "reconnected seq=5")
+		mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no reconnect within 5s after the drop")
+		}
+	}
+	mu.Lock()
+	want := []string{"waiting", "waiting", "welcome seq=5", "msg gift g6#6", "reconnecting", "waiting", "reconnected seq=5"}
+	if !slices.Equal(events, want) {
+		t.Errorf("events:\n got %v\nwant %v", events, want)
+	}
+	for _, d := range delays {
+		if d != 30*time.Millisecond {
+			t.Errorf("waited %v, want the 30ms asked", d)
+		}
+	}
+	mu.Unlock()
+	var got []string
+	for _, q := range disp.Queries() {
+		got = append(got, "since="+q.Get("since")+" attempt="+q.Get("attempt"))
+	}
+	if want := []string{"since= attempt=", "since= attempt=1", "since= attempt=2", "since=6 attempt=", "since=6 attempt=1"}; !slices.Equal(got, want) {
+		t.Errorf("dispatch requests %v, want %v", got, want)
+	}
+}
+
+func TestDispatchAnswerWait(t *testing.T) {
+	for _, tc := range []struct {
+		a    DispatchAnswer
+		want time.Duration
+	}{
+		{DispatchAnswer{Gateways: []Gateway{{ID: "g"}}, RetryAfterMS: 500}, 0},
+		{DispatchAnswer{RetryAfterMS: 750}, 750 * time.Millisecond},
+		{DispatchAnswer{RetryAfterMS: -3}, 0},
+		{DispatchAnswer{}, 0},
+		{DispatchAnswer{RetryAfterMS: 1e9}, time.Minute},
+	} {
+		if got := tc.a.Wait(); got != tc.want {
+			t.Errorf("%+v: Wait() = %v, want %v", tc.a, got, tc.want)
+		}
+	}
+}
+
 // TestConnLeavesASilentGateway: a gateway that announced heartbeats and then
 // hangs (its socket open, nothing written) is left after LivenessFactor
 // heartbeat intervals, and the Conn resumes on the next gateway with since;

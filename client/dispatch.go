@@ -24,10 +24,41 @@ type Gateway struct {
 
 // DispatchAnswer is the answer of GET /v1/dispatch.
 type DispatchAnswer struct {
-	// Gateways are ordered best first.
+	// Gateways are ordered best first. Empty in a wait answer.
 	Gateways []Gateway `json:"gateways"`
+	// RetryAfterMS, in an answer without gateways, asks the client to wait
+	// this long and ask again: every gateway is full and the fleet is
+	// growing. It is no error; dispatch already spread it with jitter.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 	// Reconnect is the backoff clients follow when reconnecting.
 	Reconnect ReconnectPolicy `json:"reconnect"`
+}
+
+// maxWait bounds a wait answer's retry_after_ms.
+const maxWait = time.Minute
+
+// Wait returns how long a wait answer asks to wait before asking again
+// (at most a minute), or 0 when the answer lists gateways or is no wait.
+func (a DispatchAnswer) Wait() time.Duration {
+	if len(a.Gateways) > 0 || a.RetryAfterMS <= 0 {
+		return 0
+	}
+	return min(time.Duration(a.RetryAfterMS)*time.Millisecond, maxWait)
+}
+
+// DispatchParams are the optional hints of a dispatch request, which let
+// dispatch tell new viewers (the demand the autoscaler plans for) from
+// clients it already counted.
+type DispatchParams struct {
+	// Resume and Since: the client already follows the room and is moving
+	// to another gateway (after a drain or a drop), resuming after
+	// sequence Since. Sent as since=.
+	Resume bool
+	Since  uint64
+	// Attempt numbers the requests of one join after the first (1 after a
+	// wait or a failure, 2 after another…); 0 is the first. Sent as
+	// attempt= when positive.
+	Attempt int
 }
 
 // maxAnswer bounds how much of a successful JSON answer is read.
@@ -38,10 +69,23 @@ const maxAnswer = 1 << 20
 var defaultHTTP = &http.Client{Timeout: 10 * time.Second}
 
 // Dispatch asks the dispatch endpoint of baseURL (e.g. http://host:8080)
-// which gateways serve room. hc nil means a client with a 10 s timeout.
-// Non-2xx answers are returned as *APIError.
+// which gateways serve room, as a new viewer. hc nil means a client with a
+// 10 s timeout. Non-2xx answers are returned as *APIError; a wait answer
+// (no gateways, DispatchAnswer.Wait above zero) is no error.
 func Dispatch(ctx context.Context, hc *http.Client, baseURL, room string) (DispatchAnswer, error) {
-	u, err := endpointURL(baseURL, url.Values{"room": {room}}, "v1", "dispatch")
+	return DispatchWith(ctx, hc, baseURL, room, DispatchParams{})
+}
+
+// DispatchWith is Dispatch with the hints of p.
+func DispatchWith(ctx context.Context, hc *http.Client, baseURL, room string, p DispatchParams) (DispatchAnswer, error) {
+	q := url.Values{"room": {room}}
+	if p.Resume {
+		q.Set("since", strconv.FormatUint(p.Since, 10))
+	}
+	if p.Attempt > 0 {
+		q.Set("attempt", strconv.Itoa(p.Attempt))
+	}
+	u, err := endpointURL(baseURL, q, "v1", "dispatch")
 	if err != nil {
 		return DispatchAnswer{}, err
 	}

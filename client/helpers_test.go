@@ -141,10 +141,13 @@ func (c *serverConn) waitClosed() {
 type fakeDispatch struct {
 	srv  *httptest.Server
 	list func(call int) []Gateway
+	// wait, when set and above zero for a call, makes it a wait answer.
+	wait func(call int) int64
 
-	mu    sync.Mutex
-	calls int
-	rooms []string
+	mu      sync.Mutex
+	calls   int
+	rooms   []string
+	queries []url.Values
 }
 
 func newFakeDispatch(t *testing.T, list func(call int) []Gateway) *fakeDispatch {
@@ -159,7 +162,15 @@ func newFakeDispatch(t *testing.T, list func(call int) []Gateway) *fakeDispatch 
 		call := d.calls
 		d.calls++
 		d.rooms = append(d.rooms, r.URL.Query().Get("room"))
+		d.queries = append(d.queries, r.URL.Query())
 		d.mu.Unlock()
+		if d.wait != nil {
+			if ms := d.wait(call); ms > 0 {
+				protocol.WriteJSON(w, http.StatusOK, DispatchAnswer{Gateways: []Gateway{}, RetryAfterMS: ms,
+					Reconnect: ReconnectPolicy{BaseMS: 5, MaxMS: 20, Jitter: 0.5}})
+				return
+			}
+		}
 		protocol.WriteJSON(w, http.StatusOK, DispatchAnswer{
 			Gateways:  d.list(call),
 			Reconnect: ReconnectPolicy{BaseMS: 5, MaxMS: 20, Jitter: 0.5},
@@ -167,6 +178,13 @@ func newFakeDispatch(t *testing.T, list func(call int) []Gateway) *fakeDispatch 
 	}))
 	t.Cleanup(d.srv.Close)
 	return d
+}
+
+// Queries returns the query of every request so far.
+func (d *fakeDispatch) Queries() []url.Values {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]url.Values(nil), d.queries...)
 }
 
 func (d *fakeDispatch) Calls() int {

@@ -26,7 +26,7 @@ func TestArchiveRole(t *testing.T) {
 	var hooks atomic.Int32
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		if webhook.Verify("hook-secret", b, r.Header.Get(webhook.HeaderSignature)) && r.Header.Get(webhook.HeaderEvent) == "live_start" {
+		if webhook.VerifyRequest("hook-secret", r.Header, b, time.Now(), 0) == nil && r.Header.Get(webhook.HeaderEvent) == "live_start" {
 			hooks.Add(1)
 		}
 	}))

@@ -15,6 +15,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/autoscale"
 	"github.com/liveroom/liveroom/internal/bus"
@@ -45,8 +49,10 @@ func (pf *policyFlags) register(fs *flag.FlagSet, prefix string, ev *envs) {
 	pf.fs, pf.prefix = fs, prefix
 	fs.IntVar(&pf.p.Min, prefix+"min", ev.int("AUTOSCALE_MIN", 1), "fewest gateways ($LIVEROOM_AUTOSCALE_MIN)")
 	fs.IntVar(&pf.p.Max, prefix+"max", ev.int("AUTOSCALE_MAX", 10), "most gateways ($LIVEROOM_AUTOSCALE_MAX)")
+	fs.IntVar(&pf.p.Spare, prefix+"spare", ev.int("AUTOSCALE_SPARE", 1),
+		"gateways of capacity kept beyond the need, ready for a step of viewers before any new gateway could start ($LIVEROOM_AUTOSCALE_SPARE)")
 	fs.DurationVar(&pf.p.ReadyTime, prefix+"ready-time", ev.dur("AUTOSCALE_READY_TIME", 10*time.Second),
-		"time a new gateway needs to be ready; the joins expected meanwhile are added to the demand ($LIVEROOM_AUTOSCALE_READY_TIME)")
+		"time a new gateway needs to be ready, until the autoscaler has measured it; the joins expected meanwhile are added to the demand ($LIVEROOM_AUTOSCALE_READY_TIME)")
 	fs.DurationVar(&pf.p.Stabilization, prefix+"stabilization", ev.dur("AUTOSCALE_STABILIZATION", 5*time.Minute),
 		"scale in only after fewer gateways were enough for this long ($LIVEROOM_AUTOSCALE_STABILIZATION)")
 	fs.Float64Var(&pf.c.Target, prefix+"target", ev.float("AUTOSCALE_TARGET", autoscale.DefaultTarget),
@@ -104,6 +110,9 @@ func (pf *policyFlags) policy(base autoscale.Capacity) (autoscale.Policy, error)
 	if p.Min < 1 || p.Max < p.Min {
 		return p, fmt.Errorf("--%smin and --%smax: want 1 ≤ min ≤ max, got %d and %d", pf.prefix, pf.prefix, p.Min, p.Max)
 	}
+	if p.Spare < 0 {
+		return p, fmt.Errorf("--%sspare %d: want 0 or more", pf.prefix, p.Spare)
+	}
 	return p.WithDefaults(), nil
 }
 
@@ -133,6 +142,7 @@ func runAutoscale(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	actuator := fs.String("actuator", env("AUTOSCALE_ACTUATOR", "dry-run"), "dry-run (log only), process (local gateway processes) or kubernetes ($LIVEROOM_AUTOSCALE_ACTUATOR)")
 	interval := fs.Duration("interval", ev.dur("AUTOSCALE_INTERVAL", time.Second), "time between decisions ($LIVEROOM_AUTOSCALE_INTERVAL)")
 	drainTimeout := fs.Duration("drain-timeout", ev.dur("AUTOSCALE_DRAIN_TIMEOUT", 5*time.Minute), "remove a drained gateway that still beats after this long ($LIVEROOM_AUTOSCALE_DRAIN_TIMEOUT)")
+	startDelay := fs.Duration("start-delay", ev.dur("AUTOSCALE_START_DELAY", 0), "process: hold each new gateway this long before starting it, as a pod waits to be scheduled (tests, benchmarks) ($LIVEROOM_AUTOSCALE_START_DELAY)")
 	ports := fs.String("ports", env("AUTOSCALE_PORTS", ""), "process: port range of the gateways, LOW-HIGH (default any free port) ($LIVEROOM_AUTOSCALE_PORTS)")
 	gwHost := fs.String("gateway-host", env("AUTOSCALE_GATEWAY_HOST", "127.0.0.1"), "process: address the gateways listen on ($LIVEROOM_AUTOSCALE_GATEWAY_HOST)")
 	publicHost := fs.String("public-host", env("AUTOSCALE_PUBLIC_HOST", ""), "process: host in the gateways' WebSocket URLs (default --gateway-host) ($LIVEROOM_AUTOSCALE_PUBLIC_HOST)")
@@ -239,7 +249,7 @@ flags:`)
 		}
 		gwArgs := append([]string{"--nats-url", *natsURL}, fs.Args()...)
 		p, err := autoscale.NewProcess(autoscale.ProcessConfig{Args: gwArgs, Env: envv, ChildEnv: childEnv, Host: *gwHost, PublicHost: *publicHost,
-			PortMin: lo, PortMax: hi, Stdout: stderr, Stderr: stderr, Logger: log})
+			PortMin: lo, PortMax: hi, Stdout: stderr, Stderr: stderr, Logger: log, StartDelay: *startDelay})
 		if err != nil {
 			return err
 		}
@@ -265,8 +275,14 @@ flags:`)
 	if closeAct != nil {
 		defer closeAct()
 	}
+	ann, err := openAnnouncements(ctx, nc, log)
+	if err != nil {
+		return err
+	}
+	defer ann.Close()
 
-	s, err := autoscale.New(autoscale.Config{NC: nc, Actuator: act, Policy: policy, Interval: *interval, DrainTimeout: *drainTimeout, Logger: log})
+	s, err := autoscale.New(autoscale.Config{NC: nc, Actuator: act, Policy: policy, Interval: *interval, DrainTimeout: *drainTimeout,
+		Logger: log, Announcements: ann.List})
 	if err != nil {
 		return err
 	}
@@ -302,4 +318,17 @@ flags:`)
 		err = nil
 	}
 	return err
+}
+
+// openAnnouncements opens the announced audiences. The uplink (or serve)
+// creates their bucket; until it exists the store holds none and keeps
+// looking for it (announce.Open).
+func openAnnouncements(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*announce.Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open jetstream: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return announce.Open(sctx, announce.Config{JS: js, Logger: log})
 }

@@ -43,23 +43,27 @@ func TestPolicyFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := []struct {
-		name string
-		env  map[string]string
-		args []string
-		want autoscale.Capacity
-		min  int
-		max  int
-		err  string
+		name  string
+		env   map[string]string
+		args  []string
+		want  autoscale.Capacity
+		min   int
+		max   int
+		spare int
+		err   string
 	}{
-		{name: "defaults", want: autoscale.Capacity{Conns: 19000, Target: 0.7}, min: 1, max: 10},
+		{name: "defaults", want: autoscale.Capacity{Conns: 19000, Target: 0.7}, min: 1, max: 10, spare: 1},
+		{name: "no spare", args: []string{"--autoscale-spare", "0"}, want: autoscale.Capacity{Conns: 19000, Target: 0.7}, min: 1, max: 10},
+		{name: "spare variable", env: map[string]string{"LIVEROOM_AUTOSCALE_SPARE": "3"}, want: autoscale.Capacity{Conns: 19000, Target: 0.7}, min: 1, max: 10, spare: 3},
+		{name: "negative spare", args: []string{"--autoscale-spare", "-1"}, err: "spare"},
 		{name: "flags", args: []string{"--gateway-max-conns", "3000", "--autoscale-min", "2", "--autoscale-max", "4"},
-			want: autoscale.Capacity{Conns: 3000, Target: 0.7}, min: 2, max: 4},
+			want: autoscale.Capacity{Conns: 3000, Target: 0.7}, min: 2, max: 4, spare: 1},
 		{name: "the file", args: []string{"--capacity-file", file},
-			want: autoscale.Capacity{Conns: 12000, CPU: 1.5, BytesOut: 4e7, MsgsOut: 500000, Target: 0.6}, min: 1, max: 10},
+			want: autoscale.Capacity{Conns: 12000, CPU: 1.5, BytesOut: 4e7, MsgsOut: 500000, Target: 0.6}, min: 1, max: 10, spare: 1},
 		{name: "flags override the file", args: []string{"--capacity-file", file, "--gateway-max-conns", "3000", "--autoscale-target", "0.8"},
-			want: autoscale.Capacity{Conns: 3000, CPU: 1.5, BytesOut: 4e7, MsgsOut: 500000, Target: 0.8}, min: 1, max: 10},
+			want: autoscale.Capacity{Conns: 3000, CPU: 1.5, BytesOut: 4e7, MsgsOut: 500000, Target: 0.8}, min: 1, max: 10, spare: 1},
 		{name: "variables override the file", env: map[string]string{"LIVEROOM_GATEWAY_MAX_CPU": "2", "LIVEROOM_CAPACITY_FILE": file},
-			want: autoscale.Capacity{Conns: 12000, CPU: 2, BytesOut: 4e7, MsgsOut: 500000, Target: 0.6}, min: 1, max: 10},
+			want: autoscale.Capacity{Conns: 12000, CPU: 2, BytesOut: 4e7, MsgsOut: 500000, Target: 0.6}, min: 1, max: 10, spare: 1},
 		{name: "bad target", args: []string{"--autoscale-target", "1.5"}, err: "target"},
 		{name: "min above max", args: []string{"--autoscale-min", "5", "--autoscale-max", "2"}, err: "min"},
 		{name: "missing file", args: []string{"--capacity-file", file + ".none"}, err: "capacity file"},
@@ -80,8 +84,8 @@ func TestPolicyFlags(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.Capacity != tc.want || p.Min != tc.min || p.Max != tc.max {
-				t.Errorf("policy %+v (min %d max %d), want %+v (min %d max %d)", p.Capacity, p.Min, p.Max, tc.want, tc.min, tc.max)
+			if p.Capacity != tc.want || p.Min != tc.min || p.Max != tc.max || p.Spare != tc.spare {
+				t.Errorf("policy %+v (min %d max %d spare %d), want %+v (min %d max %d spare %d)", p.Capacity, p.Min, p.Max, p.Spare, tc.want, tc.min, tc.max, tc.spare)
 			}
 		})
 	}
@@ -163,8 +167,9 @@ func TestAutoscaleCommand(t *testing.T) {
 		return json.NewDecoder(resp.Body).Decode(&ans) == nil && ans.Latest != nil && ans.Latest.Action == autoscale.ActionScaleOut &&
 			ans.Latest.Current == 2
 	})
-	// 5,800 connections at 2,100 per gateway: three; two beat.
-	if d := ans.Latest; d.Desired != 3 || d.Current != 2 || d.Reason != autoscale.DimConns || ans.Policy.Actuator != "dry-run" {
+	// 5,800 connections at 2,100 per gateway: three, and the default spare:
+	// four; two beat.
+	if d := ans.Latest; d.Desired != 4 || d.Figures.Spare != 1 || d.Current != 2 || d.Reason != autoscale.DimConns || ans.Policy.Actuator != "dry-run" {
 		t.Errorf("latest %+v, policy %+v", d, ans.Policy)
 	}
 	resp, err := http.Get(base + "/metrics")
@@ -174,7 +179,7 @@ func TestAutoscaleCommand(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if !strings.Contains(string(body), `liveroom_autoscale_decisions_total{action="scale_out",reason="conns"}`) ||
-		!strings.Contains(string(body), "liveroom_autoscale_desired_gateways 3") {
+		!strings.Contains(string(body), "liveroom_autoscale_desired_gateways 4") {
 		t.Errorf("metrics lack the decision:\n%s", body)
 	}
 	cancel()

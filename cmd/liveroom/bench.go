@@ -12,7 +12,7 @@ import (
 )
 
 // runBench implements `liveroom bench` (see internal/bench): the load
-// generator, its `capacity` mode, and the hidden child modes it re-executes
+// generator, its `capacity` and `flash` modes, and the hidden child modes it re-executes
 // itself in (--child holds viewers, --floor-server is the bare-write floor).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
@@ -23,6 +23,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return bench.RunFloorServer(ctx, os.Stdin, stdout)
 		case "capacity":
 			return benchErr("bench capacity", bench.RunCapacity(ctx, args[1:], stdout, stderr))
+		case "flash":
+			return benchErr("bench flash", bench.RunFlash(ctx, args[1:], stdout, stderr))
 		}
 	}
 	s, err := bench.ParseScenario(args, stderr)

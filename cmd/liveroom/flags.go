@@ -135,6 +135,10 @@ func uplinkFlags(fs *flag.FlagSet, c *uplink.Config, gifts *string, ev *envs) {
 	fs.Float64Var(&c.UserRate, "user-rate", ev.float("USER_RATE", 2), "danmaku per user per second ($LIVEROOM_USER_RATE)")
 	fs.IntVar(&c.UserBurst, "user-burst", ev.int("USER_BURST", 5), "danmaku burst per user ($LIVEROOM_USER_BURST)")
 	fs.Float64Var(&c.RoomRate, "room-rate", ev.float("ROOM_RATE", 1000), "danmaku per room per second, all senders ($LIVEROOM_ROOM_RATE)")
+	fs.Float64Var(&c.GiftRate, "gift-rate", ev.float("GIFT_RATE", 1), "gift requests per user per second, across rooms ($LIVEROOM_GIFT_RATE)")
+	fs.IntVar(&c.GiftBurst, "gift-burst", ev.int("GIFT_BURST", 10), "gift burst per user ($LIVEROOM_GIFT_BURST)")
+	fs.Float64Var(&c.LikeRate, "like-rate", ev.float("LIKE_RATE", 50), "likes (summed counts) per user per second, across rooms ($LIVEROOM_LIKE_RATE)")
+	fs.IntVar(&c.LikeBurst, "like-burst", ev.int("LIKE_BURST", 1000), "like burst per user, at least 999 ($LIVEROOM_LIKE_BURST)")
 }
 
 // sendPathGCPercent is the garbage collector target of the processes on the
@@ -193,6 +197,8 @@ func dispatchFlags(fs *flag.FlagSet, c *dispatch.Config, ev *envs) {
 	fs.Float64Var(&c.AffinityMaxLoad, "affinity-max-load", ev.float("AFFINITY_MAX_LOAD", dispatch.DefaultAffinityMaxLoad), "no room affinity above this load ($LIVEROOM_AFFINITY_MAX_LOAD)")
 	fs.IntVar(&c.Replicas, "replicas-dispatch", ev.int("DISPATCH_REPLICAS", 1), "number of dispatch processes sharing the clients ($LIVEROOM_DISPATCH_REPLICAS)")
 	fs.DurationVar(&c.StaleAfter, "stale-after", ev.dur("STALE_AFTER", 0), "forget a gateway silent this long; 0 = 3 beat intervals ($LIVEROOM_STALE_AFTER)")
+	fs.DurationVar(&c.MaxStaleView, "max-stale-view", ev.dur("MAX_STALE_VIEW", dispatch.DefaultMaxStaleView),
+		"while dispatch's own NATS does not answer, keep offering the gateways that were fresh for at most this long instead of answering 503; -1s: never ($LIVEROOM_MAX_STALE_VIEW)")
 	c.GatewayHosts = splitList(env("GATEWAY_HOSTS", ""))
 	fs.Var((*listValue)(&c.GatewayHosts), "gateway-hosts",
 		"comma-separated hosts gateway URLs may name, e.g. gw1.example.com,*.gw.example.com; beats naming another host are refused; empty: any ($LIVEROOM_GATEWAY_HOSTS)")

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/admin"
+	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/bus"
@@ -100,7 +101,8 @@ func (r *roleFlags) connect(ctx context.Context, name string, nr bus.Role, id st
 	case bus.RoleUplink:
 		err = bus.WaitStreams(sctx, js, log, bus.StreamConfig{Replicas: r.replicas})
 	case bus.RoleDispatch:
-		// Dispatch reads beats only.
+		// Dispatch reads beats (and, with the JWT secret, the announcements
+		// bucket, which it looks for in the background).
 	default:
 		err = bus.WaitStreamsExist(sctx, js, log, bus.StreamsOf(nr)...)
 	}
@@ -423,11 +425,22 @@ flags:`)
 	if err := d.Start(ctx); err != nil {
 		return err
 	}
-	// The admin API (drain a gateway) lives beside dispatch when the JWT
-	// secret is known; admin calls need a token with role admin.
+	// The admin API (drain a gateway, announce an audience) lives beside
+	// dispatch when the JWT secret is known; admin calls need a token with
+	// role admin.
 	var adm http.Handler
 	if v, err := rf.verifier(); err == nil {
-		adm = admin.Handler(admin.Config{NC: r.nc, Verifier: v, Logger: r.log, Gateways: d.Gateways})
+		// The uplink creates the bucket; until it exists the store holds
+		// no announcement and keeps looking (announce.Open).
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ann, err := announce.Open(actx, announce.Config{JS: r.js, Logger: r.log})
+		cancel()
+		if err != nil {
+			_ = d.Close()
+			return err
+		}
+		defer ann.Close()
+		adm = admin.Handler(admin.Config{NC: r.nc, Verifier: v, Logger: r.log, Gateways: d.Gateways, Announcements: ann})
 	}
 	if adm != nil && *adminAddr != "" {
 		stopAdmin, err := serveOn(*adminAddr, "/v1/admin/", adm, r.log)

@@ -50,6 +50,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ports := fs.String("autoscale-ports", env("AUTOSCALE_PORTS", ""), "with --autoscale: port range of the gateway processes, LOW-HIGH (default any free port) ($LIVEROOM_AUTOSCALE_PORTS)")
 	fs.DurationVar(&cfg.Autoscale.DrainTimeout, "autoscale-drain-timeout", ev.dur("AUTOSCALE_DRAIN_TIMEOUT", 5*time.Minute),
 		"with --autoscale: stop a drained gateway that still runs after this long ($LIVEROOM_AUTOSCALE_DRAIN_TIMEOUT)")
+	fs.DurationVar(&cfg.Autoscale.StartDelay, "autoscale-start-delay", ev.dur("AUTOSCALE_START_DELAY", 0),
+		"with --autoscale: hold each new gateway process this long before starting it, as a pod waits to be scheduled; the autoscaler measures and plans for it (tests, benchmarks) ($LIVEROOM_AUTOSCALE_START_DELAY)")
 	lf.register(fs)
 	var nf nonCoreFlags
 	nf.register(fs, &ev, true)

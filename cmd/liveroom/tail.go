@@ -160,6 +160,9 @@ func (p tailPrinter) print(ev client.Event) error {
 			verb, cleanText(w.Room), cleanText(ev.Gateway), cleanText(w.User), w.Seq, w.Online, w.Likes, w.Replayed)
 	case client.EventReconnecting:
 		line = fmt.Sprintf("# reconnecting in %v (attempt %d): %v", ev.Delay.Round(time.Millisecond), ev.Attempt, ev.Err)
+	case client.EventWaiting:
+		// Not an error: the fleet is growing and dispatch asked to wait.
+		line = fmt.Sprintf("# joining… every gateway is full and more are starting; asking again in %v (%d)", ev.Delay.Round(time.Millisecond), ev.Attempt)
 	default:
 		return nil
 	}
@@ -181,6 +184,12 @@ func (p tailPrinter) printJSON(ev client.Event) error {
 			DelayMS int64  `json:"delay_ms"`
 			Error   string `json:"error,omitempty"`
 		}{"reconnecting", ev.Attempt, ev.Delay.Milliseconds(), errString(ev.Err)}
+	case client.EventWaiting:
+		v = struct {
+			Type    string `json:"type"`
+			Attempt int    `json:"attempt"`
+			DelayMS int64  `json:"delay_ms"`
+		}{"waiting", ev.Attempt, ev.Delay.Milliseconds()}
 	default:
 		return nil
 	}

@@ -23,14 +23,16 @@ import (
 	"github.com/liveroom/liveroom/internal/testutil"
 )
 
-// tailServer serves dispatch and one scripted gateway on one address. The
-// first connection is asked to move (a drain); the second stays.
+// tailServer serves dispatch and one scripted gateway on one address.
+// Dispatch first asks to wait (every gateway full), then lists the gateway.
+// The first connection is asked to move (a drain); the second stays.
 type tailServer struct {
 	srv   *httptest.Server
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	conns []net.Conn
 	since []string
+	asked int // dispatch requests
 }
 
 func newTailServer(t *testing.T) *tailServer {
@@ -39,6 +41,15 @@ func newTailServer(t *testing.T) *tailServer {
 	s := &tailServer{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/dispatch", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.asked++
+		first := s.asked == 1
+		s.mu.Unlock()
+		if first {
+			protocol.WriteJSON(w, 200, map[string]any{"gateways": []any{}, "retry_after_ms": 20,
+				"reconnect": map[string]any{"base_ms": 5, "max_ms": 10, "jitter": 0.5}})
+			return
+		}
 		protocol.WriteJSON(w, 200, map[string]any{
 			"gateways":  []map[string]any{{"id": "gw-t", "url": "ws://" + r.Host + "/v1/ws", "load": 0.1}},
 			"reconnect": map[string]any{"base_ms": 5, "max_ms": 10, "jitter": 0.5},
@@ -135,6 +146,7 @@ func TestRunTail(t *testing.T) {
 	out := tail(t, []string{"--url", s.srv.URL, "--room", "r1", "--secret", testutil.Secret, "--user", "watcher"}, "after")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	want := []string{
+		"# joining… every gateway is full and more are starting; asking again in 20ms (1)",
 		"# joined room r1 via gw-t as watcher: seq=4 online=12 likes=100 replayed=0",
 		"20:15:30.250 danmaku Bob: hi�[2Jthere�fake line",
 		"20:15:30.250 gift    Bob: rocket ×3  [seq 5]",
@@ -170,7 +182,7 @@ func TestRunTailJSON(t *testing.T) {
 		}
 		types = append(types, obj.Type)
 	}
-	want := "welcome danmaku gift like count notice reconnecting welcome danmaku"
+	want := "waiting welcome danmaku gift like count notice reconnecting welcome danmaku"
 	if got := strings.Join(types, " "); got != want {
 		t.Errorf("types %q, want %q", got, want)
 	}

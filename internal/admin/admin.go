@@ -1,8 +1,10 @@
 // Package admin serves the operator's HTTP API: actions on the fleet that
-// need the admin role: draining a gateway, and the fleet statistics the
-// operator dashboard (/admin) polls. It talks to gateways only through NATS
-// (their control subjects and load beats), so any process on the backbone
-// can serve it.
+// need the admin role: draining a gateway, the fleet statistics the
+// operator dashboard (/admin) polls, and the announced audiences the
+// autoscaler prepares for. It talks to gateways only through NATS (their
+// control subjects, load beats and the announcements bucket), so any
+// process on the backbone can serve it. Who may call what is decided in one
+// place, allowed (authorize.go).
 package admin
 
 import (
@@ -15,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
@@ -31,12 +34,18 @@ type Config struct {
 	// view, dispatch.Server.Gateways). Nil: GET /v1/admin/stats answers 404,
 	// as in a process that does not read beats.
 	Gateways func() []bus.Beat
+	// Announcements keeps the announced audiences. Nil: the announcement
+	// routes answer 404 and the stats list none.
+	Announcements *announce.Store
 }
 
 // Handler returns the admin API:
 //
-//	POST /v1/admin/gateways/{id}/drain → 202 {"gateway","state":"draining","conns"}
-//	GET  /v1/admin/stats               → 200 Stats (fleet totals, gateways, top rooms)
+//	POST   /v1/admin/gateways/{id}/drain    → 202 {"gateway","state":"draining","conns"}
+//	GET    /v1/admin/stats                  → 200 Stats (fleet totals, gateways, top rooms, announcements)
+//	GET    /v1/admin/announcements          → 200 AnnouncementList
+//	POST   /v1/admin/announcements          → 201 announce.Announcement
+//	DELETE /v1/admin/announcements/{id}     → 204
 func Handler(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -51,11 +60,14 @@ func Handler(cfg Config) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == StatsPath {
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				w.Header().Set("Allow", "GET, HEAD")
-				protocol.WriteError(w, protocol.Errorf(http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "", "use GET"))
+				methodNotAllowed(w, "GET, HEAD")
 				return
 			}
 			h.stats(w, r)
+			return
+		}
+		if rest, ok := strings.CutPrefix(r.URL.Path, AnnouncementsPath); ok {
+			h.announcements(w, r, rest)
 			return
 		}
 		id, ok := strings.CutPrefix(r.URL.Path, "/v1/admin/gateways/")
@@ -63,12 +75,11 @@ func Handler(cfg Config) http.Handler {
 			id, ok = strings.CutSuffix(id, "/drain")
 		}
 		if !ok {
-			protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "", "no admin endpoint here; docs/OPERATIONS.md lists them"))
+			notFound(w)
 			return
 		}
 		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", http.MethodPost)
-			protocol.WriteError(w, protocol.Errorf(http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed, "", "use POST"))
+			methodNotAllowed(w, http.MethodPost)
 			return
 		}
 		h.drain(w, r, id)
@@ -80,22 +91,8 @@ type handler struct {
 	log *slog.Logger
 }
 
-// requireAdmin verifies the caller's token and role.
-func (h *handler) requireAdmin(w http.ResponseWriter, r *http.Request) (auth.Identity, bool) {
-	id, err := h.cfg.Verifier.FromRequest(r)
-	if err != nil {
-		protocol.WriteError(w, err)
-		return id, false
-	}
-	if id.Role != protocol.RoleAdmin {
-		protocol.WriteError(w, protocol.Errorf(http.StatusForbidden, protocol.CodeForbidden, "", "this endpoint needs a token with role admin"))
-		return id, false
-	}
-	return id, true
-}
-
 func (h *handler) drain(w http.ResponseWriter, r *http.Request, gw string) {
-	who, ok := h.requireAdmin(w, r)
+	who, ok := h.authorize(w, r, ActDrain)
 	if !ok {
 		return
 	}

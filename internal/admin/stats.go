@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
@@ -24,6 +25,9 @@ type Stats struct {
 	Totals Totals     `json:"totals"`
 	Rooms  []RoomStat `json:"rooms"`    // largest first, at most 20
 	Fleet  []bus.Beat `json:"gateways"` // by id
+	// Announcements are the announced audiences not yet expired, by start
+	// (empty when the process keeps none).
+	Announcements []announce.Announcement `json:"announcements"`
 }
 
 // Totals sums the fleet's beats.
@@ -58,7 +62,7 @@ type RoomStat struct {
 
 // ComputeStats builds Stats from beats, at now.
 func ComputeStats(beats []bus.Beat, now time.Time) Stats {
-	st := Stats{TS: now.UnixMilli(), Fleet: slices.Clone(beats), Rooms: []RoomStat{}}
+	st := Stats{TS: now.UnixMilli(), Fleet: slices.Clone(beats), Rooms: []RoomStat{}, Announcements: []announce.Announcement{}}
 	if st.Fleet == nil {
 		st.Fleet = []bus.Beat{}
 	}
@@ -113,12 +117,17 @@ func ComputeStats(beats []bus.Beat, now time.Time) Stats {
 }
 
 func (h *handler) stats(w http.ResponseWriter, r *http.Request) {
-	if _, ok := h.requireAdmin(w, r); !ok {
+	if _, ok := h.authorize(w, r, ActStats); !ok {
 		return
 	}
 	if h.cfg.Gateways == nil {
 		protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeNotFound, "", "this process does not read gateway beats; ask the one that serves /v1/dispatch"))
 		return
 	}
-	protocol.WriteJSON(w, http.StatusOK, ComputeStats(h.cfg.Gateways(), time.Now()))
+	now := time.Now()
+	st := ComputeStats(h.cfg.Gateways(), now)
+	if h.cfg.Announcements != nil {
+		st.Announcements = h.cfg.Announcements.List(now)
+	}
+	protocol.WriteJSON(w, http.StatusOK, st)
 }

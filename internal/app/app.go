@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/admin"
+	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/autoscale"
 	"github.com/liveroom/liveroom/internal/bus"
@@ -122,6 +123,9 @@ type Node struct {
 	// mod serves the moderation API; modCache is the uplink's view.
 	mod      *moderation.Service
 	modCache *moderation.Cache
+	// ann keeps the announced audiences for the admin API and the
+	// autoscaler.
+	ann *announce.Store
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -260,6 +264,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.mod, err = moderation.NewService(ctx, moderation.Config{NC: n.nc, JS: js, Cache: n.modCache, Verifier: verifier, Logger: n.log, Stamp: n.up.StampSession}); err != nil {
 		return err
 	}
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	n.ann, err = announce.Open(actx, announce.Config{JS: js, Logger: n.log})
+	cancel()
+	if err != nil {
+		return err
+	}
 	if n.disp, err = dispatch.New(dispatch.Config{NC: n.nc, Logger: n.log}); err != nil {
 		return err
 	}
@@ -348,7 +358,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			RoomRoute{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: n.mod.Handler()},
 		),
 		Pages: web.NewHandler(web.Config{Sessions: session.NewRegistry(skv)}),
-		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log, Gateways: n.disp.Gateways}),
+		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log, Gateways: n.disp.Gateways, Announcements: n.ann}),
 	})
 	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	if n.gw != nil {
@@ -519,6 +529,9 @@ func (n *Node) Close() error {
 		}
 		if n.modCache != nil {
 			n.modCache.Close()
+		}
+		if n.ann != nil {
+			_ = n.ann.Close()
 		}
 		n.closeNonCore()
 		if n.nc != nil {

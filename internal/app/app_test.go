@@ -358,3 +358,34 @@ func TestAdminDrainNeedsAdminAndDrainsTheGateway(t *testing.T) {
 	}
 	testutil.Eventually(t, 5*time.Second, "gateway draining", func() bool { return n.Gateway().State() == "draining" })
 }
+
+// TestAnnouncementsNeedAdmin: the announcement routes of a node answer an
+// admin only; a viewer's and an anchor's token are refused, and what an
+// admin announces reaches the node's autoscaler input (the store) and the
+// dashboard's stats.
+func TestAnnouncementsNeedAdmin(t *testing.T) {
+	n := startNode(t, testutil.Secret)
+	body := `{"room":"star","viewers":1000,"at":"` + time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `"}`
+	admin := testutil.Token(t, "boss", protocol.RoleAdmin)
+	for _, tc := range []struct {
+		name, method, path, token, body string
+		status                          int
+	}{
+		{"no token", http.MethodPost, "/v1/admin/announcements", "", body, 401},
+		{"viewer", http.MethodPost, "/v1/admin/announcements", testutil.Token(t, "v", protocol.RoleViewer), body, 403},
+		{"anchor", http.MethodPost, "/v1/admin/announcements", testutil.Token(t, "a", protocol.RoleAnchor), body, 403},
+		{"viewer lists", http.MethodGet, "/v1/admin/announcements", testutil.Token(t, "v", protocol.RoleViewer), "", 403},
+		{"anchor deletes", http.MethodDelete, "/v1/admin/announcements/an-x", testutil.Token(t, "a", protocol.RoleAnchor), "", 403},
+		{"admin", http.MethodPost, "/v1/admin/announcements", admin, body, 201},
+		{"admin lists", http.MethodGet, "/v1/admin/announcements", admin, "", 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if status, b := call(t, tc.method, n.URL()+tc.path, tc.token, strings.NewReader(tc.body)); status != tc.status {
+				t.Fatalf("got %d %s, want %d", status, b, tc.status)
+			}
+		})
+	}
+	if l := n.ann.List(time.Now()); len(l) != 1 || l[0].Room != "star" || l[0].By != "boss" {
+		t.Fatalf("store holds %+v", l)
+	}
+}

@@ -55,6 +55,10 @@ type AutoscaleConfig struct {
 	// DrainTimeout bounds the wait for a drained child to exit before it is
 	// stopped; default 5m (see autoscale.Config).
 	DrainTimeout time.Duration
+	// StartDelay holds every new child this long before it starts, as a
+	// pod waits to be scheduled (autoscale.ProcessConfig.StartDelay): for
+	// tests and benchmarks of slow starts. The first child waits too.
+	StartDelay time.Duration
 }
 
 // childEnvDrop lists the variables a child must not inherit from the node:
@@ -122,12 +126,14 @@ func (n *Node) startAutoscale(ctx context.Context, natsURL, secret, publicHost s
 	n.procs, err = autoscale.NewProcess(autoscale.ProcessConfig{
 		Binary: ac.Binary, Args: args, Env: env, ChildEnv: childEnv, Host: listenHost, PublicHost: publicHost,
 		PortMin: ac.PortMin, PortMax: ac.PortMax, Stdout: ac.ChildOutput, Stderr: ac.ChildOutput, Logger: n.log,
+		StartDelay: ac.StartDelay,
 	})
 	if err != nil {
 		return err
 	}
 	n.scaler, err = autoscale.New(autoscale.Config{
 		NC: n.nc, Actuator: n.procs, Policy: p, Interval: ac.Interval, DrainTimeout: ac.DrainTimeout, Logger: n.log,
+		Announcements: n.ann.List,
 	})
 	if err != nil {
 		return err
@@ -143,10 +149,11 @@ func (n *Node) waitGateway(ctx context.Context) error {
 		return fmt.Errorf("cannot subscribe to beats: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	wait := 60*time.Second + n.cfg.Autoscale.StartDelay
+	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	if _, err := sub.NextMsgWithContext(wctx); err != nil {
-		return fmt.Errorf("no gateway process beat within 60s (see the gateway logs): %w", err)
+		return fmt.Errorf("no gateway process beat within %v (see the gateway logs): %w", wait, err)
 	}
 	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -211,7 +210,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if !protocol.ValidRole(role) {
 		return Identity{}, fmt.Errorf("%w: %w %q", ErrInvalidToken, ErrUnknownRole, role)
 	}
-	name := cleanName(c.Name)
+	name := protocol.CleanName(c.Name, MaxNameLen)
 	if name == "" {
 		name = string(user)
 	}
@@ -226,26 +225,6 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 		v.cache.put(key, id, until, now)
 	}
 	return id, nil
-}
-
-// cleanName drops control characters from a name claim, which ends up on
-// every viewer's screen, and cuts it to MaxNameLen runes. Cutting bytes would
-// split a multi-byte character and leave invalid UTF-8 in every message the
-// caller sends. Invalid bytes in the claim become U+FFFD.
-func cleanName(s string) string {
-	var b strings.Builder
-	n := 0
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			continue
-		}
-		if n == MaxNameLen {
-			break
-		}
-		b.WriteRune(r)
-		n++
-	}
-	return b.String()
 }
 
 // FromRequest verifies the bearer token of r (Authorization header, or the

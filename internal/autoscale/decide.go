@@ -2,10 +2,14 @@ package autoscale
 
 import (
 	"cmp"
+	"fmt"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/bus"
 )
 
@@ -17,9 +21,21 @@ type Policy struct {
 	// Capacity is one gateway's capacity and the target utilisation.
 	Capacity Capacity
 	// ReadyTime is how long a new gateway needs to start and be offered by
-	// dispatch: the look-ahead adds the joins expected over this time.
-	// Default 10s.
+	// dispatch, until the Scaler has measured it (Inputs.ReadyTime): the
+	// look-ahead adds the joins expected over this time and one decision
+	// interval. Default 10s.
 	ReadyTime time.Duration
+	// Spare is how many gateways of capacity are kept beyond the need (and
+	// beyond Min), so that a step of Spare gateways' worth of viewers is
+	// taken at once, before any new gateway could be ready. Dispatch
+	// spreads viewers, so the spare shows as headroom on every gateway
+	// rather than as one empty gateway; the fleet's size is the same.
+	// Default 0 (the commands' flags default to 1).
+	Spare int
+	// AnnounceLead is the margin before an announced audience's start at
+	// which its capacity is asked for, on top of twice the ready time and
+	// one decision interval. Default 10s.
+	AnnounceLead time.Duration
 	// Stabilization is how long the desired count must have stayed below
 	// the current count before one gateway is taken away. Default 5m.
 	Stabilization time.Duration
@@ -48,6 +64,8 @@ func (p Policy) WithDefaults() Policy {
 	}
 	p.Capacity = p.Capacity.WithDefaults()
 	setDur(&p.ReadyTime, 10*time.Second)
+	setDur(&p.AnnounceLead, 10*time.Second)
+	p.Spare = max(0, p.Spare)
 	setDur(&p.Stabilization, 5*time.Minute)
 	setDur(&p.JoinWindow, time.Minute)
 	setDur(&p.JoinSpan, 10*time.Second)
@@ -74,18 +92,21 @@ type GatewayLoad struct {
 	// Started is when the gateway process started (from the beat): a new
 	// value under the same id is a new process.
 	Started time.Time
-	// LastBeat is when its latest beat was received.
-	LastBeat time.Time
+	// LastBeat is when its latest beat was received; FirstBeat when the
+	// first beat of this process (this Started) was.
+	LastBeat, FirstBeat time.Time
 	// Interval is its beat interval; it is silent after three. Zero: 1s.
 	Interval time.Duration
+	// Rooms are the viewers of its largest rooms (the beat's room_conns).
+	Rooms map[string]int
 }
 
 // FromBeat converts a beat received at at.
 func FromBeat(b bus.Beat, at time.Time) GatewayLoad {
 	return GatewayLoad{
 		ID: b.ID, State: b.State, Conns: b.Conns, CPU: b.CPU, BytesOut: b.BytesOut, MsgsOut: b.MsgsOut,
-		Load: b.Load, Started: time.UnixMilli(b.Started), LastBeat: at,
-		Interval: time.Duration(b.IntervalMS) * time.Millisecond,
+		Load: b.Load, Started: time.UnixMilli(b.Started), LastBeat: at, FirstBeat: at,
+		Interval: time.Duration(b.IntervalMS) * time.Millisecond, Rooms: b.RoomConns,
 	}
 }
 
@@ -123,6 +144,17 @@ type Inputs struct {
 	// Removing is the id of the gateway a scale-in is draining or removing;
 	// empty when none is under way. Scale-in waits for it.
 	Removing string
+	// ReadyTime is the measured time from asking for a gateway to its
+	// first beat; zero: not measured yet, Policy.ReadyTime holds.
+	ReadyTime time.Duration
+	// Tick is the time between two decisions (a scale-out decided now can
+	// only be topped up a tick later). Zero: 1s.
+	Tick time.Duration
+	// Door is what dispatch saw at the door (Door.Figures): new viewers
+	// per second, admitted or not.
+	Door DoorFigures
+	// Announcements are the announced audiences not yet expired.
+	Announcements []announce.Announcement
 }
 
 // State is what Decide remembers between two calls; the zero value is a
@@ -158,6 +190,10 @@ const (
 const (
 	// ReasonLookahead: the scale-out is due to the join rate alone.
 	ReasonLookahead = "lookahead"
+	// ReasonAnnounced: the scale-out is due to an announced audience.
+	ReasonAnnounced = "announced"
+	// ReasonSpare: the scale-out keeps the spare capacity (Policy.Spare).
+	ReasonSpare = "spare"
 	// ReasonMin: fewer gateways than Policy.Min.
 	ReasonMin = "min"
 	// ReasonAboveMax: more gateways than Policy.Max (scale-in without
@@ -194,18 +230,43 @@ type Figures struct {
 	// Demand is the fleet's load: active, draining and recently silent
 	// gateways.
 	Demand Load `json:"demand"`
-	// JoinRate is connections per second (net of leaves): the larger of
-	// the rise of the beating fleet's connection count over the whole
-	// Policy.JoinWindow and over the latest Policy.JoinSpan, on the count
-	// smoothed by a 3 s rolling minimum (so that viewers moving between
-	// gateways do not count); never negative.
+	// JoinRate is new viewers per second: the larger of DoorRate and
+	// BeatRate.
 	JoinRate float64 `json:"join_rate"`
-	// Lookahead is the connections expected within Policy.ReadyTime.
+	// DoorRate is the new viewers per second dispatch counted at the door
+	// (admitted, told to wait or refused; not the viewers moving between
+	// gateways), the steeper of the last 1 s and 5 s.
+	DoorRate float64 `json:"door_rate"`
+	// BeatRate is connections per second (net of leaves) from the beats:
+	// the larger of the rise of the beating fleet's connection count over
+	// the whole Policy.JoinWindow and over the latest Policy.JoinSpan, on
+	// the count smoothed by a 3 s rolling minimum (so that viewers moving
+	// between gateways do not count); never negative.
+	BeatRate float64 `json:"beat_rate"`
+	// Waits is the wait answers dispatch gave per second (every gateway
+	// full), over the last 5 s.
+	Waits float64 `json:"waits"`
+	// ReadyTime is the time a new gateway needs to be offered, in
+	// seconds: measured, or Policy.ReadyTime until it is.
+	ReadyTime float64 `json:"ready_time_s"`
+	// Horizon is how far ahead the look-ahead plans, in seconds: the ready
+	// time plus one decision interval.
+	Horizon float64 `json:"horizon_s"`
+	// Lookahead is the connections expected within Horizon: JoinRate ×
+	// Horizon.
 	Lookahead float64 `json:"lookahead"`
+	// Announced is the connections still expected by the announcements
+	// in force: for each, its viewers minus those already in its room.
+	// The demand grows by the larger of Lookahead and Announced.
+	Announced float64 `json:"announced"`
+	// Announcements describe the announcements in force, for the log.
+	Announcements []string `json:"announcements,omitempty"`
 	// Need is the gateways each dimension needs, look-ahead included.
 	Need map[string]int `json:"need"`
-	// Raw is the largest need, before Min and Max.
+	// Raw is the largest need, before the spare, Min and Max.
 	Raw int `json:"raw"`
+	// Spare is Policy.Spare, added to Raw.
+	Spare int `json:"spare"`
 	// Stable is the highest desired count over the stabilisation window.
 	Stable int `json:"stable"`
 }
@@ -224,7 +285,10 @@ type Decision struct {
 	Add int `json:"add,omitempty"`
 	// Remove is the gateway a scale-in drains and removes: the least loaded
 	// active one the actuator runs.
-	Remove  string  `json:"remove,omitempty"`
+	Remove string `json:"remove,omitempty"`
+	// Why says in words how Desired was reached and what the action does
+	// about it: the demand, the look-ahead, the announcements, the spare.
+	Why     string  `json:"why"`
 	Figures Figures `json:"inputs"`
 	// Next is the State to pass to the next call.
 	Next State `json:"-"`
@@ -239,15 +303,24 @@ type Decision struct {
 //     capacity; the load of active, draining and recently silent (LostGrace)
 //     ones is demand, except a silent gateway that was draining (it stops
 //     once its viewers have moved).
-//   - Look-ahead: the join rate is the net rise per second of the beating
-//     fleet's connection count, the larger of its rise over the last
-//     JoinWindow (a minute) and over the latest JoinSpan (10 s), measured
-//     after a 3 s rolling minimum that hides viewers counted twice while
-//     they move between gateways. The joins expected within ReadyTime are
-//     added to the connection demand, and the other dimensions grow in
-//     proportion (each viewer costs what the current ones cost on average).
-//   - desired = clamp(max over dimensions of ceil(demand ÷ (limit ×
-//     target)), Min, Max).
+//   - Look-ahead: the join rate is the larger of the door's (new viewers
+//     per second at dispatch, admitted or not, over the last 1 s and 5 s:
+//     it sees a storm in its first second) and the beats' (the net rise per
+//     second of the beating fleet's connection count, the larger of its rise
+//     over the last JoinWindow and over the latest JoinSpan, measured after
+//     a 3 s rolling minimum that hides viewers counted twice while they move
+//     between gateways). The joins expected over the horizon, the ready
+//     time (measured, else Policy.ReadyTime) plus one decision interval,
+//     are the look-ahead.
+//   - Announcements in force (from twice the ready time, one interval and
+//     AnnounceLead before their start, until they expire) expect their
+//     viewers minus those already in their room. The connection demand
+//     grows by the larger of the look-ahead and the announced viewers (an
+//     announced audience arriving is the storm the look-ahead sees), and
+//     the other dimensions in proportion (each viewer costs what the
+//     current ones cost on average).
+//   - desired = min(max(max over dimensions of ceil(demand ÷ (limit ×
+//     target)), Min) + Spare, Max).
 //   - Scale out at once by desired − current. Scale in only when every
 //     desired count of the last Stabilization was below current (or current
 //     is above Max), nothing is starting and no other scale-in is under way:
@@ -262,6 +335,7 @@ func Decide(st State, in Inputs, now time.Time) Decision {
 	var active []GatewayLoad
 	var demand Load
 	freshConns := 0.0
+	roomViewers := map[string]int{}
 	for _, g := range in.Gateways {
 		fresh := g.Fresh(now)
 		switch {
@@ -281,6 +355,9 @@ func Decide(st State, in Inputs, now time.Time) Decision {
 		if fresh {
 			beating[g.ID] = true
 			freshConns += float64(g.Conns)
+			for r, n := range g.Rooms {
+				roomViewers[r] += n
+			}
 		}
 		demand.Conns += float64(g.Conns)
 		demand.CPU += g.CPU
@@ -307,39 +384,85 @@ func Decide(st State, in Inputs, now time.Time) Decision {
 	if since.IsZero() {
 		since = now
 	}
+	ready := in.ReadyTime
+	if ready <= 0 {
+		ready = p.ReadyTime
+	}
+	tick := in.Tick
+	if tick <= 0 {
+		tick = time.Second
+	}
+	horizon := ready + tick
+	f.ReadyTime, f.Horizon = ready.Seconds(), horizon.Seconds()
 	samples := window(st.Samples, now.Add(-p.JoinWindow), Sample{now, freshConns})
-	f.JoinRate = joinRate(samples, p.JoinSpan)
-	f.Lookahead = f.JoinRate * p.ReadyTime.Seconds()
-	grown := demand
-	if f.Lookahead > 0 {
-		grown.Conns += f.Lookahead
+	f.BeatRate = joinRate(samples, p.JoinSpan)
+	f.DoorRate, f.Waits = finite(in.Door.Rate), finite(in.Door.Waits)
+	f.JoinRate = max(f.BeatRate, f.DoorRate)
+	f.Lookahead = f.JoinRate * horizon.Seconds()
+	lead := 2*ready + tick + p.AnnounceLead
+	for _, a := range in.Announcements {
+		if now.Before(a.At.Add(-lead)) || a.Expired(now) {
+			continue
+		}
+		there := roomViewers[string(a.Room)]
+		f.Announced += float64(max(0, a.Viewers-there))
+		f.Announcements = append(f.Announcements, fmt.Sprintf("%s: room %s expects %d viewers from %s until %s, %d there",
+			a.ID, a.Room, a.Viewers, a.At.UTC().Format(time.TimeOnly), a.Until.UTC().Format(time.TimeOnly), there))
+	}
+	grow := func(extra float64) Load {
+		l := demand
+		if extra <= 0 {
+			return l
+		}
+		l.Conns += extra
 		if demand.Conns > 0 {
-			k := grown.Conns / demand.Conns
-			grown.CPU *= k
-			grown.BytesOut *= k
-			grown.MsgsOut *= k
+			k := l.Conns / demand.Conns
+			l.CPU *= k
+			l.BytesOut *= k
+			l.MsgsOut *= k
 		}
+		return l
 	}
+	need := func(l Load) (n int, dim string) {
+		for _, dm := range Dims {
+			if k := p.Capacity.Need(dm, l.get(dm)); k > n {
+				n, dim = k, dm
+			}
+		}
+		return n, dim
+	}
+	grown := grow(max(f.Lookahead, f.Announced))
 	f.Need = make(map[string]int, len(Dims))
-	without := 0
-	for _, dim := range Dims {
-		n := p.Capacity.Need(dim, grown.get(dim))
-		f.Need[dim] = n
-		if n > f.Raw {
-			f.Raw, d.Reason = n, dim
-		}
-		without = max(without, p.Capacity.Need(dim, demand.get(dim)))
+	for _, dm := range Dims {
+		f.Need[dm] = p.Capacity.Need(dm, grown.get(dm))
 	}
-	if f.Raw > without && without <= d.Current {
-		d.Reason = ReasonLookahead
-	}
-	d.Desired = f.Raw
+	var dim string
+	f.Raw, dim = need(grown)
+	f.Spare = p.Spare
+	// The spare comes on top of what serves the demand, Min included: an
+	// idle fleet of Min 1 and Spare 1 runs two gateways, one of them
+	// waiting for a step.
+	base := max(f.Raw, p.Min)
+	// The reason of a scale-out is the first term that asks for more than
+	// there is, adding them in this order: the demand alone, the
+	// look-ahead, the announcements, Min, the spare.
+	nDemand, demandDim := need(demand)
+	nAhead, _ := need(grow(f.Lookahead))
 	switch {
-	case d.Desired < p.Min:
-		d.Desired, d.Reason = p.Min, ReasonMin
-	case d.Desired > p.Max:
-		d.Desired = p.Max
+	case nDemand > d.Current:
+		d.Reason = demandDim
+	case nAhead > d.Current:
+		d.Reason = ReasonLookahead
+	case f.Raw > d.Current:
+		d.Reason = ReasonAnnounced
+	case base > d.Current:
+		d.Reason = ReasonMin
+	case base+f.Spare > d.Current:
+		d.Reason = ReasonSpare
+	default:
+		d.Reason = cmp.Or(dim, DimConns)
 	}
+	d.Desired = min(base+f.Spare, p.Max)
 
 	desired := window(st.Desired, now.Add(-p.Stabilization), Sample{now, float64(d.Desired)})
 	for _, s := range desired {
@@ -359,7 +482,7 @@ func Decide(st State, in Inputs, now time.Time) Decision {
 		}
 	case d.Desired == d.Current:
 		d.Reason = ReasonSteady
-		if f.Raw > p.Max {
+		if base+f.Spare > p.Max {
 			d.Reason = ReasonAtMax
 		}
 	case in.Removing != "":
@@ -375,7 +498,83 @@ func Decide(st State, in Inputs, now time.Time) Decision {
 		d.Reason = ReasonStabilized
 		d.scaleIn(active, managed, in.AllManaged)
 	}
+	d.Why = d.explain(p, dim)
 	return d
+}
+
+// finite returns v, or 0 when it is NaN, infinite or negative.
+func finite(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return 0
+	}
+	return v
+}
+
+// explain says in words how d's desired count was reached and what d does:
+// "demand 1,120 conns + look-ahead 240 (join rate 120.0/s: door 120.0/s,
+// beats 95.3/s; × 2.0 s: ready 1.0 s + 1.0 s) = 1,360 conns needs 5 at 280
+// per gateway; + 1 spare = 6; current 4 (4 active, 0 starting) → add 2".
+func (d *Decision) explain(p Policy, dim string) string {
+	f := &d.Figures
+	var b strings.Builder
+	per := p.Capacity.limit(DimConns) * p.Capacity.Target
+	fmt.Fprintf(&b, "demand %s conns", thousands(f.Demand.Conns))
+	extra := max(f.Lookahead, f.Announced)
+	if f.Lookahead > 0 && f.Lookahead >= f.Announced {
+		fmt.Fprintf(&b, " + look-ahead %s (join rate %.1f/s: door %.1f/s, beats %.1f/s; × %.1f s: ready %.1f s + one interval)",
+			thousands(f.Lookahead), f.JoinRate, f.DoorRate, f.BeatRate, f.Horizon, f.ReadyTime)
+	}
+	if f.Announced > 0 && f.Announced > f.Lookahead {
+		fmt.Fprintf(&b, " + announced %s (%s)", thousands(f.Announced), strings.Join(f.Announcements, "; "))
+	} else if len(f.Announcements) > 0 {
+		fmt.Fprintf(&b, " (announced %s, below the look-ahead: %s)", thousands(f.Announced), strings.Join(f.Announcements, "; "))
+	}
+	if extra > 0 {
+		fmt.Fprintf(&b, " = %s conns", thousands(f.Demand.Conns+extra))
+	}
+	if per > 0 {
+		fmt.Fprintf(&b, " needs %d at %s per gateway (%d × %.0f %%)", f.Need[DimConns], thousands(per), p.Capacity.Conns, p.Capacity.Target*100)
+	}
+	if dim != "" && dim != DimConns && f.Need[dim] > f.Need[DimConns] {
+		fmt.Fprintf(&b, "; %s needs %d", dim, f.Need[dim])
+	}
+	base := max(f.Raw, p.Min)
+	if f.Raw < p.Min {
+		fmt.Fprintf(&b, "; min %d", p.Min)
+	}
+	if f.Spare > 0 {
+		fmt.Fprintf(&b, "; + %d spare = %d", f.Spare, base+f.Spare)
+	}
+	if base+f.Spare > p.Max {
+		fmt.Fprintf(&b, "; max %d", p.Max)
+	}
+	fmt.Fprintf(&b, "; current %d (%d active, %d starting)", d.Current, f.Active, f.Starting)
+	switch d.Action {
+	case ActionScaleOut:
+		fmt.Fprintf(&b, " → add %d", d.Add)
+	case ActionScaleIn:
+		fmt.Fprintf(&b, " → drain and remove %s", d.Remove)
+	default:
+		fmt.Fprintf(&b, " → nothing (%s)", d.Reason)
+	}
+	return b.String()
+}
+
+// thousands formats v rounded, with commas: 12,345.
+func thousands(v float64) string {
+	n := int64(math.Round(v))
+	s := strconv.FormatInt(max(n, -n), 10)
+	var b strings.Builder
+	if n < 0 {
+		b.WriteByte('-')
+	}
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }
 
 // scaleIn picks the least loaded active gateway the actuator runs.

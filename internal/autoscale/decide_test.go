@@ -286,6 +286,13 @@ func (s *sim) start(at time.Time) *simGW {
 // step advances one second with total viewers on the fleet.
 func (s *sim) step(total int) Decision {
 	s.t.Helper()
+	return s.stepWith(total, Inputs{})
+}
+
+// stepWith is step with the measured ready time and the door's figures of
+// extra.
+func (s *sim) stepWith(total int, extra Inputs) Decision {
+	s.t.Helper()
 	s.now = s.now.Add(time.Second)
 	if s.removing != "" && !s.now.Before(s.removeAt) {
 		for i, g := range s.gws {
@@ -309,7 +316,7 @@ func (s *sim) step(total int) Decision {
 			g.conns++
 		}
 	}
-	in := Inputs{Policy: s.p, Removing: s.removing}
+	in := Inputs{Policy: s.p, Removing: s.removing, ReadyTime: extra.ReadyTime, Door: extra.Door}
 	for _, g := range s.gws {
 		in.Members = append(in.Members, Member{ID: g.id, Since: g.since})
 		if !g.silent && !s.now.Before(g.ready) {
@@ -409,10 +416,11 @@ func TestDecideScenarios(t *testing.T) {
 		for i := range 20 {
 			d = s.step(100 * i)
 		}
-		if math.Abs(d.Figures.JoinRate-100) > 0.01 || math.Abs(d.Figures.Lookahead-1000) > 0.1 {
-			t.Fatalf("join rate %.2f lookahead %.1f, want 100/s and 1000", d.Figures.JoinRate, d.Figures.Lookahead)
+		// Over the 10 s ready time and the 1 s decision interval.
+		if math.Abs(d.Figures.JoinRate-100) > 0.01 || math.Abs(d.Figures.Lookahead-1100) > 0.1 {
+			t.Fatalf("join rate %.2f lookahead %.1f, want 100/s and 1100", d.Figures.JoinRate, d.Figures.Lookahead)
 		}
-		// 1,900 viewers need one gateway; with 1,000 more coming, two.
+		// 1,900 viewers need one gateway; with 1,100 more coming, two.
 		if d.Figures.Need[DimConns] != 2 {
 			t.Errorf("need %d, want 2", d.Figures.Need[DimConns])
 		}

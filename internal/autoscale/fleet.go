@@ -31,7 +31,11 @@ func (f *Fleet) Observe(b bus.Beat, at time.Time) {
 	if f.m == nil {
 		f.m = map[string]GatewayLoad{}
 	}
-	f.m[b.ID] = FromBeat(b, at)
+	g := FromBeat(b, at)
+	if old, ok := f.m[b.ID]; ok && old.Started.Equal(g.Started) {
+		g.FirstBeat = old.FirstBeat
+	}
+	f.m[b.ID] = g
 }
 
 // Loads returns the latest beat of every gateway heard from within

@@ -47,6 +47,12 @@ type KubernetesConfig struct {
 // pod with a pod-deletion-cost of -1000 before lowering the replica count,
 // so that the ReplicaSet deletes that pod and not a loaded one. It needs
 // get and update on deployments/scale, and get, list and patch on pods.
+//
+// The warm spare (Policy.Spare) is part of the replica count like any other
+// gateway, and a pod's ready time, which the Scaler measures and plans with,
+// runs from its creation (or from when the replicas were raised, while the
+// ReplicaSet has not created it: Members' placeholders) to its first beat,
+// so scheduling and the image pull are in it.
 type Kubernetes struct {
 	cfg KubernetesConfig
 	log *slog.Logger

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/testutil"
 )
 
@@ -231,5 +233,48 @@ func TestKubernetesErrors(t *testing.T) {
 	}
 	if err := k.Add(context.Background(), 1); err == nil {
 		t.Error("scaling a missing deployment: want an error")
+	}
+}
+
+// TestKubernetesSpareAndReadyTime: on Kubernetes the spare is part of the
+// replica count, and the ready time is measured from the pod's creation to
+// its first beat. One pod beats with 300 viewers (need 2 at 210 per pod):
+// the Deployment goes to 3; the new pod (created now) beats 2 s later.
+func TestKubernetesSpareAndReadyTime(t *testing.T) {
+	ctx := context.Background()
+	fc := newFakeCluster(t, 1, "gw-a")
+	k := newK8s(t, fc)
+	p := Policy{Min: 1, Max: 10, Spare: 1, Capacity: Capacity{Conns: 300, Target: 0.7}}.WithDefaults()
+	var f Fleet
+	rc := readyClock{from: time.Now().Add(-time.Second)}
+	now := time.Now()
+	f.Observe(bus.Beat{ID: "gw-a", State: bus.StateActive, Conns: 300, IntervalMS: 1000, Started: 1}, now)
+	ms, err := k.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Decide(State{}, Inputs{Policy: p, Gateways: f.Loads(now), Members: ms}, now)
+	if d.Desired != 3 || d.Add != 2 || !strings.Contains(d.Why, "+ 1 spare = 3") {
+		t.Fatalf("decision %s add %d desired %d: %s", d.Action, d.Add, d.Desired, d.Why)
+	}
+	if err := k.Add(ctx, d.Add); err != nil {
+		t.Fatal(err)
+	}
+	if got := fc.replicas(t); got != 3 {
+		t.Fatalf("replicas %d, want need 2 + spare 1", got)
+	}
+	// The ReplicaSet creates the pods; one beats 2 s after its creation.
+	for _, name := range []string{"gw-b", "gw-c"} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "liveroom-gateway"},
+			CreationTimestamp: metav1.NewTime(now)}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
+		if _, err := fc.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, _ = k.Members(ctx)
+	f.Observe(bus.Beat{ID: "gw-b", State: bus.StateActive, IntervalMS: 1000, Started: 2}, now.Add(2*time.Second))
+	rc.observe(ms, &f, time.Minute)
+	if got := rc.estimate(); got < 2*time.Second-time.Second || got > 2*time.Second+time.Second {
+		t.Errorf("measured ready time %v, want about 2s (pod creation to first beat)", got)
 	}
 }

@@ -23,14 +23,18 @@ var (
 	descCPU       = prometheus.NewDesc("liveroom_autoscale_demand_cpu_cores", "CPU the gateways use, in cores.", nil, nil)
 	descBytes     = prometheus.NewDesc("liveroom_autoscale_demand_bytes_out_per_second", "Bytes per second the gateways write to viewers.", nil, nil)
 	descMsgs      = prometheus.NewDesc("liveroom_autoscale_demand_messages_out_per_second", "Messages per second the gateways deliver to viewers.", nil, nil)
-	descJoin      = prometheus.NewDesc("liveroom_autoscale_join_rate_per_second", "Connections joining per second, net of leaves: the steepest 10 s rise in the last minute.", nil, nil)
-	descAhead     = prometheus.NewDesc("liveroom_autoscale_lookahead_connections", "Connections expected while a new gateway gets ready (join rate × ready time), added to the demand.", nil, nil)
+	descJoin      = prometheus.NewDesc("liveroom_autoscale_join_rate_per_second", "New viewers per second, the larger of the door's and the beats' (source label door, beats, used).", []string{"source"}, nil)
+	descAhead     = prometheus.NewDesc("liveroom_autoscale_lookahead_connections", "Connections expected while a new gateway gets ready (join rate × (ready time + interval)), added to the demand.", nil, nil)
+	descAnnounced = prometheus.NewDesc("liveroom_autoscale_announced_connections", "Connections the announced audiences in force still expect (added to the demand when above the look-ahead).", nil, nil)
+	descReady     = prometheus.NewDesc("liveroom_autoscale_ready_seconds", "Time a new gateway needs to be ready: measured (longest of the last three starts), or the configured one until measured.", nil, nil)
+	descWaits     = prometheus.NewDesc("liveroom_autoscale_door_waits_per_second", "Wait answers dispatch gave per second (every gateway full), over the last 5 s.", nil, nil)
+	descSpare     = prometheus.NewDesc("liveroom_autoscale_spare_gateways", "Gateways of spare capacity kept beyond the need (the policy).", nil, nil)
 	descCapacity  = prometheus.NewDesc("liveroom_autoscale_capacity", "Capacity model: one gateway's limit in each dimension (conns, cpu cores, bytes_out and msgs_out per second); 0 = not limited.", []string{"dimension"}, nil)
 	descTarget    = prometheus.NewDesc("liveroom_autoscale_target_utilisation_ratio", "Share of a gateway's capacity the fleet is planned to use.", nil, nil)
 	descBounds    = prometheus.NewDesc("liveroom_autoscale_bound_gateways", "Configured bounds of the gateway count.", []string{"bound"}, nil)
 	descRemoving  = prometheus.NewDesc("liveroom_autoscale_scale_in_under_way", "1 while a gateway is being drained or removed.", nil, nil)
 	gaugeDescList = []*prometheus.Desc{descDesired, descCurrent, descStable, descRaw, descByState, descConns, descCPU, descBytes,
-		descMsgs, descJoin, descAhead, descCapacity, descTarget, descBounds, descRemoving}
+		descMsgs, descJoin, descAhead, descAnnounced, descReady, descWaits, descSpare, descCapacity, descTarget, descBounds, descRemoving}
 )
 
 func newScalerMetrics(s *Scaler) *scalerMetrics {
@@ -62,6 +66,7 @@ func newScalerMetrics(s *Scaler) *scalerMetrics {
 		g(descTarget, p.Capacity.Target)
 		g(descBounds, float64(p.Min), "min")
 		g(descBounds, float64(p.Max), "max")
+		g(descSpare, float64(p.Spare))
 		r := 0.0
 		if removing != "" {
 			r = 1
@@ -85,8 +90,13 @@ func newScalerMetrics(s *Scaler) *scalerMetrics {
 		g(descCPU, f.Demand.CPU)
 		g(descBytes, f.Demand.BytesOut)
 		g(descMsgs, f.Demand.MsgsOut)
-		g(descJoin, f.JoinRate)
+		g(descJoin, f.JoinRate, "used")
+		g(descJoin, f.DoorRate, "door")
+		g(descJoin, f.BeatRate, "beats")
 		g(descAhead, f.Lookahead)
+		g(descAnnounced, f.Announced)
+		g(descReady, f.ReadyTime)
+		g(descWaits, f.Waits)
 	})
 	return m
 }

@@ -52,6 +52,12 @@ type ProcessConfig struct {
 	// SIGTERM (which drains it) before SIGKILL. It must be longer than the
 	// gateway's drain budget. Default 60s.
 	StopTimeout time.Duration
+	// StartDelay holds every child this long between Add asking for it and
+	// its process starting, as a pod waits to be scheduled and its image
+	// pulled: for tests and benchmarks of a fleet whose gateways take time
+	// to be ready. A held child is a member (starting) with its port
+	// reserved. Default 0.
+	StartDelay time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -76,9 +82,14 @@ type child struct {
 	port  int
 	cmd   *exec.Cmd
 	since time.Time
-	done  chan struct{} // closed when the process exited
+	done  chan struct{} // closed when the process exited (or never started)
 	// stopping is set once Remove or Close took the child in hand.
 	stopping bool
+	// started is set once the process runs; until then (StartDelay) abort
+	// cancels the start.
+	started   bool
+	abort     chan struct{}
+	abortOnce sync.Once
 }
 
 var _ Actuator = (*Process)(nil)
@@ -139,11 +150,12 @@ func (p *Process) Members(context.Context) ([]Member, error) {
 	return out, nil
 }
 
-// PID returns the process id of child id (0 if unknown).
+// PID returns the process id of child id (0 if unknown or not started
+// yet).
 func (p *Process) PID(id string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.children[id]; ok {
+	if c, ok := p.children[id]; ok && c.started {
 		return c.cmd.Process.Pid
 	}
 	return 0
@@ -202,15 +214,54 @@ func (p *Process) start() error {
 	// A child must not outlive its parent: the parent holds dispatch (and
 	// often NATS), without which the child only strands its viewers.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	c := &child{id: id, port: port, cmd: cmd, since: time.Now(), done: make(chan struct{}), abort: make(chan struct{})}
+	if p.cfg.StartDelay > 0 {
+		p.children[id] = c
+		p.wg.Add(1)
+		go p.startLater(c, addr)
+		p.log.Info("gateway process held before it starts", "gateway", id, "start_delay", p.cfg.StartDelay, "addr", addr)
+		return nil
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("cannot start gateway %s: %w", id, err)
 	}
-	c := &child{id: id, port: port, cmd: cmd, since: time.Now(), done: make(chan struct{})}
+	c.started = true
 	p.children[id] = c
 	p.wg.Add(1)
 	go p.wait(c)
 	p.log.Info("gateway process started", "gateway", id, "pid", cmd.Process.Pid, "addr", addr)
 	return nil
+}
+
+// startLater starts c after StartDelay, unless Remove or Close aborted it
+// first, then reaps it.
+func (p *Process) startLater(c *child, addr string) {
+	t := time.NewTimer(p.cfg.StartDelay)
+	defer t.Stop()
+	var err error
+	select {
+	case <-c.abort:
+		err = errors.New("removed before it started")
+	case <-t.C:
+		p.mu.Lock()
+		if c.stopping {
+			err = errors.New("removed before it started")
+		} else if err = c.cmd.Start(); err == nil {
+			c.started = true
+			p.log.Info("gateway process started", "gateway", c.id, "pid", c.cmd.Process.Pid, "addr", addr, "held", time.Since(c.since).Round(time.Millisecond))
+		}
+		p.mu.Unlock()
+	}
+	if err != nil {
+		p.mu.Lock()
+		delete(p.children, c.id)
+		p.mu.Unlock()
+		close(c.done)
+		p.wg.Done()
+		p.log.Warn("gateway process not started", "gateway", c.id, "err", err)
+		return
+	}
+	p.wait(c)
 }
 
 // wait reaps c and forgets it.
@@ -286,12 +337,23 @@ func (p *Process) Remove(ctx context.Context, id string) error {
 	return p.stop(ctx, c, p.cfg.StopTimeout)
 }
 
-// stop ends c: SIGTERM, then SIGKILL after timeout or when ctx ends.
+// stop ends c: SIGTERM, then SIGKILL after timeout or when ctx ends. A
+// child held by StartDelay is simply not started.
 func (p *Process) stop(ctx context.Context, c *child, timeout time.Duration) error {
 	select {
 	case <-c.done:
 		return nil
 	default:
+	}
+	p.mu.Lock()
+	started := c.started
+	p.mu.Unlock()
+	if !started {
+		// The caller set c.stopping under p.mu: startLater will not start
+		// it now.
+		c.abortOnce.Do(func() { close(c.abort) })
+		<-c.done
+		return nil
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	t := time.NewTimer(timeout)

@@ -136,3 +136,63 @@ func TestProcessPorts(t *testing.T) {
 		t.Error("range exhausted: want an error")
 	}
 }
+
+// TestProcessStartDelay: a child held by StartDelay is a member from the
+// moment it was asked for, starts (and beats) only after the delay, and is
+// never started when removed while held.
+func TestProcessStartDelay(t *testing.T) {
+	e, _, _ := testutil.StartBackbone(t)
+	nc, err := bus.Connect(testutil.NATSURL(t, e, bus.RoleAll, ""), "process-delay-test", testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	first := make(chan time.Time, 10)
+	sub, _ := nc.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
+		var b bus.Beat
+		if json.Unmarshal(m.Data, &b) == nil && b.ID == "sd-1" {
+			select {
+			case first <- time.Now():
+			default:
+			}
+		}
+	})
+	defer sub.Unsubscribe()
+	const delay = 1500 * time.Millisecond
+	p, err := NewProcess(ProcessConfig{
+		Binary: testutil.Binary(t), Args: []string{"--nats-url", testutil.NATSURL(t, e, bus.RoleGateway, "")},
+		Env: []string{"LIVEROOM_JWT_SECRET=" + testutil.Secret}, IDPrefix: "sd-", StartDelay: delay,
+		StopTimeout: 5 * time.Second, Logger: testutil.Logger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(time.Second)
+	ctx := context.Background()
+	asked := time.Now()
+	if err := p.Add(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if ms, _ := p.Members(ctx); len(ms) != 2 || p.PID("sd-1") != 0 || p.URL("sd-1") == "" {
+		t.Fatalf("held children: members %+v, pid %d, url %q", ms, p.PID("sd-1"), p.URL("sd-1"))
+	}
+	// sd-2 is removed while held: it never runs.
+	if err := p.Remove(ctx, "sd-2"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-first:
+		if at.Sub(asked) < delay {
+			t.Errorf("sd-1 beat %v after it was asked for, before the %v start delay", at.Sub(asked), delay)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sd-1 never beat")
+	}
+	ms, _ := p.Members(ctx)
+	if len(ms) != 1 || ms[0].ID != "sd-1" || p.PID("sd-1") == 0 {
+		t.Errorf("after the delay: members %+v, pid %d", ms, p.PID("sd-1"))
+	}
+	if !ms[0].Since.Before(asked.Add(100 * time.Millisecond)) {
+		t.Errorf("member since %v: want when it was asked for (%v), not when it started", ms[0].Since, asked)
+	}
+}

@@ -1,9 +1,12 @@
 // Package autoscale turns the gateways' load beats into a gateway count and
 // acts on it.
 //
-// A Scaler subscribes to the beats (bus.BeatSubject), and once a second
-// calls Decide, a pure function of the beats, the actuator's members, the
-// capacity model and its own short memory (see Decide for the rules). It
+// A Scaler subscribes to the beats (bus.BeatSubject) and to what dispatch
+// counts at the door (bus.DoorSubject), and once a second calls Decide, a
+// pure function of the beats, the door's join rate, the announced
+// audiences, the actuator's members, the measured ready time of a new
+// gateway, the capacity model and its own short memory (see Decide for the
+// rules). It
 // then acts through an Actuator: Process (local child processes of this
 // binary), Kubernetes (the scale subresource of a Deployment) or DryRun.
 // Scale-out is immediate. Scale-in is one gateway at a time: the Scaler
@@ -20,11 +23,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/bus"
 )
 
@@ -50,6 +55,9 @@ type Config struct {
 	History int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Announcements, when set, returns the announced audiences not yet
+	// expired at now (announce.Store.List).
+	Announcements func(now time.Time) []announce.Announcement
 }
 
 // Scaler is the autoscaler. Start it once, Close it once; its methods are
@@ -58,12 +66,15 @@ type Scaler struct {
 	cfg   Config
 	log   *slog.Logger
 	fleet Fleet
+	door  Door
+	ready readyClock // owned by the loop goroutine, under mu
 	dry   bool
 	met   *scalerMetrics
 
-	sub    *nats.Subscription
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	sub     *nats.Subscription
+	doorSub *nats.Subscription
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
 	mu        sync.Mutex
 	state     State // owned by the loop goroutine; under mu for tests
@@ -123,6 +134,19 @@ func (s *Scaler) Start(ctx context.Context) error {
 		return fmt.Errorf("cannot subscribe to beats: %w", err)
 	}
 	s.sub = sub
+	s.doorSub, err = s.cfg.NC.Subscribe(bus.DoorSubject, func(m *nats.Msg) {
+		var r bus.DoorReport
+		if json.Unmarshal(m.Data, &r) == nil {
+			s.door.Observe(r, time.Now())
+		}
+	})
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("cannot subscribe to door reports: %w", err)
+	}
+	s.mu.Lock()
+	s.ready.from = time.Now()
+	s.mu.Unlock()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.wg.Add(1)
@@ -131,7 +155,7 @@ func (s *Scaler) Start(ctx context.Context) error {
 		s.loop(runCtx)
 	}()
 	p := s.cfg.Policy
-	s.log.Info("autoscaler started", "min", p.Min, "max", p.Max, "conns", p.Capacity.Conns, "cpu", p.Capacity.CPU,
+	s.log.Info("autoscaler started", "min", p.Min, "max", p.Max, "spare", p.Spare, "conns", p.Capacity.Conns, "cpu", p.Capacity.CPU,
 		"bytes_out", p.Capacity.BytesOut, "msgs_out", p.Capacity.MsgsOut, "target", p.Capacity.Target,
 		"ready_time", p.ReadyTime, "stabilization", p.Stabilization, "actuator", fmt.Sprintf("%T", s.cfg.Actuator))
 	return nil
@@ -148,6 +172,9 @@ func (s *Scaler) Close() error {
 		s.wg.Wait()
 		if s.sub != nil {
 			_ = s.sub.Unsubscribe()
+		}
+		if s.doorSub != nil {
+			_ = s.doorSub.Unsubscribe()
 		}
 	})
 	return nil
@@ -189,13 +216,22 @@ func (s *Scaler) Tick(ctx context.Context, now time.Time) Decision {
 		s.log.Warn("autoscale: cannot list the actuator's gateways; no decision this time", "err", err)
 		return Decision{}
 	}
+	var anns []announce.Announcement
+	if s.cfg.Announcements != nil {
+		anns = s.cfg.Announcements(now)
+	}
 	s.mu.Lock()
+	s.ready.observe(members, &s.fleet, s.cfg.Policy.StartTimeout)
 	in := Inputs{
-		Policy:     s.cfg.Policy,
-		Gateways:   s.fleet.Loads(now),
-		Members:    members,
-		AllManaged: s.dry,
-		Removing:   s.removing,
+		Policy:        s.cfg.Policy,
+		Gateways:      s.fleet.Loads(now),
+		Members:       members,
+		AllManaged:    s.dry,
+		Removing:      s.removing,
+		ReadyTime:     s.ready.estimate(),
+		Tick:          s.cfg.Interval,
+		Door:          s.door.Figures(now),
+		Announcements: anns,
 	}
 	d := Decide(s.state, in, now)
 	s.state = d.Next
@@ -256,9 +292,10 @@ func (s *Scaler) record(d Decision) {
 		"action", d.Action, "reason", d.Reason, "current", d.Current, "desired", d.Desired,
 		"active", f.Active, "draining", f.Draining, "starting", f.Starting, "silent", f.Silent,
 		"conns", int(f.Demand.Conns), "cpu", round2(f.Demand.CPU), "bytes_out", int64(f.Demand.BytesOut), "msgs_out", int64(f.Demand.MsgsOut),
-		"join_rate", round2(f.JoinRate), "lookahead", int(f.Lookahead),
+		"join_rate", round2(f.JoinRate), "door_rate", round2(f.DoorRate), "beat_rate", round2(f.BeatRate), "waits", round2(f.Waits),
+		"ready_time", round2(f.ReadyTime), "horizon", round2(f.Horizon), "lookahead", int(f.Lookahead), "announced", int(f.Announced),
 		"need_conns", f.Need[DimConns], "need_cpu", f.Need[DimCPU], "need_bytes_out", f.Need[DimBytesOut], "need_msgs_out", f.Need[DimMsgsOut],
-		"raw", f.Raw, "stable", f.Stable,
+		"raw", f.Raw, "spare", f.Spare, "stable", f.Stable,
 	}
 	if d.Add > 0 {
 		attrs = append(attrs, "add", d.Add)
@@ -266,6 +303,10 @@ func (s *Scaler) record(d Decision) {
 	if d.Remove != "" {
 		attrs = append(attrs, "remove", d.Remove)
 	}
+	if len(f.Announcements) > 0 {
+		attrs = append(attrs, "announcements", strings.Join(f.Announcements, "; "))
+	}
+	attrs = append(attrs, "why", d.Why)
 	s.log.Info("autoscale decision", attrs...)
 }
 
@@ -369,13 +410,26 @@ type DecisionsAnswer struct {
 
 // PolicyView is the policy as served, durations in seconds.
 type PolicyView struct {
-	Min           int      `json:"min"`
-	Max           int      `json:"max"`
-	Capacity      Capacity `json:"capacity"`
-	ReadyTime     float64  `json:"ready_time_s"`
-	Stabilization float64  `json:"stabilization_s"`
-	JoinWindow    float64  `json:"join_window_s"`
-	Actuator      string   `json:"actuator"`
+	Min      int      `json:"min"`
+	Max      int      `json:"max"`
+	Spare    int      `json:"spare"`
+	Capacity Capacity `json:"capacity"`
+	// ReadyTime is the configured ready time, used until one is measured;
+	// MeasuredReadyTime the measured one (0 before the first start).
+	ReadyTime         float64 `json:"ready_time_s"`
+	MeasuredReadyTime float64 `json:"measured_ready_time_s"`
+	Stabilization     float64 `json:"stabilization_s"`
+	JoinWindow        float64 `json:"join_window_s"`
+	AnnounceLead      float64 `json:"announce_lead_s"`
+	Actuator          string  `json:"actuator"`
+}
+
+// ReadyTime returns the measured time a new gateway took to be ready (the
+// longest of the last three), 0 before the first.
+func (s *Scaler) ReadyTime() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready.estimate()
 }
 
 // Handler serves GET /v1/autoscale/decisions (DecisionsAnswer as JSON).
@@ -383,8 +437,9 @@ func (s *Scaler) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := s.cfg.Policy
 		a := DecisionsAnswer{
-			Policy: PolicyView{Min: p.Min, Max: p.Max, Capacity: p.Capacity, ReadyTime: p.ReadyTime.Seconds(),
-				Stabilization: p.Stabilization.Seconds(), JoinWindow: p.JoinWindow.Seconds(), Actuator: actuatorName(s.cfg.Actuator)},
+			Policy: PolicyView{Min: p.Min, Max: p.Max, Spare: p.Spare, Capacity: p.Capacity, ReadyTime: p.ReadyTime.Seconds(),
+				MeasuredReadyTime: s.ReadyTime().Seconds(), Stabilization: p.Stabilization.Seconds(), JoinWindow: p.JoinWindow.Seconds(),
+				AnnounceLead: p.AnnounceLead.Seconds(), Actuator: actuatorName(s.cfg.Actuator)},
 			Decisions: s.Decisions(),
 		}
 		if l := s.Latest(); !l.At.IsZero() {

@@ -33,12 +33,14 @@ type fakeFleet struct {
 	t  *testing.T
 	nc *nats.Conn
 
-	mu      sync.Mutex
-	gws     map[string]*fakeGW
-	n       int
-	perGW   int // connections each active gateway reports
-	events  []string
-	removed []string
+	mu    sync.Mutex
+	gws   map[string]*fakeGW
+	n     int
+	perGW int // connections each active gateway reports
+	// readyAfter is how long a new gateway stays silent after Add.
+	readyAfter time.Duration
+	events     []string
+	removed    []string
 }
 
 type fakeGW struct {
@@ -53,23 +55,28 @@ type fakeGW struct {
 
 func newFakeFleet(t *testing.T, nc *nats.Conn) *fakeFleet {
 	f := &fakeFleet{t: t, nc: nc, gws: map[string]*fakeGW{}}
+	every(t, 100*time.Millisecond, func(time.Time) { f.beat() })
+	return f
+}
+
+// every calls f every d from a goroutine that stops when the test ends.
+func every(t *testing.T, d time.Duration, f func(now time.Time)) {
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tk := time.NewTicker(100 * time.Millisecond)
+		tk := time.NewTicker(d)
 		defer tk.Stop()
 		for {
 			select {
 			case <-stop:
 				return
-			case <-tk.C:
+			case now := <-tk.C:
+				f(now)
 			}
-			f.beat()
 		}
 	}()
 	t.Cleanup(func() { close(stop); <-done })
-	return f
 }
 
 func (f *fakeFleet) setLoad(perGW int) {
@@ -82,6 +89,9 @@ func (f *fakeFleet) beat() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, g := range f.gws {
+		if time.Since(g.since) < f.readyAfter {
+			continue
+		}
 		if g.state == bus.StateDraining {
 			if g.beatsOut <= 0 {
 				continue
@@ -365,5 +375,48 @@ func TestLoadCapacity(t *testing.T) {
 	}
 	if got := (Capacity{}).WithDefaults(); got.Conns != DefaultConns || got.Target != DefaultTarget {
 		t.Errorf("defaults %+v", got)
+	}
+}
+
+// TestScalerReadsTheDoor: the scaler measures how long its new gateways take
+// to beat and plans over that, and scales out on the joins dispatch counts
+// at the door while the gateways' beats still show no viewer at all.
+func TestScalerReadsTheDoor(t *testing.T) {
+	nc := connect(t)
+	f := newFakeFleet(t, nc)
+	f.readyAfter = 400 * time.Millisecond
+	s, err := New(Config{
+		NC: nc, Actuator: f, Interval: 50 * time.Millisecond, Warmup: -1, Logger: testutil.Logger(),
+		Policy: Policy{Min: 1, Max: 3, Capacity: Capacity{Conns: 300, Target: 0.7}, ReadyTime: 10 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	testutil.Eventually(t, 5*time.Second, "the first gateway's ready time is measured", func() bool { return s.ReadyTime() > 0 })
+	if rt := s.ReadyTime(); rt < f.readyAfter || rt > f.readyAfter+time.Second {
+		t.Fatalf("measured ready time %v, want about %v", rt, f.readyAfter)
+	}
+	if d := s.Latest(); d.Figures.ReadyTime != s.ReadyTime().Seconds() || d.Action != ActionNone || f.count() != 1 {
+		t.Fatalf("latest decision %+v with %d gateways", d, f.count())
+	}
+	// 500 new viewers every 100 ms at the door, none on a gateway yet.
+	every(t, 100*time.Millisecond, func(now time.Time) {
+		b, _ := json.Marshal(bus.DoorReport{ID: "d1", TS: now.UnixMilli(), IntervalMS: 100, Joins: 500, Waited: 500, WaitAnswers: 500})
+		_ = nc.Publish(bus.DoorSubject, b)
+	})
+	testutil.Eventually(t, 5*time.Second, "scale-out to max on the door's joins", func() bool { return f.count() == 3 })
+	var out Decision
+	for _, d := range s.Decisions() {
+		if d.Action == ActionScaleOut && d.Reason == ReasonLookahead {
+			out = d
+		}
+	}
+	if out.Figures.DoorRate < 500 || out.Figures.BeatRate != 0 || out.Figures.Demand.Conns != 0 || out.Figures.Waits == 0 ||
+		!strings.Contains(out.Why, "door") {
+		t.Errorf("look-ahead scale-out %+v, want it on the door's rate alone", out)
 	}
 }

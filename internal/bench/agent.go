@@ -78,7 +78,11 @@ type Progress struct {
 	P99      [numClasses]int64 `json:"p99_us"`
 	Errors   int64             `json:"errors"`
 	Reconn   int64             `json:"reconnect_frames"`
-	_        struct{}          `json:"-"`
+	// Waits counts dispatch's wait answers (every gateway full); Waited
+	// the viewers told to wait at least once.
+	Waits  int64    `json:"waits"`
+	Waited int64    `json:"waited"`
+	_      struct{} `json:"-"`
 }
 
 func (p *Progress) add(o Progress) {
@@ -93,6 +97,8 @@ func (p *Progress) add(o Progress) {
 	}
 	p.Errors += o.Errors
 	p.Reconn += o.Reconn
+	p.Waits += o.Waits
+	p.Waited += o.Waited
 }
 
 // AgentReport is what an agent saw during one measurement window.
@@ -224,6 +230,9 @@ type Agent struct {
 	errs    errCounter
 	seq     atomic.Int64
 	rr      atomic.Uint64
+	// waits and waited count dispatch's wait answers and the viewers that
+	// got one.
+	waits, waited atomic.Int64
 
 	roomMu  sync.RWMutex
 	rooms   []string
@@ -309,6 +318,7 @@ func (a *Agent) Progress() Progress {
 		p.add(pl.ctr.progress())
 	}
 	p.Errors = a.errs.t.Load()
+	p.Waits, p.Waited = a.waits.Load(), a.waited.Load()
 	return p
 }
 
@@ -386,6 +396,12 @@ func (a *Agent) nextPoller() *poller {
 	return a.pollers[a.rr.Add(1)%uint64(len(a.pollers))]
 }
 
+// maxWait bounds how long one viewer waits for a gateway when dispatch
+// keeps asking it to wait: past it, the join counts as refused.
+const maxWait = 30 * time.Second
+
+// dispatch asks dispatch for room's gateways, waiting and asking again as
+// long as it answers "wait" (every gateway full), as the Go client does.
 func (a *Agent) dispatch(ctx context.Context, room string) ([]client.Gateway, error) {
 	a.dispMu.Lock()
 	c := a.disp[room]
@@ -396,9 +412,32 @@ func (a *Agent) dispatch(ctx context.Context, room string) ([]client.Gateway, er
 		return gws, nil
 	}
 	a.dispMu.Unlock()
-	ans, err := client.Dispatch(ctx, a.hc, a.spec.DispatchURL, room)
-	if err != nil {
-		return nil, err
+	var ans client.DispatchAnswer
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		var err error
+		ans, err = client.DispatchWith(ctx, a.hc, a.spec.DispatchURL, room, client.DispatchParams{Attempt: attempt})
+		if err != nil {
+			return nil, err
+		}
+		wait := ans.Wait()
+		if wait == 0 {
+			break
+		}
+		a.waits.Add(1)
+		if attempt == 0 {
+			a.waited.Add(1)
+		}
+		if time.Since(start)+wait > maxWait {
+			return nil, fmt.Errorf("dispatch still asked to wait after %v", time.Since(start).Round(time.Second))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
 	}
 	gws := ans.Gateways
 	if len(a.spec.Gateways) > 0 {

@@ -82,13 +82,9 @@ func RunCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	env := Env{Progress: stderr, Stderr: stderr}
-	r := &run{s: &s, env: env}
-	if err := r.startAgents(ctx); err != nil {
-		return err
-	}
+	r, err := startRun(ctx, &s, Env{Progress: stderr, Stderr: stderr})
 	defer r.close()
-	if r.beats, err = startBeats(ctx, r.s); err != nil {
+	if err != nil {
 		return err
 	}
 	r.startProgress()

@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,3 +98,43 @@ type tw struct{ t *testing.T }
 func (w tw) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
 func testWriter(t *testing.T) io.Writer { return tw{t} }
+
+// TestFlashEndToEnd runs `bench flash` in this process against an
+// all-in-one node: 40 viewers over 1 s in two rooms, gifts during and
+// after; the report's timeline, joins and gift window add up.
+func TestFlashEndToEnd(t *testing.T) {
+	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	var out strings.Builder
+	args := []string{"--url", n.URL(), "--viewers", "40", "--ramp", "1s", "--rooms", "2", "--hot-share", "0.5",
+		"--hold", "2s", "--procs", "0", "--gift-rate", "4", "--spread", "--duration", "2s", "--json"}
+	if err := RunFlash(ctx, args, &out, testWriter(t)); err != nil {
+		t.Fatal(err)
+	}
+	var rep FlashReport
+	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, out.String())
+	}
+	if rep.Joined != 40 || rep.Refused != 0 || rep.Connect.Count != 40 || rep.PeakGateways != 1 || rep.Fullest <= 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	last := rep.Timeline[len(rep.Timeline)-1]
+	if len(rep.Timeline) < 3 || last.Welcomed != 40 || last.Gateways != 1 || last.Conns != 40 {
+		t.Fatalf("timeline %+v", rep.Timeline)
+	}
+	if w := rep.Window; w == nil || w.Gifts.Acked == 0 || w.Gifts.Lost != 0 || w.Gifts.Doubled != 0 {
+		t.Fatalf("gift window %+v", rep.Window)
+	}
+	var table strings.Builder
+	if err := rep.writeTable(&table); err != nil || !strings.Contains(table.String(), "joins: 40 welcomed, 0 refused for good") {
+		t.Fatalf("table %v:\n%s", err, table.String())
+	}
+}

@@ -39,7 +39,7 @@ func (r *Report) finish() {
 	}
 	r.Objectives = objectives(r)
 	if w != nil && w.Hint429 > 0 {
-		r.Hints = append(r.Hints, fmt.Sprintf("the uplink answered 429 %d times: run the server with --user-rate and --room-rate raised, or give --senders more users", w.Hint429))
+		r.Hints = append(r.Hints, fmt.Sprintf("the uplink answered 429 %d times: run the server with --user-rate, --room-rate, --gift-rate and --like-rate raised, or give --senders more users", w.Hint429))
 	}
 	if w != nil {
 		for _, f := range w.Sends {

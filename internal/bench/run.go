@@ -118,6 +118,18 @@ func Run(ctx context.Context, s Scenario, env Env) (*Report, error) {
 	return rep, nil
 }
 
+// startRun starts the agents of s and follows the beats: the start of
+// capacity's and flash's runs. Close the run when done, also on error.
+func startRun(ctx context.Context, s *Scenario, env Env) (*run, error) {
+	r := &run{s: s, env: env}
+	if err := r.startAgents(ctx); err != nil {
+		return r, err
+	}
+	var err error
+	r.beats, err = startBeats(ctx, r.s)
+	return r, err
+}
+
 func (r *run) startAgents(ctx context.Context) error {
 	s := r.s
 	spec := AgentSpec{

@@ -183,12 +183,14 @@ func parseScenario(args []string, stderr io.Writer, extra func(*flag.FlagSet), u
 
 const benchUsage = `usage: liveroom bench [flags]            load a liveroom system and report its costs
        liveroom bench capacity [flags]   ramp one gateway until an objective breaks
+       liveroom bench flash [flags]      a flash crowd against an autoscaled fleet, second by second
 
 Viewers connect through dispatch (GET /v1/dispatch) like real clients and
 read every frame; senders post through the uplink. The gateways' own beats
 give CPU and memory. --floor-compare adds a bare TCP write floor measured
 with the same connections, frame size and frame rate. Run the server with
---user-rate/--room-rate raised for high send rates.
+--user-rate/--room-rate (danmaku), --gift-rate/--gift-burst and --like-rate
+raised for high send rates.
 
 flags:`
 
@@ -257,7 +259,7 @@ func (s *Scenario) register(fs *flag.FlagSet) {
 	fs.Float64Var(&s.GiftRate, "gift-rate", s.GiftRate, "gifts per second, total")
 	fs.Float64Var(&s.LikeRate, "like-rate", s.LikeRate, "like requests per second, total")
 	fs.BoolVar(&s.Spread, "spread", s.Spread, "send to every room in turn instead of the hot room")
-	fs.IntVar(&s.Senders, "senders", s.Senders, "sender users (default danmaku-rate/1.5: the uplink allows 2 danmaku/s per user)")
+	fs.IntVar(&s.Senders, "senders", s.Senders, "sender users (default: enough for the uplink's default per-user limits of 2 danmaku/s, 1 gift/s and 50 likes/s)")
 	fs.IntVar(&s.SendWorkers, "send-workers", s.SendWorkers, "concurrent send requests (default from the rates)")
 	fs.StringVar(&s.Sender, "sender", s.Sender, "client: the Go client's Sender (gift retries); raw: a lean HTTP/1.1 client that leaves the CPU to the uplink")
 	fs.Var(durFlag{&s.Duration}, "duration", "how long the senders send (measurement window)")
@@ -361,7 +363,9 @@ func (s *Scenario) Validate() error {
 	}
 	if s.sends() {
 		if s.Senders == 0 {
-			s.Senders = max(1, int(math.Ceil(s.DanmakuRate/1.5)), int(math.Ceil(s.GiftRate)))
+			// Enough users for the uplink's default per-user limits:
+			// 2 danmaku/s, 1 gift/s, 50 likes/s (a little under each).
+			s.Senders = max(1, int(math.Ceil(s.DanmakuRate/1.5)), int(math.Ceil(s.GiftRate/0.8)), int(math.Ceil(s.LikeRate/40)))
 		}
 		if s.SendWorkers == 0 {
 			// Enough that a 20 ms answer does not hold the rate back.

@@ -25,6 +25,10 @@ const (
 	ModerationKV = "lr_moderation"
 	// SessionsKV holds the rooms' live sessions; see internal/session.
 	SessionsKV = "lr_sessions"
+	// AnnouncementsKV holds the announced audiences (a room expects N
+	// viewers from time T); see internal/announce. Written by the admin
+	// API, watched by the autoscaler.
+	AnnouncementsKV = "lr_announcements"
 )
 
 // StreamConfig sizes the durable parts.
@@ -238,6 +242,28 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	})
 	if err != nil {
 		return fmt.Errorf("cannot create bucket %s: %w", SessionsKV, err)
+	}
+	annReplicas := cfg.Replicas
+	if st, err := js.Stream(ctx, "KV_"+AnnouncementsKV); err == nil {
+		annReplicas = max(annReplicas, st.CachedInfo().Config.Replicas)
+	}
+	// A few dozen small entries at most (internal/announce bounds their
+	// count and size); the byte limit is the backstop against a writer
+	// that ignores those bounds. An announcement ends at most 8 days after
+	// it was made (7 days ahead, 24 hours long): the bucket forgets every
+	// entry, and the delete marker of every removed one, an hour after that.
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:       AnnouncementsKV,
+		Description:  "liveroom announced audiences: a room expects N viewers from time T (watched by the autoscaler)",
+		History:      1,
+		TTL:          8*24*time.Hour + time.Hour,
+		MaxValueSize: 1024,
+		MaxBytes:     1 << 20,
+		Storage:      jetstream.FileStorage,
+		Replicas:     annReplicas,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create bucket %s: %w", AnnouncementsKV, err)
 	}
 	return nil
 }

@@ -20,11 +20,12 @@ import (
 //	uplink     room live, reliable stores, moderation records, –
 //	           user notices, like/moderation KV writes,
 //	           stream management
-//	dispatch   control commands (admin API)                  beats
+//	dispatch   control commands (admin API), door reports,   beats
+//	           announcement KV writes (admin API)
 //	archive    reliable notices (live start/stop), session   –
 //	           and moderation KV writes, durable consumers,
 //	           the webhook dead-letter stream
-//	autoscale  control commands                              beats
+//	autoscale  control commands, announcement KV reads       beats, door reports
 //	control    control commands                              –
 //	monitor    –                                             beats
 //	all        everything                                    everything
@@ -68,9 +69,16 @@ func Permissions(role Role, id string) *server.Permissions {
 		pub = append(pub, jsAPI+"STREAM.CREATE."+webhookDLQStream, jsAPI+"STREAM.UPDATE."+webhookDLQStream)
 		pub = append(pub, writeKV(SessionsKV)...)
 		pub = append(pub, writeKV(ModerationKV)...)
-	case RoleDispatch, RoleAutoscale:
-		pub = append(pub, ControlWildcard)
+	case RoleDispatch:
+		// The admin API lives beside dispatch: drains, and the announced
+		// audiences it writes for the autoscaler.
+		pub = append(pub, ControlWildcard, DoorSubject)
+		pub = append(pub, writeKV(AnnouncementsKV)...)
 		sub = append(sub, BeatWildcard)
+	case RoleAutoscale:
+		pub = append(pub, ControlWildcard)
+		pub = append(pub, readKV(AnnouncementsKV)...)
+		sub = append(sub, BeatWildcard, DoorSubject)
 	case RoleControl:
 		pub = append(pub, ControlWildcard)
 	case RoleMonitor:
@@ -134,7 +142,7 @@ func writeKV(bucket string) []string {
 // (EnsureStreams).
 func manageStreams() []string {
 	var out []string
-	for _, s := range []string{ReliableStream, LiveStream, "KV_" + RoomStateKV, "KV_" + ModerationKV, "KV_" + SessionsKV} {
+	for _, s := range []string{ReliableStream, LiveStream, "KV_" + RoomStateKV, "KV_" + ModerationKV, "KV_" + SessionsKV, "KV_" + AnnouncementsKV} {
 		out = append(out, jsAPI+"STREAM.CREATE."+s, jsAPI+"STREAM.UPDATE."+s, jsAPI+"STREAM.INFO."+s)
 	}
 	return out

@@ -43,6 +43,10 @@ const (
 	ModerationWildcard = "lr.mod.*"
 	// LiveWildcard is captured by the live buffer stream.
 	LiveWildcard = "lr.room.*.live"
+	// DoorSubject carries every dispatch replica's counts of the join
+	// requests it answered (DoorReport), a few times a second while
+	// clients ask. Published by dispatch, read by the autoscaler.
+	DoorSubject = "lr.dispatch.door"
 
 	// HeaderPrio marks a live message that must not be sampled away (sent by
 	// an anchor or admin).

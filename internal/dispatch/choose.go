@@ -17,9 +17,12 @@ type Weight struct {
 	// BeatLoad is the load of the gateway's last beat, clamped to [0,1].
 	BeatLoad float64 `json:"beat_load"`
 	// Assigned counts the answers this process gave with this gateway first
-	// since that beat.
+	// since that beat; Carried those given before it that the beat's
+	// connections do not show yet.
 	Assigned int64 `json:"assigned"`
-	// Load is the effective load: BeatLoad + Replicas × Assigned / max_conns.
+	Carried  int64 `json:"carried,omitempty"`
+	// Load is the effective load: BeatLoad + Replicas × (Assigned +
+	// Carried) / max_conns.
 	Load float64 `json:"load"`
 	// Weight is the gateway's weight in the random draw; 0 once its
 	// effective load reached the ceiling, which keeps it out of answers
@@ -46,7 +49,7 @@ func (s *Server) rank(now time.Time, room protocol.Room, buf []ranked) ([]ranked
 		if !g.eligible || !g.fresh(now) {
 			continue
 		}
-		r := ranked{g: g, eff: g.load + float64(g.assigned.Load())*g.perConn}
+		r := ranked{g: g, eff: g.load + float64(g.assigned.Load()+g.carried)*g.perConn}
 		if r.eff < ceiling {
 			hi = max(hi, r.eff)
 			sum += r.eff
@@ -98,7 +101,7 @@ func (s *Server) rank(now time.Time, room protocol.Room, buf []ranked) ([]ranked
 // one counts as assigned until that gateway's next beat. Safe for concurrent
 // use; concurrent calls do not wait for each other.
 func (s *Server) Choose(room protocol.Room) []Candidate {
-	now := s.nowFn()
+	now := s.viewNow()
 	bp, _ := s.scratch.Get().(*[]ranked)
 	if bp == nil {
 		bp = new([]ranked)
@@ -175,7 +178,7 @@ func (s *Server) Weights(room protocol.Room) []Weight {
 	for i, r := range rs {
 		out[i] = Weight{
 			ID: r.g.beat.ID, URL: r.g.beat.URL, BeatLoad: r.g.load,
-			Assigned: r.g.assigned.Load(), Load: r.eff, Weight: r.w, Affinity: i == aff,
+			Assigned: r.g.assigned.Load(), Carried: r.g.carried, Load: r.eff, Weight: r.w, Affinity: i == aff,
 		}
 	}
 	return out

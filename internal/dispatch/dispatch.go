@@ -17,10 +17,24 @@
 //  2. Effective load. Between two beats a gateway's reported load lags behind
 //     by the clients dispatch sent it since. Each replica therefore counts,
 //     per gateway, the answers it gave with that gateway first since the
-//     gateway's last beat ("assigned"), and resets the count when the next
-//     beat arrives, whose conns include them:
+//     gateway's last beat ("assigned"). When the next beat arrives, its conns
+//     include those clients that have connected by then, but not those still
+//     on their way (dispatch answer → WebSocket handshake: milliseconds
+//     usually, seconds on a busy machine in a join storm). So the count does
+//     not drop to zero: what the beat's rise of conns does not account for
+//     is carried into the next interval ("carried"), at most the last two
+//     intervals' assignments, so that a client that never came is
+//     forgotten after three beats:
 //
-//     effective = beat load + Replicas × assigned / max_conns
+//     carried   = min(assigned + carried − rise of conns ÷ Replicas, assigned + assigned before), ≥ 0
+//     effective = beat load + Replicas × (assigned + carried) / max_conns
+//
+//     Without the carry, a storm of 133 joins/s onto one gateway on a
+//     loaded machine filled it to 100 % behind the 90 % ceiling (liveroom
+//     bench flash); with one interval's carry, a step of 120 joins in 1 s
+//     with handshakes of up to 1.4 s still took one gateway to 92 %. A
+//     gateway with many leaves as well as joins is counted fuller by up to
+//     two intervals' joins.
 //
 //     (capacity.conns when max_conns is 0, 19000 when both are). A gateway
 //     whose effective load reached LoadCeiling is not offered until its next
@@ -70,7 +84,25 @@
 //
 //  6. Answer. {"gateways":[{"id","url","load"}…],"reconnect":{"base_ms",
 //     "max_ms","jitter"}}, where load is the effective load when the answer
-//     was made. No eligible gateway: 503 unavailable with retry_after_ms 1000.
+//     was made. When gateways beat but none has headroom (all at the
+//     ceiling, or draining), the fleet is full and growing: the answer is
+//     200 {"gateways":[],"retry_after_ms":N,…}, "wait and ask again", with
+//     N drawn uniformly in [(1 − WaitJitter) × WaitRetry, WaitRetry] so that
+//     the clients told to wait together do not come back together. Only
+//     when no gateway beats at all is it 503 unavailable with
+//     retry_after_ms 1000: that is a fault, not a crowd.
+//
+//  7. The door. Every answered request is counted, by who asked: a new
+//     viewer (no since=, no attempt=), a client asking again after a wait
+//     or a failure (attempt ≥ 1), or a viewer that already follows the room
+//     and moves between gateways (since=: after a drain or a lost gateway,
+//     already counted in the demand of the gateway it left); and by what it
+//     got: gateways, a wait, a refusal. The counts go out on
+//     bus.DoorSubject every DoorInterval while clients ask
+//     (bus.DoorReport): the autoscaler's join rate at the door, which sees
+//     a storm in its first second and counts the joins no gateway could
+//     take yet, where the gateways' beats see only those admitted, a beat
+//     later.
 //
 // # Parameters
 //
@@ -87,13 +119,17 @@
 //	Replicas            1         dispatch processes sharing the traffic; each assumes
 //	                              the others send as many clients as itself
 //	Reconnect           500 ms, 15 s, 0.5   backoff base, max and jitter sent to clients
+//	WaitRetry           1 s       retry_after_ms of a "wait" answer, before jitter
+//	WaitJitter          0.5       share of WaitRetry taken off at random
+//	DoorInterval        250 ms    how often the door's counts are published
 //
 // # Consistency
 //
 // Eligibility and weights are a function of the beats, the configuration and
-// the replica's own assignments since each gateway's last beat, and nothing
-// else: right after a beat every replica computes the same weights for that
-// gateway (Weights shows them). Replicas do not see each other's assignments
+// the replica's own assignments since each gateway's last three beats (the
+// carry), and nothing else: once a gateway's beat shows every client sent to
+// it, every replica computes the same weights for that gateway (Weights
+// shows them). Replicas do not see each other's assignments
 // between beats; with several replicas each one alone would fill a new
 // gateway up to its neighbours, so Replicas scales the local count to stand
 // for everyone's. Four replicas left at Replicas 1 put the new gateway of
@@ -108,7 +144,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,10 +176,14 @@ type Candidate struct {
 	Load float64 `json:"load"`
 }
 
-// Answer is the body of GET /v1/dispatch.
+// Answer is the body of GET /v1/dispatch. Gateways is empty only in a
+// "wait" answer, which sets RetryAfterMS.
 type Answer struct {
-	Gateways  []Candidate     `json:"gateways"`
-	Reconnect ReconnectPolicy `json:"reconnect"`
+	Gateways []Candidate `json:"gateways"`
+	// RetryAfterMS, in a wait answer, is how long to wait before asking
+	// again (jitter already applied).
+	RetryAfterMS int64           `json:"retry_after_ms,omitempty"`
+	Reconnect    ReconnectPolicy `json:"reconnect"`
 }
 
 // Defaults of Config; the package documentation explains each.
@@ -163,6 +205,19 @@ const (
 	minFillMargin = 0.0001
 	// forgetBeats: a gateway silent this many stale windows is forgotten.
 	forgetBeats = 10
+	// DefaultWaitRetry and DefaultWaitJitter shape a wait answer's
+	// retry_after_ms: uniform in [500 ms, 1 s].
+	DefaultWaitRetry = time.Second
+	// DefaultMaxStaleView bounds the answers from the last good view while
+	// dispatch's NATS is in trouble (Config.MaxStaleView).
+	DefaultMaxStaleView = 15 * time.Second
+	DefaultWaitJitter   = 0.5
+	// DefaultDoorInterval is how often the door's counts are published:
+	// four times a second, so that the autoscaler, deciding once a second,
+	// sees the first second of a storm.
+	DefaultDoorInterval = 250 * time.Millisecond
+	// maxAttempt bounds the attempt= parameter.
+	maxAttempt = 1_000_000
 )
 
 // Config configures dispatch. Zero values mean the defaults given.
@@ -196,6 +251,27 @@ type Config struct {
 	// Reconnect is the policy sent to clients. Default 500ms base, 15s max,
 	// jitter 0.5.
 	Reconnect ReconnectPolicy
+	// WaitRetry is the retry_after_ms of a wait answer (every gateway full)
+	// before jitter. Default 1s: well below any gateway's ready time, so
+	// that a waiting client is in within a second of new capacity.
+	WaitRetry time.Duration
+	// WaitJitter in [0,1] is the share of WaitRetry taken off at random.
+	// Default 0.5; negative means none.
+	WaitJitter float64
+	// DoorInterval is how often the door's counts are published on
+	// bus.DoorSubject (only while clients ask). Default 250ms.
+	DoorInterval time.Duration
+	// ID names this replica in its door reports. Default "dispatch-" and
+	// random hex digits.
+	ID string
+	// MaxStaleView bounds how long dispatch keeps answering from its last
+	// good view of the fleet while its own NATS connection is in trouble
+	// (its node hangs or fails over): beats stop arriving because of
+	// dispatch, not because the gateways died, so the gateways that were
+	// fresh when the trouble began stay offered, for at most this long.
+	// Default 15s; negative: no stale view (a gateway is dropped 3 beats
+	// after its last beat whatever the cause).
+	MaxStaleView time.Duration
 	// GatewayHosts, when not empty, lists the hosts a gateway's URL may name
 	// ("gw1.example.com" or "*.example.com"); beats with another host are
 	// refused (see bus.DecodeBeat, which also checks every beat's shape).
@@ -218,15 +294,27 @@ type Server struct {
 	// gateways the per-gateway scan was 80 % of Choose).
 	rooms map[protocol.Room][]*roomCount
 
-	// answered and refused count dispatch answers with candidates and
-	// without (no gateway available), for metrics.
-	answered, refused atomic.Int64
+	// answered, waited and refused count dispatch answers with
+	// candidates, telling to wait (every gateway full) and without any
+	// gateway at all, for metrics; requests counts them by kind.
+	answered, waited, refused atomic.Int64
+	requests                  [3]atomic.Int64 // by requestKind
+	// door counts the requests of the current door interval.
+	door doorCounts
 	// badBeats counts beats refused for their shape (bus.DecodeBeat);
 	// badBeatLog keeps their warnings to a few per second.
 	badBeats   atomic.Int64
 	badBeatLog *rate.Limiter
 
+	// feedOK is the last time dispatch's NATS connection answered a ping
+	// (Unix nanos); feedDown is set while it does not. While down, beats are
+	// aged as of feedOK (viewNow).
+	feedOK   atomic.Int64
+	feedDown atomic.Bool
+
 	sub     *nats.Subscription
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 	nowFn   func() time.Time
 	randFn  func() float64 // uniform in [0,1); safe for concurrent use
 	scratch sync.Pool      // *[]ranked
@@ -243,7 +331,11 @@ type gateway struct {
 	perConn  float64 // load of one connection: 1/max_conns
 	eligible bool    // active and below the ceiling by its beat
 	assigned atomic.Int64
-	rooms    []roomCount // the beat's room_conns
+	// carried is the clients assigned before this beat that its conns do
+	// not show yet (on their way); prevAssigned the assignments of the
+	// interval before this beat. Both fixed when the beat is observed.
+	carried, prevAssigned int64
+	rooms                 []roomCount // the beat's room_conns
 }
 
 // roomCount is one room of a gateway's room_conns: n viewers by the beat,
@@ -296,6 +388,32 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Reconnect.BaseMS <= 0 {
 		cfg.Reconnect = ReconnectPolicy{BaseMS: 500, MaxMS: 15000, Jitter: 0.5}
 	}
+	if cfg.WaitRetry < 0 || cfg.DoorInterval < 0 {
+		return nil, fmt.Errorf("cannot create dispatch: wait retry %v and door interval %v must not be negative", cfg.WaitRetry, cfg.DoorInterval)
+	}
+	if cfg.WaitRetry == 0 {
+		cfg.WaitRetry = DefaultWaitRetry
+	}
+	if cfg.MaxStaleView == 0 {
+		cfg.MaxStaleView = DefaultMaxStaleView
+	}
+	switch {
+	case cfg.WaitJitter == 0:
+		cfg.WaitJitter = DefaultWaitJitter
+	case cfg.WaitJitter < 0:
+		cfg.WaitJitter = 0
+	case !(cfg.WaitJitter <= 1):
+		return nil, fmt.Errorf("cannot create dispatch: wait jitter %v is not in [0,1]", cfg.WaitJitter)
+	}
+	if cfg.DoorInterval == 0 {
+		cfg.DoorInterval = DefaultDoorInterval
+	}
+	if cfg.ID == "" {
+		cfg.ID = fmt.Sprintf("dispatch-%08x", rand.Uint32())
+	}
+	if !protocol.ValidID(cfg.ID) {
+		return nil, fmt.Errorf("cannot create dispatch: id %q is not 1-64 characters of A-Z a-z 0-9 _ -", cfg.ID)
+	}
 	return &Server{
 		cfg:        cfg,
 		log:        cfg.Logger.With("role", "dispatch"),
@@ -330,11 +448,80 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("cannot subscribe to beats: %w", err)
 	}
 	s.sub = sub
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.publishDoor(runCtx)
+	}()
+	s.feedOK.Store(s.nowFn().UnixNano())
+	if s.cfg.MaxStaleView > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.watchFeed(runCtx)
+		}()
+	}
 	return nil
 }
 
-// Close unsubscribes. Idempotent.
+// feedCheck is how often dispatch pings its NATS connection, and how long
+// a ping may take before the connection counts as in trouble.
+const feedCheck = 500 * time.Millisecond
+
+// watchFeed pings the NATS connection every feedCheck and keeps feedOK and
+// feedDown current.
+func (s *Server) watchFeed(ctx context.Context) {
+	t := time.NewTicker(feedCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ok := s.cfg.NC.IsConnected() && s.cfg.NC.FlushTimeout(feedCheck) == nil
+		switch {
+		case ok:
+			s.feedOK.Store(s.nowFn().UnixNano())
+			if s.feedDown.Swap(false) {
+				s.log.Info("nats answers again: the fleet view is live again")
+			}
+		case !s.feedDown.Swap(true):
+			s.log.Warn("nats does not answer: answering from the last good view of the fleet",
+				"as_of", time.Unix(0, s.feedOK.Load()).Format(time.RFC3339Nano), "for_at_most", s.cfg.MaxStaleView)
+		}
+	}
+}
+
+// viewNow is the time beats are aged against: now, or, while dispatch's own
+// NATS connection is in trouble, the last time it answered, for at most
+// MaxStaleView (then now again: an outage that long is the fleet's).
+func (s *Server) viewNow() time.Time {
+	now := s.nowFn()
+	if !s.feedDown.Load() {
+		return now
+	}
+	ok := time.Unix(0, s.feedOK.Load())
+	if now.Sub(ok) > s.cfg.MaxStaleView {
+		return now
+	}
+	return ok
+}
+
+// StaleView reports whether dispatch answers from its last good view of
+// the fleet (its NATS connection is in trouble).
+func (s *Server) StaleView() bool {
+	return s.feedDown.Load() && s.nowFn().Sub(time.Unix(0, s.feedOK.Load())) <= s.cfg.MaxStaleView
+}
+
+// Close unsubscribes and stops publishing the door's counts. Idempotent.
 func (s *Server) Close() error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
 	if s.sub != nil {
 		_ = s.sub.Unsubscribe()
 	}
@@ -378,6 +565,12 @@ func (s *Server) Observe(b bus.Beat) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.gws[b.ID]; ok {
+		if old.beat.Started == b.Started {
+			assigned := old.assigned.Load()
+			seen := int64(max(0, b.Conns-old.beat.Conns) / s.cfg.Replicas)
+			g.carried = min(max(0, assigned+old.carried-seen), assigned+old.prevAssigned)
+			g.prevAssigned = assigned
+		}
 		s.unindex(old)
 		s.gws[b.ID] = g
 		i := sort.Search(len(s.order), func(i int) bool { return s.order[i].beat.ID >= b.ID })
@@ -433,7 +626,7 @@ func (g *gateway) fresh(now time.Time) bool { return now.Sub(g.at) < g.stale }
 
 // Gateways returns the gateways with a fresh beat, in any state, by id.
 func (s *Server) Gateways() []bus.Beat {
-	now := s.nowFn()
+	now := s.viewNow()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]bus.Beat, 0, len(s.order))
@@ -458,17 +651,75 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) serveDispatch(w http.ResponseWriter, r *http.Request) {
-	room, err := protocol.ParseRoom(r.URL.Query().Get("room"))
+	q := r.URL.Query()
+	room, err := protocol.ParseRoom(q.Get("room"))
 	if err != nil {
 		protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidRoom, "room", err.Error()))
 		return
 	}
-	c := s.Choose(room)
-	if len(c) == 0 {
-		s.refused.Add(1)
-		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "no gateway is available; retry shortly").WithRetry(1000))
+	kind, perr := requestKindOf(q)
+	if perr != nil {
+		protocol.WriteError(w, perr)
 		return
 	}
-	s.answered.Add(1)
-	protocol.WriteJSON(w, http.StatusOK, Answer{Gateways: c, Reconnect: s.cfg.Reconnect})
+	s.requests[kind].Add(1)
+	c := s.Choose(room)
+	switch {
+	case len(c) > 0:
+		s.answered.Add(1)
+		s.door.count(kind, outAdmitted)
+		protocol.WriteJSON(w, http.StatusOK, Answer{Gateways: c, Reconnect: s.cfg.Reconnect})
+	case s.anyFresh():
+		// Gateways beat but none has headroom: the fleet is full, and the
+		// autoscaler, which counts this join at the door, is growing it.
+		s.waited.Add(1)
+		s.door.count(kind, outWaited)
+		protocol.WriteJSON(w, http.StatusOK, Answer{Gateways: []Candidate{}, RetryAfterMS: s.waitMS(), Reconnect: s.cfg.Reconnect})
+	default:
+		s.refused.Add(1)
+		s.door.count(kind, outRefused)
+		protocol.WriteError(w, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "no gateway is available; retry shortly").WithRetry(1000))
+	}
+}
+
+// requestKindOf reads the optional since= and attempt= of a dispatch
+// request: since= (a reliable sequence) marks a viewer that already follows
+// the room, attempt= (1, 2, …) a client asking again for the same join.
+func requestKindOf(q url.Values) (requestKind, *protocol.Error) {
+	kind := kindJoin
+	if v, ok := q["attempt"]; ok {
+		n, err := strconv.Atoi(v[0])
+		if err != nil || n < 0 || n > maxAttempt || len(v) > 1 {
+			return 0, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "attempt", "attempt must be a whole number from 0 to 1000000, given once")
+		}
+		if n > 0 {
+			kind = kindRetry
+		}
+	}
+	if v, ok := q["since"]; ok {
+		if _, err := strconv.ParseUint(v[0], 10, 64); err != nil || len(v) > 1 {
+			return 0, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidField, "since", "since must be a reliable sequence (a whole number ≥ 0), given once")
+		}
+		kind = kindMove
+	}
+	return kind, nil
+}
+
+// waitMS draws the retry_after_ms of a wait answer.
+func (s *Server) waitMS() int64 {
+	d := float64(s.cfg.WaitRetry) * (1 - s.cfg.WaitJitter*s.randFn())
+	return max(1, time.Duration(d).Milliseconds())
+}
+
+// anyFresh reports whether some gateway beats, in any state.
+func (s *Server) anyFresh() bool {
+	now := s.viewNow()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, g := range s.order {
+		if g.fresh(now) {
+			return true
+		}
+	}
+	return false
 }

@@ -340,9 +340,61 @@ func TestBurstBetweenBeats(t *testing.T) {
 	if w := s.Weights("r"); len(w) != 1 || w[0].Weight != 0 || w[0].Assigned != 20 {
 		t.Fatalf("full gateway: %+v", w)
 	}
+	// A beat that does not show those 20 carries them: they may still be
+	// on their way. So does the next; the third forgets them.
+	for range 2 {
+		s.Observe(active("a", 880, 1000))
+		if w := s.Weights("r"); len(w) != 1 || w[0].Weight != 0 || w[0].Assigned != 0 || w[0].Carried != 20 {
+			t.Fatalf("after a beat without them: %+v", w)
+		}
+	}
 	s.Observe(active("a", 880, 1000))
 	if cs := s.Choose("r"); len(cs) != 1 {
-		t.Fatalf("after its beat: %v", ids(cs))
+		t.Fatalf("after three beats without them: %v", ids(cs))
+	}
+}
+
+// TestCarryClientsOnTheirWay: clients sent to a gateway that its next beat
+// does not show yet still count against its ceiling, as many as the beat's
+// rise of connections leaves unexplained, for one more beat.
+func TestCarryClientsOnTheirWay(t *testing.T) {
+	c := newClock()
+	s := newTestServer(t, Config{}, c, 4)
+	s.Observe(active("a", 0, 100))
+	for range 50 {
+		if cs := s.Choose("r"); len(cs) != 1 {
+			t.Fatal(ids(cs))
+		}
+	}
+	// 30 of the 50 have connected when the gateway beats: 20 are on
+	// their way.
+	s.Observe(active("a", 30, 100))
+	w := s.Weights("r")[0]
+	if w.Assigned != 0 || w.Carried != 20 || math.Abs(w.Load-0.5) > 1e-9 {
+		t.Fatalf("after 30 of 50 arrived: %+v, want 20 carried and load 0.5", w)
+	}
+	// 40 more are sent; the ceiling (90) holds against 30 + 20 + 40.
+	admitted := 0
+	for range 60 {
+		if len(s.Choose("r")) > 0 {
+			admitted++
+		}
+	}
+	// 40 up to the ceiling, give or take the float rounding of 0.3 + 0.6.
+	if admitted < 40 || admitted > 41 {
+		t.Fatalf("admitted %d, want 40 up to the 90 %% ceiling", admitted)
+	}
+	// Next beat: all 60 arrived (conns 90): nothing carried.
+	s.Observe(active("a", 90, 100))
+	if w := s.Weights("r"); len(w) != 0 {
+		t.Fatalf("a gateway at its ceiling is offered: %+v", w)
+	}
+	// A new process under the same id carries nothing.
+	b := active("a", 10, 100)
+	b.Started = 7
+	s.Observe(b)
+	if w := s.Weights("r")[0]; w.Carried != 0 {
+		t.Fatalf("restarted gateway: %+v", w)
 	}
 }
 
@@ -494,25 +546,21 @@ func TestAffinity(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClock()
-			s := newTestServer(t, tc.cfg, c, 5)
-			for _, g := range tc.gws {
-				b := active(g.id, g.conns, 1000)
-				b.RoomConns = g.rooms
-				s.Observe(b)
-			}
 			firsts := map[string]int{}
-			for range 50 {
-				cs := s.Choose(protocol.Room(tc.room))
-				if len(cs) != len(tc.gws) {
-					t.Fatalf("answer %v", ids(cs))
-				}
-				firsts[cs[0].ID]++
-				// Start each request from the same beats.
+			for i := range 50 {
+				// Each request from the same beats, on a fresh replica
+				// (a beat that does not show a client carries it).
+				s := newTestServer(t, tc.cfg, c, uint64(5+i))
 				for _, g := range tc.gws {
 					b := active(g.id, g.conns, 1000)
 					b.RoomConns = g.rooms
 					s.Observe(b)
 				}
+				cs := s.Choose(protocol.Room(tc.room))
+				if len(cs) != len(tc.gws) {
+					t.Fatalf("answer %v", ids(cs))
+				}
+				firsts[cs[0].ID]++
 			}
 			if tc.first != "" && firsts[tc.first] != 50 {
 				t.Fatalf("firsts %v, want %s always", firsts, tc.first)
@@ -579,8 +627,12 @@ func TestConsistentWeights(t *testing.T) {
 	if reflect.DeepEqual(s1.Weights("big"), s2.Weights("big")) {
 		t.Fatal("100 answers did not change the weights")
 	}
-	c.Add(time.Second)
-	feed()
+	// The next beats do not show those clients: s1 carries them for two
+	// beats more; after them, the replicas agree again.
+	for range 3 {
+		c.Add(time.Second)
+		feed()
+	}
 	if w1, w2 := s1.Weights("big"), s2.Weights("big"); !reflect.DeepEqual(w1, w2) {
 		t.Fatalf("after the next beats:\n%+v\n%+v", w1, w2)
 	}
@@ -860,5 +912,68 @@ func TestForgedBeatsNeverOffered(t *testing.T) {
 				t.Fatalf("offered %+v", c)
 			}
 		}
+	}
+}
+
+// TestAnswersFromLastGoodViewDuringNATSTrouble: when dispatch's own NATS
+// connection stops answering, the gateways that were fresh keep being
+// offered (not 503) for at most MaxStaleView; with NATS healthy, a gateway
+// whose beats stop is dropped as before.
+func TestAnswersFromLastGoodViewDuringNATSTrouble(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: -1, DataDir: dir, Logger: testutil.Logger(), Keys: testutil.NATSKeys()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	nc, err := bus.Connect(testutil.NATSURL(t, srv, bus.RoleAll, ""), "dispatch-test", testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	s, err := New(Config{NC: nc, Logger: testutil.Logger(), StaleAfter: 400 * time.Millisecond, MaxStaleView: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	beat := func(id string) {
+		data, _ := json.Marshal(active(id, 1, 1_000_000)) // room for every Choose below
+		if err := nc.Publish(bus.BeatSubject(id), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Healthy NATS, beats stop: the gateway is dropped after StaleAfter.
+	beat("quiet")
+	testutil.Eventually(t, 5*time.Second, "the first beat", func() bool { return len(s.Choose("r")) == 1 })
+	testutil.Eventually(t, 5*time.Second, "the silent gateway dropped", func() bool { return len(s.Choose("r")) == 0 })
+
+	// g keeps beating until the outage; dispatch's last good ping comes
+	// after "quiet" went stale, so only g belongs to the last good view.
+	for range 6 {
+		beat("g")
+		time.Sleep(200 * time.Millisecond)
+	}
+	if c := s.Choose("r"); len(c) != 1 || c[0].ID != "g" {
+		t.Fatalf("before the outage dispatch offers %+v", c)
+	}
+	srv.Close() // dispatch's NATS goes away: no beat can arrive now
+	testutil.Eventually(t, 5*time.Second, "dispatch notices", s.StaleView)
+	time.Sleep(time.Second) // beyond StaleAfter
+	if c := s.Choose("r"); len(c) != 1 || c[0].ID != "g" {
+		t.Fatalf("during the outage dispatch offers %+v, want the gateway it knew", c)
+	}
+	if gws := s.Gateways(); len(gws) != 1 {
+		t.Fatalf("during the outage /v1/gateways lists %d gateways", len(gws))
+	}
+	// Not forever: after MaxStaleView the view is dropped.
+	testutil.Eventually(t, 10*time.Second, "the stale view ends", func() bool { return len(s.Gateways()) == 0 })
+	if c := s.Choose("r"); len(c) != 0 {
+		t.Fatalf("after MaxStaleView dispatch offers %+v", c)
+	}
+	if s.StaleView() {
+		t.Fatal("still reporting a stale view after MaxStaleView")
 	}
 }

@@ -78,7 +78,7 @@ type ackedGift struct {
 	seq  uint64
 }
 
-// TestAutoscaleRamp runs `serve --autoscale` (min 1, max 4, 3,000
+// TestAutoscaleRamp runs `serve --autoscale` (min 1, max 4, no spare, 3,000
 // connections per gateway at the default 70 % target, 10 s stabilisation)
 // as a process of the real binary. 9,000 viewers join through dispatch over
 // 30 s in 30 rooms while gifts flow. The fleet must reach three gateways
@@ -104,9 +104,9 @@ func TestAutoscaleRamp(t *testing.T) {
 	base := "http://" + testutil.Addr(port)
 	keyFile := testutil.NATSKeyFile(t)
 	serve := testutil.StartProc(t, "serve", []string{"LIVEROOM_JWT_SECRET=" + secret},
-		"serve", "--autoscale", "--autoscale-min", "1", "--autoscale-max", "4", "--gateway-max-conns", "3000",
+		"serve", "--autoscale", "--autoscale-min", "1", "--autoscale-max", "4", "--autoscale-spare", "0", "--gateway-max-conns", "3000",
 		"--autoscale-stabilization", "10s", "--addr", testutil.Addr(port), "--nats-port", strconv.Itoa(natsPort),
-		"--nats-key-file", keyFile,
+		"--nats-key-file", keyFile, "--gift-rate", "10000", "--gift-burst", "10000",
 		"--data-dir", t.TempDir(), "--drain-delay", "1s", "--drain-window", "4s", "--drain-grace", "2s", "--log-level", "info")
 	testutil.WaitHTTP(t, base+"/healthz", 90*time.Second)
 

@@ -79,7 +79,9 @@ func startCluster(t *testing.T, nNATS, nUplinks, nGateways int, gwArgs ...string
 	c.dispatch = "http://" + testutil.Addr(dport)
 	for i := range nUplinks {
 		p := testutil.FreePort(t)
-		c.uplinkProcs = append(c.uplinkProcs, testutil.StartProc(t, "uplink"+strconv.Itoa(i), c.env, append([]string{"uplink", "--addr", testutil.Addr(p)}, common...)...))
+		// One test user sends every gift: lift the per-user gift limit.
+		args := append([]string{"uplink", "--addr", testutil.Addr(p), "--gift-rate", "10000", "--gift-burst", "10000"}, common...)
+		c.uplinkProcs = append(c.uplinkProcs, testutil.StartProc(t, "uplink"+strconv.Itoa(i), c.env, args...))
 		c.uplinks = append(c.uplinks, "http://"+testutil.Addr(p))
 	}
 	for i := range nGateways {

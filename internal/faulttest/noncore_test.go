@@ -32,7 +32,7 @@ type hookSink struct {
 
 func (h *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
-	if !webhook.Verify("iso-secret", body, r.Header.Get(webhook.HeaderSignature)) {
+	if webhook.VerifyRequest("iso-secret", r.Header, body, time.Now(), 0) != nil {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}

@@ -182,28 +182,15 @@ func NewCache(ctx context.Context, cfg CacheConfig) (*Cache, error) {
 	}
 }
 
-// watch applies updates until Close. The watcher's nil entry marks the end
-// of the initial values.
+// watch applies updates until Close.
 func (c *Cache) watch(w jetstream.KeyWatcher, ready chan struct{}) {
 	defer close(c.done)
-	defer func() { _ = w.Stop() }()
-	initial := true
-	for e := range w.Updates() {
-		if e == nil {
-			if initial {
-				initial = false
-				close(ready)
-			}
-			continue
-		}
+	bus.ApplyUpdates(w, ready, func(e jetstream.KeyValueEntry, initial bool) {
 		ch, ok := c.apply(e)
 		if ok && !initial && c.onChange != nil {
 			c.onChange(ch)
 		}
-	}
-	if initial {
-		close(ready)
-	}
+	})
 }
 
 func (c *Cache) apply(e jetstream.KeyValueEntry) (Change, bool) {

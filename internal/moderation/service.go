@@ -159,10 +159,14 @@ func (s *Service) Handler() http.Handler {
 			return
 		}
 		var req Request
+		if err := protocol.CheckKeys(body, "action", "user", "duration_s", "reason", "interval_s", "on", "text"); err != nil {
+			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidJSON, "", "body must be a JSON object: "+strings.TrimPrefix(err.Error(), protocol.ErrKeys.Error()+": ")))
+			return
+		}
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidJSON, "", "body must be a JSON object: "+err.Error()))
+			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidJSON, "", "body must be a JSON object: "+protocol.JSONProblem(err)))
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
@@ -208,6 +212,9 @@ func (s *Service) Apply(ctx context.Context, room protocol.Room, who auth.Identi
 	res := Result{Room: string(room), Action: req.Action}
 	if utf8.RuneCountInString(req.Reason) > MaxReasonLen {
 		return res, invalid("reason", fmt.Sprintf("reason is longer than %d characters", MaxReasonLen))
+	}
+	if p := protocol.TextProblem(req.Reason); p != "" {
+		return res, invalid("reason", "reason "+p)
 	}
 	var user protocol.User
 	switch req.Action {
@@ -259,6 +266,9 @@ func (s *Service) Apply(ctx context.Context, room protocol.Room, who auth.Identi
 		}
 		return s.updateRoom(ctx, room, res, func(st *RoomState) { st.Anchor = string(user) })
 	case ActionAnnounce:
+		if p := protocol.TextProblem(req.Text); p != "" && strings.TrimSpace(req.Text) != "" {
+			return res, invalid("text", "text "+p)
+		}
 		if strings.TrimSpace(req.Text) == "" || utf8.RuneCountInString(req.Text) > MaxAnnounceLen || !utf8.ValidString(req.Text) {
 			return res, invalid("text", fmt.Sprintf("text must be 1 to %d characters of valid UTF-8", MaxAnnounceLen))
 		}

@@ -41,6 +41,9 @@ const (
 	CodeDevLocalOnly = "dev_token_local_only"
 	// CodeNotLive: stopping the live session of a room that has none (409).
 	CodeNotLive = "not_live"
+	// CodeTooManyAnnouncements: announcing a show while the most there may
+	// be are scheduled (409).
+	CodeTooManyAnnouncements = "too_many_announcements"
 	// Gateway edge (docs/SECURITY.md).
 	CodeOriginNotAllowed     = "origin_not_allowed"
 	CodeTooManyConnections   = "too_many_connections"

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/liveroom/liveroom/internal/protocol"
@@ -68,6 +67,9 @@ const maxListedGifts = 30
 // decodeSend parses and validates a send body. Every error is a 400
 // *protocol.Error naming the field at fault. It never panics.
 func decodeSend(body []byte, gifts catalogue) (sendRequest, *protocol.Error) {
+	if err := protocol.CheckKeys(body, "type", "text", "gift", "count"); err != nil {
+		return sendRequest{}, badRequest(protocol.CodeInvalidJSON, "", "body must be one JSON object: "+strings.TrimPrefix(err.Error(), protocol.ErrKeys.Error()+": "))
+	}
 	var w wireSend
 	if err := json.Unmarshal(body, &w); err != nil {
 		return sendRequest{}, badRequest(protocol.CodeInvalidJSON, "", "body must be one JSON object: "+jsonReason(err))
@@ -173,13 +175,10 @@ func checkText(s string) *protocol.Error {
 	if !utf8.ValidString(s) {
 		return badRequest(protocol.CodeInvalidField, "text", "text must be valid UTF-8")
 	}
-	n := 0
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return badRequest(protocol.CodeInvalidField, "text", "text must not contain control characters (including newlines and tabs)")
-		}
-		n++
+	if p := protocol.TextProblem(s); p != "" {
+		return badRequest(protocol.CodeInvalidField, "text", "text "+p)
 	}
+	n := utf8.RuneCountInString(s)
 	if n < 1 || n > MaxTextRunes {
 		return badRequest(protocol.CodeInvalidField, "text", "text must be 1-"+strconv.Itoa(MaxTextRunes)+" characters")
 	}

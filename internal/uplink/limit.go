@@ -146,6 +146,18 @@ func (s *Server) admitDanmaku(now time.Time, user protocol.User, room protocol.R
 	return nil
 }
 
+// admitUser charges n to user's bucket in set; a refusal is a 429 with the
+// wait as Retry-After and what, the kind of send, in the message.
+func admitUser(set *limiterSet, now time.Time, user protocol.User, n int, what string) *protocol.Error {
+	r := set.get(string(user), now).ReserveN(now, n)
+	if d := r.DelayFrom(now); !r.OK() || d > 0 {
+		r.CancelAt(now)
+		return protocol.Errorf(http.StatusTooManyRequests, protocol.CodeUserRateLimited, "",
+			"you are sending "+what+" too fast; retry later").WithRetry(retryMS(d))
+	}
+	return nil
+}
+
 // retryMS rounds a wait up to whole milliseconds, at least 1.
 func retryMS(d time.Duration) int64 {
 	if d == rate.InfDuration || d < 0 {

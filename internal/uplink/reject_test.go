@@ -3,6 +3,7 @@ package uplink
 import (
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -174,7 +175,7 @@ func TestRejects(t *testing.T) {
 // TestAcceptsEdgeBodies checks bodies at the edge of the rules are accepted.
 func TestAcceptsEdgeBodies(t *testing.T) {
 	e := newEnv(t)
-	u := e.start(func(c *Config) { c.UserBurst = 100 })
+	u := e.start(func(c *Config) { c.UserBurst, c.LikeBurst = 100, 2000 })
 	for _, body := range []string{
 		danmaku(strings.Repeat("好", 200)),
 		danmaku("a"),
@@ -244,5 +245,53 @@ func TestMountedInAppMux(t *testing.T) {
 		if a := inner.do(tc.req); a.status != tc.status || a.Error.Code != tc.code {
 			t.Errorf("%s %s: got %d %s", tc.req.method, tc.req.room, a.status, a.raw)
 		}
+	}
+}
+
+// TestGiftAndLikeFloodsAreLimited: one viewer spraying gifts of 999 castles,
+// or likes of 999 into hundreds of rooms, gets the per-user budget and then
+// 429 with Retry-After; another user is not affected.
+func TestGiftAndLikeFloodsAreLimited(t *testing.T) {
+	e := newEnv(t)
+	u := e.start(func(c *Config) { c.GiftRate, c.GiftBurst, c.LikeRate, c.LikeBurst = 1, 5, 50, 1000 })
+	t0 := time.Now()
+	var gifts, giftRefused int
+	for i := range 40 {
+		a := u.post("r1", "mallory", "", gift("castle", 999), key("flood-"+strconv.Itoa(i)))
+		switch a.status {
+		case http.StatusAccepted:
+			gifts++
+		case http.StatusTooManyRequests:
+			giftRefused++
+			if a.Error.Code != protocol.CodeUserRateLimited || a.header.Get("Retry-After") == "" {
+				t.Fatalf("gift refusal %s without the code or Retry-After", a.raw)
+			}
+		default:
+			t.Fatalf("gift %d: %d %s", i, a.status, a.raw)
+		}
+	}
+	allowed := 5 + int(time.Since(t0).Seconds()*1) + 1
+	if gifts > allowed || giftRefused == 0 {
+		t.Fatalf("%d of 40 flooded gifts accepted (%d refused), want at most %d", gifts, giftRefused, allowed)
+	}
+	t1 := time.Now()
+	var likes int64
+	for i := range 600 {
+		a := u.post("room-"+strconv.Itoa(i), "mallory", "", like(999), nil)
+		if a.status == http.StatusAccepted {
+			likes += 999
+		} else if a.status != http.StatusTooManyRequests {
+			t.Fatalf("like %d: %d %s", i, a.status, a.raw)
+		}
+	}
+	if max := 1000 + int64(time.Since(t1).Seconds()*50) + 999; likes > max {
+		t.Fatalf("%d likes accepted from one user across 600 rooms, want at most %d", likes, max)
+	}
+	// Someone else still gifts and likes.
+	if a := u.post("r1", "alice", "", gift("rose", 1), key("alice-1")); a.status != http.StatusAccepted {
+		t.Fatalf("another user's gift: %d %s", a.status, a.raw)
+	}
+	if a := u.post("r1", "alice", "", like(10), nil); a.status != http.StatusAccepted {
+		t.Fatalf("another user's likes: %d %s", a.status, a.raw)
 	}
 }

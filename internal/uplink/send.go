@@ -98,7 +98,7 @@ func (s *Server) serveSend(w http.ResponseWriter, r *http.Request) {
 	case protocol.TypeGift:
 		s.sendGift(w, r, room, id, req)
 	case protocol.TypeLike:
-		s.sendLike(w, r, room, req)
+		s.sendLike(w, r, room, id, req)
 	}
 }
 
@@ -153,6 +153,10 @@ func (s *Server) sendGift(w http.ResponseWriter, r *http.Request, room protocol.
 		s.fail(w, r, perr)
 		return
 	}
+	if perr := admitUser(s.giftUsers, time.Now(), id.User, 1, "gifts"); perr != nil {
+		s.fail(w, r, perr)
+		return
+	}
 	m := protocol.Message{
 		ID:    giftID(room, id.User, key),
 		Type:  protocol.TypeGift,
@@ -182,7 +186,11 @@ func (s *Server) sendGift(w http.ResponseWriter, r *http.Request, room protocol.
 	protocol.WriteJSON(w, http.StatusAccepted, giftAnswer{ID: m.ID, Seq: ack.Sequence})
 }
 
-func (s *Server) sendLike(w http.ResponseWriter, r *http.Request, room protocol.Room, req sendRequest) {
+func (s *Server) sendLike(w http.ResponseWriter, r *http.Request, room protocol.Room, id auth.Identity, req sendRequest) {
+	if perr := admitUser(s.likeUsers, time.Now(), id.User, int(req.Count), "likes"); perr != nil {
+		s.fail(w, r, perr)
+		return
+	}
 	if !s.likes.add(room, req.Count) {
 		s.log.Warn("too many rooms with pending likes; rejecting", "room", room)
 		s.fail(w, r, unavailable())

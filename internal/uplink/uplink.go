@@ -55,6 +55,17 @@ type Config struct {
 	// RoomRate caps the danmaku per second accepted for one room, burst
 	// equal to the rate (at least 1). Default 1000.
 	RoomRate float64
+	// GiftRate and GiftBurst bound the gift requests of one user, across
+	// rooms: a person sends a gift every few seconds, a script thousands.
+	// Defaults 1 per second, burst 10.
+	GiftRate  float64
+	GiftBurst int
+	// LikeRate and LikeBurst bound the likes (the sum of the counts) one
+	// user sends, across rooms: a tap is a like, a held finger a few tens a
+	// second. The burst is at least MaxCount, so one request of any valid
+	// count fits. Defaults 50 per second, burst 1000.
+	LikeRate  float64
+	LikeBurst int
 	// LikeWindow is how often pending likes are stored and published.
 	// Default 500ms.
 	LikeWindow time.Duration
@@ -79,9 +90,13 @@ type Server struct {
 	gifts catalogue
 	users *limiterSet
 	rooms *limiterSet
-	likes *likeAgg
-	slow  *slowMode
-	stats counters
+	// giftUsers and likeUsers bound each user's gifts (requests) and likes
+	// (counts), across rooms.
+	giftUsers *limiterSet
+	likeUsers *limiterSet
+	likes     *likeAgg
+	slow      *slowMode
+	stats     counters
 
 	// latency observers by message type; nil until Register.
 	latency map[string]prometheus.Observer
@@ -122,6 +137,19 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RoomRate == 0 {
 		cfg.RoomRate = 1000
 	}
+	if cfg.GiftRate == 0 {
+		cfg.GiftRate = 1
+	}
+	if cfg.GiftBurst == 0 {
+		cfg.GiftBurst = 10
+	}
+	if cfg.LikeRate == 0 {
+		cfg.LikeRate = 50
+	}
+	if cfg.LikeBurst == 0 {
+		cfg.LikeBurst = 1000
+	}
+	cfg.LikeBurst = max(cfg.LikeBurst, MaxCount)
 	if cfg.LikeWindow == 0 {
 		cfg.LikeWindow = 500 * time.Millisecond
 	}
@@ -132,19 +160,21 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxBody = 4096
 	}
 	switch {
-	case cfg.UserRate < 0 || cfg.UserBurst < 0 || cfg.RoomRate < 0:
+	case cfg.UserRate < 0 || cfg.UserBurst < 0 || cfg.RoomRate < 0 || cfg.GiftRate < 0 || cfg.GiftBurst < 0 || cfg.LikeRate < 0 || cfg.LikeBurst < 0:
 		return nil, errors.New("cannot create uplink: rates and bursts must be positive")
 	case cfg.LikeWindow < 0 || cfg.PublishTimeout < 0 || cfg.MaxBody < 0:
 		return nil, errors.New("cannot create uplink: LikeWindow, PublishTimeout and MaxBody must be positive")
 	}
 	s := &Server{
-		cfg:   cfg,
-		log:   cfg.Logger.With("component", "uplink"),
-		gifts: gifts,
-		users: newLimiterSet(cfg.UserRate, cfg.UserBurst),
-		rooms: newLimiterSet(cfg.RoomRate, max(int(cfg.RoomRate), 1)),
-		likes: newLikeAgg(),
-		slow:  newSlowMode(),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "uplink"),
+		gifts:     gifts,
+		users:     newLimiterSet(cfg.UserRate, cfg.UserBurst),
+		rooms:     newLimiterSet(cfg.RoomRate, max(int(cfg.RoomRate), 1)),
+		giftUsers: newLimiterSet(cfg.GiftRate, cfg.GiftBurst),
+		likeUsers: newLimiterSet(cfg.LikeRate, cfg.LikeBurst),
+		likes:     newLikeAgg(),
+		slow:      newSlowMode(),
 
 		sessions: session.NewCache(cfg.JS, cfg.Logger),
 	}
@@ -193,7 +223,7 @@ func (s *Server) Run(ctx context.Context) error {
 			s.flushLikes(ctx)
 		case now := <-sweepTick.C:
 			s.slow.sweep(now)
-			u, r := s.users.sweep(now), s.rooms.sweep(now)
+			u, r := s.users.sweep(now)+s.giftUsers.sweep(now)+s.likeUsers.sweep(now), s.rooms.sweep(now)
 			if u+r > 0 {
 				s.log.Debug("evicted idle rate limiters", "users", u, "rooms", r)
 			}

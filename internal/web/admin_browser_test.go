@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/liveroom/liveroom/internal/admin"
+	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/gateway"
@@ -290,6 +292,8 @@ func TestDashboardAgainstFakeAPI(t *testing.T) {
 	var revoked atomic.Bool
 	var statsStatus atomic.Int32
 	statsStatus.Store(http.StatusOK)
+	var annMu sync.Mutex
+	anns := []announce.Announcement{{ID: "an-final", Room: "star", Viewers: 50000, At: now.Add(time.Hour), Until: now.Add(3 * time.Hour), Note: "cup final"}}
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
 	mux.HandleFunc("GET /v1/admin/stats", func(w http.ResponseWriter, r *http.Request) {
@@ -299,10 +303,14 @@ func TestDashboardAgainstFakeAPI(t *testing.T) {
 		}
 		switch st := int(statsStatus.Load()); st {
 		case http.StatusOK:
-			protocol.WriteJSON(w, st, admin.ComputeStats([]bus.Beat{
+			stats := admin.ComputeStats([]bus.Beat{
 				{ID: "gw-a", State: bus.StateActive, Started: now.Add(-time.Hour).UnixMilli(), Conns: 1500, MaxConns: 19000, Load: 0.62, CPU: 1.2, RSS: 300 << 20,
 					MsgsOut: 4200, DelayP50MS: 12, DelayP99MS: 48, RoomConns: map[string]int{"lobby": 1200, "music": 300}},
-			}, time.Now()))
+			}, time.Now())
+			annMu.Lock()
+			stats.Announcements = append(stats.Announcements, anns...)
+			annMu.Unlock()
+			protocol.WriteJSON(w, st, stats)
 		default:
 			protocol.WriteError(w, protocol.Errorf(st, protocol.CodeInternal, "", "stats are broken"))
 		}
@@ -311,8 +319,38 @@ func TestDashboardAgainstFakeAPI(t *testing.T) {
 		at := func(d time.Duration) string { return now.Add(-d).UTC().Format(time.RFC3339Nano) }
 		fmt.Fprintf(w, `{"policy":{"min":1,"max":6,"ready_time_s":8,"actuator":"process"},
 			"latest":{"at":%q,"action":"none","reason":"steady","current":3,"desired":3},
-			"decisions":[{"at":%q,"action":"scale_in","reason":"conns","current":4,"desired":3,"remove":"gw-d"},
+			"decisions":[{"at":%q,"action":"scale_in","reason":"conns","current":4,"desired":3,"remove":"gw-d","why":"demand 1,500 conns needs 2 at 13,300 per gateway; + 1 spare = 3; current 4 → drain and remove gw-d"},
 			{"at":%q,"action":"scale_out","reason":"join_rate","current":2,"desired":4,"add":2}]}`, at(0), at(2*time.Minute), at(6*time.Minute))
+	})
+	// Announcements: one scheduled; the page announces another and deletes
+	// the first.
+	var posted announce.Request
+	mux.HandleFunc("POST /v1/admin/announcements", func(w http.ResponseWriter, r *http.Request) {
+		if err := json.NewDecoder(r.Body).Decode(&posted); err != nil || r.Header.Get("Authorization") != "Bearer fake-admin" {
+			protocol.WriteError(w, protocol.Errorf(400, protocol.CodeInvalidJSON, "", "bad"))
+			return
+		}
+		a, err := posted.Build(time.Now(), "op")
+		if err != nil {
+			protocol.WriteError(w, err)
+			return
+		}
+		annMu.Lock()
+		anns = append(anns, a)
+		annMu.Unlock()
+		protocol.WriteJSON(w, http.StatusCreated, a)
+	})
+	mux.HandleFunc("DELETE /v1/admin/announcements/{id}", func(w http.ResponseWriter, r *http.Request) {
+		annMu.Lock()
+		defer annMu.Unlock()
+		for i, a := range anns {
+			if a.ID == r.PathValue("id") {
+				anns = append(anns[:i], anns[i+1:]...)
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+		protocol.WriteError(w, protocol.Errorf(404, protocol.CodeNotFound, "id", "no such announcement"))
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
@@ -348,6 +386,26 @@ func TestDashboardAgainstFakeAPI(t *testing.T) {
 	}
 	if got := eval[string](d, `document.getElementById('as-list').textContent`); !strings.Contains(got, "scale out +2") || !strings.Contains(got, "scale in −gw-d") {
 		t.Errorf("decisions list %q", got)
+	}
+	// Announced audiences, next to the fleet: listed, announced from the
+	// form, deleted.
+	if got := eval[string](d, `[...document.querySelectorAll('#ann-body tr')].map(r => r.dataset.id + ':' + r.textContent).join('|')`); !strings.Contains(got, "an-final:star50,000") || !strings.Contains(got, "cup final") {
+		t.Errorf("announcements shown %q", got)
+	}
+	eval[bool](d, `(() => { document.getElementById('ann-room').value = 'concert'; document.getElementById('ann-viewers').value = '8000';
+		document.getElementById('ann-minutes').value = '90'; return true; })()`)
+	d.do(chromedp.Click(chromedp.CSS(`#ann-form button[type="submit"]`)))
+	d.waitJS(5*time.Second, `window.lrAdmin.announcements.length === 2 && document.getElementById('ann-result').textContent.startsWith('Announced: 8,000 viewers in concert')`, "the new announcement listed")
+	annMu.Lock()
+	if posted.Room != "concert" || posted.Viewers != 8000 || posted.Until.Sub(posted.At) != 90*time.Minute || !posted.At.After(now) {
+		t.Errorf("posted %+v", posted)
+	}
+	annMu.Unlock()
+	d.do(chromedp.Click(chromedp.CSS(`#ann-body button[data-id="an-final"]`)))
+	d.waitJS(5*time.Second, `window.lrAdmin.announcements.join() !== '' && !window.lrAdmin.announcements.includes('an-final')`, "the first announcement deleted")
+	// Each decision says why.
+	if got := eval[string](d, `document.querySelector('#as-list .why') ? document.querySelector('#as-list .why').textContent : ''`); !strings.Contains(got, "1 spare") {
+		t.Errorf("decision why %q", got)
 	}
 	// A failing stats endpoint shows its message and recovers on its own.
 	statsStatus.Store(http.StatusInternalServerError)

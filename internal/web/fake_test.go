@@ -40,6 +40,8 @@ type fakeServer struct {
 	reliable    []protocol.Message // every gift, in seq order
 	giftsByKey  map[string]protocol.Message
 	fail503     int // answer this many gift requests with 503 first
+	waits       int // answer this many dispatch requests with a wait first
+	dispatches  []url.Values
 	devTokenErr *protocol.Error
 	nextID      int
 	lastWelcome protocol.Welcome
@@ -125,6 +127,19 @@ func (f *fakeServer) devToken(w http.ResponseWriter, r *http.Request) {
 func (f *fakeServer) dispatch(w http.ResponseWriter, r *http.Request) {
 	if _, err := protocol.ParseRoom(r.URL.Query().Get("room")); err != nil {
 		protocol.WriteError(w, protocol.Errorf(400, protocol.CodeInvalidRoom, "room", err.Error()))
+		return
+	}
+	f.mu.Lock()
+	f.dispatches = append(f.dispatches, r.URL.Query())
+	wait := f.waits > 0
+	if wait {
+		f.waits--
+	}
+	f.mu.Unlock()
+	if wait {
+		// Every gateway full, the fleet growing: wait, no error.
+		protocol.WriteJSON(w, 200, map[string]any{"gateways": []any{}, "retry_after_ms": 400,
+			"reconnect": map[string]any{"base_ms": 100, "max_ms": 800, "jitter": 0.2}})
 		return
 	}
 	_, port, _ := net.SplitHostPort(f.srv.Listener.Addr().String())
@@ -299,16 +314,37 @@ func (f *fakeServer) nextPost(t *testing.T) fakePost {
 // de-duplication of replayed gifts, since= on reconnect (after a reconnect
 // frame and after a dropped socket), the gift Idempotency-Key reused across a
 // retry, like batching, a 429 shown to the user and a ban that stops it.
+// Before it all, dispatch asks twice to wait (every gateway full): the page
+// shows "Joining…", no error, and asks again with attempt=.
 func TestRoomPageAgainstFakeServer(t *testing.T) {
 	browser := newBrowser(t)
 	f := newFakeServer(t)
+	f.waits = 2
 	b := newTab(t, browser, "tess")
 	b.do(chromedp.EmulateViewport(1280, 800))
 	b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room?name=Tess"))
 
+	// Joining: told to wait, shown as such, not as an error.
+	b.waitJS(5*time.Second, `window.liveroom.state === 'joining' && document.body.dataset.state === 'joining'`, "joining")
+	if got := eval[string](b, `document.getElementById('status-label').textContent`); !strings.HasPrefix(got, "Joining…") {
+		t.Errorf("status while waiting %q, want Joining…", got)
+	}
+	if eval[bool](b, `window.liveroom.error !== null || !document.getElementById('toast').hidden || !document.getElementById('retry').hidden`) {
+		t.Error("a wait from dispatch is shown as an error (error, toast or retry button)")
+	}
+
 	// Connect: dev token for the chosen name, dead gateway skipped, no since.
 	q := f.nextDial(t)
 	b.waitJS(10*time.Second, `window.liveroom.state === 'live' && document.body.dataset.state === 'live'`, "live")
+	f.mu.Lock()
+	var asked []string
+	for _, dq := range f.dispatches {
+		asked = append(asked, "since="+dq.Get("since")+" attempt="+dq.Get("attempt"))
+	}
+	f.mu.Unlock()
+	if want := "since= attempt=,since= attempt=1,since= attempt=2"; strings.Join(asked, ",") != want || eval[int](b, `window.liveroom.waits`) != 2 {
+		t.Errorf("dispatch requests %v (waits %d), want %s", asked, eval[int](b, `window.liveroom.waits`), want)
+	}
 	if q.Get("room") != "fake-room" || q.Has("since") || q.Get("token") == "" {
 		t.Errorf("first connection query: %v", q)
 	}
@@ -410,6 +446,11 @@ func TestRoomPageAgainstFakeServer(t *testing.T) {
 	if q := f.nextDial(t); q.Get("since") != "3" {
 		t.Errorf("reconnect query since=%q, want 3", q.Get("since"))
 	}
+	f.mu.Lock()
+	if dq := f.dispatches[len(f.dispatches)-1]; dq.Get("since") != "3" || dq.Has("attempt") {
+		t.Errorf("dispatch on a move: %v, want since=3 and no attempt (not a new viewer)", dq)
+	}
+	f.mu.Unlock()
 	b.waitJS(5*time.Second, `window.liveroom.state === 'live'`, "live again")
 	f.batch(f.addGift("castle", "Ann"))
 	b.waitJS(5*time.Second, `window.liveroom.gifts.length === 4`, "gift 4")

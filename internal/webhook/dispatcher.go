@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,12 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: time.Duration(cfg.Timeout)}
 	}
+	// Never follow a redirect, with any client: an endpoint (or whoever
+	// took its address) must not bounce the signed body elsewhere, an
+	// internal address included. A 3xx is a failed attempt.
+	cl := *cfg.Client
+	cl.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.Client = &cl
 	return &Dispatcher{cfg: cfg, log: cfg.Logger.With("component", "webhook")}, nil
 }
 
@@ -119,7 +126,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	for _, e := range d.cfg.Endpoints {
 		c, err := d.cfg.JS.CreateOrUpdateConsumer(ctx, bus.ReliableStream, jetstream.ConsumerConfig{
 			Durable:       ConsumerName(e.URL),
-			Description:   "liveroom webhook " + e.URL,
+			Description:   "liveroom webhook " + Redact(e.URL),
 			DeliverPolicy: jetstream.DeliverNewPolicy,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			// A POST in flight must never be redelivered for being slow.
@@ -130,7 +137,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 			InactiveThreshold: 7 * 24 * time.Hour,
 		})
 		if err != nil {
-			return fmt.Errorf("cannot create webhook consumer for %s: %w", e.URL, err)
+			return fmt.Errorf("cannot create webhook consumer for %s: %w", Redact(e.URL), err)
 		}
 		eps = append(eps, ep{e, c})
 	}
@@ -208,7 +215,7 @@ func (d *Dispatcher) pause(ctx context.Context, e Endpoint, err error) {
 	if ctx.Err() != nil {
 		return
 	}
-	d.log.Warn("cannot fetch events", "endpoint", e.URL, "err", err)
+	d.log.Warn("cannot fetch events", "endpoint", Redact(e.URL), "err", err)
 	select {
 	case <-ctx.Done():
 	case <-time.After(time.Second):
@@ -239,7 +246,7 @@ func (d *Dispatcher) handle(ctx context.Context, e Endpoint, m jetstream.Msg) {
 		if aerr := m.Ack(); aerr != nil {
 			// Delivered but not acked: it will come again, with the same
 			// event id.
-			d.log.Warn("cannot ack delivered event", "endpoint", e.URL, "id", ev.ID, "err", aerr)
+			d.log.Warn("cannot ack delivered event", "endpoint", Redact(e.URL), "id", ev.ID, "err", aerr)
 		}
 		return
 	}
@@ -251,18 +258,18 @@ func (d *Dispatcher) handle(ctx context.Context, e Endpoint, m jetstream.Msg) {
 	d.failed.Add(1)
 	if attempt < d.cfg.MaxAttempts {
 		wait := d.backoff(attempt)
-		d.log.Debug("webhook delivery failed; will retry", "endpoint", e.URL, "id", ev.ID, "attempt", attempt, "in", wait, "err", err)
+		d.log.Debug("webhook delivery failed; will retry", "endpoint", Redact(e.URL), "id", ev.ID, "attempt", attempt, "in", wait, "err", err)
 		_ = m.NakWithDelay(wait)
 		return
 	}
 	if derr := d.deadLetter(ctx, e, kind, ev.ID, attempt, status, err, body); derr != nil {
 		// Not recorded: keep the event, try again later.
-		d.log.Error("cannot write dead letter; keeping the event", "endpoint", e.URL, "id", ev.ID, "err", derr)
+		d.log.Error("cannot write dead letter; keeping the event", "endpoint", Redact(e.URL), "id", ev.ID, "err", derr)
 		_ = m.NakWithDelay(time.Duration(d.cfg.MaxBackoff))
 		return
 	}
 	d.dead.Add(1)
-	d.log.Warn("webhook event dead-lettered", "endpoint", e.URL, "id", ev.ID, "attempts", attempt, "err", err)
+	d.log.Warn("webhook event dead-lettered", "endpoint", Redact(e.URL), "id", ev.ID, "attempts", attempt, "err", err)
 	_ = m.Term()
 }
 
@@ -288,12 +295,19 @@ func (d *Dispatcher) post(ctx context.Context, e Endpoint, id, kind string, atte
 	h.Set("User-Agent", "liveroom-webhook/1")
 	h.Set(HeaderEventID, id)
 	h.Set(HeaderEvent, kind)
-	h.Set(HeaderTimestamp, strconv.FormatInt(time.Now().Unix(), 10))
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	h.Set(HeaderTimestamp, ts)
 	h.Set(HeaderAttempt, strconv.Itoa(attempt))
-	h.Set(HeaderSignature, Sign(e.Secret, body))
+	h.Set(HeaderSignature, Sign(e.Secret, ts, body))
 	resp, err := d.cfg.Client.Do(req)
 	if err != nil {
-		return 0, err // a *url.Error: "Post \"<url>\": <cause>"
+		// A *url.Error names the URL, which may hold credentials: keep
+		// only the cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, fmt.Errorf("cannot post to %s: %w", Redact(e.URL), err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
@@ -316,7 +330,7 @@ type DeadLetter struct {
 }
 
 func (d *Dispatcher) deadLetter(ctx context.Context, e Endpoint, kind, id string, attempts, status int, cause error, body []byte) error {
-	rec := protocol.Encode(DeadLetter{EventID: id, Event: kind, Endpoint: e.URL, Attempts: attempts, LastStatus: status,
+	rec := protocol.Encode(DeadLetter{EventID: id, Event: kind, Endpoint: Redact(e.URL), Attempts: attempts, LastStatus: status,
 		LastError: cause.Error(), FailedMS: time.Now().UnixMilli(), Payload: body})
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -6,11 +6,17 @@
 //
 // Delivery is at least once: an event is acknowledged to JetStream only
 // after the endpoint answered 2xx. Every POST carries the event id
-// (X-Liveroom-Event-Id, stable across retries: de-duplicate on it) and an
-// HMAC-SHA256 of the body under the endpoint's secret
-// (X-Liveroom-Signature: sha256=<hex>). Failures are retried with
-// exponential backoff; after MaxAttempts the event is written to the
-// dead-letter stream DLQStream and dropped from the endpoint's queue.
+// (X-Liveroom-Event-Id, stable across retries: de-duplicate on it), the
+// attempt's time (X-Liveroom-Timestamp, Unix seconds) and an HMAC-SHA256 of
+// timestamp "." body under the endpoint's secret (X-Liveroom-Signature:
+// sha256=<hex>): a receiver that checks the signature and refuses a
+// timestamp outside a few minutes (VerifyRequest) cannot be fed a captured
+// delivery later. No redirect is ever followed: a 3xx answer is a failed
+// attempt (an endpoint cannot bounce the signed body to another address).
+// Failures are retried with exponential backoff; after MaxAttempts the event
+// is written to the dead-letter stream DLQStream and dropped from the
+// endpoint's queue. Endpoint URLs appear in logs and dead letters without
+// user info or query (they may hold credentials).
 package webhook
 
 import (
@@ -25,6 +31,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -138,37 +145,86 @@ func (c *Config) check() error {
 	for i, e := range c.Endpoints {
 		u, err := url.Parse(e.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("webhook endpoint %d: url %q: want http(s)://host/…", i, e.URL)
+			return fmt.Errorf("webhook endpoint %d: url %q: want http(s)://host/…", i, Redact(e.URL))
 		}
 		if e.Secret == "" {
-			return fmt.Errorf("webhook endpoint %s: a secret is required (it signs every delivery)", e.URL)
+			return fmt.Errorf("webhook endpoint %s: a secret is required (it signs every delivery)", Redact(e.URL))
 		}
 		if len(e.Events) == 0 {
-			return fmt.Errorf("webhook endpoint %s: no events; list some of gift, live_start, live_stop, moderation, *", e.URL)
+			return fmt.Errorf("webhook endpoint %s: no events; list some of gift, live_start, live_stop, moderation, *", Redact(e.URL))
 		}
 		for _, ev := range e.Events {
 			switch ev {
 			case EventGift, EventLiveStart, EventLiveStop, EventModeration, EventAll:
 			default:
-				return fmt.Errorf("webhook endpoint %s: unknown event %q; want gift, live_start, live_stop, moderation or *", e.URL, ev)
+				return fmt.Errorf("webhook endpoint %s: unknown event %q; want gift, live_start, live_stop, moderation or *", Redact(e.URL), ev)
 			}
 		}
 	}
 	return nil
 }
 
-// Sign returns the signature header value of body under secret:
-// "sha256=" + hex(HMAC-SHA256(secret, body)).
-func Sign(secret string, body []byte) string {
+// Sign returns the signature header value of a delivery of body at
+// timestamp ts (the X-Liveroom-Timestamp value, Unix seconds) under secret:
+// "sha256=" + hex(HMAC-SHA256(secret, ts + "." + body)).
+func Sign(secret, ts string, body []byte) string {
 	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
 	m.Write(body)
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
 
-// Verify reports whether sig is body's signature under secret, in constant
-// time. Receivers use it (see docs/PROTOCOL.md).
-func Verify(secret string, body []byte, sig string) bool {
-	return hmac.Equal([]byte(Sign(secret, body)), []byte(sig))
+// Verify reports whether sig is the signature of body at ts under secret,
+// in constant time. It does not look at the time: VerifyRequest does.
+func Verify(secret, ts string, body []byte, sig string) bool {
+	return hmac.Equal([]byte(Sign(secret, ts, body)), []byte(sig))
+}
+
+// DefaultTolerance is how far a delivery's timestamp may be from the
+// receiver's clock: enough for retries in flight and clock skew, short
+// enough that a captured delivery cannot be replayed later.
+const DefaultTolerance = 5 * time.Minute
+
+// Errors of VerifyRequest.
+var (
+	ErrBadSignature = errors.New("webhook: bad signature")
+	ErrStale        = errors.New("webhook: timestamp outside the tolerance (a replay?)")
+)
+
+// VerifyRequest checks a received delivery: its signature over its
+// timestamp and body under secret, and that the timestamp lies within
+// tolerance of now (DefaultTolerance when zero). A replayed delivery fails
+// on the time, one whose timestamp was changed on the signature. Receivers
+// should also drop event ids they have already processed (deliveries are at
+// least once). See docs/PROTOCOL.md.
+func VerifyRequest(secret string, h http.Header, body []byte, now time.Time, tolerance time.Duration) error {
+	if tolerance <= 0 {
+		tolerance = DefaultTolerance
+	}
+	ts := h.Get(HeaderTimestamp)
+	if !Verify(secret, ts, body, h.Get(HeaderSignature)) {
+		return ErrBadSignature
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return ErrBadSignature
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > tolerance || d < -tolerance {
+		return ErrStale
+	}
+	return nil
+}
+
+// Redact returns u without user info and query (which may carry
+// credentials), for logs and dead letters.
+func Redact(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	p.User, p.RawQuery, p.Fragment = nil, "", ""
+	return p.String()
 }
 
 // endpointID names an endpoint's durable consumer and dead-letter subject.

@@ -3,14 +3,18 @@ package webhook_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,7 +51,7 @@ func newReceiver(t *testing.T, secret string) *receiver {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.headers = append(r.headers, req.Header.Clone())
-		if !webhook.Verify(r.secret, body, req.Header.Get(webhook.HeaderSignature)) {
+		if webhook.VerifyRequest(r.secret, req.Header, body, time.Now(), 0) != nil {
 			r.badSig++
 			w.WriteHeader(http.StatusUnauthorized)
 			return
@@ -109,23 +113,94 @@ func start(t *testing.T, cfg webhook.Config) *webhook.Dispatcher {
 
 func TestSignature(t *testing.T) {
 	body := []byte(`{"id":"x"}`)
-	sig := webhook.Sign("s3cret", body)
-	// Computed independently: printf '{"id":"x"}' | openssl dgst -sha256 -hmac s3cret
-	const want = "sha256=9f0beccf514841d21c56dba276089c2345c12d5d2deb19b4d22c873371e5e8b6"
+	sig := webhook.Sign("s3cret", "1700000000", body)
+	// Computed independently: printf '1700000000.{"id":"x"}' | openssl dgst -sha256 -hmac s3cret
+	const want = "sha256=" + opensslHMAC
 	if sig != want {
 		t.Fatalf("signature %q, want %q", sig, want)
 	}
-	if !webhook.Verify("s3cret", body, sig) {
+	if !webhook.Verify("s3cret", "1700000000", body, sig) {
 		t.Error("Verify rejects its own signature")
 	}
 	for name, bad := range map[string]func() bool{
-		"other secret": func() bool { return webhook.Verify("other", body, sig) },
-		"other body":   func() bool { return webhook.Verify("s3cret", []byte(`{"id":"y"}`), sig) },
-		"empty sig":    func() bool { return webhook.Verify("s3cret", body, "") },
+		"other secret":    func() bool { return webhook.Verify("other", "1700000000", body, sig) },
+		"other body":      func() bool { return webhook.Verify("s3cret", "1700000000", []byte(`{"id":"y"}`), sig) },
+		"other timestamp": func() bool { return webhook.Verify("s3cret", "1700000001", body, sig) },
+		"empty sig":       func() bool { return webhook.Verify("s3cret", "1700000000", body, "") },
 	} {
 		if bad() {
 			t.Errorf("%s: verified", name)
 		}
+	}
+}
+
+// opensslHMAC is printf '1700000000.{"id":"x"}' | openssl dgst -sha256 -hmac s3cret.
+const opensslHMAC = "2382c1d0968a5e57238c68de957f44d87e83d3049a5588ec251442ca372b8aec"
+
+// TestReplayedDeliveryIsRefused: a captured delivery is refused later,
+// whether it is replayed as it was (its timestamp is too old) or with a
+// fresh timestamp (its signature no longer matches).
+func TestReplayedDeliveryIsRefused(t *testing.T) {
+	body := []byte(`{"id":"g1","event":"gift"}`)
+	sent := time.Unix(1_700_000_000, 0)
+	h := http.Header{}
+	ts := strconv.FormatInt(sent.Unix(), 10)
+	h.Set(webhook.HeaderTimestamp, ts)
+	h.Set(webhook.HeaderSignature, webhook.Sign("s3cret", ts, body))
+	if err := webhook.VerifyRequest("s3cret", h, body, sent.Add(10*time.Second), 0); err != nil {
+		t.Fatalf("a fresh delivery: %v", err)
+	}
+	if err := webhook.VerifyRequest("s3cret", h, body, sent.Add(time.Hour), 0); !errors.Is(err, webhook.ErrStale) {
+		t.Fatalf("replayed an hour later: %v, want ErrStale", err)
+	}
+	later := sent.Add(time.Hour)
+	h.Set(webhook.HeaderTimestamp, strconv.FormatInt(later.Unix(), 10))
+	if err := webhook.VerifyRequest("s3cret", h, body, later, 0); !errors.Is(err, webhook.ErrBadSignature) {
+		t.Fatalf("replayed with a fresh timestamp: %v, want ErrBadSignature", err)
+	}
+	h.Del(webhook.HeaderTimestamp)
+	if err := webhook.VerifyRequest("s3cret", h, body, later, 0); err == nil {
+		t.Fatal("a delivery without a timestamp verified")
+	}
+}
+
+// TestRedirectIsNotFollowed: an endpoint answering 307 to an internal
+// address gets no second POST there; the attempt counts as failed and is
+// retried at the endpoint itself. Logs and dead letters show its URL
+// without user info or query.
+func TestRedirectIsNotFollowed(t *testing.T) {
+	js := setup(t)
+	var internal atomic.Int32
+	inside := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { internal.Add(1) }))
+	defer inside.Close()
+	var hits atomic.Int32
+	bouncer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Redirect(w, r, inside.URL+"/steal", http.StatusTemporaryRedirect)
+	}))
+	defer bouncer.Close()
+	u, _ := url.Parse(bouncer.URL)
+	u.User = url.UserPassword("hook", "pa55word")
+	u.RawQuery = "token=t0ps3cret"
+	var logs testutil.SyncBuffer
+	d := start(t, webhook.Config{JS: js, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		MaxAttempts: 2, Backoff: webhook.Duration(50 * time.Millisecond),
+		Endpoints: []webhook.Endpoint{{URL: u.String(), Events: []string{"*"}, Secret: "s"}}})
+	publish(t, js, protocol.Message{ID: "g-redirect", Type: protocol.TypeGift, Room: "r1", User: "u", TS: time.Now().UnixMilli(), Gift: "rose", Count: 1})
+	testutil.Eventually(t, 10*time.Second, "the event is dead-lettered", func() bool { return d.Stats().Dead == 1 })
+	if n := internal.Load(); n != 0 {
+		t.Fatalf("the redirect was followed %d times", n)
+	}
+	if n := hits.Load(); n != 2 {
+		t.Fatalf("the endpoint was tried %d times, want 2 (MaxAttempts)", n)
+	}
+	for _, secret := range []string{"pa55word", "t0ps3cret"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Fatalf("a log line shows the endpoint's credential %q:\n%s", secret, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "dead-lettered") {
+		t.Fatalf("no dead-letter log line:\n%s", logs.String())
 	}
 }
 

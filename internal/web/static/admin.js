@@ -1,6 +1,7 @@
 // liveroom operator dashboard: polls the admin API (GET /v1/admin/stats) and
 // the autoscaler (GET /v1/autoscale/decisions), keeps two minutes of figures
-// in memory for the charts, drains gateways and moderates rooms. Plain JS, no
+// in memory for the charts, drains gateways, announces audiences and
+// moderates rooms. Plain JS, no
 // build step; every request goes to this page's own origin.
 (function () {
   'use strict';
@@ -22,6 +23,8 @@
     lastModeration: null,
     conns: {}, // id -> connections in the last answer
     drainWarning: '', // the last-gateway warning shown, if any
+    announcements: [], // ids in the last answer
+    lastAnnouncement: null,
   };
   window.lrAdmin = st;
 
@@ -198,7 +201,93 @@
 
     renderGateways(s.gateways || []);
     renderRooms(s.rooms || []);
+    renderAnnouncements(s.announcements || []);
   }
+
+  // resetBody empties a table body before it is drawn again, and returns the
+  // data-<key> of the button in it that had the focus (to give it back).
+  // With empty text, the body gets one row saying so across cols columns.
+  function resetBody(body, key, empty, cols) {
+    var focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.dataset[key] : null;
+    body.textContent = '';
+    if (empty) {
+      var tr = document.createElement('tr');
+      tr.className = 'empty';
+      tr.appendChild(td(empty)).colSpan = cols;
+      body.appendChild(tr);
+    }
+    return focused;
+  }
+
+  // ---------- announced audiences ----------
+  function when(iso) {
+    var d = new Date(iso);
+    return d.toLocaleString(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+  }
+
+  function renderAnnouncements(list) {
+    st.announcements = list.map(function (a) { return a.id; });
+    var body = $('ann-body');
+    var focused = resetBody(body, 'id', list.length ? '' : 'No show announced.', 6);
+    if (!list.length) return;
+    var now = Date.now();
+    list.forEach(function (a) {
+      var tr = document.createElement('tr');
+      tr.dataset.id = a.id;
+      var name = document.createElement('th');
+      name.scope = 'row';
+      name.textContent = a.room;
+      var from = td(when(a.at) + (Date.parse(a.at) <= now ? ' (on now)' : ''));
+      var act = document.createElement('td');
+      var b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'btn btn-small';
+      b.textContent = 'Delete';
+      b.dataset.id = a.id;
+      b.setAttribute('aria-label', 'Delete the announcement for room ' + a.room);
+      b.addEventListener('click', async function () {
+        b.disabled = true;
+        var r = await api('DELETE', '/v1/admin/announcements/' + encodeURIComponent(a.id));
+        if (r.ok) { toast('Announcement for ' + a.room + ' deleted.', 'good'); pollNow(); } else { toast('Cannot delete: ' + r.message); b.disabled = false; }
+      });
+      act.appendChild(b);
+      tr.append(name, td(fmt(a.viewers), 'num'), from, td(when(a.until)), td(a.note || ''), act);
+      body.appendChild(tr);
+      if (focused === a.id) b.focus();
+    });
+  }
+
+  $('ann-form').addEventListener('submit', async function (ev) {
+    ev.preventDefault();
+    var at = new Date($('ann-at').value);
+    var minutes = Number($('ann-minutes').value) || 60;
+    if (isNaN(at.getTime())) { annResult('Give the time the audience arrives.', true); return; }
+    var r = await api('POST', '/v1/admin/announcements', {
+      room: $('ann-room').value.trim(), viewers: Number($('ann-viewers').value),
+      at: at.toISOString(), until: new Date(at.getTime() + minutes * 60000).toISOString(), note: $('ann-note').value,
+    });
+    st.lastAnnouncement = r.ok ? r.body.id : null;
+    if (r.ok) {
+      annResult('Announced: ' + fmt(r.body.viewers) + ' viewers in ' + r.body.room + ' from ' + when(r.body.at) + '.', false);
+      pollNow();
+    } else {
+      annResult(r.message + (r.field ? ' (' + r.field + ')' : ''), true);
+    }
+  });
+
+  function annResult(text, bad) {
+    var e = $('ann-result');
+    e.textContent = text;
+    e.className = 'mod-result ' + (bad ? 'bad' : 'good');
+  }
+
+  // The form starts at the next round quarter of an hour.
+  (function () {
+    var d = new Date(Date.now() + 15 * 60000);
+    d.setMinutes(Math.ceil(d.getMinutes() / 15) * 15, 0, 0);
+    var pad = function (n) { return String(n).padStart(2, '0'); };
+    $('ann-at').value = d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + 'T' + pad(d.getHours()) + ':' + pad(d.getMinutes());
+  })();
 
   // ---------- gateways ----------
   var rows = {}; // id -> {tr, cells, btn}
@@ -357,15 +446,8 @@
   // ---------- rooms ----------
   function renderRooms(rooms) {
     var body = $('rooms-body');
-    var focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.dataset.room : null;
-    body.textContent = '';
-    if (!rooms.length) {
-      var tr = document.createElement('tr');
-      tr.className = 'empty';
-      tr.appendChild(td('No rooms with viewers.')).colSpan = 4;
-      body.appendChild(tr);
-      return;
-    }
+    var focused = resetBody(body, 'room', rooms.length ? '' : 'No rooms with viewers.', 4);
+    if (!rooms.length) return;
     rooms.forEach(function (r) {
       var tr = document.createElement('tr');
       tr.dataset.room = r.room;
@@ -426,7 +508,8 @@
 
   function renderAutoscale(a) {
     var p = a.policy || {};
-    $('as-policy').textContent = 'Actuator ' + (p.actuator || '?') + ' · ' + p.min + '–' + p.max + ' gateways · ready time ' + p.ready_time_s + ' s';
+    var ready = p.measured_ready_time_s ? 'measured ready time ' + p.measured_ready_time_s.toFixed(1) + ' s' : 'ready time ' + p.ready_time_s + ' s (not measured yet)';
+    $('as-policy').textContent = 'Actuator ' + (p.actuator || '?') + ' · ' + p.min + '–' + p.max + ' gateways · spare ' + (p.spare || 0) + ' · ' + ready;
     var ds = (a.decisions || []).slice().reverse(); // oldest first
     if (a.latest) ds.push(a.latest);
     var tl = $('as-timeline');
@@ -476,6 +559,12 @@
       tm.textContent = new Date(d.at).toLocaleTimeString();
       var what = d.action === 'scale_out' ? 'scale out +' + (d.add || 1) : d.action === 'scale_in' ? 'scale in −' + (d.remove || '1') : 'hold';
       li.append(tm, ' ' + what + ' · ' + d.current + ' → ' + d.desired + ' (' + d.reason + ')');
+      if (d.why) {
+        var why = document.createElement('span');
+        why.className = 'why';
+        why.textContent = d.why;
+        li.append(why);
+      }
       list.appendChild(li);
     });
   }

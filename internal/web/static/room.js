@@ -28,6 +28,7 @@
     user: '',
     seen: [],
     gifts: [],
+    waits: 0, // wait answers from dispatch (every gateway full)
     online: 0,
     likes: 0,
     error: null,
@@ -255,7 +256,9 @@
   }
 
   // ---------- connection state ----------
-  var STATE_TEXT = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting', offline: 'Offline' };
+  // joining: dispatch asked to wait (every server full, more starting);
+  // no error, the page asks again when told.
+  var STATE_TEXT = { connecting: 'Connecting…', joining: 'Joining…', live: 'Live', reconnecting: 'Reconnecting', offline: 'Offline' };
   var countdownTimer = 0;
   var detail = '';
 
@@ -324,10 +327,18 @@
   var hasPosition = false; // true once a welcome told us where the room stood
   var failedOpens = 0;
 
-  async function dispatch() {
+  // dispatch asks which gateways to try; asks counts the requests of this
+  // join before it (attempt=, so that dispatch does not count a viewer
+  // asking again as a new one), and since= tells it this viewer already
+  // follows the room. It resolves to {gateways} or, when every gateway is
+  // full and the fleet is growing, to {wait: ms}.
+  async function dispatch(asks) {
     var res;
+    var url = '/v1/dispatch?room=' + encodeURIComponent(room);
+    if (lr.lastSeq || hasPosition) url += '&since=' + lr.lastSeq;
+    if (asks > 0) url += '&attempt=' + asks;
     try {
-      res = await fetch('/v1/dispatch?room=' + encodeURIComponent(room), { cache: 'no-store' });
+      res = await fetch(url, { cache: 'no-store' });
     } catch (e) {
       throw new ApiError(0, null, 'cannot reach dispatch');
     }
@@ -341,8 +352,10 @@
       if (p.jitter !== undefined && p.jitter >= 0) policy.jitter = p.jitter;
     }
     var gws = (j && j.gateways) || [];
+    var wait = Number(j && j.retry_after_ms) || 0;
+    if (!gws.length && wait > 0) return { wait: Math.min(wait, 60000) };
     if (!gws.length) throw new ApiError(503, null, 'no gateway available');
-    return gws;
+    return { gateways: gws };
   }
 
   // wsURL resolves a gateway URL: a wildcard or empty host means "the host
@@ -421,13 +434,24 @@
     if (connecting) return;
     connecting = true;
     fatal = null;
+    var asks = 0;
     try {
       for (;;) {
-        setState(lr.gateway || attempt ? 'reconnecting' : 'connecting');
+        if (lr.state !== 'joining') setState(lr.gateway || attempt ? 'reconnecting' : 'connecting');
         var err = null;
         try {
           var tok = await getToken(false);
-          var gws = await dispatch();
+          var ans = await dispatch(asks++);
+          if (ans.wait) {
+            // Not an error: the room is filling up and more servers are
+            // starting. Wait as asked (dispatch spread it) and ask again,
+            // without backing off.
+            lr.waits++;
+            setState('joining', 'the room is filling up');
+            await waitFor(ans.wait);
+            continue;
+          }
+          var gws = ans.gateways;
           for (var i = 0; i < gws.length; i++) {
             try {
               var c = await open(gws[i], tok);
