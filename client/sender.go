@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/liveroom/liveroom/internal/protocol"
@@ -79,17 +80,40 @@ func (s *Sender) Danmaku(ctx context.Context, room, text string) (SendResult, er
 	return s.send(ctx, room, sendBody{Type: protocol.TypeDanmaku, Text: text}, "", 0)
 }
 
-// Like posts count likes to room. It is sent once, never retried.
+// MaxCount is the largest gift or like count of one send; counts are 1 to
+// MaxCount.
+const MaxCount = protocol.MaxCount
+
+// ErrInvalidCount is returned, before anything is sent, for a gift or like
+// count outside 1 to MaxCount. A zero is never sent as "the default": the
+// server would read a missing count as one, and a gift is paid.
+var ErrInvalidCount = errors.New("liveroom client: a count must be 1 to " + strconv.Itoa(MaxCount))
+
+func checkCount(count int) error {
+	if count < 1 || count > MaxCount {
+		return fmt.Errorf("%w, not %d", ErrInvalidCount, count)
+	}
+	return nil
+}
+
+// Like posts count likes (1 to MaxCount) to room. It is sent once, never
+// retried.
 func (s *Sender) Like(ctx context.Context, room string, count int) (SendResult, error) {
+	if err := checkCount(count); err != nil {
+		return SendResult{}, err
+	}
 	return s.send(ctx, room, sendBody{Type: protocol.TypeLike, Count: count}, "", 0)
 }
 
-// Gift posts count gifts named gift to room with idempotency key idemKey
+// Gift posts count (1 to MaxCount) gifts named gift to room with idempotency key idemKey
 // ("" means a random one, reported in SendResult.Key). It retries with the
 // same key after network errors, timeouts and 5xx answers, waiting with a
 // bounded exponential backoff or the server's Retry-After, so the gift is
 // stored once however many attempts it takes. 4xx answers are never retried.
 func (s *Sender) Gift(ctx context.Context, room, gift string, count int, idemKey string) (SendResult, error) {
+	if err := checkCount(count); err != nil {
+		return SendResult{}, err
+	}
 	if idemKey == "" {
 		idemKey = NewIdempotencyKey()
 	}

@@ -149,7 +149,7 @@ func TestSendNeverRetries4xx(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			up := newFakeUplink(t, failing(tt.status, tt.code, tt.field, 10), accepted("no", 1))
 			s := &Sender{BaseURL: up.srv.URL, Token: "tok"}
-			res, err := s.Gift(testCtx(t), "r1", "rocket", 0, "")
+			res, err := s.Gift(testCtx(t), "r1", "rocket", 1, "")
 			var ae *APIError
 			if !errors.As(err, &ae) {
 				t.Fatalf("err = %v, want *APIError", err)
@@ -211,6 +211,34 @@ func TestDanmakuAndLikeAreSentOnce(t *testing.T) {
 	}
 	if reqs[1].body["type"] != "like" || reqs[1].body["count"] != 5.0 {
 		t.Errorf("like request %+v", reqs[1])
+	}
+}
+
+// TestCountOutOfRangeIsNotSent: a gift or like count outside 1-999 is an
+// error before any request; a zero is never sent as the server's default of
+// one (a paid gift the sender did not mean).
+func TestCountOutOfRangeIsNotSent(t *testing.T) {
+	up := newFakeUplink(t, accepted("ok", 1))
+	s := &Sender{BaseURL: up.srv.URL, Token: "tok"}
+	for _, n := range []int{0, -1, MaxCount + 1} {
+		if _, err := s.Gift(testCtx(t), "r1", "rose", n, ""); !errors.Is(err, ErrInvalidCount) {
+			t.Errorf("gift count %d: err = %v, want ErrInvalidCount", n, err)
+		}
+		if _, err := s.Like(testCtx(t), "r1", n); !errors.Is(err, ErrInvalidCount) {
+			t.Errorf("like count %d: err = %v, want ErrInvalidCount", n, err)
+		}
+	}
+	if reqs := up.Requests(); len(reqs) != 0 {
+		t.Fatalf("%d requests sent for invalid counts", len(reqs))
+	}
+	for _, n := range []int{1, MaxCount} {
+		if _, err := s.Like(testCtx(t), "r1", n); err != nil {
+			t.Errorf("like count %d: %v", n, err)
+		}
+	}
+	reqs := up.Requests()
+	if len(reqs) != 2 || reqs[0].body["count"] != 1.0 || reqs[1].body["count"] != float64(MaxCount) {
+		t.Errorf("requests %+v, want counts 1 and %d", reqs, MaxCount)
 	}
 }
 

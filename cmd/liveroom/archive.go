@@ -29,7 +29,7 @@ type nonCoreFlags struct {
 func (f *nonCoreFlags) register(fs *flag.FlagSet, ev *envs, serve bool) {
 	if serve {
 		fs.BoolVar(&f.noArchive, "no-archive", envBool(ev, "NO_ARCHIVE"),
-			"do not run the archive in this process (run `liveroom archive` elsewhere; only one archive may read the stream) ($LIVEROOM_NO_ARCHIVE=true)")
+			"do not run the archive in this process (run liveroom archive elsewhere instead; only one archive may read the stream) ($LIVEROOM_NO_ARCHIVE=true)")
 	}
 	fs.StringVar(&f.archivePath, "archive-path", env("ARCHIVE_PATH", ""), "archive file (default <data-dir>/archive/archive.db) ($LIVEROOM_ARCHIVE_PATH)")
 	fs.DurationVar(&f.retention, "archive-retention", ev.dur("ARCHIVE_RETENTION", 7*24*time.Hour),
@@ -121,7 +121,7 @@ flags:`)
 	if err != nil {
 		mod.Cache().Close()
 		r.nc.Close()
-		return err
+		return withFix(err, "", "", "--data-dir (or --archive-path)")
 	}
 	if err := nc.Register(r.reg); err != nil {
 		nc.Close()

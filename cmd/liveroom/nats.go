@@ -77,7 +77,7 @@ flags:`)
 	cfg.Routes = splitList(routes)
 	e, err := bus.StartEmbedded(cfg)
 	if err != nil {
-		return err
+		return withFix(err, "--port", "--cluster-port", "--data-dir")
 	}
 	fmt.Fprintf(stdout, "nats listening on %s\n", e.ClientURL())
 	switch {

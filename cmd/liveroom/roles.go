@@ -79,19 +79,27 @@ func (r *roleFlags) connect(ctx context.Context, name string, nr bus.Role, id st
 	if err != nil {
 		return nil, err
 	}
+	// Listen first: a taken address fails at once, not after the wait for
+	// the streams.
+	ln, err := app.ListenHTTP(r.addr)
+	if err != nil {
+		return nil, err
+	}
 	nc, err := bus.Connect(r.natsURL, name, log, opts...)
 	if err != nil {
+		ln.Close()
 		return nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
+		ln.Close()
 		nc.Close()
 		return nil, fmt.Errorf("cannot open jetstream: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	switch nr {
 	case bus.RoleUplink:
-		err = bus.WaitStreams(sctx, js, bus.StreamConfig{Replicas: r.replicas})
+		err = bus.WaitStreams(sctx, js, log, bus.StreamConfig{Replicas: r.replicas})
 	case bus.RoleDispatch:
 		// Dispatch reads beats (and, with the JWT secret, the announcements
 		// bucket, which it looks for in the background).
@@ -100,13 +108,9 @@ func (r *roleFlags) connect(ctx context.Context, name string, nr bus.Role, id st
 	}
 	cancel()
 	if err != nil {
+		ln.Close()
 		nc.Close()
 		return nil, err
-	}
-	ln, err := net.Listen("tcp", r.addr)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("cannot listen on %s: %w", r.addr, err)
 	}
 	return &role{log: log, nc: nc, js: js, ln: ln, debugAddr: r.debugAddr, metricsAddr: r.metricsAddr, reg: metrics.NewRegistry()}, nil
 }

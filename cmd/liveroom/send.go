@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/liveroom/liveroom/client"
@@ -18,30 +19,26 @@ const sendUsage = `usage: liveroom send --room R [--url URL] [--token T | --secr
     danmaku TEXT...
     gift NAME [--count N] [--key IDEMPOTENCY-KEY]
     like [--count N]
-Flags may also follow KIND. Prints "STATUS id=… [seq=…]" or the JSON error;
-exits non-zero on error. Gifts are retried with the same key on 5xx and
-network errors; nothing else is retried.`
+Flags may also follow KIND. Prints "STATUS id=… [seq=…]", or the server's
+refusal as "STATUS {JSON error}"; exits non-zero on error. A count is 1 to
+999. Gifts are retried with the same key on 5xx and network errors; nothing
+else is retried.`
 
 // runSend implements `liveroom send`: it posts one danmaku, gift or like.
 func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("send", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", "", "liveroom base URL (default $"+envURL+" or "+defaultBaseURL+")")
-	room := fs.String("room", "", "room id (required)")
-	count := fs.Int("count", 1, "gift count or number of likes")
+	var tf toolFlags
+	tf.register(fs, protocol.RoleViewer)
+	count := fs.Int("count", 1, "gift count or number of likes, 1 to "+strconv.Itoa(client.MaxCount))
 	key := fs.String("key", "", "gift idempotency key (default: random; reuse one to retry a gift safely)")
 	retries := fs.Int("retries", client.DefaultGiftRetries, "gift retries after the first attempt (0: none)")
-	var af authFlags
-	af.register(fs, protocol.RoleViewer)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), sendUsage)
-		fs.PrintDefaults()
-	}
+	setUsage(fs, sendUsage)
 	pos, stop, err := parseInterspersed(fs, args)
 	if stop {
 		return err
 	}
-	if *room == "" {
+	if tf.room == "" {
 		return errors.New("send: --room is required")
 	}
 	if len(pos) == 0 {
@@ -65,9 +62,14 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	default:
 		return fmt.Errorf("send: unknown kind %q: use danmaku, gift or like", kind)
 	}
+	if kind != protocol.TypeDanmaku && (*count < 1 || *count > client.MaxCount) {
+		// Never send a zero as "the default": the server reads a missing
+		// count as one, and a gift is paid.
+		return fmt.Errorf("send: --count %d: a %s count is 1 to %d", *count, kind, client.MaxCount)
+	}
 
-	base := toolBaseURL(*url)
-	tok, err := af.resolve(ctx, base)
+	base := tf.base()
+	tok, err := tf.resolve(ctx, base)
 	if err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
@@ -78,27 +80,29 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var res client.SendResult
 	switch kind {
 	case protocol.TypeDanmaku:
-		res, err = s.Danmaku(ctx, *room, strings.Join(rest, " "))
+		res, err = s.Danmaku(ctx, tf.room, strings.Join(rest, " "))
 	case protocol.TypeGift:
-		res, err = s.Gift(ctx, *room, rest[0], *count, *key)
+		res, err = s.Gift(ctx, tf.room, rest[0], *count, *key)
 	case protocol.TypeLike:
-		res, err = s.Like(ctx, *room, *count)
+		res, err = s.Like(ctx, tf.room, *count)
 	}
 	if err != nil {
 		var ae *client.APIError
 		isAPI := errors.As(err, &ae)
-		if isAPI {
-			b, _ := json.Marshal(struct {
-				Error client.ErrorBody `json:"error"`
-			}{ae.Body})
-			fmt.Fprintf(stdout, "%d %s\n", ae.Status, b)
-		}
 		// After a refusal the gift was not stored; otherwise its fate is
 		// unknown and only the same key can retry it without a duplicate.
 		if res.Key != "" && (!isAPI || ae.Temporary()) {
 			fmt.Fprintf(stderr, "gift idempotency key: %s (reuse it with --key to retry safely)\n", res.Key)
 		}
-		return fmt.Errorf("send %s: %w", kind, err)
+		if !isAPI {
+			return fmt.Errorf("send %s: %w", kind, reachErr(base, err))
+		}
+		// The refusal is the command's output, once: "STATUS {JSON}".
+		b, _ := json.Marshal(struct {
+			Error client.ErrorBody `json:"error"`
+		}{ae.Body})
+		fmt.Fprintf(stdout, "%d %s\n", ae.Status, b)
+		return reportedError{fmt.Errorf("send %s: %d %s: %s", kind, ae.Status, ae.Body.Code, ae.Body.Message)}
 	}
 	line := fmt.Sprintf("%d id=%s", res.Status, res.ID)
 	if kind == protocol.TypeGift {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -189,6 +190,49 @@ func TestRunSendErrors(t *testing.T) {
 				t.Errorf("stdout %q, want prefix %q", out.String(), tt.wantOut)
 			}
 		})
+	}
+}
+
+// TestRunSendCounts: a count outside 1-999 is refused before anything is
+// sent; a zero never becomes the server's default of one.
+func TestRunSendCounts(t *testing.T) {
+	up := newFakeUplink(t)
+	tok := testutil.Token(t, "carol", "viewer")
+	for _, args := range [][]string{
+		{"gift", "rose", "--count", "0"},
+		{"gift", "rose", "--count", "-2"},
+		{"like", "--count", "0"},
+		{"like", "--count", "1000"},
+	} {
+		var out, errOut bytes.Buffer
+		err := runSend(context.Background(), append([]string{"--url", up.srv.URL, "--room", "r1", "--token", tok}, args...), &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "count is 1 to 999") {
+			t.Errorf("%v: err = %v", args, err)
+		}
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if len(up.keys) != 0 {
+		t.Errorf("%d requests sent for bad counts", len(up.keys))
+	}
+}
+
+// TestRunSendRefusalPrintedOnce: a refusal is the command's output (STATUS
+// and the JSON error), and main does not print it again.
+func TestRunSendRefusalPrintedOnce(t *testing.T) {
+	up := newFakeUplink(t)
+	var out, errOut bytes.Buffer
+	err := runSend(context.Background(), []string{"--url", up.srv.URL, "--room", "r1", "--token", "bad", "danmaku", "hi"}, &out, &errOut)
+	var rep reportedError
+	if !errors.As(err, &rep) {
+		t.Fatalf("err = %v, want a reportedError", err)
+	}
+	// One prefix: main adds "liveroom: " (when it prints at all).
+	if !strings.HasPrefix(err.Error(), "send danmaku: 401 unauthorized: ") || strings.Contains(err.Error(), "liveroom:") {
+		t.Errorf("err = %q", err)
+	}
+	if !strings.HasPrefix(out.String(), `401 {"error":{"code":"unauthorized"`) || strings.Count(out.String(), "\n") != 1 || errOut.Len() != 0 {
+		t.Errorf("stdout %q stderr %q", out.String(), errOut.String())
 	}
 }
 

@@ -142,7 +142,7 @@ flags:`)
 		defer stopDebug()
 	}
 	if err := n.Start(ctx); err != nil {
-		return err
+		return withFix(err, "--nats-port", "--nats-port", "--data-dir")
 	}
 	fmt.Fprintf(stdout, "liveroom is running: open %s in a browser (Ctrl-C stops it)\n", n.URL())
 	<-ctx.Done()

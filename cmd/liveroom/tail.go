@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -15,35 +16,35 @@ import (
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
+const tailUsage = `usage: liveroom tail --room R [--url URL] [--token T | --secret S --user U] [--json] [--since SEQ]
+
+Prints a room's messages as a viewer receives them, reconnecting as needed.
+With a token from a dev-mode server's dev token endpoint, it gets a new one
+when the server restarts (with a new secret) and resumes where it stopped.`
+
 // runTail implements `liveroom tail`: it joins a room through dispatch, like
 // a viewer, and prints its traffic until ctx is cancelled or the server
 // refuses the viewer for good.
 func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", "", "liveroom base URL (default $"+envURL+" or "+defaultBaseURL+")")
-	room := fs.String("room", "", "room id (required)")
+	var tf toolFlags
+	tf.register(fs, protocol.RoleViewer)
 	asJSON := fs.Bool("json", false, "print one JSON object per line instead of readable lines")
 	since := fs.Uint64("since", 0, "resume after this reliable sequence, replaying what came after it (0: start live)")
 	verbose := fs.Bool("v", false, "log connection details to stderr")
-	var af authFlags
-	af.register(fs, protocol.RoleViewer)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: liveroom tail --room R [--url URL] [--token T | --secret S --user U] [--json] [--since SEQ]")
-		fmt.Fprintln(fs.Output(), "\nPrints a room's messages as a viewer receives them, reconnecting as needed.")
-		fs.PrintDefaults()
-	}
+	setUsage(fs, tailUsage)
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("tail: unexpected argument %q", fs.Arg(0))
 	}
-	if *room == "" {
+	if tf.room == "" {
 		return errors.New("tail: --room is required")
 	}
-	base := toolBaseURL(*url)
-	tok, err := af.resolve(ctx, base)
+	base := tf.base()
+	tok, err := tf.resolve(ctx, base)
 	if err != nil {
 		return fmt.Errorf("tail: %w", err)
 	}
@@ -51,15 +52,37 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *verbose {
 		logger = slog.New(slog.NewTextHandler(stderr, nil))
 	}
-	c, err := client.Connect(ctx, client.Config{BaseURL: base, Room: *room, Token: tok, Since: *since, Logger: logger})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("tail: %w", err)
-	}
-	defer c.Close()
 	p := tailPrinter{w: stdout, json: *asJSON}
+	cfg := client.Config{BaseURL: base, Room: tf.room, Token: tok, Since: *since, Logger: logger}
+	for {
+		c, err := client.Connect(ctx, cfg)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("tail: %w", reachErr(base, err))
+		}
+		err = p.follow(ctx, c)
+		// A dev-mode server that restarted signs with a new secret, so it
+		// refuses the old dev token: get a new one and resume where this
+		// connection stopped, as the room page does.
+		if !tf.dev || !rejectedToken(err) {
+			return err
+		}
+		if err := p.note(fmt.Sprintf("the server refused the dev token (a dev-mode server restarted?): getting a new one, resuming after seq %d", c.LastSeq())); err != nil {
+			return err
+		}
+		if cfg.Token, err = tf.renew(ctx, base); err != nil {
+			return fmt.Errorf("tail: cannot renew the dev token: %w", err)
+		}
+		cfg.Since = c.LastSeq()
+	}
+}
+
+// follow prints c's events until ctx ends (nil), c is closed for good (the
+// error, wrapped) or printing fails. It closes c.
+func (p tailPrinter) follow(ctx context.Context, c *client.Conn) error {
+	defer c.Close()
 	for {
 		select {
 		case <-ctx.Done():
@@ -81,10 +104,42 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 }
 
+// rejectedToken reports whether err is a refusal of the token itself (401),
+// from dispatch, a gateway's upgrade or a gateway's error frame.
+func rejectedToken(err error) bool {
+	var ae *client.APIError
+	var fe *client.FrameError
+	switch {
+	case errors.As(err, &ae):
+		return ae.Status == http.StatusUnauthorized
+	case errors.As(err, &fe):
+		return fe.Body.Code == protocol.CodeUnauthorized
+	}
+	return false
+}
+
 // tailPrinter renders events for people or, with json, for programs.
 type tailPrinter struct {
 	w    io.Writer
 	json bool
+}
+
+// note prints a line of tail's own: "# text", or a JSON object of type
+// "note" with --json.
+func (p tailPrinter) note(text string) error {
+	if p.json {
+		b, err := json.Marshal(struct {
+			Type string `json:"type"`
+			Text string `json:"text"`
+		}{"note", text})
+		if err != nil {
+			return err
+		}
+		_, err = p.w.Write(append(b, '\n'))
+		return err
+	}
+	_, err := fmt.Fprintln(p.w, "# "+text)
+	return err
 }
 
 func (p tailPrinter) print(ev client.Event) error {

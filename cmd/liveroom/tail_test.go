@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,8 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"go.uber.org/goleak"
 
+	"github.com/liveroom/liveroom/internal/app"
+	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
 )
@@ -204,6 +207,195 @@ func TestRunTailErrors(t *testing.T) {
 			err := runTail(context.Background(), tt.args, &out, &errOut)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want it to mention %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// devServer is a dev-mode server in miniature: a dev token endpoint,
+// dispatch and a gateway that verify with the current secret. restart
+// changes the secret and drops every viewer, as restarting a dev-mode serve
+// does; reliable messages keep their sequence across it.
+type devServer struct {
+	srv *httptest.Server
+	wg  sync.WaitGroup
+
+	mu     sync.Mutex
+	secret string
+	conns  []net.Conn
+	since  []string
+	users  []string
+}
+
+func newDevServer(t *testing.T) *devServer {
+	t.Helper()
+	d := &devServer{secret: testutil.Secret}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/dev/token", func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		secret := d.secret
+		d.mu.Unlock()
+		signer, err := auth.NewSigner([]byte(secret))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		app.DevTokenHandler(signer, false).ServeHTTP(w, r)
+	})
+	mux.HandleFunc("GET /v1/dispatch", func(w http.ResponseWriter, r *http.Request) {
+		protocol.WriteJSON(w, 200, map[string]any{
+			"gateways":  []map[string]any{{"id": "gw-d", "url": "ws://" + r.Host + "/v1/ws", "load": 0.1}},
+			"reconnect": map[string]any{"base_ms": 5, "max_ms": 20, "jitter": 0.5},
+		})
+	})
+	mux.HandleFunc("GET /v1/ws", func(w http.ResponseWriter, r *http.Request) {
+		d.wg.Add(1)
+		defer d.wg.Done()
+		d.mu.Lock()
+		v, err := auth.New(auth.Config{HS256Secret: []byte(d.secret)})
+		d.mu.Unlock()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		who, perr := v.FromRequest(r)
+		if perr != nil {
+			protocol.WriteError(w, perr)
+			return
+		}
+		conn, _, _, err := ws.UpgradeHTTP(r, w)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		d.mu.Lock()
+		n := len(d.conns)
+		d.conns = append(d.conns, conn)
+		d.since = append(d.since, r.URL.Query().Get("since"))
+		d.users = append(d.users, string(who.User))
+		d.mu.Unlock()
+		send := func(v any) { _ = wsutil.WriteServerText(conn, protocol.Encode(v)) }
+		ts := time.Date(2026, 3, 1, 20, 15, 30, 0, time.Local).UnixMilli()
+		if n == 0 {
+			send(protocol.Welcome{Type: "welcome", Room: "r1", Seq: 4, Gateway: "gw-d", User: string(who.User)})
+			send(protocol.Batch{Type: "batch", Room: "r1", Msgs: []protocol.Message{{ID: "g5", Type: "gift", Seq: 5, User: "bob", TS: ts, Gift: "rose", Count: 1}}})
+		} else {
+			send(protocol.Welcome{Type: "welcome", Room: "r1", Seq: 6, Gateway: "gw-d", User: string(who.User), Replayed: 1})
+			send(protocol.Batch{Type: "batch", Room: "r1", Msgs: []protocol.Message{{ID: "g6", Type: "gift", Seq: 6, User: "bob", TS: ts, Gift: "castle", Count: 1}}})
+		}
+		for {
+			if _, _, err := wsutil.ReadClientData(conn); err != nil {
+				return
+			}
+		}
+	})
+	d.srv = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		d.srv.Close()
+		d.dropAll()
+		d.wg.Wait()
+	})
+	return d
+}
+
+func (d *devServer) restart(secret string) {
+	d.mu.Lock()
+	d.secret = secret
+	d.mu.Unlock()
+	d.dropAll()
+}
+
+func (d *devServer) dropAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		_ = c.Close()
+	}
+}
+
+// TestRunTailRenewsDevToken: when a dev-mode server restarts with a new
+// secret, tail gets a new dev token for the same user and resumes after the
+// last sequence it printed, so the gift sent meanwhile is not lost.
+func TestRunTailRenewsDevToken(t *testing.T) {
+	t.Setenv(envToken, "")
+	unsetEnv(t, envSecret)
+	d := newDevServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut testutil.SyncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runTail(ctx, []string{"--url", d.srv.URL, "--room", "r1", "--user", "watcher"}, &out, &errOut)
+	}()
+	testutil.Eventually(t, 10*time.Second, "the first gift", func() bool { return strings.Contains(out.String(), "[seq 5]") })
+	d.restart("another-dev-secret-0123456789")
+	testutil.Eventually(t, 10*time.Second, "the gift after the restart", func() bool { return strings.Contains(out.String(), "[seq 6]") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("tail: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "# the server refused the dev token (a dev-mode server restarted?): getting a new one, resuming after seq 5") {
+		t.Errorf("no note of the renewal:\n%s", out.String())
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n := len(d.since); n != 2 || d.since[0] != "" || d.since[1] != "5" || d.users[0] != "watcher" || d.users[1] != "watcher" {
+		t.Errorf("connections since=%q users=%q, want a first one and one resuming after 5, both as watcher", d.since, d.users)
+	}
+}
+
+// TestRunTailKeepsARejectedGivenToken: a token given with --token is not
+// replaced when refused: tail stops and says why.
+func TestRunTailKeepsARejectedGivenToken(t *testing.T) {
+	unsetEnv(t, envSecret)
+	d := newDevServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errOut testutil.SyncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runTail(ctx, []string{"--url", d.srv.URL, "--room", "r1", "--token", testutil.Token(t, "watcher", "viewer")}, &out, &errOut)
+	}()
+	testutil.Eventually(t, 10*time.Second, "the first gift", func() bool { return strings.Contains(out.String(), "[seq 5]") })
+	d.restart("another-dev-secret-0123456789")
+	err := <-done
+	if err == nil || !strings.Contains(err.Error(), "unauthorized") {
+		t.Fatalf("err = %v, want the 401", err)
+	}
+}
+
+// TestToolsSayTheServerIsUnreachable: with nothing listening, tail and send
+// say where they looked and how to start or point at a server, rather than
+// blaming tokens.
+func TestToolsSayTheServerIsUnreachable(t *testing.T) {
+	t.Setenv(envToken, "")
+	unsetEnv(t, envSecret)
+	url := "http://" + testutil.Addr(testutil.FreePort(t))
+	for _, tc := range []struct {
+		name string
+		run  func(context.Context, []string, io.Writer, io.Writer) error
+		args []string
+	}{
+		{"tail, dev token", runTail, []string{"--url", url, "--room", "r1"}},
+		{"tail, given token", runTail, []string{"--url", url, "--room", "r1", "--token", "t"}},
+		{"send, dev token", runSend, []string{"--url", url, "--room", "r1", "danmaku", "hi"}},
+		{"send, given token", runSend, []string{"--url", url, "--room", "r1", "--token", "t", "like"}},
+		{"live", runLive, []string{"--url", url, "--room", "r1", "list"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := tc.run(context.Background(), tc.args, &out, &errOut)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			for _, want := range []string{"cannot reach liveroom at " + url, "connection refused", "liveroom serve", "--url"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q does not say %q", msg, want)
+				}
+			}
+			if strings.Contains(msg, "token") {
+				t.Errorf("error %q blames tokens", msg)
 			}
 		})
 	}

@@ -8,12 +8,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/liveroom/liveroom/client"
 	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/cliflag"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
@@ -96,9 +99,10 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // parseFlags parses args into fs. It reports stop when the command must not
-// go on: after -help (usage printed, err nil) or on a bad flag (err set).
+// go on: after -help (usage printed, err nil) or on a bad flag (err set: one
+// short line, with the closest flag for a mistyped one; see cliflag).
 func parseFlags(fs *flag.FlagSet, args []string) (stop bool, err error) {
-	err = fs.Parse(args)
+	err = cliflag.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return true, nil
 	}
@@ -124,10 +128,38 @@ func mintWith(s *auth.Signer, user, name, role string, ttl time.Duration) (strin
 	return s.Mint(u, name, role, ttl)
 }
 
-// authFlags are the ways tail and send get a token: --token, else a token
-// minted with --secret for --user, else one asked from a dev-mode server.
+// authFlags are the ways tail, send and live get a token: --token, else a
+// token minted with --secret for --user, else one asked from a dev-mode
+// server. After resolve, dev says whether the token came from the dev token
+// endpoint (a dev-mode server restarted since signs with a new secret, so
+// such a token can be renewed; see renew).
 type authFlags struct {
 	token, secret, user, name, role string
+	dev                             bool
+}
+
+// toolFlags are the flags of the tools that talk to a running liveroom
+// (tail, send, live): where it is, which room, and as whom.
+type toolFlags struct {
+	url, room string
+	authFlags
+}
+
+func (t *toolFlags) register(fs *flag.FlagSet, defaultRole string) {
+	fs.StringVar(&t.url, "url", "", "liveroom base URL (default $"+envURL+" or "+defaultBaseURL+")")
+	fs.StringVar(&t.room, "room", "", "room id (required)")
+	t.authFlags.register(fs, defaultRole)
+}
+
+// base is the base URL to use (see toolBaseURL).
+func (t *toolFlags) base() string { return toolBaseURL(t.url) }
+
+// setUsage sets fs's usage: text, then the flags.
+func setUsage(fs *flag.FlagSet, text string) {
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), text)
+		fs.PrintDefaults()
+	}
 }
 
 func (a *authFlags) register(fs *flag.FlagSet, defaultRole string) {
@@ -157,12 +189,51 @@ func (a *authFlags) resolve(ctx context.Context, baseURL string) (string, error)
 	if a.secret != "" {
 		return mintToken(a.secret, a.user, a.name, a.role, 24*time.Hour)
 	}
+	return a.renew(ctx, baseURL)
+}
+
+// renew asks the dev token endpoint of baseURL for a token of the same
+// user, name and role.
+func (a *authFlags) renew(ctx context.Context, baseURL string) (string, error) {
 	tok, err := client.DevToken(ctx, baseURL, a.user, a.name, a.role)
-	if err != nil {
-		return "", fmt.Errorf("no --token or --secret given, and the dev token endpoint failed "+
-			"(the server runs with a secret?): %w", err)
+	var ae *client.APIError
+	switch {
+	case err == nil:
+		a.dev = true
+		return tok, nil
+	case !errors.As(err, &ae):
+		return "", reachErr(baseURL, err)
+	case ae.Body.Code == protocol.CodeDevOnly:
+		return "", fmt.Errorf("%s runs with a JWT secret, so it has no dev tokens: give --token (or $%s), or --secret (or $%s) to mint one", baseURL, envToken, envSecret)
+	case ae.Status == http.StatusNotFound:
+		return "", fmt.Errorf("%s offers no dev tokens (it is not a dev-mode liveroom serve): give --token (or $%s), or --secret (or $%s) to mint one", baseURL, envToken, envSecret)
 	}
-	return tok, nil
+	return "", fmt.Errorf("no --token or --secret given, and %s refused a dev token: %w", baseURL, err)
+}
+
+// reachErr explains an error that means nothing answered at baseURL (the
+// connection was refused, the name did not resolve, the dial timed out):
+// where it looked, and how to start a server or point at one. Other errors,
+// HTTP answers included, are returned as they are.
+func reachErr(baseURL string, err error) error {
+	var ae *client.APIError
+	var op *net.OpError
+	var dns *net.DNSError
+	if errors.As(err, &ae) || !(errors.As(err, &op) || errors.As(err, &dns)) {
+		return err
+	}
+	cause := err
+	switch {
+	case op != nil:
+		cause = op
+	case dns != nil:
+		cause = dns
+	}
+	hint := "start one with liveroom serve (go run ./cmd/liveroom serve in the source tree)"
+	if baseURL != defaultBaseURL {
+		hint = "is it running? Start it (liveroom serve)"
+	}
+	return fmt.Errorf("cannot reach liveroom at %s (%v): %s, or point at a running one with --url URL or $%s", baseURL, cause, hint, envURL)
 }
 
 func randomHex(n int) string {

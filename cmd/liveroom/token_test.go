@@ -34,7 +34,7 @@ func TestRunToken(t *testing.T) {
 		{name: "short secret", args: []string{"--secret", "short", "--user", "a"}, wantErr: "at least"},
 		{name: "bad ttl", args: []string{"--secret", testutil.Secret, "--user", "a", "--ttl", "-1h"}, wantErr: "--ttl"},
 		{name: "stray argument", args: []string{"--secret", testutil.Secret, "--user", "a", "extra"}, wantErr: "unexpected argument"},
-		{name: "unknown flag", args: []string{"--nope"}, wantErr: "not defined"},
+		{name: "unknown flag", args: []string{"--nope"}, wantErr: "unknown flag --nope"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

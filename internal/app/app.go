@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,6 +34,7 @@ import (
 	"github.com/liveroom/liveroom/internal/metrics"
 	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/session"
 	"github.com/liveroom/liveroom/internal/uplink"
 	"github.com/liveroom/liveroom/internal/web"
 )
@@ -201,6 +203,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		natsURL = n.emb.ClientURL()
 	}
+	// Listen before waiting on JetStream: a taken address fails at once.
+	// The embedded server came first so that a second serve on the same
+	// data directory is told which process holds it.
+	if n.ln, err = ListenHTTP(n.cfg.Addr); err != nil {
+		return err
+	}
 	if keyFile != "" {
 		keys, err := bus.LoadKeys(keyFile)
 		if err != nil {
@@ -222,16 +230,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("cannot open jetstream: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = bus.WaitStreams(sctx, js, bus.StreamConfig{})
+	err = bus.WaitStreams(sctx, js, n.log, bus.StreamConfig{})
 	cancel()
 	if err != nil {
 		return err
 	}
 
-	n.ln, err = net.Listen("tcp", n.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", n.cfg.Addr, err)
-	}
 	host, port := hostPort(n.ln.Addr())
 	n.url = "http://" + net.JoinHostPort(host, port)
 	public := n.cfg.PublicURL
@@ -333,6 +337,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 
+	// The pages read sessions for the replay page's 404.
+	skv, err := js.KeyValue(ctx, bus.SessionsKV)
+	if err != nil {
+		return fmt.Errorf("cannot open bucket %s: %w", bus.SessionsKV, err)
+	}
 	devToken := devOnly
 	if n.dev {
 		devToken = Route{Path: DevTokenPath, Methods: []string{http.MethodPost}, Handler: DevTokenHandler(signer, n.cfg.DevOnNetwork)}
@@ -348,7 +357,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		RoomRoutes: append(nonCoreRoutes,
 			RoomRoute{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: n.mod.Handler()},
 		),
-		Pages: web.Handler(),
+		Pages: web.NewHandler(web.Config{Sessions: session.NewRegistry(skv)}),
 		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log, Gateways: n.disp.Gateways, Announcements: n.ann}),
 	})
 	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
@@ -416,6 +425,19 @@ func (n *Node) checkBind() error {
 	return fmt.Errorf("refusing to run dev mode on %s: without a JWT secret anyone who can reach that address could mint tokens. "+
 		"Set $LIVEROOM_JWT_SECRET (e.g. export LIVEROOM_JWT_SECRET=$(openssl rand -hex 32)), listen on loopback (--addr 127.0.0.1:8080), "+
 		"or, for a demo on a trusted network, pass --insecure-dev-mode-on-network", n.cfg.Addr)
+}
+
+// ListenHTTP listens on addr for a process's HTTP server. When another
+// process holds the address it says so, and which flag changes it.
+func ListenHTTP(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	switch {
+	case err == nil:
+		return ln, nil
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("cannot listen on %s: the address is taken by another process (another liveroom?): %w; stop it, or choose another address with --addr HOST:PORT", addr, err)
+	}
+	return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
 }
 
 // LoopbackAddr reports whether a listen address host:port binds loopback
@@ -492,6 +514,8 @@ func (n *Node) Close() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = n.http.Shutdown(ctx)
 			cancel()
+		} else if n.ln != nil {
+			_ = n.ln.Close() // Start failed before serving on it
 		}
 		if n.gw != nil {
 			_ = n.gw.Close()

@@ -18,6 +18,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/liveroom/liveroom/internal/lockfile"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
@@ -71,15 +72,28 @@ func recordKey(dst []byte, offset int64, src Source, seq uint64) []byte {
 // Store is the archive on disk: one bbolt file. All methods are safe for
 // concurrent use (bbolt allows one writer and many readers).
 type Store struct {
-	db *bolt.DB
+	db   *bolt.DB
+	lock *lockfile.Lock
 }
 
 // Open opens or creates the store at path. noSync skips the fsync of each
-// commit (only for building test fixtures).
-func Open(path string, noSync bool) (*Store, error) {
+// commit (only for building test fixtures). The store is locked (path.lock)
+// until Close: an archive another process has open fails at once with a
+// *lockfile.HeldError naming that process, instead of bbolt's wait and
+// "timeout".
+func Open(path string, noSync bool) (_ *Store, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create archive dir: %w", err)
 	}
+	lock, err := lockfile.Acquire(path+".lock", "archive "+path, lockfile.Command())
+	if err != nil {
+		return nil, fmt.Errorf("cannot open archive: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = lock.Close()
+		}
+	}()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoSync: noSync, NoFreelistSync: true})
 	if err != nil {
 		return nil, fmt.Errorf("cannot open archive %s: %w", path, err)
@@ -95,11 +109,15 @@ func Open(path string, noSync bool) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("cannot init archive %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, lock: lock}, nil
 }
 
-// Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the file and releases its lock.
+func (s *Store) Close() error {
+	err := s.db.Close()
+	_ = s.lock.Close()
+	return err
+}
 
 func metaKey(room protocol.Room, session string) []byte {
 	return []byte(string(room) + "/" + session)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/liveroom/liveroom/internal/cliflag"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
@@ -175,7 +176,7 @@ func parseScenario(args []string, stderr io.Writer, extra func(*flag.FlagSet), u
 		fmt.Fprintln(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args); err != nil {
 		return s, err
 	}
 	if fs.NArg() > 0 {

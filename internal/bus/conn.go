@@ -76,7 +76,11 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 		nats.MaxPingsOutstanding(ClientMaxPingsOut),
 		nats.ReconnectBufSize(8 << 20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("nats disconnected", "err", err)
+			// nats.go calls this with a nil error on Close too: a clean
+			// stop is no warning.
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
@@ -278,38 +282,40 @@ func StreamsOf(role Role) []string {
 
 // WaitStreamsExist waits until the streams named exist, for the roles
 // whose credential may not create them (only the uplink and serve do; see
-// Permissions). It logs once in a while what it waits for.
+// Permissions). It logs what it waits for, and why, after a few seconds and
+// then every 15 s (waitLog).
 func WaitStreamsExist(ctx context.Context, js jetstream.JetStream, log *slog.Logger, names ...string) error {
-	next := time.Now().Add(5 * time.Second)
+	wl := newWaitLog(log, "waiting for liveroom's streams")
 	for {
 		var missing string
+		var merr error
 		for _, n := range names {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := js.Stream(actx, n)
 			cancel()
 			if err != nil {
-				missing = fmt.Sprintf("%s (%v)", n, err)
+				missing, merr = n, err
 				break
 			}
 		}
 		if missing == "" {
+			wl.done()
 			return nil
 		}
-		if time.Now().After(next) {
-			log.Info("waiting for liveroom's streams; an uplink or serve creates them", "missing", missing)
-			next = time.Now().Add(15 * time.Second)
-		}
+		wl.still(missing, merr)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("cannot find stream %s; is an uplink (or serve) running against this NATS? %w", missing, ctx.Err())
+			return fmt.Errorf("cannot find stream %s (%s; %v); is an uplink (or serve) running against this NATS? %w", missing, waitReason(merr), merr, ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
 
 // WaitStreams retries EnsureStreams until it succeeds or ctx ends; JetStream
-// may need a moment after a cluster forms.
-func WaitStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
+// may need a moment after a cluster forms (a meta leader, then a leader for
+// each stream). It logs what it waits for, as WaitStreamsExist does.
+func WaitStreams(ctx context.Context, js jetstream.JetStream, log *slog.Logger, cfg StreamConfig) error {
+	wl := newWaitLog(log, "waiting to create liveroom's streams")
 	var err error
 	for {
 		// Each attempt gets its own short deadline: a request sent while the
@@ -318,12 +324,82 @@ func WaitStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) 
 		err = EnsureStreams(actx, js, cfg)
 		cancel()
 		if err == nil {
+			wl.done()
 			return nil
 		}
+		wl.still("", err)
 		select {
 		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
+			return errors.Join(fmt.Errorf("%s: %w", waitReason(err), err), ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// waitLog says, while a role waits for JetStream, what it waits for: first
+// after waitLogFirst, then every waitLogEvery, and once more when the wait is
+// over. A role that gets its streams at once logs nothing.
+type waitLog struct {
+	log    *slog.Logger
+	what   string
+	start  time.Time
+	next   time.Time
+	logged bool
+}
+
+const (
+	waitLogFirst = 3 * time.Second
+	waitLogEvery = 15 * time.Second
+)
+
+func newWaitLog(log *slog.Logger, what string) *waitLog {
+	if log == nil {
+		log = slog.Default()
+	}
+	now := time.Now()
+	return &waitLog{log: log, what: what, start: now, next: now.Add(waitLogFirst)}
+}
+
+func (w *waitLog) still(stream string, err error) {
+	now := time.Now()
+	if now.Before(w.next) {
+		return
+	}
+	w.next, w.logged = now.Add(waitLogEvery), true
+	attrs := []any{"reason", waitReason(err), "err", err, "waited", now.Sub(w.start).Round(time.Second)}
+	if stream != "" {
+		attrs = append([]any{"stream", stream}, attrs...)
+	}
+	w.log.Info(w.what, attrs...)
+}
+
+func (w *waitLog) done() {
+	if w.logged {
+		w.log.Info("liveroom's streams are ready", "waited", time.Since(w.start).Round(100*time.Millisecond))
+	}
+}
+
+// waitReason says in words why a JetStream request failed while the
+// streams are not ready: not created yet, JetStream not answering (a
+// cluster without a meta leader, or a stream without a leader, while the
+// nodes join), or too few servers for the replicas asked.
+func waitReason(err error) string {
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return "not created yet: an uplink (or serve) creates them"
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+		return "no JetStream server answers yet: are the NATS nodes up, with JetStream?"
+	case errors.As(err, &apiErr) && (apiErr.ErrorCode == 10005 || apiErr.ErrorCode == 10023):
+		// JSClusterNoPeersErrF, JSInsufficientResourcesErr
+		return "too few JetStream servers for the replicas asked (--replicas 3 needs three nodes joined)"
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == 10008:
+		// JSClusterNotAvailErr
+		return "JetStream is not available yet: the cluster has no meta leader (nodes still joining?)"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return "JetStream does not answer yet: the cluster is electing its leaders, or a stream has no leader yet (nodes still joining?)"
+	}
+	return "JetStream refused the request"
 }

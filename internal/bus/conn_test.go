@@ -22,7 +22,7 @@ func TestEnsureStreamsIsIdempotentAndKeepsSettings(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for range 2 {
-		if err := bus.WaitStreams(ctx, js, bus.StreamConfig{}); err != nil {
+		if err := bus.WaitStreams(ctx, js, testutil.Logger(), bus.StreamConfig{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -6,10 +6,16 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/liveroom/liveroom/internal/lockfile"
 )
 
 // EmbeddedConfig configures the embedded NATS server.
@@ -17,7 +23,10 @@ type EmbeddedConfig struct {
 	// Host and Port for NATS clients. Port 0 means 4222; -1 picks a random port.
 	Host string
 	Port int
-	// DataDir holds JetStream files. Required.
+	// DataDir holds JetStream files. Required. The server locks it
+	// (DataDir/liveroom.lock) while it runs: a second server on the same
+	// directory fails at once with a *lockfile.HeldError naming the holder,
+	// instead of opening the first one's stream files.
 	DataDir string
 	// Name is the server name (must be unique in a cluster). Default "liveroom".
 	Name string
@@ -57,12 +66,48 @@ type EmbeddedConfig struct {
 
 // Embedded is a running NATS server with JetStream.
 type Embedded struct {
-	srv *server.Server
-	kr  *keyring // nil without authentication
+	srv  *server.Server
+	kr   *keyring // nil without authentication
+	lock *lockfile.Lock
 }
 
+// ListenError is returned by StartEmbedded when the server cannot listen on
+// its client or cluster port, most often because another process holds it
+// (Taken). The command that started the server names the flag that changes
+// the port.
+type ListenError struct {
+	// Listener is "client" or "cluster".
+	Listener string
+	// Addr is the host:port it tried.
+	Addr string
+	Err  error
+}
+
+// Taken reports whether another process holds the port.
+func (e *ListenError) Taken() bool { return errors.Is(e.Err, syscall.EADDRINUSE) }
+
+// Error implements error.
+func (e *ListenError) Error() string {
+	if e.Taken() {
+		return fmt.Sprintf("cannot start nats: the %s port %s is taken by another process (another liveroom serve or nats?): %v", e.Listener, e.Addr, e.Err)
+	}
+	return fmt.Sprintf("cannot start nats: cannot listen for %s connections on %s: %v", e.Listener, e.Addr, e.Err)
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// LockFileName is the lock file StartEmbedded keeps in its data directory.
+const LockFileName = "liveroom.lock"
+
+// readyTimeout bounds how long StartEmbedded waits for the server to accept
+// clients. A server that reports a fatal error sooner (its port taken, its
+// store unusable) fails at once instead.
+const readyTimeout = 30 * time.Second
+
 // StartEmbedded starts a NATS server with JetStream and waits until it accepts
-// clients.
+// clients. It fails at once, with the cause, when the data directory is in
+// use by another server (*lockfile.HeldError) or a port is taken
+// (*ListenError).
 func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("cannot start nats: data dir is required")
@@ -95,18 +140,33 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, errors.New("cannot start nats: no key file given (authentication is always on; see liveroom creds)")
 	case n > 1:
 		return nil, errors.New("cannot start nats: give one of a key file, keys or no authentication")
-	case !cfg.NoAuth:
-		var err error
-		if kr, err = newKeyring(cfg.KeyFile, cfg.Keys, cfg.Logger.With("component", "nats")); err != nil {
-			return nil, fmt.Errorf("cannot start nats: %w", err)
-		}
-		opts.CustomClientAuthentication = &clientAuth{kr: kr, log: cfg.Logger.With("component", "nats")}
+	}
+	lock, err := lockfile.Acquire(filepath.Join(cfg.DataDir, LockFileName), "data directory "+cfg.DataDir, lockfile.Command())
+	if err != nil {
+		return nil, fmt.Errorf("cannot start nats: %w", err)
 	}
 	fail := func(err error) (*Embedded, error) {
 		if kr != nil {
 			kr.close()
 		}
+		_ = lock.Close()
 		return nil, err
+	}
+	if !cfg.NoAuth {
+		if kr, err = newKeyring(cfg.KeyFile, cfg.Keys, cfg.Logger.With("component", "nats")); err != nil {
+			return fail(fmt.Errorf("cannot start nats: %w", err))
+		}
+		opts.CustomClientAuthentication = &clientAuth{kr: kr, log: cfg.Logger.With("component", "nats")}
+	}
+	// nats-server reports a port it cannot bind only in its log, then
+	// waits for nothing; try the ports first to say why at once.
+	if err := checkListen("client", cfg.Host, cfg.Port, server.DEFAULT_PORT); err != nil {
+		return fail(err)
+	}
+	if cfg.ClusterName != "" {
+		if err := checkListen("cluster", cfg.ClusterHost, cfg.ClusterPort, 0); err != nil {
+			return fail(err)
+		}
 	}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cfg.TLSCA})
@@ -158,13 +218,52 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return fail(fmt.Errorf("cannot create nats server: %w", err))
 	}
-	srv.SetLoggerV2(&slogBridge{l: cfg.Logger.With("component", "nats")}, cfg.Debug, false, false)
+	bridge := &slogBridge{l: cfg.Logger.With("component", "nats"), fatal: make(chan string, 1), srv: srv}
+	srv.SetLoggerV2(bridge, cfg.Debug, false, false)
 	srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
+	if err := waitReady(srv, bridge.fatal, readyTimeout); err != nil {
 		srv.Shutdown()
-		return fail(errors.New("cannot start nats: not ready after 30s"))
+		srv.WaitForShutdown()
+		return fail(err)
 	}
-	return &Embedded{srv: srv, kr: kr}, nil
+	return &Embedded{srv: srv, kr: kr, lock: lock}, nil
+}
+
+// checkListen binds host:port and lets it go, so that a port held by
+// another process is reported as a *ListenError before the server starts.
+// Port 0 means def (0: no listener); -1 (any free port) is not checked.
+func checkListen(listener, host string, port, def int) error {
+	if port == 0 {
+		port = def
+	}
+	if port <= 0 {
+		return nil
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return &ListenError{Listener: listener, Addr: addr, Err: err}
+	}
+	return ln.Close()
+}
+
+// waitReady waits until srv accepts clients, or fails with the first fatal
+// error the server logged, or after timeout.
+func waitReady(srv *server.Server, fatal <-chan string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if srv.ReadyForConnections(100 * time.Millisecond) {
+			return nil
+		}
+		select {
+		case msg := <-fatal:
+			return fmt.Errorf("cannot start nats: %s", msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cannot start nats: not ready after %v", timeout)
+		}
+	}
 }
 
 func btoi(b bool) int {
@@ -189,24 +288,63 @@ func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
 // Server exposes the underlying server (tests read its counters).
 func (e *Embedded) Server() *server.Server { return e.srv }
 
-// Close shuts the server down and waits for it. It is idempotent.
+// Close shuts the server down, waits for it and releases the data
+// directory. It is idempotent.
 func (e *Embedded) Close() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 	if e.kr != nil {
 		e.kr.close()
 	}
+	_ = e.lock.Close()
 }
 
-// slogBridge adapts slog to the nats-server Logger interface.
-type slogBridge struct{ l *slog.Logger }
+// slogBridge adapts slog to the nats-server Logger interface. It keeps the
+// first fatal message for StartEmbedded (nats-server logs a failed start,
+// a port it cannot bind say, and does not return it), and logs the dial
+// errors of cluster routes at INFO while no route has connected yet (the
+// other nodes of a forming cluster are simply not up yet) and at WARN
+// after, never at ERROR: the server keeps retrying on its own.
+type slogBridge struct {
+	l     *slog.Logger
+	fatal chan string // capacity 1: the first fatal message
+	srv   *server.Server
+	// routed is set once a route has connected.
+	routed atomic.Bool
+}
+
+// routeDialError starts nats-server's message for a failed route dial.
+const routeDialError = "Error trying to connect to route"
 
 func (b *slogBridge) Noticef(f string, v ...any) { b.l.Info(fmt.Sprintf(f, v...)) }
 func (b *slogBridge) Warnf(f string, v ...any)   { b.l.Warn(fmt.Sprintf(f, v...)) }
-func (b *slogBridge) Fatalf(f string, v ...any)  { b.l.Error(fmt.Sprintf(f, v...)) }
-func (b *slogBridge) Errorf(f string, v ...any)  { b.l.Error(fmt.Sprintf(f, v...)) }
 func (b *slogBridge) Debugf(f string, v ...any)  { b.l.Debug(fmt.Sprintf(f, v...)) }
 func (b *slogBridge) Tracef(f string, v ...any)  { b.l.Debug(fmt.Sprintf(f, v...)) }
+
+func (b *slogBridge) Fatalf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	b.l.Error(msg)
+	select {
+	case b.fatal <- msg:
+	default:
+	}
+}
+
+func (b *slogBridge) Errorf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	if !strings.HasPrefix(msg, routeDialError) {
+		b.l.Error(msg)
+		return
+	}
+	if !b.routed.Load() && b.srv != nil && b.srv.NumRoutes() > 0 {
+		b.routed.Store(true)
+	}
+	if b.routed.Load() {
+		b.l.Warn(msg + " (retrying)")
+		return
+	}
+	b.l.Info(msg + " (the cluster is forming: retrying until the other nodes are up)")
+}
 
 func parseRoutes(routes []string) ([]*url.URL, error) {
 	out := make([]*url.URL, 0, len(routes))

@@ -14,6 +14,11 @@ const (
 	TypeNotice  = "notice"  // reliable: system or moderation notice
 )
 
+// MaxCount is the largest gift or like count of one send; a count is 1 to
+// MaxCount. The uplink refuses anything else (400 invalid_field "count"),
+// and the Go client refuses it before sending.
+const MaxCount = 999
+
 // Frame types sent by a gateway to a viewer.
 const (
 	FrameWelcome   = "welcome"

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -17,7 +19,7 @@ const (
 	// MaxTextRunes is the longest danmaku text, in characters (runes).
 	MaxTextRunes = 200
 	// MaxCount is the largest gift or like count of one request.
-	MaxCount = 999
+	MaxCount = protocol.MaxCount
 	// MaxIdempotencyKeyLen is the longest Idempotency-Key header accepted.
 	MaxIdempotencyKeyLen = 128
 	// HeaderIdempotencyKey names the header that makes a gift idempotent.
@@ -46,6 +48,21 @@ type wireSend struct {
 
 // catalogue is the set of gift names accepted; read-only after New.
 type catalogue map[string]struct{}
+
+// unknownGift is the error for a gift outside the catalogue. It lists the
+// catalogue (sorted, at most maxListedGifts names) so that a sender can fix
+// the request; the gift sent is not echoed.
+func (c catalogue) unknownGift() *protocol.Error {
+	names := slices.Sorted(maps.Keys(c))
+	more := ""
+	if len(names) > maxListedGifts {
+		names, more = names[:maxListedGifts], ", …"
+	}
+	return badRequest(protocol.CodeUnknownGift, "gift", "gift is not in the catalogue ("+strings.Join(names, ", ")+more+")")
+}
+
+// maxListedGifts bounds the names an unknown_gift error lists.
+const maxListedGifts = 30
 
 // decodeSend parses and validates a send body. Every error is a 400
 // *protocol.Error naming the field at fault. It never panics.
@@ -82,7 +99,7 @@ func decodeSend(body []byte, gifts catalogue) (sendRequest, *protocol.Error) {
 			return sendRequest{}, badRequest(protocol.CodeInvalidField, "gift", "gift must be a string")
 		}
 		if _, known := gifts[g]; !known {
-			return sendRequest{}, badRequest(protocol.CodeUnknownGift, "gift", "gift is not in the catalogue")
+			return sendRequest{}, gifts.unknownGift()
 		}
 		req.Gift = g
 		fallthrough
@@ -113,7 +130,7 @@ func (r sendRequest) validate(gifts catalogue) *protocol.Error {
 		}
 	case protocol.TypeGift:
 		if _, ok := gifts[r.Gift]; !ok {
-			return badRequest(protocol.CodeUnknownGift, "gift", "gift is not in the catalogue")
+			return gifts.unknownGift()
 		}
 		if r.Text != "" {
 			return badRequest(protocol.CodeInvalidField, "type", "a gift carries no text")

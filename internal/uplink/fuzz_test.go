@@ -2,7 +2,9 @@ package uplink
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -84,4 +86,21 @@ func FuzzIdempotencyKey(f *testing.F) {
 			t.Fatalf("%q: rejection %+v", k, perr)
 		}
 	})
+}
+
+// TestUnknownGiftListsTheCatalogue: the sender of an unknown gift learns
+// which gifts exist, sorted, and a long catalogue is cut short.
+func TestUnknownGiftListsTheCatalogue(t *testing.T) {
+	_, perr := decodeSend([]byte(`{"type":"gift","gift":"yacht","count":1}`), fuzzGifts)
+	if perr == nil || perr.Body.Code != "unknown_gift" || perr.Body.Message != "gift is not in the catalogue (car, castle, heart, rocket, rose)" {
+		t.Fatalf("unknown gift: %+v", perr)
+	}
+	big := catalogue{}
+	for i := range maxListedGifts + 5 {
+		big[fmt.Sprintf("g%02d", i)] = struct{}{}
+	}
+	perr = big.unknownGift()
+	if !strings.HasSuffix(perr.Body.Message, fmt.Sprintf("g%02d, …)", maxListedGifts-1)) {
+		t.Errorf("long catalogue: %q", perr.Body.Message)
+	}
 }

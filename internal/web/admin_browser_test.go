@@ -424,3 +424,63 @@ func TestDashboardAgainstFakeAPI(t *testing.T) {
 	}
 	d.checkClean()
 }
+
+// TestDashboardWarnsBeforeDrainingTheLastGateway: draining the only active
+// gateway takes a third click, after a warning that names the consequence;
+// with another active gateway two clicks drain, with no warning.
+func TestDashboardWarnsBeforeDrainingTheLastGateway(t *testing.T) {
+	browser := newBrowser(t)
+	n := startNode(t, testutil.Secret, gateway.Config{DrainDelay: time.Hour})
+	only := n.Gateway().ID()
+	viewer := newTab(t, browser, "viewer")
+	viewer.do(chromedp.Navigate(n.URL() + "/room/lonely?token=" + testutil.Token(t, "v1", protocol.RoleViewer)))
+	viewer.waitJS(15*time.Second, `window.liveroom.state === 'live'`, "viewer live")
+
+	d := newTab(t, browser, "dashboard")
+	d.do(chromedp.EmulateViewport(1440, 1000))
+	d.do(chromedp.Navigate(n.URL() + "/admin"))
+	d.do(chromedp.SendKeys(chromedp.ID("token"), testutil.Token(t, "op", protocol.RoleAdmin)+kb.Enter))
+	d.waitJS(10*time.Second, `window.lrAdmin.state === 'live' && window.lrAdmin.gateways.join() === `+jsString(only)+` && window.lrAdmin.conns[`+jsString(only)+`] === 1`, "the one gateway with its viewer")
+	btn := `#gw-body button.drain[data-gateway="` + only + `"]`
+	d.do(chromedp.Click(chromedp.CSS(btn)))
+	if got := eval[string](d, `document.querySelector('`+btn+`').textContent`); got != "Confirm drain" {
+		t.Fatalf("after one click the button says %q", got)
+	}
+	d.do(chromedp.Click(chromedp.CSS(btn)))
+	d.waitJS(2*time.Second, `!document.getElementById('gw-warning').hidden`, "the warning")
+	warning := eval[string](d, `document.getElementById('gw-warning').textContent`)
+	for _, want := range []string{"No other active gateway", "draining " + only + " leaves its 1 viewer", "no gateway is available", "Drain anyway"} {
+		if !strings.Contains(warning, want) {
+			t.Errorf("warning %q does not say %q", warning, want)
+		}
+	}
+	if got := eval[string](d, `document.querySelector('`+btn+`').textContent + '|' + JSON.stringify(window.lrAdmin.lastDrain)`); got != "Drain anyway|null" {
+		t.Errorf("after the second click: %s, want the button asking again and no drain", got)
+	}
+	time.Sleep(1500 * time.Millisecond) // a poll or two: still active
+	if st := eval[string](d, `window.lrAdmin.states[`+jsString(only)+`]`); st != "active" {
+		t.Fatalf("gateway %s after the warning, want still active", st)
+	}
+	d.do(chromedp.Click(chromedp.CSS(btn)))
+	d.waitJS(5*time.Second, `window.lrAdmin.lastDrain && window.lrAdmin.lastDrain.status === 202 && window.lrAdmin.states[`+jsString(only)+`] === 'draining' && document.getElementById('gw-warning').hidden`, "drained after the third click")
+	if got := eval[string](d, `document.getElementById('toast').textContent`); !strings.Contains(got, "nowhere to go") {
+		t.Errorf("toast after draining the last gateway: %q", got)
+	}
+
+	// With another active gateway: two clicks drain, no warning.
+	startGateway(t, n, "gw-other", gateway.Config{DrainDelay: time.Hour})
+	d.waitJS(10*time.Second, `window.lrAdmin.states['gw-other'] === 'active'`, "the second gateway")
+	other := `#gw-body button.drain[data-gateway="gw-other"]`
+	// The first gateway drains, so gw-other is the last active one again:
+	// start a third to drain gw-other with somewhere to go.
+	startGateway(t, n, "gw-third", gateway.Config{})
+	d.waitJS(10*time.Second, `window.lrAdmin.states['gw-third'] === 'active'`, "the third gateway")
+	d.do(chromedp.Click(chromedp.CSS(other)))
+	d.do(chromedp.Click(chromedp.CSS(other)))
+	d.waitJS(5*time.Second, `window.lrAdmin.lastDrain.gateway === 'gw-other' && window.lrAdmin.lastDrain.status === 202`, "gw-other drained with two clicks")
+	if !eval[bool](d, `document.getElementById('gw-warning').hidden`) {
+		t.Error("a warning when another gateway was active")
+	}
+	viewer.checkClean()
+	d.checkClean()
+}

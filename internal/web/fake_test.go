@@ -98,9 +98,12 @@ func (f *fakeServer) closeAll() {
 }
 
 // fakeToken is shaped like a JWT so the page can read its exp.
-func fakeToken(user, name string) string {
+func fakeToken(user, name string) string { return fakeRoleToken(user, name, "viewer") }
+
+// fakeRoleToken is fakeToken with a role.
+func fakeRoleToken(user, name, role string) string {
 	enc := base64.RawURLEncoding.EncodeToString
-	claims, _ := json.Marshal(map[string]any{"sub": user, "name": name, "role": "viewer", "exp": time.Now().Add(time.Hour).Unix()})
+	claims, _ := json.Marshal(map[string]any{"sub": user, "name": name, "role": role, "exp": time.Now().Add(time.Hour).Unix()})
 	return enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc(claims) + ".c2ln"
 }
 
@@ -118,7 +121,7 @@ func (f *fakeServer) devToken(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, tokErr)
 		return
 	}
-	protocol.WriteJSON(w, 200, map[string]string{"token": fakeToken(req.User, req.Name)})
+	protocol.WriteJSON(w, 200, map[string]string{"token": fakeRoleToken(req.User, req.Name, req.Role)})
 }
 
 func (f *fakeServer) dispatch(w http.ResponseWriter, r *http.Request) {
@@ -483,8 +486,11 @@ func TestRoomPageAgainstFakeServer(t *testing.T) {
 	if s := b.state(); s.Error == nil || s.Error.Code != "banned" {
 		t.Errorf("error after ban: %+v", s.Error)
 	}
-	if got := eval[string](b, `document.getElementById('status-label').textContent`); !strings.Contains(got, "banned") {
-		t.Errorf("status shows %q", got)
+	if got := eval[string](b, `document.getElementById('status-label').textContent + '|' + document.getElementById('bar').textContent`); got != "Offline — banned|you are banned from this room" {
+		t.Errorf("status and bar show %q", got)
+	}
+	if !eval[bool](b, `document.getElementById('text').disabled && document.querySelector('button[data-gift]').disabled`) {
+		t.Error("a banned viewer's send controls are enabled")
 	}
 	select {
 	case q := <-f.dials:
@@ -547,8 +553,11 @@ func TestRoomPageTokens(t *testing.T) {
 	b := newTab(t, browser, "refused")
 	b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room"))
 	b.waitJS(10*time.Second, `window.liveroom.state === 'offline'`, "offline without a token")
-	if got := eval[string](b, `document.getElementById('status-label').textContent`); !strings.Contains(got, "dev tokens are disabled on this server") {
+	if got := eval[string](b, `document.getElementById('status-label').textContent`); got != "Offline — token needed" {
 		t.Errorf("status shows %q", got)
+	}
+	if got := eval[string](b, `document.getElementById('bar').textContent`); !strings.Contains(got, "This server needs a token") || !strings.Contains(got, "/room/fake-room?token=") {
+		t.Errorf("bar shows %q", got)
 	}
 	select {
 	case q := <-f.dials:
@@ -571,6 +580,23 @@ func TestRoomPageTokens(t *testing.T) {
 		t.Errorf("gift sent with %q", p.Auth)
 	}
 	b.checkClean()
+
+	// ?role=anchor asks the dev endpoint for an anchor's token, which
+	// brings the live control; a plain page asks for a viewer's.
+	f.mu.Lock()
+	f.devTokenErr = nil
+	f.mu.Unlock()
+	for _, tc := range []struct{ query, role string }{{"?role=anchor", "anchor"}, {"?role=root", "viewer"}} {
+		b = newTab(t, browser, "role "+tc.role)
+		b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room" + tc.query))
+		b.waitJS(10*time.Second, `window.liveroom.state === 'live'`, "live")
+		f.mu.Lock()
+		got := f.tokens[len(f.tokens)-1].Role
+		f.mu.Unlock()
+		if got != tc.role || eval[bool](b, `document.getElementById('live-ctl').hidden`) != (tc.role != "anchor") {
+			t.Errorf("%s: dev token asked for role %q, live control hidden %v", tc.query, got, eval[bool](b, `document.getElementById('live-ctl').hidden`))
+		}
+	}
 }
 
 // TestDanmakuLanesAndSettings floods the room page with comments of very
@@ -658,5 +684,43 @@ func TestDanmakuLanesAndSettings(t *testing.T) {
 	// A like aggregate from others shows a burst with its count.
 	f.batch(protocol.Message{ID: "lk-burst", Type: protocol.TypeLike, Count: 25, Total: 100})
 	b.waitJS(5*time.Second, `document.getElementById('like-burst').textContent === '+25' && document.getElementById('likes').textContent === '100'`, "the like burst and total")
+	b.checkClean()
+}
+
+// TestDanmakuLateFrame: a page too busy to render for a moment must not
+// put two comments of a lane on top of each other. The lanes are planned
+// at launch, but the animations start with the next frame: here the main
+// thread is blocked for 500 ms between two launches into the same lane, so
+// both would start in one late frame, at the same place, if the first did
+// not start 500 ms into its course.
+func TestDanmakuLateFrame(t *testing.T) {
+	browser := newBrowser(t)
+	f := newFakeServer(t)
+	b := newTab(t, browser, "late-frame")
+	b.do(chromedp.EmulateViewport(1280, 800))
+	b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room"))
+	b.waitJS(10*time.Second, `window.liveroom.state === 'live'`, "live")
+	eval[bool](b, `(() => {
+		const layer = document.createElement('div');
+		layer.className = 'danmaku';
+		layer.style.cssText = 'position: fixed; left: 0; top: 0; width: 1000px; height: 300px';
+		document.body.appendChild(layer);
+		const d = window.LiveroomDanmaku(layer, null, { durationMs: 8000 });
+		const a = d.fly('x', false, 'a');
+		const until = performance.now() + 500;
+		while (performance.now() < until) {} // no frame meanwhile
+		const c = d.fly('y', false, 'c');
+		window.__late = { a: a, c: c };
+		return true;
+	})()`)
+	b.waitJS(5*time.Second, `window.__late.a.node.classList.contains('go') && window.__late.c.node.classList.contains('go')`, "both flying")
+	time.Sleep(300 * time.Millisecond)
+	got := eval[string](b, `(() => { const a = window.__late.a.node, c = window.__late.c.node;
+		return [a.dataset.lane === c.dataset.lane, Math.round(c.getBoundingClientRect().left - a.getBoundingClientRect().right)].join(); })()`)
+	var same bool
+	var gap int
+	if _, err := fmt.Sscanf(strings.Replace(got, ",", " ", 1), "%t %d", &same, &gap); err != nil || !same || gap < 20 {
+		t.Errorf("same lane, gap between the comments (px): %s; want the same lane and a gap of at least 20 px", got)
+	}
 	b.checkClean()
 }

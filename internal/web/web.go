@@ -6,7 +6,11 @@
 //
 // The pages talk only to the public v1 contract (docs/PROTOCOL.md):
 // POST /v1/dev/token, GET /v1/dispatch, the gateway WebSocket and
-// POST /v1/rooms/{room}/messages; the dashboard also GET /v1/admin/stats,
+// POST /v1/rooms/{room}/messages; the room page also GET
+// /v1/rooms/{room}/sessions ("Recent streams", and the live control an
+// anchor's or admin's token brings) and POST /v1/rooms/{room}/live/start
+// and …/stop; the replay page …/sessions/{session}/replay; the dashboard
+// also GET /v1/admin/stats,
 // POST /v1/admin/gateways/{id}/drain, GET /v1/autoscale/decisions and
 // /v1/rooms/{room}/moderation. They are mounted by internal/app next to
 // those endpoints, on the same origin.
@@ -14,6 +18,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -26,6 +31,7 @@ import (
 	"time"
 
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/session"
 )
 
 //go:embed templates/*.html
@@ -74,18 +80,40 @@ const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 
 	"connect-src 'self' ws: wss:; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
 
 type handler struct {
+	cfg    Config
 	mux    *http.ServeMux
 	pages  *template.Template
 	assets map[string]*asset // by path under static/, e.g. "room.js"
 }
 
-// Handler returns the http.Handler for the pages: GET / (room picker),
-// GET /room/{room} (the live room), GET /admin (operator dashboard),
-// GET /static/... (CSS, JS, icons). Invalid
-// room ids answer 400 and unknown paths 404, both with a page a person can
-// read. It is safe for concurrent use; each call builds a fresh handler.
-func Handler() http.Handler {
-	h := &handler{mux: http.NewServeMux(), assets: map[string]*asset{}}
+// Config configures the pages. The zero value serves every page.
+type Config struct {
+	// Sessions, when set, lets the replay page answer a real 404 (with the
+	// room's recent sessions) for a session the room does not have. Nil: the
+	// page is served for any valid id, and says so itself once it loaded.
+	Sessions Sessions
+}
+
+// Sessions reads a room's live sessions (session.Registry).
+type Sessions interface {
+	// Get returns one session, or an error matching session.ErrNotFound.
+	Get(ctx context.Context, room protocol.Room, id string) (session.Session, error)
+	// List returns the room's sessions, newest first.
+	List(ctx context.Context, room protocol.Room) ([]session.Session, error)
+}
+
+var _ Sessions = (*session.Registry)(nil)
+
+// Handler returns the pages with the zero Config (see NewHandler).
+func Handler() http.Handler { return NewHandler(Config{}) }
+
+// NewHandler returns the http.Handler for the pages: GET / (room picker),
+// GET /room/{room} (the live room), GET /replay/{room}/{session}, GET /admin
+// (operator dashboard), GET /static/... (CSS, JS, icons). Invalid room ids
+// answer 400 and unknown paths 404, both with a page a person can read. It
+// is safe for concurrent use; each call builds a fresh handler.
+func NewHandler(cfg Config) http.Handler {
+	h := &handler{cfg: cfg, mux: http.NewServeMux(), assets: map[string]*asset{}}
 	err := fs.WalkDir(staticFS, "static", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -173,6 +201,13 @@ var gifts = []gift{
 type errorPage struct {
 	Title   string
 	Message string
+	// Links, when set, are offered under the message (the replay 404
+	// lists the room's recent sessions).
+	Links []pageLink
+}
+
+type pageLink struct {
+	Href, Text string
 }
 
 // index serves the room picker. The picker's form submits here with ?room=

@@ -21,6 +21,8 @@
     error: null,
     lastDrain: null,
     lastModeration: null,
+    conns: {}, // id -> connections in the last answer
+    drainWarning: '', // the last-gateway warning shown, if any
     announcements: [], // ids in the last answer
     lastAnnouncement: null,
   };
@@ -300,6 +302,7 @@
     gws.forEach(function (g, i) {
       seen[g.id] = true;
       st.states[g.id] = g.state;
+      st.conns[g.id] = g.conns || 0;
       var r = rows[g.id] || newGatewayRow(g.id);
       var c = r.cells;
       c.state.firstChild.textContent = g.state;
@@ -361,7 +364,7 @@
     btn.setAttribute('aria-label', 'Drain gateway ' + id);
     act.appendChild(btn);
     tr.append(name, state, cells.conns, loadCell, cells.cpu, cells.rss, cells.msgs, cells.p99, cells.up, act);
-    var r = { tr: tr, cells: cells, btn: btn, bar: bar, barLabel: barLabel, loadCell: loadCell, armed: 0, busy: false };
+    var r = { tr: tr, cells: cells, btn: btn, bar: bar, barLabel: barLabel, loadCell: loadCell, armed: 0, stage: 0, busy: false };
     btn.addEventListener('click', function () { drainClick(id, r); });
     rows[id] = r;
     return r;
@@ -370,23 +373,58 @@
   function disarm(r) {
     clearTimeout(r.armed);
     r.armed = 0;
-    r.btn.classList.remove('armed');
+    r.stage = 0;
+    r.btn.classList.remove('armed', 'armed-last');
     r.btn.textContent = 'Drain';
     r.btn.setAttribute('aria-label', 'Drain gateway ' + r.tr.dataset.gateway);
+    if (st.drainWarning === r.tr.dataset.gateway) hideDrainWarning();
+  }
+
+  function hideDrainWarning() {
+    st.drainWarning = '';
+    $('gw-warning').hidden = true;
+  }
+
+  // othersActive counts the active gateways other than id: where a drained
+  // gateway's viewers can go.
+  function othersActive(id) {
+    return Object.keys(st.states).filter(function (g) { return g !== id && st.states[g] === 'active'; }).length;
+  }
+
+  function arm(r, stage, text, label) {
+    clearTimeout(r.armed);
+    r.stage = stage;
+    r.btn.classList.add('armed');
+    r.btn.classList.toggle('armed-last', stage === 2);
+    r.btn.textContent = text;
+    r.btn.setAttribute('aria-label', label);
+    r.armed = setTimeout(function () { disarm(r); }, stage === 2 ? 10000 : 5000);
   }
 
   // A drain moves every viewer of the gateway: the first click arms the
   // button, a second within 5 s confirms (no modal dialog, so the keyboard
-  // and tests drive it like any button).
+  // and tests drive it like any button). When no other active gateway can
+  // take the viewers, the second click only warns, naming the consequence,
+  // and a third within 10 s drains all the same.
   async function drainClick(id, r) {
-    if (!r.armed) {
-      r.btn.classList.add('armed');
-      r.btn.textContent = 'Confirm drain';
-      r.btn.setAttribute('aria-label', 'Confirm: drain gateway ' + id + ' and move its viewers');
-      r.armed = setTimeout(function () { disarm(r); }, 5000);
+    if (!r.stage) {
+      arm(r, 1, 'Confirm drain', 'Confirm: drain gateway ' + id + ' and move its viewers');
       return;
     }
+    if (r.stage === 1 && othersActive(id) === 0) {
+      var nc = st.conns[id] || 0;
+      st.drainWarning = id;
+      var w = $('gw-warning');
+      w.textContent = 'No other active gateway: draining ' + id + ' leaves its ' + fmt(nc) + (nc === 1 ? ' viewer' : ' viewers') +
+        ' and everyone who joins with no gateway. They see “no gateway is available” until another gateway starts. ' +
+        'Start one first, or click “Drain anyway” to go ahead.';
+      w.hidden = false;
+      arm(r, 2, 'Drain anyway', 'Drain anyway: ' + id + ' is the only active gateway; viewers will have no gateway');
+      return;
+    }
+    var alone = othersActive(id) === 0;
     disarm(r);
+    hideDrainWarning();
     r.busy = true;
     r.btn.disabled = true;
     r.btn.textContent = 'Draining…';
@@ -395,8 +433,9 @@
     r.btn.textContent = 'Drain';
     st.lastDrain = { gateway: id, status: res.status, message: res.message };
     if (res.ok) {
-      var nc = (res.body && res.body.conns) || 0;
-      toast('Gateway ' + id + ' is draining; its ' + fmt(nc) + (nc === 1 ? ' viewer moves' : ' viewers move') + ' to other gateways.', 'info');
+      var n = (res.body && res.body.conns) || 0;
+      toast(alone ? 'Gateway ' + id + ' is draining with no other gateway: its ' + fmt(n) + (n === 1 ? ' viewer has' : ' viewers have') + ' nowhere to go until one starts.'
+        : 'Gateway ' + id + ' is draining; its ' + fmt(n) + (n === 1 ? ' viewer moves' : ' viewers move') + ' to other gateways.', 'info');
     } else {
       r.btn.disabled = false;
       toast('Cannot drain ' + id + ': ' + res.message);

@@ -124,8 +124,16 @@
       node.style.top = (laneTop + lane * laneH) + 'px';
       node.style.setProperty('--dx', -(W + w) + 'px');
       node.style.animationDuration = travelMs + 'ms';
-      node.style.visibility = '';
-      node.classList.add('go'); // the animation starts only now that it has a duration
+      // The lanes were planned for a start at now, but a CSS animation
+      // starts with the next frame, which a busy page may render late.
+      // Starting it that much into its course keeps every comment where the
+      // plan has it, so a late frame cannot push one onto the comment ahead.
+      requestAnimationFrame(function () {
+        if (item.cancelled) return;
+        node.style.animationDelay = -Math.max(0, performance.now() - now) + 'ms';
+        node.style.visibility = '';
+        node.classList.add('go'); // the animation starts only now that it has a duration
+      });
       item.node = node;
       flying.add(item);
       stats.launched++;

@@ -116,10 +116,25 @@
   try {
     performance.now = function () { return (frozenAt || realNow()) - frozenTotal; };
   } catch (e) { /* read-only: lanes may then overlap briefly after a pause */ }
+  // freezeClock stops (on) or restarts the lanes' clock in the next frame:
+  // the comments' animations stop and restart when that frame applies the
+  // player's new state, and a busy page may render it 100 ms or more after
+  // the click. Moving the clock at once would leave it that far from the
+  // comments, and the lanes would then place new comments onto old ones.
+  var wantFrozen = false;
+  var freezePending = false;
   function freezeClock(on) {
-    if (on && !frozenAt) {
+    wantFrozen = on;
+    if (document.hidden) { applyFreeze(); return; } // no frames while hidden
+    if (freezePending) return;
+    freezePending = true;
+    requestAnimationFrame(applyFreeze);
+  }
+  function applyFreeze() {
+    freezePending = false;
+    if (wantFrozen && !frozenAt) {
       frozenAt = realNow();
-    } else if (!on && frozenAt) {
+    } else if (!wantFrozen && frozenAt) {
       frozenTotal += realNow() - frozenAt;
       frozenAt = 0;
     }

@@ -37,6 +37,9 @@
     // failed (echo.failed).
     echo: { shown: 0, reconciled: 0, failed: 0 },
     danmaku: null, // function: the danmaku layer's counters
+    role: '', // the token's role; anchors and admins get the live control
+    canSend: true, // false while the page has no usable token
+    live: null, // the room's running session as the anchor control knows it
     _debugDrop: debugDrop,
   };
   window.liveroom = lr;
@@ -66,7 +69,17 @@
     commentLog: $('comment-log'),
     toast: $('toast'),
     icons: $('gift-icons'),
+    bar: $('bar'),
+    barText: $('bar-text'),
+    barHelp: $('bar-help'),
+    liveCtl: $('live-ctl'),
+    liveState: $('live-state'),
+    liveBtn: $('live-btn'),
+    sessionsBox: $('sessions-box'),
+    sessions: $('sessions'),
+    sessionsEmpty: $('sessions-empty'),
   };
+  el.sendBtn = el.send.querySelector('button[type="submit"]');
 
   // ---------- small helpers ----------
   function randomHex(bytes) {
@@ -171,6 +184,9 @@
   var TOKEN_KEY = 'liveroom.token';
   var OVERRIDE_KEY = 'liveroom.tokenOverride';
   var wantName = (params.get('name') || '').trim().slice(0, 32);
+  // ?role=anchor asks a dev-mode server for an anchor's token (the live
+  // control); the server decides what it grants.
+  var wantRole = ({ anchor: 1, admin: 1 })[params.get('role')] ? params.get('role') : 'viewer';
   var override = params.get('token') || '';
   try {
     if (override) sessionStorage.setItem(OVERRIDE_KEY, override);
@@ -197,33 +213,46 @@
   }
 
   async function getToken(fresh) {
-    if (override) { tokenIsDev = false; return override; }
+    if (override) { tokenIsDev = false; return gotToken(override); }
     if (token && !fresh && usable(token)) return token;
     var stored = null;
     try { stored = JSON.parse(localStorage.getItem(TOKEN_KEY) || 'null'); } catch (e) { /* ignore */ }
-    if (!fresh && stored && stored.token && usable(stored.token) && (!wantName || stored.name === wantName)) {
+    if (!fresh && stored && stored.token && usable(stored.token) && (!wantName || stored.name === wantName) &&
+        (stored.role || 'viewer') === wantRole) {
       token = stored.token;
       tokenIsDev = true;
-      return token;
+      return gotToken(token);
     }
     var id = randomHex(2).toUpperCase();
     var user = 'guest-' + id;
     var name = wantName || ('Guest ' + id);
     var j;
     try {
-      j = await postJSON('/v1/dev/token', { user: user, name: name, role: 'viewer' });
+      j = await postJSON('/v1/dev/token', { user: user, name: name, role: wantRole });
     } catch (e) {
       if (e instanceof ApiError && e.status >= 400 && e.status < 500) {
+        // A server with a secret has no guest tokens: the page needs one.
         e.fatal = true;
-        e.message = 'Cannot get a guest token: ' + e.message + ' — open this page with ?token=… instead.';
+        e.needToken = true;
       }
       throw e;
     }
     if (!j.token) throw new ApiError(0, null, 'The dev token endpoint answered without a token.');
     token = j.token;
     tokenIsDev = true;
-    try { localStorage.setItem(TOKEN_KEY, JSON.stringify({ token: token, name: name, user: user })); } catch (e) { /* ignore */ }
-    return token;
+    try { localStorage.setItem(TOKEN_KEY, JSON.stringify({ token: token, name: name, user: user, role: wantRole })); } catch (e) { /* ignore */ }
+    return gotToken(token);
+  }
+
+  // gotToken notes the role of the token in use: anchors and admins get the
+  // live control (the server checks the room's anchor on every call).
+  function gotToken(t) {
+    var role = jwtClaims(t).role || 'viewer';
+    if (role !== lr.role) {
+      lr.role = role;
+      showLiveControl();
+    }
+    return t;
   }
 
   // ---------- connection state ----------
@@ -463,11 +492,49 @@
     }
   }
 
+  // The status says in a word or two why the page stopped; the bar under
+  // the header says what to do.
+  var STOP_TEXT = { banned: 'banned', forbidden: 'not allowed', invalid_room: 'not a room', unauthorized: 'token refused' };
+
   function stop(err) {
     fatal = err;
     lr.error = { code: err.code, message: err.message };
-    setState('offline', err.message);
-    toast(err.message);
+    setSendable(false, err.needToken || err.code === 'unauthorized' ? 'Sending needs a token' : 'Sending is off');
+    if (err.needToken) {
+      setState('offline', 'token needed');
+      el.retry.hidden = true; // retrying cannot help: the page needs another address
+      showBar('This server needs a token: open this page with ?token=… added to its address.',
+        (err.code === 'dev_mode_only' ? '' : err.message + ' ') + 'Use a JWT from your platform, or mint one with the server\'s secret ' +
+        '(liveroom token --user you --name You) and open ' + location.pathname + '?token=<that token>.');
+      return;
+    }
+    setState('offline', STOP_TEXT[err.code] || 'stopped');
+    if (err.code === 'unauthorized') {
+      el.retry.hidden = true;
+      showBar('The server refused this page\'s token.', err.message + ' — open this page with a valid ?token=… (a JWT the server can verify).');
+      return;
+    }
+    showBar(err.message, '');
+  }
+
+  function showBar(text, help) {
+    el.barText.textContent = text;
+    el.barHelp.textContent = help;
+    el.barHelp.hidden = !help;
+    el.bar.hidden = false;
+  }
+
+  // setSendable enables or disables everything that sends: without a token
+  // the comment box and the gift and like buttons must not look usable.
+  // why replaces the comment box's placeholder while it is off.
+  function setSendable(on, why) {
+    lr.canSend = on;
+    document.body.dataset.canSend = on ? 'yes' : 'no';
+    el.text.disabled = !on;
+    el.sendBtn.disabled = !on;
+    el.like.disabled = !on;
+    el.text.placeholder = on ? 'Say something…' : why;
+    document.querySelectorAll('button[data-gift]').forEach(function (b) { b.disabled = !on; });
   }
 
   function onWelcome(c, f) {
@@ -484,6 +551,8 @@
     setOnline(f.online || 0);
     setLikes(f.likes || 0, true);
     setState('live');
+    if (!lr.canSend) setSendable(true);
+    el.bar.hidden = true;
   }
 
   function onFrame(c, f) {
@@ -578,6 +647,7 @@
         break;
       case 'notice':
         showNotice(m);
+        if (m.action === 'live_start' || m.action === 'live_stop') onLiveNotice(m);
         break;
     }
   }
@@ -888,6 +958,116 @@
     svg.addEventListener('animationend', function () { svg.remove(); }, { once: true });
     el.hearts.appendChild(svg);
   }
+
+  // ---------- live sessions: the anchor's control, recent streams ----------
+  // The room's sessions are read (GET /v1/rooms/R/sessions) only by an
+  // anchor's page and when someone opens "Recent streams": a join storm of
+  // viewers must not become a storm of session lists. Live notices keep
+  // what was read up to date without asking again.
+  var sessionList = null; // newest first, as the API answers
+  var sessionsLoading = null;
+
+  function sessionsURL() { return '/v1/rooms/' + encodeURIComponent(room) + '/sessions'; }
+
+  function loadSessions() {
+    if (sessionsLoading) return sessionsLoading;
+    sessionsLoading = (async function () {
+      try {
+        var r = await fetch(sessionsURL(), { cache: 'no-store', headers: { Accept: 'application/json' } });
+        var j = null;
+        try { j = await r.json(); } catch (e) { /* not JSON */ }
+        if (!r.ok) throw new ApiError(r.status, j);
+        sessionList = (j && j.sessions) || [];
+      } catch (e) {
+        sessionList = null;
+        el.sessionsEmpty.textContent = 'Cannot list the streams: ' + describe(e);
+        el.sessionsEmpty.hidden = false;
+      } finally {
+        sessionsLoading = null;
+      }
+      renderSessions();
+    })();
+    return sessionsLoading;
+  }
+
+  function fmtLen(ms) {
+    var s = Math.max(0, Math.round((ms || 0) / 1000));
+    var h = Math.floor(s / 3600);
+    var m = Math.floor((s % 3600) / 60);
+    return (h ? h + ':' + String(m).padStart(2, '0') : String(m)) + ':' + String(s % 60).padStart(2, '0');
+  }
+
+  function renderSessions() {
+    if (!sessionList) return;
+    lr.live = sessionList.find(function (x) { return x.live; }) || null;
+    el.sessions.textContent = '';
+    sessionList.slice(0, 5).forEach(function (x) {
+      var li = document.createElement('li');
+      li.dataset.session = x.id;
+      var a = document.createElement('a');
+      a.href = '/replay/' + encodeURIComponent(room) + '/' + encodeURIComponent(x.id);
+      a.textContent = new Date(x.started_ms).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+      var d = document.createElement('span');
+      d.className = 'session-len';
+      d.textContent = x.live ? ' · live now' : ' · ' + fmtLen(x.duration_ms);
+      li.append(a, d);
+      el.sessions.appendChild(li);
+    });
+    el.sessionsEmpty.hidden = sessionList.length > 0;
+    if (!sessionList.length) el.sessionsEmpty.textContent = 'No stream of this room was recorded yet.';
+    showLiveControl();
+  }
+
+  el.sessionsBox.addEventListener('toggle', function () {
+    if (el.sessionsBox.open && !sessionList) loadSessions();
+  });
+
+  function onLiveNotice(m) {
+    if (!sessionList || !m.session) return;
+    var cur = sessionList.find(function (x) { return x.id === m.session; });
+    if (m.action === 'live_start' && !cur) {
+      sessionList.unshift({ id: m.session, started_ms: m.ts || Date.now(), live: true, duration_ms: 0 });
+    } else if (m.action === 'live_stop' && cur) {
+      cur.live = false;
+      cur.duration_ms = Math.max(0, (m.ts || Date.now()) - cur.started_ms);
+    }
+    renderSessions();
+  }
+
+  // showLiveControl shows the anchor's Go live / End live control to a
+  // token of role anchor or admin; the server still decides (only the
+  // room's anchor, or an admin).
+  var liveBusy = false;
+  function showLiveControl() {
+    var may = lr.role === 'anchor' || lr.role === 'admin';
+    el.liveCtl.hidden = !may;
+    if (!may) return;
+    if (!sessionList && !sessionsLoading) { loadSessions(); }
+    var on = !!lr.live;
+    document.body.dataset.live = on ? 'yes' : 'no';
+    el.liveState.textContent = sessionList ? (on ? 'Live now' : 'Not live') : '…';
+    el.liveBtn.textContent = on ? 'End live' : 'Go live';
+    el.liveBtn.setAttribute('aria-label', on ? 'End the live stream of this room' : 'Start a live stream of this room');
+    el.liveBtn.disabled = liveBusy || !sessionList;
+  }
+
+  el.liveBtn.addEventListener('click', async function () {
+    var action = lr.live ? 'stop' : 'start';
+    liveBusy = true;
+    showLiveControl();
+    try {
+      var tok = await getToken(false);
+      var s = await postJSON('/v1/rooms/' + encodeURIComponent(room) + '/live/' + action, {}, { Authorization: 'Bearer ' + tok });
+      toast(action === 'start' ? 'You are live: what is said from now on is kept for the replay.' : 'The live stream ended; its replay is under Recent streams.', 'info');
+      lr.lastLive = { action: action, session: s.id };
+    } catch (e) {
+      toast(describe(e));
+      lr.lastLive = { action: action, error: e.code || 'network' };
+    } finally {
+      liveBusy = false;
+    }
+    await loadSessions();
+  });
 
   // ---------- start ----------
   connect();
