@@ -156,6 +156,11 @@ type Conn struct {
 	dd      *dedupe
 	resumed bool // a connection was established: reconnects send since
 	rnd     func() float64
+	// shunned is a gateway this Conn left because it went silent, tried
+	// last until shunnedUntil: dispatch may list it until its missing
+	// beats show, and a hung gateway costs a dial timeout.
+	shunned      string
+	shunnedUntil time.Time
 }
 
 // Connect asks dispatch for the gateways of cfg.Room, tries them in order and
@@ -258,7 +263,7 @@ func (c *Conn) connectOnce(ctx context.Context) (*GatewayConn, *Welcome, error) 
 		return nil, nil, ErrNoGateway
 	}
 	var errs []error
-	for _, gw := range ans.Gateways {
+	for _, gw := range c.order(ans.Gateways) {
 		since := c.lastSeq.Load()
 		u, err := GatewayURL(c.cfg.BaseURL, gw.URL, c.cfg.Room, c.cfg.Token, since, c.resumed)
 		if err == nil {
@@ -467,6 +472,26 @@ func (c *Conn) deliver(ctx context.Context, m Message) bool {
 	return true
 }
 
+// shunFor is how long a gateway left for its silence is tried last.
+const shunFor = 30 * time.Second
+
+// order returns gws with the shunned gateway, if listed, moved last.
+func (c *Conn) order(gws []Gateway) []Gateway {
+	if c.shunned == "" || time.Now().After(c.shunnedUntil) {
+		return gws
+	}
+	out := make([]Gateway, 0, len(gws))
+	var last []Gateway
+	for _, g := range gws {
+		if g.ID == c.shunned {
+			last = append(last, g)
+		} else {
+			out = append(out, g)
+		}
+	}
+	return append(out, last...)
+}
+
 // reconnect waits and reconnects through dispatch until it succeeds, the
 // Conn closes or an attempt fails fatally. wait, if positive, is the first
 // delay (a drain's after_ms); otherwise the policy's.
@@ -478,6 +503,9 @@ func (c *Conn) reconnect(ctx context.Context, cause error, wait time.Duration) (
 		delay = c.policy.Delay(0, c.rnd)
 	}
 	left := c.Gateway()
+	if errors.Is(cause, ErrSilent) && left != "" {
+		c.shunned, c.shunnedUntil = left, time.Now().Add(shunFor)
+	}
 	for attempt := 1; ; attempt++ {
 		if !c.emit(ctx, Event{Kind: EventReconnecting, Err: cause, Delay: delay, Attempt: attempt, Gateway: left}) {
 			return nil, nil, ErrClosed

@@ -650,3 +650,39 @@ func TestConnLeavesASilentGateway(t *testing.T) {
 		t.Errorf("left the silent gateway after %v, want about 250 ms", left)
 	}
 }
+
+// TestSilentGatewayIsTriedLast: dispatch may still list a hung gateway
+// first (its beats have not gone missing yet); the client that left it for
+// its silence tries the others before it.
+func TestSilentGatewayIsTriedLast(t *testing.T) {
+	const room = "quiet"
+	hung := newFakeGateway(t, "hung", func(n int, q url.Values, c *serverConn) {
+		c.send(protocol.Welcome{Type: protocol.FrameWelcome, Room: room, Seq: 2, Gateway: "hung", HeartbeatMS: 100})
+		c.batch(room, gift("g3", 3))
+		time.Sleep(2 * time.Second) // hangs with the socket open
+	})
+	alive := newFakeGateway(t, "alive", func(n int, q url.Values, c *serverConn) {
+		c.send(protocol.Welcome{Type: protocol.FrameWelcome, Room: room, Seq: 4, Gateway: "alive", Replayed: 1})
+		c.batch(room, gift("g4", 4))
+		c.waitClosed()
+	})
+	d := newFakeDispatch(t, func(call int) []Gateway {
+		return []Gateway{{ID: "hung", URL: hung.URL()}, {ID: "alive", URL: alive.URL()}}
+	})
+	c, err := Connect(testCtx(t), Config{BaseURL: d.srv.URL, Room: room, Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got []string
+	for len(got) < 5 {
+		got = append(got, describe(nextEvent(t, c)))
+	}
+	want := "welcome seq=2,msg gift g3#3,reconnecting,reconnected seq=4,msg gift g4#4"
+	if s := strings.Join(got, ","); s != want {
+		t.Fatalf("events %s\nwant %s", s, want)
+	}
+	if g := c.Gateway(); g != "alive" {
+		t.Fatalf("on %q, want alive", g)
+	}
+}

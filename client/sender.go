@@ -234,8 +234,9 @@ func (e *decodeError) Unwrap() error { return e.err }
 // DevToken asks a dev-mode server (one started without a JWT secret) for a
 // token: POST {baseURL}/v1/dev/token. role "" means viewer. A `liveroom
 // serve` with a secret answers 404 with code dev_mode_only (*APIError); a
-// single-role server answers 404 not_found.
-func DevToken(ctx context.Context, baseURL, user, name, role string) (string, error) {
+// single-role server answers 404 not_found. rooms, for an anchor, are the
+// rooms the token owns (its rooms claim).
+func DevToken(ctx context.Context, baseURL, user, name, role string, rooms ...string) (string, error) {
 	u, err := endpointURL(baseURL, nil, "v1", "dev", "token")
 	if err != nil {
 		return "", err
@@ -244,10 +245,11 @@ func DevToken(ctx context.Context, baseURL, user, name, role string) (string, er
 		role = protocol.RoleViewer
 	}
 	payload, err := json.Marshal(struct {
-		User string `json:"user"`
-		Name string `json:"name,omitempty"`
-		Role string `json:"role"`
-	}{user, name, role})
+		User  string   `json:"user"`
+		Name  string   `json:"name,omitempty"`
+		Role  string   `json:"role"`
+		Rooms []string `json:"rooms,omitempty"`
+	}{user, name, role, rooms})
 	if err != nil {
 		return "", fmt.Errorf("cannot encode token request: %w", err)
 	}

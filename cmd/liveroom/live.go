@@ -76,6 +76,10 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if tf.user == "" {
 		tf.user = liveDefaultUser
 	}
+	if tf.role == protocol.RoleAnchor {
+		// A minted or dev anchor token owns the room it starts.
+		tf.rooms = []protocol.Room{r}
+	}
 	tok, err := tf.resolve(ctx, base)
 	if err != nil {
 		return fmt.Errorf("live %s: %w", action, err)

@@ -258,7 +258,7 @@ func newDevServer(t *testing.T) *devServer {
 			t.Error(err)
 			return
 		}
-		who, perr := v.FromRequest(r)
+		who, perr := v.FromUpgrade(r)
 		if perr != nil {
 			protocol.WriteError(w, perr)
 			return

@@ -109,12 +109,12 @@ func parseFlags(fs *flag.FlagSet, args []string) (stop bool, err error) {
 	return err != nil, err
 }
 
-func mintToken(secret, user, name, role string, ttl time.Duration) (string, error) {
+func mintToken(secret, user, name, role string, ttl time.Duration, rooms ...protocol.Room) (string, error) {
 	s, err := auth.NewSigner([]byte(secret))
 	if err != nil {
 		return "", err
 	}
-	return mintWith(s, user, name, role, ttl)
+	return mintWith(s.WithRooms(rooms...), user, name, role, ttl)
 }
 
 func mintWith(s *auth.Signer, user, name, role string, ttl time.Duration) (string, error) {
@@ -132,9 +132,11 @@ func mintWith(s *auth.Signer, user, name, role string, ttl time.Duration) (strin
 // token minted with --secret for --user, else one asked from a dev-mode
 // server. After resolve, dev says whether the token came from the dev token
 // endpoint (a dev-mode server restarted since signs with a new secret, so
-// such a token can be renewed; see renew).
+// such a token can be renewed; see renew). rooms, for an anchor, are the
+// rooms a minted or dev token owns (live sets it to its --room).
 type authFlags struct {
 	token, secret, user, name, role string
+	rooms                           []protocol.Room
 	dev                             bool
 }
 
@@ -187,7 +189,7 @@ func (a *authFlags) resolve(ctx context.Context, baseURL string) (string, error)
 		a.secret = os.Getenv(envSecret)
 	}
 	if a.secret != "" {
-		return mintToken(a.secret, a.user, a.name, a.role, 24*time.Hour)
+		return mintToken(a.secret, a.user, a.name, a.role, 24*time.Hour, a.rooms...)
 	}
 	return a.renew(ctx, baseURL)
 }
@@ -195,7 +197,11 @@ func (a *authFlags) resolve(ctx context.Context, baseURL string) (string, error)
 // renew asks the dev token endpoint of baseURL for a token of the same
 // user, name and role.
 func (a *authFlags) renew(ctx context.Context, baseURL string) (string, error) {
-	tok, err := client.DevToken(ctx, baseURL, a.user, a.name, a.role)
+	rooms := make([]string, len(a.rooms))
+	for i, r := range a.rooms {
+		rooms[i] = string(r)
+	}
+	tok, err := client.DevToken(ctx, baseURL, a.user, a.name, a.role, rooms...)
 	var ae *client.APIError
 	switch {
 	case err == nil:

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"runtime"
 	"time"
@@ -74,6 +75,17 @@ type Config struct {
 	// quiet rooms stay uncompressed (deflate.go). Default 512; negative
 	// compresses every frame.
 	CompressMinBytes int
+	// HeartbeatInterval is the longest a viewer goes without a frame: a
+	// room that pushed nothing for about half of it gets a small heartbeat
+	// frame (heartbeat.go), and the welcome promises it (hb_ms) so that
+	// clients can leave a gateway that hangs after
+	// protocol.LivenessFactor × HeartbeatInterval of silence. Default 1s;
+	// negative: no heartbeats (and no promise).
+	HeartbeatInterval time.Duration
+	// HeartbeatNATSGrace: heartbeats stop once the gateway has been cut off
+	// from NATS for this long, so that its viewers move to a gateway that
+	// can deliver. Default 5s.
+	HeartbeatNATSGrace time.Duration
 	// PingInterval is how often an idle connection is pinged. Default 25s.
 	PingInterval time.Duration
 	// IdleTimeout closes a connection from which nothing (not even a pong)
@@ -200,6 +212,13 @@ func (c *Config) setDefaults() error {
 	if c.CompressMinBytes == 0 {
 		c.CompressMinBytes = DefaultCompressMinBytes
 	}
+	switch {
+	case c.HeartbeatInterval == 0:
+		c.HeartbeatInterval = time.Second
+	case c.HeartbeatInterval > 0 && c.HeartbeatInterval < 100*time.Millisecond:
+		return fmt.Errorf("cannot create gateway: heartbeat interval %s is below 100ms (each one is a write to every idle viewer)", c.HeartbeatInterval)
+	}
+	setDur(&c.HeartbeatNATSGrace, 5*time.Second)
 	setDur(&c.PingInterval, 25*time.Second)
 	setDur(&c.IdleTimeout, c.PingInterval*5/2)
 	setDur(&c.WriteTimeout, 10*time.Second)

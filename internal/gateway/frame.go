@@ -5,6 +5,8 @@ import (
 	"errors"
 
 	"github.com/gobwas/ws"
+
+	"github.com/liveroom/liveroom/internal/protocol"
 )
 
 // frame is one encoded WebSocket frame, shared by every connection it is
@@ -70,6 +72,10 @@ func putHeader(b []byte, op ws.OpCode, n int) {
 // Precompiled control frames.
 var (
 	pingFrame = &frame{b: ws.MustCompileFrame(ws.NewPingFrame(nil))}
+	// heartbeatFrame tells a viewer of a quiet room that its gateway is
+	// alive (heartbeat.go). A text frame, not a WebSocket ping: browsers do
+	// not show pings to the page.
+	heartbeatFrame = &frame{b: textFrame([]byte(`{"type":"` + protocol.FrameHeartbeat + `"}`))}
 )
 
 func closeFrameBytes(code ws.StatusCode, reason string) []byte {

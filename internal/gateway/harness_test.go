@@ -26,6 +26,7 @@ import (
 // publish as the uplink would.
 type env struct {
 	t   *testing.T
+	srv *bus.Embedded
 	url string
 	nc  *nats.Conn
 	js  jetstream.JetStream
@@ -37,7 +38,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e, nc, js := testutil.StartBackbone(t)
-	return &env{t: t, url: e.ClientURL(), nc: nc, js: js}
+	return &env{t: t, srv: e, url: e.ClientURL(), nc: nc, js: js}
 }
 
 // gw is a gateway under test on its own NATS connection and HTTP server.
@@ -88,11 +89,13 @@ func (e *env) gateway(mod func(*Config)) *gw {
 	return g
 }
 
-// viewer is a raw WebSocket client.
+// viewer is a raw WebSocket client. read skips heartbeat frames unless
+// heartbeats is set.
 type viewer struct {
-	t    *testing.T
-	conn net.Conn
-	rd   *bufio.Reader
+	t          *testing.T
+	conn       net.Conn
+	rd         *bufio.Reader
+	heartbeats bool
 }
 
 func (g *gw) dial(t *testing.T, room, user, query string) *viewer {
@@ -174,6 +177,9 @@ func (v *viewer) read(timeout time.Duration) (string, json.RawMessage, error) {
 		}
 		if err := json.Unmarshal(b, &probe); err != nil {
 			return "", nil, err
+		}
+		if probe.Type == protocol.FrameHeartbeat && !v.heartbeats {
+			continue
 		}
 		return probe.Type, b, nil
 	}

@@ -48,6 +48,7 @@ func (s *Server) Register(reg prometheus.Registerer) error {
 		counter("reliable_repaired_total", "Reliable messages read by repairs with Direct Get.", load(&st.ReliableRepaired)),
 		counter("reliable_repair_requests_total", "Direct Get requests of repairs.", load(&st.RepairRequests)),
 		counter("reliable_repair_errors_total", "Direct Get requests of repairs that failed (retried).", load(&st.RepairErrors)),
+		counter("heartbeats_total", "Heartbeat frames written to viewers of quiet rooms (one per viewer).", load(&st.Heartbeats)),
 		counter("reliable_checks_total", "Checks of every hosted room against the reliable stream.", load(&st.Checks)),
 		counter("reliable_check_requests_total", "Multi-last Direct Get requests of checks (one per 256 rooms).", load(&st.CheckRequests)),
 		counter("room_start_batches_total", "Batches of rooms started together.", load(&st.StartBatches)),

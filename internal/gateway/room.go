@@ -3,6 +3,7 @@ package gateway
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,6 +56,9 @@ type room struct {
 
 	allow     float64 // live-message allowance of the sampling budget
 	lastFlush time.Time
+	// sentAt is when members were last written a frame (unix nanos): a
+	// flush or a heartbeat (heartbeat.go).
+	sentAt atomic.Int64
 	// mergeWin is the room's merge window, chosen at each flush from its
 	// member count (Config.RoomWriteBudget). Flusher goroutine only.
 	mergeWin time.Duration
@@ -172,6 +176,7 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 		if deflaters > 0 {
 			r.srv.compress(f)
 		}
+		r.sentAt.Store(now.UnixNano())
 		r.srv.writeAll(f, scratch)
 	}
 	// Hand the message slice back for reuse by the next window.

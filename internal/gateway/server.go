@@ -155,6 +155,9 @@ func (s *Server) Start(ctx context.Context) error {
 	for _, ch := range s.natsChs {
 		s.goLoop(func() { s.natsLoop(ch) })
 	}
+	if s.cfg.HeartbeatInterval > 0 {
+		s.goLoop(s.heartbeatLoop)
+	}
 	for range startLoops {
 		s.goLoop(s.startLoop)
 	}
@@ -324,6 +327,7 @@ func (s *Server) welcomeFrame(id protocol.Room, c *conn, seq uint64, online, lik
 	return textFrame(protocol.Encode(protocol.Welcome{
 		Type: protocol.FrameWelcome, Room: string(id), Seq: seq, Online: online,
 		Likes: likes, Gateway: s.cfg.ID, User: string(c.who.User), Replayed: replayed,
+		HeartbeatMS: max(s.cfg.HeartbeatInterval.Milliseconds(), 0),
 	}))
 }
 

@@ -38,4 +38,5 @@ type Stats struct {
 	DrainClosed      atomic.Int64 // viewers a drain closed because they had not left
 	RoomsStarted     atomic.Int64 // room subscriptions started
 	RoomsStopped     atomic.Int64 // room subscriptions stopped
+	Heartbeats       atomic.Int64 // heartbeat frames written to viewers of quiet rooms
 }

@@ -43,6 +43,7 @@ type fakeServer struct {
 	waits       int // answer this many dispatch requests with a wait first
 	dispatches  []url.Values
 	devTokenErr *protocol.Error
+	hbMS        int64 // the welcome's heartbeat promise
 	nextID      int
 	lastWelcome protocol.Welcome
 }
@@ -165,7 +166,7 @@ func (f *fakeServer) ws(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &fakeConn{c: nc}
 	f.mu.Lock()
-	welcome := protocol.Welcome{Type: protocol.FrameWelcome, Room: q.Get("room"), Online: 1, Likes: 7, Gateway: "gw-1", User: "someone"}
+	welcome := protocol.Welcome{Type: protocol.FrameWelcome, Room: q.Get("room"), Online: 1, Likes: 7, Gateway: "gw-1", User: "someone", HeartbeatMS: f.hbMS}
 	if n := len(f.reliable); n > 0 {
 		welcome.Seq = f.reliable[n-1].Seq
 	}
@@ -723,4 +724,38 @@ func TestDanmakuLateFrame(t *testing.T) {
 		t.Errorf("same lane, gap between the comments (px): %s; want the same lane and a gap of at least 20 px", got)
 	}
 	b.checkClean()
+}
+
+// TestRoomPageLeavesASilentGateway: a gateway that promised heartbeats
+// (hb_ms) and then sends nothing, its socket open, as a hung process would,
+// is left after LIVENESS_FACTOR × hb_ms; the page resumes through dispatch
+// with since=, and a gift stored meanwhile arrives once. While heartbeats
+// come, a quiet room is not left.
+func TestRoomPageLeavesASilentGateway(t *testing.T) {
+	browser := newBrowser(t)
+	f := newFakeServer(t)
+	f.hbMS = 200
+	b := newTab(t, browser, "silent")
+	b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room?name=Sid"))
+	f.nextDial(t)
+	b.waitJS(10*time.Second, `window.liveroom.state === 'live'`, "live")
+	f.batch(f.addGift("rose", "Ann"))
+	b.waitJS(5*time.Second, `window.liveroom.gifts.length === 1`, "gift 1")
+	// Heartbeats only, for four times the liveness: the page stays.
+	for range 10 {
+		f.broadcast([]byte(`{"type":"hb"}`))
+		time.Sleep(100 * time.Millisecond)
+	}
+	if s := b.state(); s.State != "live" || eval[int](b, `window.liveroom.silentLeaves`) != 0 {
+		t.Fatalf("left a gateway that kept sending heartbeats: %+v", s)
+	}
+	// Silence: the gateway hangs; a gift is stored meanwhile.
+	f.addGift("castle", "Ann")
+	if q := f.nextDial(t); q.Get("since") != "1" {
+		t.Errorf("resumed with since=%q, want 1", q.Get("since"))
+	}
+	b.waitJS(5*time.Second, `window.liveroom.state === 'live' && window.liveroom.gifts.length === 2`, "the gift stored during the silence")
+	if n := eval[int](b, `window.liveroom.silentLeaves`); n != 1 {
+		t.Errorf("silentLeaves = %d, want 1", n)
+	}
 }

@@ -82,7 +82,7 @@ func TestAnchorGoesLiveInBrowser(t *testing.T) {
 	browser := newBrowser(t)
 	n := startNode(t, testutil.Secret, gateway.Config{})
 	const room = "show"
-	anchorTok := testutil.Token(t, "dj", protocol.RoleAnchor)
+	anchorTok := testutil.AnchorToken(t, "dj", room)
 	viewerTok := testutil.Token(t, "fan", protocol.RoleViewer)
 
 	anchor := newTab(t, browser, "anchor")

@@ -15,6 +15,11 @@
   var KEEP_IDS = 5000;
   var CONNECT_TIMEOUT_MS = 8000; // from new WebSocket to welcome
   var STABLE_MS = 5000; // a connection that lived this long resets backoff
+  // A gateway that promises a frame every hb_ms (its welcome) and sends
+  // nothing for LIVENESS_FACTOR times that is hung: leave it at once and
+  // resume elsewhere with since= (docs/PROTOCOL.md, liveness).
+  var LIVENESS_FACTOR = 2.5;
+  var SHUN_MS = 30000; // a gateway left for its silence is tried last this long
   var LIKE_BATCH_MS = 300;
   var GIFT_RETRIES = 3;
   var MAX_FLYING = 80; // danmaku elements on screen at once
@@ -29,6 +34,7 @@
     seen: [],
     gifts: [],
     waits: 0, // wait answers from dispatch (every gateway full)
+    silentLeaves: 0, // gateways left because they went silent
     online: 0,
     likes: 0,
     error: null,
@@ -384,7 +390,7 @@
       if (lr.lastSeq || hasPosition) url += '&since=' + lr.lastSeq;
       var ws;
       try { ws = new WebSocket(url); } catch (e) { reject(new ApiError(0, null, 'bad gateway url')); return; }
-      var c = { ws: ws, gw: gw, liveAt: 0, retiring: false, holdMs: 0, opened: false };
+      var c = { ws: ws, gw: gw, liveAt: 0, retiring: false, holdMs: 0, opened: false, heardAt: Date.now(), watch: 0 };
       var settled = false;
       var timer = setTimeout(function () { fail(new ApiError(0, null, 'gateway did not answer')); }, CONNECT_TIMEOUT_MS);
       function fail(err) {
@@ -396,6 +402,7 @@
       }
       ws.onopen = function () { c.opened = true; };
       ws.onmessage = function (ev) {
+        c.heardAt = Date.now();
         var f;
         try { f = JSON.parse(ev.data); } catch (e) { return; }
         if (!settled) {
@@ -451,7 +458,7 @@
             await waitFor(ans.wait);
             continue;
           }
-          var gws = ans.gateways;
+          var gws = shunLast(ans.gateways);
           for (var i = 0; i < gws.length; i++) {
             try {
               var c = await open(gws[i], tok);
@@ -537,9 +544,37 @@
     document.querySelectorAll('button[data-gift]').forEach(function (b) { b.disabled = !on; });
   }
 
+  // shunned is the gateway last left for its silence: dispatch may list it
+  // until its missing beats show, so it is tried last for SHUN_MS.
+  var shunned = { id: '', until: 0 };
+  function shunLast(gws) {
+    if (!shunned.id || Date.now() > shunned.until) return gws;
+    return gws.filter(function (g) { return g.id !== shunned.id; })
+      .concat(gws.filter(function (g) { return g.id === shunned.id; }));
+  }
+
+  // watchLiveness leaves c once it has been silent past its promise.
+  function watchLiveness(c, hbMs) {
+    if (!(hbMs > 0)) return;
+    var silentMs = hbMs * LIVENESS_FACTOR;
+    c.watch = setInterval(function () {
+      if (conn !== c || c.retiring) { clearInterval(c.watch); return; }
+      if (Date.now() - c.heardAt <= silentMs) return;
+      clearInterval(c.watch);
+      lr.silentLeaves++;
+      shunned = { id: lr.gateway || c.gw.id || '', until: Date.now() + SHUN_MS };
+      conn = null;
+      try { c.ws.close(); } catch (e) { /* ignore */ }
+      // The silence was the wait: reconnect now, without backing off.
+      setState('reconnecting', 'the server stopped answering');
+      connect();
+    }, Math.max(100, Math.min(hbMs / 2, 500)));
+  }
+
   function onWelcome(c, f) {
     conn = c;
     c.liveAt = Date.now();
+    watchLiveness(c, Number(f.hb_ms) || 0);
     lr.gateway = f.gateway || c.gw.id || '';
     lr.user = f.user || '';
     lr.error = null;
@@ -587,6 +622,7 @@
   }
 
   function onClosed(c, ev) {
+    clearInterval(c.watch);
     if (conn !== c) return;
     conn = null;
     if (c.retiring) return; // moveAfter reconnects when its countdown ends
