@@ -645,9 +645,9 @@ func TestConnLeavesASilentGateway(t *testing.T) {
 	if s := strings.Join(got, ","); s != want {
 		t.Fatalf("events %s\nwant %s", s, want)
 	}
-	// 2.5 × 100 ms of silence, give or take the scheduler.
-	if left < 200*time.Millisecond || left > 2*time.Second {
-		t.Errorf("left the silent gateway after %v, want about 250 ms", left)
+	// 2 × 100 ms of silence, give or take the scheduler.
+	if left < 100*time.Millisecond || left > 2*time.Second {
+		t.Errorf("left the silent gateway after %v, want about 200 ms", left)
 	}
 }
 
