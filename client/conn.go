@@ -130,11 +130,22 @@ type Config struct {
 	// Liveness is how long a connection may hear nothing (no frame, not
 	// even a heartbeat) before the Conn leaves that gateway as hung and
 	// resumes elsewhere with since. Zero: protocol.LivenessFactor times
-	// the heartbeat interval the gateway announces in its welcome (2.5 s for
-	// 1 s), or the Dialer's read timeout from a gateway that announces none;
-	// negative: the Dialer's read timeout only.
+	// the heartbeat interval the gateway announces in its welcome (1.75 s
+	// for 1 s), or the Dialer's read timeout from a gateway that announces
+	// none; negative: the Dialer's read timeout only.
 	Liveness time.Duration
+	// HedgeDelay: when a candidate gateway has not completed its WebSocket
+	// handshake within this long, the next candidate is dialed too, and the
+	// first handshake wins. A hung gateway's kernel still accepts TCP
+	// connections, so without it a viewer sent there (dispatch offers a
+	// gateway until its beats have been missing for 3 s) would wait the
+	// whole dial timeout. Zero: DefaultHedgeDelay; negative: one at a time.
+	HedgeDelay time.Duration
 }
+
+// DefaultHedgeDelay is Config.HedgeDelay's default: far above a handshake's
+// time on a working network, far below the dial timeout.
+const DefaultHedgeDelay = time.Second
 
 // Conn is a viewer's subscription to one room that survives drops, drains and
 // gateway failures: it reconnects through dispatch and resumes from the last
@@ -262,24 +273,32 @@ func (c *Conn) connectOnce(ctx context.Context) (*GatewayConn, *Welcome, error) 
 	if len(ans.Gateways) == 0 {
 		return nil, nil, ErrNoGateway
 	}
+	since := c.lastSeq.Load()
+	cands := c.order(ans.Gateways)
 	var errs []error
-	for _, gw := range c.order(ans.Gateways) {
-		since := c.lastSeq.Load()
-		u, err := GatewayURL(c.cfg.BaseURL, gw.URL, c.cfg.Room, c.cfg.Token, since, c.resumed)
-		if err == nil {
-			var gc *GatewayConn
-			var w *Welcome
-			gc, w, err = c.open(ctx, u)
-			if err == nil {
-				id := w.Gateway
-				if id == "" {
-					id = gw.ID
-				}
-				c.setGateway(id)
-				c.log.Info("connected", "gateway", id, "since", since, "resumed", c.resumed,
-					"seq", w.Seq, "replayed", w.Replayed)
-				return gc, w, nil
+	for len(cands) > 0 {
+		gw, gc, rest, derrs := c.dialHedged(ctx, cands, since)
+		errs = append(errs, derrs...)
+		cands = rest
+		if gc == nil {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
 			}
+			if n := len(derrs); n > 0 && IsFatal(derrs[n-1]) {
+				return nil, nil, derrs[n-1]
+			}
+			continue
+		}
+		w, err := c.welcome(ctx, gc)
+		if err == nil {
+			id := w.Gateway
+			if id == "" {
+				id = gw.ID
+			}
+			c.setGateway(id)
+			c.log.Info("connected", "gateway", id, "since", since, "resumed", c.resumed,
+				"seq", w.Seq, "replayed", w.Replayed)
+			return gc, w, nil
 		}
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
@@ -293,12 +312,102 @@ func (c *Conn) connectOnce(ctx context.Context) (*GatewayConn, *Welcome, error) 
 	return nil, nil, fmt.Errorf("cannot connect to any of %d gateways: %w", len(ans.Gateways), errors.Join(errs...))
 }
 
-// open dials u and waits for the welcome frame.
-func (c *Conn) open(ctx context.Context, u string) (*GatewayConn, *Welcome, error) {
-	gc, err := c.cfg.Dialer.Dial(ctx, u)
-	if err != nil {
-		return nil, nil, err
+// dialResult is the outcome of one candidate's handshake.
+type dialResult struct {
+	gw  Gateway
+	gc  *GatewayConn
+	err error
+}
+
+// dialHedged dials cands in order until one completes its WebSocket
+// handshake: the next candidate starts when the previous one failed or has
+// not finished within the hedge delay, and the first handshake wins (the
+// others are cancelled, and closed if they complete anyway). It returns the
+// winner (gc nil when none), the candidates it did not start, and the
+// errors of those that failed, the last one last.
+func (c *Conn) dialHedged(ctx context.Context, cands []Gateway, since uint64) (Gateway, *GatewayConn, []Gateway, []error) {
+	hedge := c.cfg.HedgeDelay
+	if hedge == 0 {
+		hedge = DefaultHedgeDelay
 	}
+	dctx, cancel := context.WithCancel(ctx)
+	results := make(chan dialResult, len(cands))
+	pending, next := 0, 0
+	var errs []error
+	start := func() bool {
+		for next < len(cands) {
+			gw := cands[next]
+			next++
+			u, err := GatewayURL(c.cfg.BaseURL, gw.URL, c.cfg.Room, c.cfg.Token, since, c.resumed)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("gateway %s: %w", gw.ID, err))
+				continue
+			}
+			pending++
+			go func() {
+				gc, err := c.cfg.Dialer.Dial(dctx, u)
+				results <- dialResult{gw: gw, gc: gc, err: err}
+			}()
+			return true
+		}
+		return false
+	}
+	// finish cancels the dials still running and closes any that complete.
+	finish := func() {
+		cancel()
+		if pending == 0 {
+			return
+		}
+		go func(n int) {
+			for range n {
+				if r := <-results; r.gc != nil {
+					_ = r.gc.Close()
+				}
+			}
+		}(pending)
+	}
+	start()
+	// A nil channel never fires: no hedging when hedge is negative.
+	var timer <-chan time.Time
+	var t *time.Timer
+	if hedge > 0 {
+		t = time.NewTimer(hedge)
+		defer t.Stop()
+		timer = t.C
+	}
+	for pending > 0 {
+		select {
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				finish()
+				return r.gw, r.gc, cands[next:], errs
+			}
+			c.log.Warn("gateway refused", "gateway", r.gw.ID, "err", r.err)
+			errs = append(errs, fmt.Errorf("gateway %s: %w", r.gw.ID, r.err))
+			if IsFatal(r.err) || ctx.Err() != nil {
+				finish()
+				return Gateway{}, nil, nil, errs
+			}
+			if pending == 0 && start() && t != nil {
+				t.Reset(hedge)
+			}
+		case <-timer:
+			if start() {
+				t.Reset(hedge)
+			}
+		case <-ctx.Done():
+			finish()
+			return Gateway{}, nil, nil, append(errs, ctx.Err())
+		}
+	}
+	cancel()
+	return Gateway{}, nil, cands[next:], errs
+}
+
+// welcome waits for the welcome frame on a new connection, closing it on
+// failure.
+func (c *Conn) welcome(ctx context.Context, gc *GatewayConn) (*Welcome, error) {
 	wctx, cancel := context.WithTimeout(ctx, DefaultWelcomeTimeout)
 	f, err := gc.ReadFrame(wctx)
 	cancel()
@@ -312,9 +421,9 @@ func (c *Conn) open(ctx context.Context, u string) (*GatewayConn, *Welcome, erro
 	}
 	if err != nil {
 		_ = gc.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return gc, f.Welcome, nil
+	return f.Welcome, nil
 }
 
 // run is the Conn's one goroutine: it reads, delivers and reconnects.

@@ -121,7 +121,7 @@ func gatewayFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
 	fs.IntVar(&c.ReadLimit, "read-limit", ev.int("READ_LIMIT", 4096), "largest client message in bytes, all its frames together ($LIVEROOM_READ_LIMIT)")
 	fs.BoolVar(&c.NoCompress, "no-compress", envBool(ev, "NO_COMPRESS"), "decline permessage-deflate and write every frame plain, when CPU rather than bandwidth is the tighter budget ($LIVEROOM_NO_COMPRESS)")
 	fs.IntVar(&c.CompressMinBytes, "compress-min-bytes", ev.int("COMPRESS_MIN_BYTES", gateway.DefaultCompressMinBytes), "frames with a smaller payload go plain even to viewers that negotiated compression; -1 compresses all ($LIVEROOM_COMPRESS_MIN_BYTES)")
-	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", ev.dur("HEARTBEAT_INTERVAL", time.Second), "longest a viewer goes without a frame: quiet rooms get a small heartbeat, and clients leave a gateway silent for 2× this; negative: none ($LIVEROOM_HEARTBEAT_INTERVAL)")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", ev.dur("HEARTBEAT_INTERVAL", time.Second), "longest a viewer goes without a frame: quiet rooms get a small heartbeat, and clients leave a gateway silent for 1.75× this; negative: none ($LIVEROOM_HEARTBEAT_INTERVAL)")
 	fs.DurationVar(&c.PingInterval, "ping-interval", ev.dur("PING_INTERVAL", 25*time.Second), "ping idle connections this often ($LIVEROOM_PING_INTERVAL)")
 	fs.Float64Var(&c.MaxCPU, "max-cpu", ev.float("MAX_CPU", 0), "CPU capacity in cores for the load score; 0 = all CPUs ($LIVEROOM_MAX_CPU)")
 	fs.Float64Var(&c.MaxBytesOut, "max-bytes-out", ev.float("MAX_BYTES_OUT", 100e6), "bytes/s to viewers at full load ($LIVEROOM_MAX_BYTES_OUT)")

@@ -402,6 +402,21 @@ func TestGiftsSurviveFaults(t *testing.T) {
 		t.Logf("phase %-32s gifts acked in [%2.0fs,%2.0fs): %6d deliveries, 202→screen p99 %v, worst %v",
 			p.name, p.start.Seconds(), p.end.Seconds(), len(byPhase[i]), pct(byPhase[i], 0.99), pct(byPhase[i], 1))
 	}
+	// The viewers of the frozen gateway: when they left it (after the
+	// freeze began) and how long they took to be welcomed elsewhere.
+	var leftAfter, rejoin []time.Duration
+	for _, v := range vs {
+		v.mu.Lock()
+		for _, h := range v.reconnects {
+			if off := h.left.Sub(start); h.from == "gw1" && off >= 44*time.Second && off < 50*time.Second && !h.joined.IsZero() {
+				leftAfter = append(leftAfter, off-44*time.Second)
+				rejoin = append(rejoin, h.joined.Sub(h.left))
+			}
+		}
+		v.mu.Unlock()
+	}
+	t.Logf("gateway freeze: %d viewers left gw1, after p50 %v max %v; welcomed elsewhere after p50 %v p99 %v max %v",
+		len(leftAfter), pct(leftAfter, 0.5), pct(leftAfter, 1), pct(rejoin, 0.5), pct(rejoin, 0.99), pct(rejoin, 1))
 	stored := c.storedTwice(t, rooms)
 	report := fmt.Sprintf("gifts sent %d, acked %d, failed after retries %d; viewers %d, cuts %d; deliveries %d; "+
 		"missing %d, doubled %d, stored twice %d, unacknowledged arrivals %d (allowed only for failed sends), fatal viewers %d; "+

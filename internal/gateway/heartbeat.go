@@ -9,20 +9,22 @@ import (
 // A gateway that hangs (a long GC pause, a VM paused by its host, SIGSTOP)
 // keeps its sockets open, so its viewers cannot tell it from a quiet room.
 // The welcome therefore promises a frame at least every HeartbeatInterval
-// H (hb_ms), and a room that pushed nothing for 7/8 of it gets one small
+// H (hb_ms), and a room that pushed nothing for 15/16 of it gets one small
 // shared frame, {"type":"hb"} (15 bytes on the wire), written to all its
 // members like any room frame. A busy room never gets one: its frames are
 // the proof. A client that hears nothing for LivenessFactor × hb_ms leaves
 // and resumes elsewhere with since= (docs/PROTOCOL.md).
 //
 // The cost is per quiet room member, one write system call per interval:
-// the loop runs every quarter interval over the hosted rooms, not over the
-// connections, and encodes nothing. With a quarter-interval tick and a 7/8
-// threshold, a quiet room gets exactly one heartbeat per interval (the
-// heartbeat counts as the room's last frame) and its viewers never wait
-// more than 9/8 of it between two frames. Rooms, not connections, keep the
-// time of their last frame; a viewer who joined a quiet room gets its first
-// heartbeat within about one interval of its welcome.
+// the loop runs every eighth of the interval over the hosted rooms, not
+// over the connections, and encodes nothing. With an eighth-interval tick
+// and a 15/16 threshold, a quiet room gets exactly one heartbeat per
+// interval (the heartbeat counts as the room's last frame) and its viewers
+// never wait more than 17/16 of it between two frames, which lets clients
+// leave after 1.75 intervals with most of a second of slack. Rooms, not
+// connections, keep the time of their last frame; a viewer who joined a
+// quiet room gets its first heartbeat within about one interval of its
+// welcome.
 //
 // A gateway cut off from NATS for longer than HeartbeatNATSGrace stops
 // them: it is alive but cannot deliver, and its viewers are better served
@@ -31,8 +33,8 @@ import (
 
 // heartbeatLoop sends heartbeats to the members of quiet rooms.
 func (s *Server) heartbeatLoop() {
-	every := s.cfg.HeartbeatInterval / 4
-	quiet := s.cfg.HeartbeatInterval * 7 / 8
+	every := s.cfg.HeartbeatInterval / 8
+	quiet := s.cfg.HeartbeatInterval * 15 / 16
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var rooms []*room

@@ -100,12 +100,12 @@ type Welcome struct {
 }
 
 // LivenessFactor × Welcome.HeartbeatMS is how long a client waits without
-// any frame before it leaves a gateway as hung (2 s for the default 1 s).
-// A gateway leaves at most 9/8 of the interval between two frames
-// (internal/gateway/heartbeat.go), so 2 leaves it most of a second of
-// scheduling slack while keeping a hung gateway's viewers within the 3 s
-// gift budget (docs/RELIABILITY.md).
-const LivenessFactor = 2
+// any frame before it leaves a gateway as hung (1.75 s for the default
+// 1 s). A gateway leaves at most 17/16 of the interval between two frames
+// (internal/gateway/heartbeat.go), so 1.75 leaves it about 0.7 s of
+// scheduling slack while keeping a hung gateway's viewers, reconnect and
+// replay included, within the 3 s gift budget (docs/RELIABILITY.md).
+const LivenessFactor = 1.75
 
 // Batch is a frame carrying the messages of one merge window of a room.
 type Batch struct {

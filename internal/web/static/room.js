@@ -18,7 +18,7 @@
   // A gateway that promises a frame every hb_ms (its welcome) and sends
   // nothing for LIVENESS_FACTOR times that is hung: leave it at once and
   // resume elsewhere with since= (docs/PROTOCOL.md, liveness).
-  var LIVENESS_FACTOR = 2;
+  var LIVENESS_FACTOR = 1.75;
   var SHUN_MS = 30000; // a gateway left for its silence is tried last this long
   var LIKE_BATCH_MS = 300;
   var GIFT_RETRIES = 3;
