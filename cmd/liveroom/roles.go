@@ -296,6 +296,10 @@ flags:`)
 	defer stopRun()
 	go func() {
 		select {
+		case <-runCtx.Done():
+			// serveHTTP returned on its own (the HTTP server failed):
+			// nothing left to drain for.
+			return
 		case <-ctx.Done():
 			r.log.Info("signal received: draining before exit")
 			dctx, cancel := context.WithTimeout(context.Background(), drainBudget(cfg))

@@ -6,6 +6,22 @@ import (
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
+// Lock order. A goroutine that holds a lock may take only locks further
+// down this list, never one further up:
+//
+//	Server.admitMu   admission against Close (handshake.go, Close)
+//	shard.mu         a shard's rooms and connections (hub.go)
+//	room.mu          a room's members, pending messages and window (room.go)
+//	conn.mu          a connection's socket writes and backlog (conn.go);
+//	                 a join writes the welcome and replay under room.mu
+//	poller.mu        a poller's reap list (netpoll_linux.go); conn.close
+//	                 releases conn.mu before it hands over to the poller
+//
+// Leaves, held alone: shard.dirtyMu, netpoll.mu, edge's per-address map,
+// the starter's and the repair queue's locks. reap leaves a room, so it
+// never runs under room.mu; flushes and heartbeats copy a room's members
+// under room.mu and write after releasing it.
+
 // hub is the gateway's local registry: which of its own connections sit in
 // which room. It is sharded so that joins, leaves and message routing for
 // different rooms do not contend; nothing on the push path asks anyone else.
