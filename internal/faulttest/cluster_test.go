@@ -152,7 +152,8 @@ func (c *cluster) metaLeader(t *testing.T) int {
 	var leader string
 	testutil.Eventually(t, 30*time.Second, "a JetStream meta leader", func() bool {
 		for _, mon := range c.monitors {
-			resp, err := http.Get("http://" + mon + "/jsz")
+			cl := http.Client{Timeout: time.Second}
+			resp, err := cl.Get("http://" + mon + "/jsz")
 			if err != nil {
 				continue
 			}
@@ -235,6 +236,11 @@ func (c *cluster) streamLeader(t *testing.T) int {
 	js, _ := jetstream.New(nc)
 	var leader string
 	testutil.Eventually(t, 30*time.Second, "a leader of the reliable stream", func() bool {
+		// The nodes' own monitoring first (no JetStream API round trip,
+		// which a loaded machine may time out), then the JetStream API.
+		if leader = c.streamLeaderFromJSZ(); leader != "" {
+			return true
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		st, err := js.Stream(ctx, bus.ReliableStream)
@@ -245,4 +251,39 @@ func (c *cluster) streamLeader(t *testing.T) int {
 		return leader != ""
 	})
 	return natsNode(t, leader)
+}
+
+// streamLeaderFromJSZ asks the running nodes' /jsz which node leads the
+// reliable stream; "" when none says.
+func (c *cluster) streamLeaderFromJSZ() string {
+	for _, mon := range c.monitors {
+		cl := http.Client{Timeout: time.Second}
+		resp, err := cl.Get("http://" + mon + "/jsz?accounts=true&streams=true")
+		if err != nil {
+			continue
+		}
+		var jsz struct {
+			Accounts []struct {
+				Streams []struct {
+					Name    string `json:"name"`
+					Cluster struct {
+						Leader string `json:"leader"`
+					} `json:"cluster"`
+				} `json:"stream_detail"`
+			} `json:"account_details"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&jsz)
+		resp.Body.Close()
+		if err != nil {
+			continue
+		}
+		for _, a := range jsz.Accounts {
+			for _, st := range a.Streams {
+				if st.Name == bus.ReliableStream && st.Cluster.Leader != "" {
+					return st.Cluster.Leader
+				}
+			}
+		}
+	}
+	return ""
 }
