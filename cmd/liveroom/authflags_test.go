@@ -131,16 +131,18 @@ func TestEdgeFlags(t *testing.T) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var c gateway.Config
 	gatewayFlags(fs, &c, &envs{})
-	args := []string{"--allowed-origins", "https://a.example, https://*.b.example", "--max-conns-per-ip", "7", "--handshake-rate", "3", "--edge-limit-loopback", "--header-timeout", "2s"}
+	args := []string{"--allowed-origins", "https://a.example, https://*.b.example", "--max-conns-per-ip", "7", "--handshake-rate", "3", "--header-timeout", "2s",
+		"--max-conns-per-user", "4", "--trusted-proxies", "10.0.0.0/8, 127.0.0.1"}
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(c.AllowedOrigins, []string{"https://a.example", "https://*.b.example"}) || c.MaxConnsPerIP != 7 ||
-		c.HandshakeRate != 3 || !c.LimitLoopback || c.HeaderTimeout != 2*time.Second || c.HandshakeBurst != gateway.DefaultHandshakeBurst {
+		c.HandshakeRate != 3 || c.MaxConnsPerUser != 4 || !slices.Equal(c.TrustedProxies, []string{"10.0.0.0/8", "127.0.0.1"}) || c.HeaderTimeout != 2*time.Second || c.HandshakeBurst != gateway.DefaultHandshakeBurst {
 		t.Fatalf("config %+v", c)
 	}
 	child := childGatewayArgs(fs)
-	if !slices.Contains(child, "--allowed-origins=https://a.example,https://*.b.example") || !slices.Contains(child, "--max-conns-per-ip=7") {
+	if !slices.Contains(child, "--allowed-origins=https://a.example,https://*.b.example") || !slices.Contains(child, "--max-conns-per-ip=7") ||
+		!slices.Contains(child, "--trusted-proxies=10.0.0.0/8,127.0.0.1") || !slices.Contains(child, "--max-conns-per-user=4") {
 		t.Fatalf("child args %v", child)
 	}
 }

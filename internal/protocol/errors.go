@@ -48,6 +48,15 @@ const (
 	CodeOriginNotAllowed     = "origin_not_allowed"
 	CodeTooManyConnections   = "too_many_connections"
 	CodeHandshakeRateLimited = "handshake_rate_limited"
+	// CodeTooManyUserConnections: the token's user already holds the most
+	// connections one user may hold on this gateway (429).
+	CodeTooManyUserConnections = "too_many_user_connections"
+	// CodeDuplicateOrigin: a WebSocket handshake with more than one Origin
+	// header (400).
+	CodeDuplicateOrigin = "duplicate_origin"
+	// CodeInternalOnly: an operator route (metrics, fleet views) asked for on
+	// a public address of a process that cannot check an admin token (403).
+	CodeInternalOnly = "internal_only"
 )
 
 // ErrorBody is the object under "error" in every error response.
