@@ -430,7 +430,7 @@ func TestAutoscaleRamp(t *testing.T) {
 		}
 	}
 	// ... and on /metrics.
-	resp, err := http.Get(base + "/metrics")
+	resp, err := operatorGet(t, base+"/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +467,7 @@ func TestAutoscaleRamp(t *testing.T) {
 			Action, Reason string
 		} `json:"decisions"`
 	}
-	r2, err := http.Get(base + "/v1/autoscale/decisions")
+	r2, err := operatorGet(t, base+"/v1/autoscale/decisions")
 	if err != nil {
 		t.Fatal(err)
 	}

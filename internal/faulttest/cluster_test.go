@@ -119,7 +119,7 @@ func (c *cluster) addGateway(t *testing.T, gwArgs ...string) {
 
 // activeGateways lists the gateway ids dispatch currently has beats from.
 func (c *cluster) activeGateways() []string {
-	resp, err := http.Get(c.dispatch + "/v1/gateways")
+	resp, err := operatorGet(c.t, c.dispatch+"/v1/gateways")
 	if err != nil {
 		return nil
 	}
@@ -251,4 +251,15 @@ func (c *cluster) streamLeader(t *testing.T) int {
 		return leader != ""
 	})
 	return natsNode(t, leader)
+}
+
+// operatorGet reads an operator view (GET /v1/gateways, /metrics,
+// /v1/autoscale/decisions) with an admin token, as an operator would.
+func operatorGet(t testing.TB, url string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+testutil.Token(t, "ops", protocol.RoleAdmin))
+	return http.DefaultClient.Do(req)
 }
