@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // Stable error codes. Clients branch on these; never change their meaning.
@@ -130,4 +131,33 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// Endpoint is one route of an HTTP API, as a router lists it (the
+// authorization matrix test walks them): a path pattern whose "{name}"
+// segments match any one segment, and the methods served ("*": the handler
+// answers every method itself).
+type Endpoint struct {
+	Pattern string
+	Methods []string
+}
+
+// MatchEndpoint reports whether path matches pattern segment by segment,
+// "{name}" matching any one segment (empty included, for the handler to
+// refuse with its own error).
+func MatchEndpoint(pattern, path string) bool {
+	for {
+		ps, prest, pmore := strings.Cut(pattern, "/")
+		s, rest, more := strings.Cut(path, "/")
+		if pmore != more {
+			return false
+		}
+		if ps != s && !(strings.HasPrefix(ps, "{") && strings.HasSuffix(ps, "}")) {
+			return false
+		}
+		if !more {
+			return true
+		}
+		pattern, path = prest, rest
+	}
 }
