@@ -66,9 +66,7 @@ func TestArchiveRole(t *testing.T) {
 	admin := testutil.Token(t, "ops", protocol.RoleAdmin)
 	var metrics string
 	testutil.Eventually(t, 10*time.Second, "metrics", func() bool {
-		req, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
-		req.Header.Set("Authorization", "Bearer "+admin)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := testutil.AuthGet(base+"/metrics", admin)
 		if err != nil {
 			return false
 		}

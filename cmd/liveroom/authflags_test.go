@@ -262,11 +262,7 @@ func TestDispatchOperatorViews(t *testing.T) {
 	}
 	viewer, admin := testutil.Token(t, "v", protocol.RoleViewer), testutil.Token(t, "ops", protocol.RoleAdmin)
 	get := func(url, token string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := testutil.AuthGet(url, token)
 		if err != nil {
 			t.Fatal(err)
 		}

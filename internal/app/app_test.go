@@ -397,10 +397,5 @@ func TestAnnouncementsNeedAdmin(t *testing.T) {
 // adminGet GETs url with an admin token.
 func adminGet(t *testing.T, url string) (*http.Response, error) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+testutil.Token(t, "ops", protocol.RoleAdmin))
-	return http.DefaultClient.Do(req)
+	return testutil.AuthGet(url, testutil.Token(t, "ops", protocol.RoleAdmin))
 }

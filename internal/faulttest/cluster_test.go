@@ -256,10 +256,5 @@ func (c *cluster) streamLeader(t *testing.T) int {
 // operatorGet reads an operator view (GET /v1/gateways, /metrics,
 // /v1/autoscale/decisions) with an admin token, as an operator would.
 func operatorGet(t testing.TB, url string) (*http.Response, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+testutil.Token(t, "ops", protocol.RoleAdmin))
-	return http.DefaultClient.Do(req)
+	return testutil.AuthGet(url, testutil.Token(t, "ops", protocol.RoleAdmin))
 }
