@@ -76,9 +76,17 @@ func TestUserConnectionCap(t *testing.T) {
 // TestForwardedAddressOnlyFromTrustedProxies: a trusted proxy's
 // X-Forwarded-For decides which address the per-address limit counts; from
 // any other peer the header changes nothing, so a client cannot spread its
-// connections over made-up addresses.
+// connections over made-up addresses. Both handshake paths: the gateway's
+// own and net/http's.
 func TestForwardedAddressOnlyFromTrustedProxies(t *testing.T) {
+	for _, viaHTTP := range []bool{false, true} {
+		t.Run(fmt.Sprintf("viaHTTP=%v", viaHTTP), func(t *testing.T) { testForwarded(t, viaHTTP) })
+	}
+}
+
+func testForwarded(t *testing.T, viaHTTP bool) {
 	e := newEnv(t)
+	e.viaHTTP = viaHTTP
 	g := e.gateway(func(c *Config) {
 		c.TrustedProxies = []string{"127.0.0.1"}
 		c.MaxConnsPerIP = 1
