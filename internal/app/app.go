@@ -396,6 +396,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.log.Warn("DEV MODE: no JWT secret given, so liveroom listens on loopback only (" + n.ln.Addr().String() +
 			") and mints tokens for local callers at POST /v1/dev/token. Set $LIVEROOM_JWT_SECRET to run for real.")
 	}
+	if n.internalURL != "" {
+		n.log.Info("operator views (/metrics, /v1/gateways, /v1/autoscale/decisions) on the internal address only", "url", n.internalURL)
+	}
 	if n.gw != nil {
 		n.log.Info("liveroom is up", "url", n.url, "nats", redactURLs(natsURL), "gateway", n.gw.ID())
 		return nil

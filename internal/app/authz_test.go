@@ -224,3 +224,36 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}
 	}
 }
+
+// TestInternalAddress: with InternalAddr the operator views are served
+// there, without a token, and no longer on the public address, not even to
+// an admin; the rest of the API stays on the public address only.
+func TestInternalAddress(t *testing.T) {
+	n := startNodeWith(t, func(c *Config) { c.InternalAddr = "127.0.0.1:0" })
+	if n.InternalURL() == "" {
+		t.Fatal("no internal URL")
+	}
+	status := func(url, token string) int {
+		resp, err := testutil.AuthGet(url, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	admin := testutil.Token(t, "ops", protocol.RoleAdmin)
+	for _, path := range []string{"/v1/gateways", "/metrics"} {
+		if st := status(n.InternalURL()+path, ""); st != http.StatusOK {
+			t.Errorf("%s on the internal address: %d", path, st)
+		}
+		if st := status(n.URL()+path, admin); st != http.StatusNotFound {
+			t.Errorf("%s on the public address with InternalAddr: %d, want 404", path, st)
+		}
+	}
+	if st := status(n.InternalURL()+"/v1/dispatch?room=a", ""); st != http.StatusNotFound {
+		t.Errorf("dispatch on the internal address: %d, want 404", st)
+	}
+	if st := status(n.URL()+"/v1/dispatch?room=a", ""); st != http.StatusOK {
+		t.Errorf("dispatch on the public address: %d", st)
+	}
+}
