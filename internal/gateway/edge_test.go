@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/liveroom/liveroom/internal/protocol"
 )
 
 func TestOriginAllowed(t *testing.T) {
@@ -188,5 +191,39 @@ func TestEdgeUserSlots(t *testing.T) {
 	}
 	if len(e.users) != 0 {
 		t.Fatal("an unlimited edge counts users")
+	}
+}
+
+// BenchmarkEdgeAdmit is what the edge costs one handshake from a client
+// behind a trusted proxy: the forwarded address, the address's and the
+// user's slots, and giving both back.
+func BenchmarkEdgeAdmit(b *testing.B) {
+	cfg := Config{MaxConnsPerIP: 1000, HandshakeRate: 1e9, HandshakeBurst: 1e9, MaxConnsPerUser: 20, TrustedProxies: []string{"10.0.0.0/8"}}
+	e, err := newEdge(&cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	peer := netip.MustParseAddr("10.1.2.3")
+	users := make([]protocol.User, 4096)
+	for i := range users {
+		users[i] = protocol.User("u" + strconv.Itoa(i))
+	}
+	xff := make([]string, 200)
+	for i := range xff {
+		xff[i] = "198.51.100.1, 203.0.113." + strconv.Itoa(i)
+	}
+	now := time.Now()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		ip := e.clientAddr(peer, xff[i%len(xff)])
+		if perr := e.admit(ip, now); perr != nil {
+			b.Fatal(perr)
+		}
+		if perr := e.admitUser(users[i%len(users)]); perr != nil {
+			b.Fatal(perr)
+		}
+		e.release(ip)
+		e.releaseUser(users[i%len(users)])
 	}
 }
