@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
 	"github.com/liveroom/liveroom/internal/webhook"
 )
@@ -55,9 +56,17 @@ func TestArchiveRole(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "live_start webhook", func() bool { return hooks.Load() == 1 })
 	// The archive holds the live_start notice; the webhook delivered it.
 	want := []string{"liveroom_archive_records_total 1", "liveroom_archive_lost_total 0", `liveroom_webhook_deliveries_total{result="delivered"} 1`}
+	// /metrics is an operator view: admin tokens only on the public address.
+	if st := testutil.APICall(t, http.MethodGet, base+"/metrics", "", "", nil); st != http.StatusUnauthorized {
+		t.Fatalf("/metrics without a token: %d", st)
+	}
+	if st := testutil.APICall(t, http.MethodGet, base+"/metrics", testutil.Token(t, "v", protocol.RoleViewer), "", nil); st != http.StatusForbidden {
+		t.Fatalf("/metrics with a viewer token: %d", st)
+	}
+	admin := testutil.Token(t, "ops", protocol.RoleAdmin)
 	var metrics string
 	testutil.Eventually(t, 10*time.Second, "metrics", func() bool {
-		resp, err := http.Get(base + "/metrics")
+		resp, err := testutil.AuthGet(base+"/metrics", admin)
 		if err != nil {
 			return false
 		}

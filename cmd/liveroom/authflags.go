@@ -110,8 +110,11 @@ func edgeFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
 		"WebSocket handshakes per second one peer address may start; -1 = unlimited ($LIVEROOM_HANDSHAKE_RATE)")
 	fs.IntVar(&c.HandshakeBurst, "handshake-burst", ev.int("HANDSHAKE_BURST", gateway.DefaultHandshakeBurst),
 		"burst of handshakes one peer address may start at once ($LIVEROOM_HANDSHAKE_BURST)")
-	fs.BoolVar(&c.LimitLoopback, "edge-limit-loopback", envBool(ev, "EDGE_LIMIT_LOOPBACK"),
-		"apply the per-address limits to loopback peers too (off: load tests and a local proxy connect from 127.0.0.1) ($LIVEROOM_EDGE_LIMIT_LOOPBACK)")
+	fs.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", ev.int("MAX_CONNS_PER_USER", gateway.DefaultMaxConnsPerUser),
+		"connections one user (the token's sub) may hold on a gateway, counted per gateway process; -1 = unlimited ($LIVEROOM_MAX_CONNS_PER_USER)")
+	c.TrustedProxies = splitList(env("TRUSTED_PROXIES", ""))
+	fs.Var((*listValue)(&c.TrustedProxies), "trusted-proxies",
+		"comma-separated proxy addresses or CIDR prefixes, e.g. 10.0.0.0/8,127.0.0.1; from them the per-address limits count the rightmost untrusted X-Forwarded-For hop; empty: the TCP peer, loopback included ($LIVEROOM_TRUSTED_PROXIES)")
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", ev.dur("HEADER_TIMEOUT", gateway.DefaultHeaderTimeout),
 		"longest a client may take to send its handshake headers ($LIVEROOM_HEADER_TIMEOUT)")
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"flag"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/gateway"
+	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
 )
 
@@ -131,16 +133,18 @@ func TestEdgeFlags(t *testing.T) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var c gateway.Config
 	gatewayFlags(fs, &c, &envs{})
-	args := []string{"--allowed-origins", "https://a.example, https://*.b.example", "--max-conns-per-ip", "7", "--handshake-rate", "3", "--edge-limit-loopback", "--header-timeout", "2s"}
+	args := []string{"--allowed-origins", "https://a.example, https://*.b.example", "--max-conns-per-ip", "7", "--handshake-rate", "3", "--header-timeout", "2s",
+		"--max-conns-per-user", "4", "--trusted-proxies", "10.0.0.0/8, 127.0.0.1"}
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(c.AllowedOrigins, []string{"https://a.example", "https://*.b.example"}) || c.MaxConnsPerIP != 7 ||
-		c.HandshakeRate != 3 || !c.LimitLoopback || c.HeaderTimeout != 2*time.Second || c.HandshakeBurst != gateway.DefaultHandshakeBurst {
+		c.HandshakeRate != 3 || c.MaxConnsPerUser != 4 || !slices.Equal(c.TrustedProxies, []string{"10.0.0.0/8", "127.0.0.1"}) || c.HeaderTimeout != 2*time.Second || c.HandshakeBurst != gateway.DefaultHandshakeBurst {
 		t.Fatalf("config %+v", c)
 	}
 	child := childGatewayArgs(fs)
-	if !slices.Contains(child, "--allowed-origins=https://a.example,https://*.b.example") || !slices.Contains(child, "--max-conns-per-ip=7") {
+	if !slices.Contains(child, "--allowed-origins=https://a.example,https://*.b.example") || !slices.Contains(child, "--max-conns-per-ip=7") ||
+		!slices.Contains(child, "--trusted-proxies=10.0.0.0/8,127.0.0.1") || !slices.Contains(child, "--max-conns-per-user=4") {
 		t.Fatalf("child args %v", child)
 	}
 }
@@ -231,4 +235,85 @@ func TestEmptyOrBlankSecretRefused(t *testing.T) {
 	if err := config(); err != nil {
 		t.Fatalf("no secret at all: %v", err)
 	}
+}
+
+// TestDispatchOperatorViews: GET /v1/gateways and /metrics, operator views,
+// are refused to strangers on the public address: with the secret, admin
+// tokens only; without it (dispatch needs none), 403 internal_only; with
+// --internal-addr they are served there, without a token, and not on --addr.
+func TestDispatchOperatorViews(t *testing.T) {
+	e := testutil.StartNATS(t)
+	start := func(t *testing.T, args ...string) (public string) {
+		port := testutil.FreePort(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, append([]string{"dispatch", "--nats-url", testutil.NATSURL(t, e, bus.RoleDispatch, ""), "--addr", testutil.Addr(port)}, args...), io.Discard, io.Discard)
+		}()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+		public = "http://" + testutil.Addr(port)
+		testutil.WaitHTTP(t, public+"/healthz", 20*time.Second)
+		return public
+	}
+	viewer, admin := testutil.Token(t, "v", protocol.RoleViewer), testutil.Token(t, "ops", protocol.RoleAdmin)
+	get := func(url, token string) (int, string) {
+		resp, err := testutil.AuthGet(url, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Error protocol.ErrorBody `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body.Error.Code
+	}
+	t.Run("secret", func(t *testing.T) {
+		t.Setenv(envSecret, testutil.Secret)
+		public := start(t)
+		for _, path := range []string{"/v1/gateways", "/metrics"} {
+			for _, c := range []struct {
+				who, token string
+				status     int
+			}{{"no token", "", 401}, {"viewer", viewer, 403}, {"admin", admin, 200}} {
+				if st, code := get(public+path, c.token); st != c.status {
+					t.Errorf("%s %s: %d %s, want %d", path, c.who, st, code, c.status)
+				}
+			}
+			if st, _ := get(public+path+"?token="+admin, ""); st != 401 {
+				t.Errorf("%s with ?token=: %d, want 401 (tokens in URLs only on the upgrade)", path, st)
+			}
+		}
+	})
+	t.Run("no secret", func(t *testing.T) {
+		t.Setenv(envSecret, "")
+		public := start(t)
+		for _, path := range []string{"/v1/gateways", "/metrics"} {
+			if st, code := get(public+path, admin); st != 403 || code != protocol.CodeInternalOnly {
+				t.Errorf("%s: %d %s, want 403 %s", path, st, code, protocol.CodeInternalOnly)
+			}
+		}
+	})
+	t.Run("internal address", func(t *testing.T) {
+		t.Setenv(envSecret, testutil.Secret)
+		internal := testutil.Addr(testutil.FreePort(t))
+		public := start(t, "--internal-addr", internal)
+		testutil.WaitHTTP(t, "http://"+internal+"/v1/gateways", 20*time.Second)
+		for _, path := range []string{"/v1/gateways", "/metrics"} {
+			if st, _ := get("http://"+internal+path, ""); st != 200 {
+				t.Errorf("%s on the internal address: %d", path, st)
+			}
+			if st, _ := get(public+path, admin); st != 404 {
+				t.Errorf("%s on the public address with --internal-addr: %d, want 404", path, st)
+			}
+		}
+		if st, _ := get("http://"+internal+"/v1/dispatch?room=a", ""); st != 404 {
+			t.Errorf("dispatch on the internal address: %d, want 404 (operator views only)", st)
+		}
+	})
 }

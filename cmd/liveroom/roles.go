@@ -30,14 +30,15 @@ import (
 
 // roleFlags are shared by the single-role commands.
 type roleFlags struct {
-	addr        string
-	natsURL     string
-	replicas    int
-	jwt         jwtFlags
-	debugAddr   string
-	metricsAddr string
-	log         logFlags
-	nats        natsAuthFlags
+	addr         string
+	internalAddr string
+	natsURL      string
+	replicas     int
+	jwt          jwtFlags
+	debugAddr    string
+	metricsAddr  string
+	log          logFlags
+	nats         natsAuthFlags
 }
 
 func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
@@ -46,15 +47,23 @@ func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
 	fs.IntVar(&r.replicas, "replicas", ev.int("REPLICAS", 1), "replicas of streams and buckets: 3 on a 3-node NATS cluster ($LIVEROOM_REPLICAS)")
 	r.jwt.register(fs, ev, "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps")
 	fs.StringVar(&r.metricsAddr, "metrics-addr", env("METRICS_ADDR", ""), "serve /metrics on this separate address instead of --addr ($LIVEROOM_METRICS_ADDR)")
+	fs.StringVar(&r.internalAddr, "internal-addr", env("INTERNAL_ADDR", ""), internalAddrUsage)
 	fs.StringVar(&r.debugAddr, "debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address, e.g. 127.0.0.1:6060; empty: off ($LIVEROOM_DEBUG_ADDR)")
 	r.log.register(fs)
 	r.nats.register(fs)
 }
 
+// internalAddrUsage documents --internal-addr (serve and the roles).
+const internalAddrUsage = "serve the operator views (/metrics unless --metrics-addr, GET /v1/gateways, GET /v1/autoscale/decisions) on this address only, without a token, e.g. 127.0.0.1:9090; empty: on --addr to admin tokens only ($LIVEROOM_INTERNAL_ADDR)"
+
 // role is what a single-role command has once connected.
 type role struct {
-	debugAddr   string
-	metricsAddr string
+	debugAddr    string
+	metricsAddr  string
+	internalAddr string
+	// verifier checks admin tokens for the operator views on the public
+	// address; nil when the role has no key (dispatch without a secret).
+	verifier *auth.Verifier
 	// reg collects the role's metrics, served on /metrics.
 	reg *prometheus.Registry
 	log *slog.Logger
@@ -112,7 +121,7 @@ func (r *roleFlags) connect(ctx context.Context, name string, nr bus.Role, id st
 		nc.Close()
 		return nil, err
 	}
-	return &role{log: log, nc: nc, js: js, ln: ln, debugAddr: r.debugAddr, metricsAddr: r.metricsAddr, reg: metrics.NewRegistry()}, nil
+	return &role{log: log, nc: nc, js: js, ln: ln, debugAddr: r.debugAddr, metricsAddr: r.metricsAddr, internalAddr: r.internalAddr, reg: metrics.NewRegistry()}, nil
 }
 
 // The role handlers put a role's own handler behind an app.Router, which
@@ -132,28 +141,51 @@ func uplinkHandler(send, mod http.Handler) http.Handler {
 }
 
 // dispatchHandler serves dispatch and, when adm is not nil, the admin API.
+// GET /v1/gateways is an operator view (dispatchOperator), served by
+// serveHTTP.
 func dispatchHandler(h, adm http.Handler) http.Handler {
 	return app.NewRouter(app.RouterConfig{Routes: []app.Route{
 		{Path: "/v1/dispatch", Methods: []string{http.MethodGet}, Handler: h},
-		{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: h},
 	}, Admin: adm})
 }
 
+// dispatchOperator is dispatch's operator view: which gateways beat, their
+// load and which rooms they host.
+func dispatchOperator(h http.Handler) app.Route {
+	return app.Route{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: h}
+}
+
 // serveHTTP serves h, one of the role handlers above, until ctx ends, then
-// shuts down.
-func (r *role) serveHTTP(ctx context.Context, h http.Handler, stop func()) error {
-	mh := metrics.Handler(r.reg)
+// shuts down. operator are the role's operator views besides /metrics
+// (dispatch's GET /v1/gateways): with --internal-addr they and /metrics are
+// served there only, else on --addr behind the admin role.
+func (r *role) serveHTTP(ctx context.Context, h http.Handler, stop func(), operator ...app.Route) error {
+	metricsRoute := app.Route{Path: "/metrics", Methods: []string{http.MethodGet}, Handler: metrics.Handler(r.reg)}
 	if r.metricsAddr != "" {
-		stopMetrics, err := serveOn(r.metricsAddr, "/metrics", mh, r.log)
+		stopMetrics, err := serveOn(r.metricsAddr, "/metrics", metricsRoute.Handler, r.log)
 		if err != nil {
 			return err
 		}
 		defer stopMetrics()
 	} else {
+		operator = append(operator, metricsRoute)
+	}
+	if r.internalAddr != "" {
+		stopInternal, err := serveOn(r.internalAddr, "/", app.NewRouter(app.RouterConfig{Routes: operator}), r.log)
+		if err != nil {
+			return err
+		}
+		defer stopInternal()
+	} else if len(operator) > 0 {
+		paths := map[string]bool{}
+		for _, rt := range operator {
+			paths[rt.Path] = true
+		}
+		guarded := app.NewRouter(app.RouterConfig{Routes: app.OperatorRoutes(admin.OperatorConfig{Verifier: r.verifier}, operator)})
 		inner := h
 		h = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if req.URL.Path == "/metrics" && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
-				mh.ServeHTTP(w, req)
+			if paths[req.URL.Path] {
+				guarded.ServeHTTP(w, req)
 				return
 			}
 			inner.ServeHTTP(w, req)
@@ -211,6 +243,9 @@ func (r *roleFlags) connectVerified(ctx context.Context, name string, nr bus.Rol
 		return nil, nil, err
 	}
 	rl, err := r.connect(ctx, name, nr, id, stderr)
+	if rl != nil {
+		rl.verifier = v
+	}
 	return rl, v, err
 }
 
@@ -448,6 +483,7 @@ flags:`)
 	// role admin.
 	var adm http.Handler
 	if v, err := rf.verifier(); err == nil {
+		r.verifier = v
 		// The uplink creates the bucket; until it exists the store holds
 		// no announcement and keeps looking (announce.Open).
 		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -469,7 +505,7 @@ flags:`)
 		defer stopAdmin()
 		adm = nil // not on the public address
 	}
-	return r.serveHTTP(ctx, dispatchHandler(d.Handler(), adm), func() { _ = d.Close() })
+	return r.serveHTTP(ctx, dispatchHandler(d.Handler(), adm), func() { _ = d.Close() }, dispatchOperator(d.Handler()))
 }
 
 // startModeration loads the moderation cache and builds the moderation

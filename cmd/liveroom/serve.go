@@ -37,6 +37,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var jf jwtFlags
 	jf.register(fs, &ev, "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps (empty, and no --jwt-public-key: dev mode)")
 	debugAddr := fs.String("debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address; empty: off ($LIVEROOM_DEBUG_ADDR)")
+	fs.StringVar(&cfg.InternalAddr, "internal-addr", env("INTERNAL_ADDR", ""), internalAddrUsage)
 	gatewayFlags(fs, &cfg.Gateway, &ev)
 	uplinkFlags(fs, &cfg.Uplink, &gifts, &ev)
 	var words string

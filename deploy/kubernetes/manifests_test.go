@@ -347,3 +347,32 @@ func TestHPAScalesOnAnExportedMetric(t *testing.T) {
 		t.Errorf("prometheus-adapter rules do not serve %q", name)
 	}
 }
+
+// TestScrapedOnTheInternalAddress: /metrics is an operator view; on --addr
+// it answers admin tokens only, so every scraped Deployment serves it on
+// --internal-addr and Prometheus scrapes that port.
+func TestScrapedOnTheInternalAddress(t *testing.T) {
+	n := 0
+	for _, o := range decodeAll(t) {
+		d, ok := o.obj.(*appsv1.Deployment)
+		if !ok || d.Spec.Template.Annotations["prometheus.io/scrape"] != "true" {
+			continue
+		}
+		n++
+		c := d.Spec.Template.Spec.Containers[0]
+		if c.Args[0] == "autoscale" {
+			continue // serves operator views only: its --addr is internal
+		}
+		addr, ok := flagValue(c.Args, "internal-addr")
+		if !ok {
+			t.Errorf("%s: scraped but has no --internal-addr: /metrics on --addr wants an admin token", d.Name)
+			continue
+		}
+		if port := d.Spec.Template.Annotations["prometheus.io/port"]; !strings.HasSuffix(addr, ":"+port) {
+			t.Errorf("%s: prometheus.io/port %q is not the --internal-addr %q", d.Name, port, addr)
+		}
+	}
+	if n < 3 {
+		t.Fatalf("%d scraped Deployments, want at least gateway, uplink and dispatch", n)
+	}
+}

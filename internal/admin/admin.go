@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,8 +57,18 @@ func Handler(cfg Config) http.Handler {
 	h := &handler{cfg: cfg, log: cfg.Logger.With("role", "admin")}
 	// Routed by hand rather than with a ServeMux, which would answer a path
 	// holding "//" or ".." with a redirect (a client follows a redirected
-	// POST as a GET) instead of a JSON error.
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// POST as a GET) instead of a JSON error. A path outside endpoints is
+	// not served, so a route cannot be added without listing it there
+	// (where the authorization matrix finds it).
+	return api(func(w http.ResponseWriter, r *http.Request) {
+		known := false
+		for _, e := range endpoints {
+			known = known || protocol.MatchEndpoint(e.Pattern, r.URL.Path)
+		}
+		if !known {
+			notFound(w)
+			return
+		}
 		if r.URL.Path == StatsPath {
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
 				methodNotAllowed(w, "GET, HEAD")
@@ -85,6 +96,22 @@ func Handler(cfg Config) http.Handler {
 		h.drain(w, r, id)
 	})
 }
+
+// endpoints are the admin API's routes (see Handler).
+var endpoints = []protocol.Endpoint{
+	{Pattern: "/v1/admin/gateways/{id}/drain", Methods: []string{http.MethodPost}},
+	{Pattern: StatsPath, Methods: []string{http.MethodGet}},
+	{Pattern: AnnouncementsPath, Methods: []string{http.MethodGet, http.MethodPost}},
+	{Pattern: AnnouncementsPath + "/{id}", Methods: []string{http.MethodDelete}},
+}
+
+// api is the admin API's handler; it lists its routes.
+type api func(http.ResponseWriter, *http.Request)
+
+func (a api) ServeHTTP(w http.ResponseWriter, r *http.Request) { a(w, r) }
+
+// Endpoints lists the routes the admin API serves.
+func (api) Endpoints() []protocol.Endpoint { return slices.Clone(endpoints) }
 
 type handler struct {
 	cfg Config

@@ -70,7 +70,7 @@ func (h *handler) announcements(w http.ResponseWriter, r *http.Request, rest str
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
 			protocol.WriteError(w, protocol.Errorf(http.StatusBadRequest, protocol.CodeInvalidJSON, "",
-				`body must be a JSON object such as {"room":"star","viewers":50000,"at":"2030-01-02T20:00:00Z"}: `+err.Error()))
+				`body must be a JSON object such as {"room":"star","viewers":50000,"at":"2030-01-02T20:00:00Z"}: `+protocol.JSONProblem(err)))
 			return
 		}
 		a, err := req.Build(time.Now(), string(who.User))

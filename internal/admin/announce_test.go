@@ -69,6 +69,10 @@ func TestAnnouncementsEndpoint(t *testing.T) {
 		{"get one", "GET", admin.AnnouncementsPath + "/an-x", adminTok, "", 405, protocol.CodeMethodNotAllowed + "/"},
 		{"lookalike path", "GET", admin.AnnouncementsPath + "x", adminTok, "", 404, protocol.CodeNotFound + "/"},
 		{"not json", "POST", admin.AnnouncementsPath, adminTok, "{", 400, protocol.CodeInvalidJSON + "/"},
+		{"viewers as a string", "POST", admin.AnnouncementsPath, adminTok, `{"room":"star","viewers":"many","at":"` + at + `"}`, 400, protocol.CodeInvalidJSON + "/"},
+		{"time not RFC 3339", "POST", admin.AnnouncementsPath, adminTok, `{"room":"star","viewers":1,"at":"tomorrow"}`, 400, protocol.CodeInvalidJSON + "/"},
+		{"time as a number", "POST", admin.AnnouncementsPath, adminTok, `{"room":"star","viewers":1,"at":5}`, 400, protocol.CodeInvalidJSON + "/"},
+		{"an array", "POST", admin.AnnouncementsPath, adminTok, `[1]`, 400, protocol.CodeInvalidJSON + "/"},
 		{"unknown field", "POST", admin.AnnouncementsPath, adminTok, `{"room":"star","viewers":1,"at":"` + at + `","x":1}`, 400, protocol.CodeInvalidJSON + "/"},
 		{"bad room", "POST", admin.AnnouncementsPath, adminTok, `{"room":"a.b","viewers":1,"at":"` + at + `"}`, 400, protocol.CodeInvalidRoom + "/room"},
 		{"no viewers", "POST", admin.AnnouncementsPath, adminTok, `{"room":"star","at":"` + at + `"}`, 400, protocol.CodeInvalidField + "/viewers"},
@@ -87,6 +91,7 @@ func TestAnnouncementsEndpoint(t *testing.T) {
 			if status != tc.status || code(body) != tc.code {
 				t.Fatalf("got %d %s, want %d %s", status, body, tc.status, tc.code)
 			}
+			testutil.NoGoInternals(t, tc.name, body)
 		})
 	}
 	if l := st.List(time.Now()); len(l) != 0 {

@@ -84,6 +84,12 @@ type Config struct {
 	// MetricsAddr, when set, serves /metrics on this separate address
 	// instead of Addr.
 	MetricsAddr string
+	// InternalAddr, when set, serves the operator views (/metrics unless
+	// MetricsAddr is set, GET /v1/gateways, GET /v1/autoscale/decisions)
+	// on this separate address only, without a token: bind it to loopback
+	// or a private network. Empty: they are served on Addr to admin tokens
+	// only (and, in dev mode, to callers on this machine).
+	InternalAddr string
 	// Autoscale, when Enabled, runs the node's gateways as child processes
 	// that an autoscaler starts and drains, instead of one gateway in this
 	// process (see AutoscaleConfig).
@@ -113,8 +119,11 @@ type Node struct {
 	url  string
 	dev  bool
 	reg  *prometheus.Registry
-	// metricsSrv serves /metrics on MetricsAddr when that is set.
-	metricsSrv *http.Server
+	// metricsSrv serves /metrics on MetricsAddr when that is set;
+	// internalSrv the operator views on InternalAddr.
+	metricsSrv  *http.Server
+	internalSrv *http.Server
+	internalURL string
 	// scaler and procs run the gateways with Autoscale.Enabled.
 	scaler *autoscale.Scaler
 	procs  *autoscale.Process
@@ -281,6 +290,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}{n.up, n.disp}
 	wsRoute := Route{Path: "/v1/ws", Handler: childGateways}
 	routes := []Route{}
+	// operator are the operator views (OperatorRoutes): on InternalAddr
+	// when set, else on Addr behind the admin role.
+	operator := []Route{{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()}}
 	if n.gw != nil {
 		// The gateway's first beat may still be in flight: seed dispatch so
 		// the first client is not told "no gateway".
@@ -292,7 +304,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 		registrars = append(registrars, n.scaler)
-		routes = append(routes, Route{Path: autoscale.DecisionsPath, Methods: []string{http.MethodGet}, Handler: n.scaler.Handler()})
+		operator = append(operator, Route{Path: autoscale.DecisionsPath, Methods: []string{http.MethodGet}, Handler: n.scaler.Handler()})
 	}
 	n.reg = metrics.NewRegistry()
 	for _, r := range registrars {
@@ -300,21 +312,20 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("cannot register metrics: %w", err)
 		}
 	}
+	metricsRoute := Route{Path: "/metrics", Methods: []string{http.MethodGet}, Handler: metrics.Handler(n.reg)}
 	if n.cfg.MetricsAddr != "" {
-		mln, err := net.Listen("tcp", n.cfg.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("cannot listen on %s: %w", n.cfg.MetricsAddr, err)
+		if n.metricsSrv, _, err = n.serveSide(n.cfg.MetricsAddr, NewRouter(RouterConfig{Routes: []Route{metricsRoute}})); err != nil {
+			return err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metrics.Handler(n.reg))
-		n.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			_ = n.metricsSrv.Serve(mln)
-		}()
 	} else {
-		routes = append(routes, Route{Path: "/metrics", Methods: []string{http.MethodGet}, Handler: metrics.Handler(n.reg)})
+		operator = append(operator, metricsRoute)
+	}
+	if n.cfg.InternalAddr != "" {
+		if n.internalSrv, n.internalURL, err = n.serveSide(n.cfg.InternalAddr, NewRouter(RouterConfig{Routes: operator})); err != nil {
+			return err
+		}
+	} else {
+		routes = append(routes, OperatorRoutes(admin.OperatorConfig{Verifier: verifier, LocalDev: n.dev}, operator)...)
 	}
 
 	runCtx, runCancel := context.WithCancel(context.Background())
@@ -350,7 +361,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Routes: append(routes, []Route{
 			wsRoute,
 			{Path: "/v1/dispatch", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()},
-			{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()},
 			devToken,
 		}...),
 		Send: n.up.Handler(),
@@ -386,6 +396,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.log.Warn("DEV MODE: no JWT secret given, so liveroom listens on loopback only (" + n.ln.Addr().String() +
 			") and mints tokens for local callers at POST /v1/dev/token. Set $LIVEROOM_JWT_SECRET to run for real.")
 	}
+	if n.internalURL != "" {
+		n.log.Info("operator views (/metrics, /v1/gateways, /v1/autoscale/decisions) on the internal address only", "url", n.internalURL)
+	}
 	if n.gw != nil {
 		n.log.Info("liveroom is up", "url", n.url, "nats", redactURLs(natsURL), "gateway", n.gw.ID())
 		return nil
@@ -397,6 +410,33 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.log.Info("liveroom is up; gateways run as child processes", "url", n.url, "nats", redactURLs(natsURL),
 		"autoscale_min", p.Min, "autoscale_max", p.Max, "gateway_conns", p.Capacity.Conns)
 	return nil
+}
+
+// OperatorRoutes puts the operator views behind the admin role
+// (admin.Operator), for a public address.
+func OperatorRoutes(cfg admin.OperatorConfig, routes []Route) []Route {
+	out := make([]Route, len(routes))
+	for i, r := range routes {
+		r.Handler = admin.Operator(cfg, r.Handler)
+		out[i] = r
+	}
+	return out
+}
+
+// serveSide serves h on a side address (metrics, internal) until Close and
+// returns its server and base URL.
+func (n *Node) serveSide(addr string, h http.Handler) (*http.Server, string, error) {
+	ln, err := ListenHTTP(addr)
+	if err != nil {
+		return nil, "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		_ = srv.Serve(ln)
+	}()
+	return srv, "http://" + ln.Addr().String(), nil
 }
 
 // DefaultAddr and DevAddr are the listen addresses of a node with and
@@ -470,6 +510,10 @@ func hostPort(a net.Addr) (string, string) {
 // URL is the base HTTP URL, e.g. http://127.0.0.1:8080.
 func (n *Node) URL() string { return n.url }
 
+// InternalURL is the base URL of the internal address; "" without
+// Config.InternalAddr.
+func (n *Node) InternalURL() string { return n.internalURL }
+
 // NATSURL is the NATS URL the node uses (embedded or external).
 func (n *Node) NATSURL() string { return n.nc.ConnectedUrl() }
 
@@ -509,6 +553,9 @@ func (n *Node) Close() error {
 		}
 		if n.metricsSrv != nil {
 			_ = n.metricsSrv.Close()
+		}
+		if n.internalSrv != nil {
+			_ = n.internalSrv.Close()
 		}
 		if n.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

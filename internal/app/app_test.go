@@ -276,7 +276,6 @@ var jsonErrorCases = []httpCase{
 	{"send without a token", "POST", "/v1/rooms/a/messages", 401, protocol.CodeUnauthorized, "", false},
 	{"dispatch bad room", "GET", "/v1/dispatch?room=a.b", 400, protocol.CodeInvalidRoom, "", false},
 	{"dispatch", "GET", "/v1/dispatch?room=a", 200, "", "", false},
-	{"HEAD gateways", "HEAD", "/v1/gateways", 200, "", "", false},
 	{"healthz", "GET", "/healthz", 200, "", "", false},
 	{"page", "GET", "/", 200, "", "", true},
 	{"unknown page", "GET", "/nope", 404, "", "", true},
@@ -289,6 +288,8 @@ func TestHTTPErrorsAreJSON(t *testing.T) {
 		checkHTTP(t, n.URL(), append(jsonErrorCases,
 			httpCase{"dev token", "POST", "/v1/dev/token", 404, protocol.CodeDevOnly, "", false},
 			httpCase{"GET dev token", "GET", "/v1/dev/token", 404, protocol.CodeDevOnly, "", false},
+			httpCase{"gateways without a token", "GET", "/v1/gateways", 401, protocol.CodeUnauthorized, "", false},
+			httpCase{"metrics without a token", "GET", "/metrics", 401, protocol.CodeUnauthorized, "", false},
 		))
 	})
 	t.Run("dev", func(t *testing.T) {
@@ -296,6 +297,9 @@ func TestHTTPErrorsAreJSON(t *testing.T) {
 		checkHTTP(t, n.URL(), append(jsonErrorCases,
 			httpCase{"dev token", "POST", "/v1/dev/token", 200, "", "", false},
 			httpCase{"GET dev token", "GET", "/v1/dev/token", 405, protocol.CodeMethodNotAllowed, "POST", false},
+			// Dev mode: a caller on this machine may read the operator
+			// views without a token, as it could mint an admin one.
+			httpCase{"HEAD gateways", "HEAD", "/v1/gateways", 200, "", "", false},
 		))
 	})
 }
@@ -388,4 +392,10 @@ func TestAnnouncementsNeedAdmin(t *testing.T) {
 	if l := n.ann.List(time.Now()); len(l) != 1 || l[0].Room != "star" || l[0].By != "boss" {
 		t.Fatalf("store holds %+v", l)
 	}
+}
+
+// adminGet GETs url with an admin token.
+func adminGet(t *testing.T, url string) (*http.Response, error) {
+	t.Helper()
+	return testutil.AuthGet(url, testutil.Token(t, "ops", protocol.RoleAdmin))
 }

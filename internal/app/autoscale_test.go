@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -60,7 +59,7 @@ func TestNodeWithAutoscale(t *testing.T) {
 	_ = c.Close()
 
 	get := func(path string) (int, string) {
-		resp, err := http.Get(n.URL() + path)
+		resp, err := adminGet(t, n.URL()+path)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"time"
 	"unicode/utf8"
 
+	"github.com/liveroom/liveroom/internal/admin"
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
@@ -22,7 +22,7 @@ import (
 // its TCP peer.
 func DevTokenHandler(s *auth.Signer, onNetwork bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		local := localCaller(r)
+		local := admin.LocalCaller(r)
 		if !local && !onNetwork {
 			protocol.WriteError(w, protocol.Errorf(http.StatusForbidden, protocol.CodeDevLocalOnly, "",
 				"dev tokens are minted for callers on the server's own machine only"))
@@ -83,16 +83,4 @@ func DevTokenHandler(s *auth.Signer, onNetwork bool) http.Handler {
 		}
 		protocol.WriteJSON(w, http.StatusOK, map[string]string{"token": tok})
 	})
-}
-
-// localCaller reports whether r comes straight from this machine: a
-// loopback TCP peer and no proxy header.
-func localCaller(r *http.Request) bool {
-	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Real-Ip"} {
-		if r.Header.Get(h) != "" {
-			return false
-		}
-	}
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	return err == nil && ap.Addr().Unmap().IsLoopback()
 }

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +33,7 @@ func TestMetricsExposition(t *testing.T) {
 		return rec.count(protocol.TypeGift, "") == 1 && rec.count(protocol.TypeDanmaku, "hello") == 1
 	})
 
-	resp, err := http.Get(n.URL() + "/metrics")
+	resp, err := adminGet(t, n.URL()+"/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

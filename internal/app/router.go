@@ -213,6 +213,52 @@ func (rt *Router) serveRoom(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// Endpointer is a handler that lists its routes (the admin API does).
+type Endpointer interface {
+	Endpoints() []protocol.Endpoint
+}
+
+// PagesPattern stands for the web pages (RouterConfig.Pages) in Endpoints:
+// every path outside /v1/ that no route serves.
+const PagesPattern = "/{page...}"
+
+// Endpoints lists every route the router serves, sorted: its exact routes,
+// GET /healthz included; the send path; the room routes; the admin API's
+// routes (when its handler is an Endpointer, else "/v1/admin/{...}" with
+// "*"); the pages (PagesPattern). A route with no Methods lists "*". The
+// authorization matrix test walks this list, so that a route cannot be
+// added without an entry there.
+func (rt *Router) Endpoints() []protocol.Endpoint {
+	methods := func(m []string) []string {
+		if len(m) == 0 {
+			return []string{"*"}
+		}
+		return slices.Clone(m)
+	}
+	var out []protocol.Endpoint
+	for _, r := range rt.routes {
+		out = append(out, protocol.Endpoint{Pattern: r.Path, Methods: methods(r.Methods)})
+	}
+	if rt.send != nil {
+		out = append(out, protocol.Endpoint{Pattern: sendPrefix + "{room}" + sendSuffix, Methods: []string{http.MethodPost}})
+	}
+	for _, r := range rt.rooms {
+		out = append(out, protocol.Endpoint{Pattern: sendPrefix + "{room}/" + r.Pattern, Methods: methods(r.Methods)})
+	}
+	if rt.admin != nil {
+		if ep, ok := rt.admin.(Endpointer); ok {
+			out = append(out, ep.Endpoints()...)
+		} else {
+			out = append(out, protocol.Endpoint{Pattern: "/v1/admin/{...}", Methods: []string{"*"}})
+		}
+	}
+	if rt.pages != nil {
+		out = append(out, protocol.Endpoint{Pattern: PagesPattern, Methods: []string{http.MethodGet}})
+	}
+	slices.SortFunc(out, func(a, b protocol.Endpoint) int { return strings.Compare(a.Pattern, b.Pattern) })
+	return out
+}
+
 // allows reports whether the route serves method, and else what to put in
 // the Allow header.
 func (r Route) allows(method string) (string, bool) {

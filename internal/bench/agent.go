@@ -464,14 +464,19 @@ func (a *Agent) dispatch(ctx context.Context, room string) ([]client.Gateway, er
 	return gws, nil
 }
 
+// devTokenPool is how many dev-mode viewer identities an agent uses.
+const devTokenPool = 4096
+
 func (a *Agent) token(ctx context.Context, n int64) (string, error) {
 	user := a.spec.UserPrefix + strconv.FormatInt(n, 10)
 	if a.signer != nil {
 		return a.signer.Mint(protocol.User(user), user, protocol.RoleViewer, 24*time.Hour)
 	}
-	// Dev mode: a small pool of dev tokens; the gateway does not care that
-	// viewers share a user id.
-	slot := int(n % 32)
+	// Dev mode: a pool of dev tokens minted as they are first needed. Viewers
+	// share them, but few enough per user that a gateway's per-user cap
+	// (20 by default) is not reached: 19,000 viewers on one gateway are 5 per
+	// user.
+	slot := int(n % devTokenPool)
 	a.devMu.Lock()
 	defer a.devMu.Unlock()
 	if t, ok := a.devTok[slot]; ok {

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -80,8 +79,14 @@ func startBeats(ctx context.Context, s *Scenario) (*beatLog, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	hc := &http.Client{Timeout: 2 * time.Second}
+	// GET /v1/gateways is an operator view: admin tokens only (a dev-mode
+	// server also answers local callers without one).
+	tok, _ := adminToken(ctx, s)
 	poll := func() {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.DispatchURL, "/")+"/v1/gateways", nil)
+		req, err := operatorRequest(ctx, s, tok, "/v1/gateways")
+		if err != nil {
+			return
+		}
 		resp, err := hc.Do(req)
 		if err != nil {
 			return

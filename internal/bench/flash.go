@@ -124,7 +124,7 @@ func RunFlash(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	rep := &FlashReport{Scenario: s, Policy: readPolicy(ctx, s.DispatchURL)}
+	rep := &FlashReport{Scenario: s, Policy: readPolicy(ctx, &s)}
 	base := r.baseline(ctx)
 	start := time.Now()
 	if ff.ahead > 0 {
@@ -264,12 +264,40 @@ func (tl *timeline) stop() []FlashPoint {
 	return tl.pts
 }
 
+// adminToken is the scenario's admin token: AdminToken, or one minted with
+// Secret, or a dev token from a dev-mode server.
+func adminToken(ctx context.Context, s *Scenario) (string, error) {
+	switch {
+	case s.AdminToken != "":
+		return s.AdminToken, nil
+	case s.Secret != "":
+		sg, err := auth.NewSigner([]byte(s.Secret))
+		if err != nil {
+			return "", err
+		}
+		return sg.Mint("bench-admin", "bench", protocol.RoleAdmin, time.Hour)
+	}
+	return client.DevToken(ctx, s.DispatchURL, "bench-admin", "bench", protocol.RoleAdmin)
+}
+
+// operatorRequest is a GET of an operator view on the server, with the
+// scenario's admin token when one can be had (a dev-mode server also
+// answers local callers without one).
+func operatorRequest(ctx context.Context, s *Scenario, tok, path string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.DispatchURL, "/")+path, nil)
+	if err == nil && tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	return req, err
+}
+
 // readPolicy reads the autoscaler's policy from the server, nil when it
 // serves none.
-func readPolicy(ctx context.Context, baseURL string) *flashPolicy {
+func readPolicy(ctx context.Context, s *Scenario) *flashPolicy {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(baseURL, "/")+"/v1/autoscale/decisions", nil)
+	tok, _ := adminToken(ctx, s)
+	req, err := operatorRequest(ctx, s, tok, "/v1/autoscale/decisions")
 	if err != nil {
 		return nil
 	}
@@ -290,16 +318,7 @@ func readPolicy(ctx context.Context, baseURL string) *flashPolicy {
 // announceCrowd announces the hot room's audience at at, with an admin
 // token minted from the scenario's secret (or a dev token).
 func announceCrowd(ctx context.Context, s *Scenario, at time.Time) (string, error) {
-	var tok string
-	var err error
-	if s.Secret != "" {
-		var sg *auth.Signer
-		if sg, err = auth.NewSigner([]byte(s.Secret)); err == nil {
-			tok, err = sg.Mint("bench-admin", "bench", protocol.RoleAdmin, time.Hour)
-		}
-	} else {
-		tok, err = client.DevToken(ctx, s.DispatchURL, "bench-admin", "bench", protocol.RoleAdmin)
-	}
+	tok, err := adminToken(ctx, s)
 	if err != nil {
 		return "", fmt.Errorf("cannot get an admin token to announce: %w", err)
 	}

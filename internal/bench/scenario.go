@@ -116,6 +116,10 @@ type Scenario struct {
 	// Secret signs tokens locally (HS256); empty asks a dev-mode server for
 	// dev tokens.
 	Secret string `json:"-"`
+	// AdminToken, when set, is the admin token the bench reads the operator
+	// views (GET /v1/gateways, GET /v1/autoscale/decisions) and announces
+	// with; empty mints one with Secret, or asks a dev-mode server.
+	AdminToken string `json:"-"`
 
 	// Floor runs only the bare-write floor: Viewers plain TCP connections
 	// to a raw server child writing FloorSize-byte frames FloorFPS times a
@@ -184,6 +188,9 @@ func parseScenario(args []string, stderr io.Writer, extra func(*flag.FlagSet), u
 	}
 	if s.Secret == "" {
 		s.Secret = os.Getenv("LIVEROOM_JWT_SECRET")
+	}
+	if s.AdminToken == "" {
+		s.AdminToken = os.Getenv("LIVEROOM_ADMIN_TOKEN")
 	}
 	return s, s.Validate()
 }
@@ -279,6 +286,7 @@ func (s *Scenario) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.ConnectConcurrency, "connect-concurrency", s.ConnectConcurrency, "dials in flight per process")
 	fs.IntVar(&s.DispatchBatch, "dispatch-batch", s.DispatchBatch, "viewers per dispatch call (1: each viewer asks dispatch, like a real client)")
 	fs.StringVar(&s.Secret, "secret", s.Secret, "HS256 secret to mint tokens locally (default $LIVEROOM_JWT_SECRET; empty: dev tokens from the server)")
+	fs.StringVar(&s.AdminToken, "admin-token", s.AdminToken, "admin token for the operator views on --url (GET /v1/gateways, /v1/autoscale/decisions) and announcements (default $LIVEROOM_ADMIN_TOKEN; empty: minted with --secret, or a dev token)")
 	fs.BoolVar(&s.Floor, "floor", s.Floor, "run only the bare TCP write floor (--viewers connections, --floor-fps, --floor-size)")
 	fs.BoolVar(&s.FloorCompare, "floor-compare", s.FloorCompare, "after the run, measure the bare write floor with the same connections, frame size and rate")
 	fs.Float64Var(&s.FloorFPS, "floor-fps", s.FloorFPS, "floor mode: frames per second per connection")

@@ -106,7 +106,7 @@ func TestAutoscaleRamp(t *testing.T) {
 	serve := testutil.StartProc(t, "serve", []string{"LIVEROOM_JWT_SECRET=" + secret},
 		"serve", "--autoscale", "--autoscale-min", "1", "--autoscale-max", "4", "--autoscale-spare", "0", "--gateway-max-conns", "3000",
 		"--autoscale-stabilization", "10s", "--addr", testutil.Addr(port), "--nats-port", strconv.Itoa(natsPort),
-		"--nats-key-file", keyFile, "--gift-rate", "10000", "--gift-burst", "10000",
+		"--nats-key-file", keyFile, "--gift-rate", "10000", "--gift-burst", "10000", "--max-conns-per-ip", "-1", "--handshake-rate", "-1",
 		"--data-dir", t.TempDir(), "--drain-delay", "1s", "--drain-window", "4s", "--drain-grace", "2s", "--log-level", "info")
 	testutil.WaitHTTP(t, base+"/healthz", 90*time.Second)
 
@@ -430,7 +430,7 @@ func TestAutoscaleRamp(t *testing.T) {
 		}
 	}
 	// ... and on /metrics.
-	resp, err := http.Get(base + "/metrics")
+	resp, err := operatorGet(t, base+"/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +467,7 @@ func TestAutoscaleRamp(t *testing.T) {
 			Action, Reason string
 		} `json:"decisions"`
 	}
-	r2, err := http.Get(base + "/v1/autoscale/decisions")
+	r2, err := operatorGet(t, base+"/v1/autoscale/decisions")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,12 @@ const secret = testutil.Secret
 
 // startCluster starts nNATS NATS nodes (a JetStream cluster when 3), the
 // given numbers of uplinks and gateways, and one dispatch.
+// loadTestEdge lifts the gateways' per-address limits: these tests open
+// thousands of viewers from 127.0.0.1, which the limits (loopback included)
+// would refuse as one machine flooding a gateway. The limits are tested in
+// the gateway package (TestHostileInput, TestForwardedAddressOnlyFromTrustedProxies).
+var loadTestEdge = []string{"--max-conns-per-ip", "-1", "--handshake-rate", "-1"}
+
 func startCluster(t *testing.T, nNATS, nUplinks, nGateways int, gwArgs ...string) *cluster {
 	t.Helper()
 	keyFile := testutil.NATSKeyFile(t)
@@ -87,7 +93,7 @@ func startCluster(t *testing.T, nNATS, nUplinks, nGateways int, gwArgs ...string
 	for i := range nGateways {
 		p := testutil.FreePort(t)
 		args := append([]string{"gateway", "--addr", testutil.Addr(p), "--id", "gw" + strconv.Itoa(i)}, common...)
-		args = append(args, gwArgs...)
+		args = append(append(args, loadTestEdge...), gwArgs...)
 		c.gateways = append(c.gateways, testutil.StartProc(t, "gw"+strconv.Itoa(i), c.env, args...))
 		c.gwURLs = append(c.gwURLs, "http://"+testutil.Addr(p))
 	}
@@ -104,7 +110,7 @@ func (c *cluster) addGateway(t *testing.T, gwArgs ...string) {
 	i := len(c.gateways)
 	p := testutil.FreePort(t)
 	args := append([]string{"gateway", "--addr", testutil.Addr(p), "--id", "gw" + strconv.Itoa(i)}, c.common...)
-	args = append(args, gwArgs...)
+	args = append(append(args, loadTestEdge...), gwArgs...)
 	c.gateways = append(c.gateways, testutil.StartProc(t, "gw"+strconv.Itoa(i), c.env, args...))
 	c.gwURLs = append(c.gwURLs, "http://"+testutil.Addr(p))
 	testutil.WaitHTTP(t, c.gwURLs[i]+"/healthz", 60*time.Second)
@@ -113,7 +119,7 @@ func (c *cluster) addGateway(t *testing.T, gwArgs ...string) {
 
 // activeGateways lists the gateway ids dispatch currently has beats from.
 func (c *cluster) activeGateways() []string {
-	resp, err := http.Get(c.dispatch + "/v1/gateways")
+	resp, err := operatorGet(c.t, c.dispatch+"/v1/gateways")
 	if err != nil {
 		return nil
 	}
@@ -286,4 +292,10 @@ func (c *cluster) streamLeaderFromJSZ() string {
 		}
 	}
 	return ""
+}
+
+// operatorGet reads an operator view (GET /v1/gateways, /metrics,
+// /v1/autoscale/decisions) with an admin token, as an operator would.
+func operatorGet(t testing.TB, url string) (*http.Response, error) {
+	return testutil.AuthGet(url, testutil.Token(t, "ops", protocol.RoleAdmin))
 }

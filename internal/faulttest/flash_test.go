@@ -88,7 +88,7 @@ func startFlash(t *testing.T, rooms int, extra ...string) *flashRig {
 	args := append([]string{"serve", "--autoscale", "--gateway-max-conns", strconv.Itoa(flashCap),
 		"--addr", testutil.Addr(port), "--nats-port", strconv.Itoa(natsPort), "--nats-key-file", testutil.NATSKeyFile(t), "--data-dir", t.TempDir(),
 		"--drain-delay", "500ms", "--drain-window", "2s", "--drain-grace", "1s", "--log-level", "info",
-		"--gift-rate", "10000", "--gift-burst", "10000"}, extra...)
+		"--gift-rate", "10000", "--gift-burst", "10000"}, append(loadTestEdge, extra...)...)
 	r := &flashRig{t: t, base: "http://" + testutil.Addr(port), rooms: rooms, acked: map[string]ackedGift{},
 		fw: &fleetWatch{beats: map[string]bus.Beat{}, seen: map[string]time.Time{}}}
 	r.serve = testutil.StartProc(t, "serve", []string{"LIVEROOM_JWT_SECRET=" + secret}, args...)

@@ -164,10 +164,18 @@ type Config struct {
 	// DefaultHandshakeBurst (400); a negative rate is unlimited.
 	HandshakeRate  float64
 	HandshakeBurst int
-	// LimitLoopback applies MaxConnsPerIP and HandshakeRate to loopback
-	// peers too. Off by default: the load generator, the fault tests and a
-	// local reverse proxy all connect from 127.0.0.1 by the thousand.
-	LimitLoopback bool
+	// TrustedProxies lists the proxies (addresses or CIDR prefixes) whose
+	// X-Forwarded-For is believed: a handshake from one of them is counted
+	// against the rightmost hop of that header that is not itself a trusted
+	// proxy. Empty (the default): the TCP peer is counted, loopback
+	// included, and X-Forwarded-For is ignored.
+	TrustedProxies []string
+	// MaxConnsPerUser bounds the connections one user (the token's sub)
+	// holds on this gateway, counted after the token is verified; more get
+	// 429 too_many_user_connections. Default DefaultMaxConnsPerUser (20);
+	// negative: unlimited. Per gateway process: behind N gateways a user may
+	// hold N × this.
+	MaxConnsPerUser int
 	// HeaderTimeout is the longest a client may take to send its handshake
 	// (request line and headers) and MaxHeaderBytes their largest size;
 	// applied by ConfigureHTTP. Defaults DefaultHeaderTimeout (10s) and
@@ -248,6 +256,9 @@ func (c *Config) setDefaults() error {
 	setInt(&c.Flushers, runtime.GOMAXPROCS(0))
 	if c.MaxConnsPerIP == 0 {
 		c.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if c.MaxConnsPerUser == 0 {
+		c.MaxConnsPerUser = DefaultMaxConnsPerUser
 	}
 	if c.HandshakeRate == 0 {
 		c.HandshakeRate = DefaultHandshakeRate

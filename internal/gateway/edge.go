@@ -19,9 +19,11 @@ import (
 
 // The edge: checks a WebSocket handshake passes before anything costly (token
 // verification, the upgrade, a room join) is done for it. In order: the
-// browser Origin against an allow-list, the handshake rate of the peer
-// address, and the number of connections the peer address holds. See
-// docs/SECURITY.md for the threat model.
+// browser Origin against an allow-list, the handshake rate of the client
+// address, and the number of connections the client address holds; after the
+// token, the number of connections its user holds. The client address is the
+// TCP peer, or, when the peer is a trusted proxy, the rightmost untrusted hop
+// of X-Forwarded-For. See docs/SECURITY.md for the threat model.
 
 // Error codes of the edge checks (HTTP answers to GET /v1/ws).
 const (
@@ -34,14 +36,22 @@ const (
 	// CodeHandshakeRateLimited (429): the peer address opened handshakes
 	// faster than Config.HandshakeRate allows.
 	CodeHandshakeRateLimited = protocol.CodeHandshakeRateLimited
+	// CodeTooManyUserConnections (429): the token's user already holds
+	// Config.MaxConnsPerUser connections to this gateway.
+	CodeTooManyUserConnections = protocol.CodeTooManyUserConnections
+	// CodeDuplicateOrigin (400): the handshake carried two Origin headers.
+	CodeDuplicateOrigin = protocol.CodeDuplicateOrigin
 )
 
 // Defaults of the edge settings of Config.
 const (
-	DefaultMaxConnsPerIP  = 1000
-	DefaultHandshakeRate  = 200
-	DefaultHandshakeBurst = 400
-	DefaultHeaderTimeout  = 10 * time.Second
+	DefaultMaxConnsPerIP = 1000
+	// DefaultMaxConnsPerUser bounds one user's connections to one gateway:
+	// a person watches a few rooms on a few devices, never 21 at once.
+	DefaultMaxConnsPerUser = 20
+	DefaultHandshakeRate   = 200
+	DefaultHandshakeBurst  = 400
+	DefaultHeaderTimeout   = 10 * time.Second
 	// DefaultMaxHeaderBytes bounds a handshake's request line and headers;
 	// a token is well under 4 KiB.
 	DefaultMaxHeaderBytes = 32 << 10
@@ -65,15 +75,19 @@ type ipState struct {
 }
 
 type edge struct {
-	origins       []originRule // empty: every origin
-	perIP         int          // < 0: unlimited
-	rate          rate.Limit   // < 0 (rate.Inf): unlimited
-	burst         int
-	limitLoopback bool
+	origins []originRule // empty: every origin
+	perIP   int          // < 0: unlimited
+	rate    rate.Limit   // < 0 (rate.Inf): unlimited
+	burst   int
+	perUser int            // < 0: unlimited
+	proxies []netip.Prefix // trusted proxies: their X-Forwarded-For is read
 
 	mu        sync.Mutex
 	ips       map[netip.Addr]*ipState
 	lastSweep time.Time
+	// users counts each user's connections (and handshakes past the token);
+	// a user with none has no entry, so the map is bounded by connections.
+	users map[protocol.User]int
 }
 
 // originRule is one AllowedOrigins entry: scheme://host[:port], where host
@@ -142,8 +156,12 @@ func newEdge(cfg *Config) (*edge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create gateway: %w", err)
 	}
-	e := &edge{origins: origins, perIP: cfg.MaxConnsPerIP, burst: cfg.HandshakeBurst, limitLoopback: cfg.LimitLoopback,
-		ips: make(map[netip.Addr]*ipState)}
+	proxies, err := ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create gateway: %w", err)
+	}
+	e := &edge{origins: origins, perIP: cfg.MaxConnsPerIP, burst: cfg.HandshakeBurst, perUser: cfg.MaxConnsPerUser,
+		proxies: proxies, ips: make(map[netip.Addr]*ipState), users: make(map[protocol.User]int)}
 	e.rate = rate.Limit(cfg.HandshakeRate)
 	if cfg.HandshakeRate < 0 {
 		e.rate = rate.Inf
@@ -151,8 +169,7 @@ func newEdge(cfg *Config) (*edge, error) {
 	return e, nil
 }
 
-// peerAddr is the address the per-IP limits count: the TCP peer. Behind a
-// proxy every viewer has the proxy's address; see docs/SECURITY.md.
+// peerAddr is the TCP peer of a request served through net/http.
 func peerAddr(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -161,12 +178,77 @@ func peerAddr(r *http.Request) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
+// ParseTrustedProxies parses a trusted-proxy list: CIDR prefixes
+// (10.0.0.0/8, fd00::/8) or single addresses (192.0.2.7).
+func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("cannot use trusted proxy %q: want an address or a CIDR prefix such as 10.0.0.0/8", s)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+func (e *edge) trusted(a netip.Addr) bool {
+	for _, p := range e.proxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientAddr is the address the per-address limits count. It is the TCP
+// peer, unless the peer is a trusted proxy: then it is the rightmost hop of
+// X-Forwarded-For (every value, comma-joined, in xff) that is not a trusted
+// proxy itself. Hops to the left of that one are the client's to write and
+// are never read. A hop that does not parse ends the walk on the last
+// trusted address: a proxy that writes garbage has its clients counted
+// together, never apart. Any client may send X-Forwarded-For; from a peer
+// that is not a trusted proxy it is ignored.
+func (e *edge) clientAddr(peer netip.Addr, xff string) netip.Addr {
+	if xff == "" || !peer.IsValid() || !e.trusted(peer) {
+		return peer
+	}
+	addr := peer
+	for xff != "" {
+		var hop string
+		if i := strings.LastIndexByte(xff, ','); i >= 0 {
+			hop, xff = xff[i+1:], xff[:i]
+		} else {
+			hop, xff = xff, ""
+		}
+		a, err := netip.ParseAddr(strings.TrimSpace(hop))
+		if err != nil {
+			return addr
+		}
+		addr = a.Unmap()
+		if !e.trusted(addr) {
+			return addr
+		}
+	}
+	return addr // every hop is a trusted proxy: the leftmost
+}
+
 // exempt reports whether handshakes from ip are neither limited nor
-// counted: an address that is not valid, loopback unless LimitLoopback, or
-// every address when no limit is set. admit and release must agree on it, or
-// a slot taken would never be given back.
+// counted: an address that is not valid (not a TCP peer), or every address
+// when no limit is set. Loopback is not exempt: a proxy on the same host is
+// named in Config.TrustedProxies instead. admit and release must agree on
+// it, or a slot taken would never be given back.
 func (e *edge) exempt(ip netip.Addr) bool {
-	return !ip.IsValid() || (ip.IsLoopback() && !e.limitLoopback) || (e.perIP < 0 && e.rate == rate.Inf)
+	return !ip.IsValid() || (e.perIP < 0 && e.rate == rate.Inf)
 }
 
 // admit runs the per-address checks for a handshake from ip. On success
@@ -217,6 +299,44 @@ func (e *edge) release(ip netip.Addr) {
 		st.conns--
 	}
 	e.mu.Unlock()
+}
+
+// admitUser takes one of user's connection slots, or refuses the handshake
+// when the user holds Config.MaxConnsPerUser already. The count is this
+// gateway's: a user may hold that many on each gateway of a fleet.
+func (e *edge) admitUser(user protocol.User) *protocol.Error {
+	if e.perUser < 0 || user == "" {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.users[user] >= e.perUser {
+		return protocol.Errorf(http.StatusTooManyRequests, CodeTooManyUserConnections, "",
+			fmt.Sprintf("you hold %d connections to this gateway, the most one user may; close one first", e.perUser)).WithRetry(5000)
+	}
+	e.users[user]++
+	return nil
+}
+
+// releaseUser gives back a slot taken by admitUser.
+func (e *edge) releaseUser(user protocol.User) {
+	if e.perUser < 0 || user == "" {
+		return
+	}
+	e.mu.Lock()
+	if n := e.users[user]; n <= 1 {
+		delete(e.users, user)
+	} else {
+		e.users[user] = n - 1
+	}
+	e.mu.Unlock()
+}
+
+// userConns is how many slots user holds (tests).
+func (e *edge) userConns(user protocol.User) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.users[user]
 }
 
 // sweepLocked forgets addresses that hold no connection and were idle for

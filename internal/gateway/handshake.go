@@ -52,12 +52,15 @@ type upgradeReq struct {
 	version    string // Sec-WebSocket-Version
 	extensions string // every Sec-WebSocket-Extensions value, comma-joined
 	origin     string
+	origins    int    // how many Origin headers came (more than one is refused)
+	forwarded  string // every X-Forwarded-For value, comma-joined
 	auth       string // Authorization
 	peer       netip.Addr
 }
 
-// admitted is an accepted handshake. It holds a slot of its peer address
-// (edge.go) until the connection is registered or the handshake fails.
+// admitted is an accepted handshake. It holds a slot of its client address
+// and one of its user (edge.go) until the connection is registered (which
+// then holds them until removeConn) or the handshake fails (release).
 type admitted struct {
 	room     protocol.Room
 	since    uint64
@@ -65,6 +68,14 @@ type admitted struct {
 	who      auth.Identity
 	deflate  bool
 	ip       netip.Addr
+	user     protocol.User // set once the user's slot is taken
+}
+
+// release gives back the slots a handshake took, when it fails before its
+// connection is registered.
+func (s *Server) release(a admitted) {
+	s.edge.release(a.ip)
+	s.edge.releaseUser(a.user)
 }
 
 var errStarting = protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", "gateway is not ready").WithRetry(1000)
@@ -78,21 +89,29 @@ func (s *Server) admitUpgrade(q *upgradeReq) (a admitted, perr *protocol.Error) 
 			s.stats.Rejected.Add(1)
 		}
 	}()
+	if q.origins > 1 {
+		// Which one would a check read? A browser sends one; two are a
+		// client trying to slip one past the allow-list.
+		return a, protocol.Errorf(http.StatusBadRequest, CodeDuplicateOrigin, "",
+			"a handshake carries at most one Origin header")
+	}
 	if !s.edge.originAllowed(q.origin) {
 		return a, protocol.Errorf(http.StatusForbidden, CodeOriginNotAllowed, "",
 			"this gateway does not accept connections from pages of that origin")
 	}
-	if perr := s.edge.admit(q.peer, time.Now()); perr != nil {
-		s.log.Debug("handshake refused at the edge", "peer", q.peer, "code", perr.Body.Code)
+	ip := s.edge.clientAddr(q.peer, q.forwarded)
+	if perr := s.edge.admit(ip, time.Now()); perr != nil {
+		s.log.Debug("handshake refused at the edge", "peer", q.peer, "client", ip, "code", perr.Body.Code)
 		return a, perr
 	}
-	// From here the handshake holds a slot of its address.
+	// From here the handshake holds a slot of its address (and, once the
+	// token is known, one of its user).
 	defer func() {
 		if perr != nil {
-			s.edge.release(q.peer)
+			s.release(a)
 		}
 	}()
-	a.ip = q.peer
+	a.ip = ip
 	room, _ := queryValue(q.query, "room")
 	id, err := protocol.ParseRoom(room)
 	if err != nil {
@@ -123,6 +142,11 @@ func (s *Server) admitUpgrade(q *upgradeReq) (a admitted, perr *protocol.Error) 
 	if perr := s.admitJoin(id, a.who); perr != nil {
 		return a, perr
 	}
+	if perr := s.edge.admitUser(a.who.User); perr != nil {
+		s.log.Debug("handshake refused: user connection cap", "user", a.who.User, "code", perr.Body.Code)
+		return a, perr
+	}
+	a.user = a.who.User
 	switch {
 	case !s.running.Load() || s.closing.Load():
 		return a, errStarting
@@ -262,7 +286,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		upgrade: strings.Join(h.Values("Upgrade"), ","), connection: strings.Join(h.Values("Connection"), ","),
 		key: h.Get("Sec-WebSocket-Key"), version: h.Get("Sec-WebSocket-Version"),
 		extensions: strings.Join(h.Values("Sec-WebSocket-Extensions"), ","),
-		origin:     h.Get("Origin"), auth: h.Get("Authorization"), peer: peerAddr(r),
+		origin:     h.Get("Origin"), origins: len(h.Values("Origin")),
+		forwarded: strings.Join(h.Values("X-Forwarded-For"), ","),
+		auth:      h.Get("Authorization"), peer: peerAddr(r),
 	}
 	a, perr := s.admitUpgrade(&q)
 	if perr != nil {
@@ -271,13 +297,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
-		s.edge.release(a.ip)
+		s.release(a)
 		writeUpgradeError(w, protocol.Errorf(http.StatusInternalServerError, protocol.CodeInternal, "", "cannot take over the connection"))
 		return
 	}
 	nc, brw, err := hj.Hijack()
 	if err != nil {
-		s.edge.release(a.ip)
+		s.release(a)
 		return
 	}
 	var early []byte
@@ -300,7 +326,7 @@ func (s *Server) upgraded(nc net.Conn, key string, a admitted, early []byte) {
 	var buf [256]byte
 	_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.HeaderTimeout))
 	if _, err := nc.Write(appendSwitching(buf[:0], key, a.deflate)); err != nil {
-		s.edge.release(a.ip)
+		s.release(a)
 		_ = nc.Close()
 		return
 	}
@@ -313,7 +339,7 @@ func (s *Server) upgraded(nc net.Conn, key string, a admitted, early []byte) {
 func (s *Server) attach(nc net.Conn, a admitted, early []byte) {
 	fd, err := netfd.Detach(nc)
 	if err != nil {
-		s.edge.release(a.ip)
+		s.release(a)
 		s.log.Warn("cannot take over an upgraded connection", "err", err)
 		return
 	}
@@ -325,7 +351,7 @@ func (s *Server) attach(nc net.Conn, a admitted, early []byte) {
 	s.admitMu.Lock()
 	if s.closing.Load() {
 		s.admitMu.Unlock()
-		s.edge.release(a.ip)
+		s.release(a)
 		_, _ = netfd.Write(fd, closeFrameBytes(1001, ""))
 		_ = unix.Close(fd)
 		return
@@ -457,7 +483,8 @@ var upgradeHeaders = [...]struct {
 	{"Sec-WebSocket-Extensions", true, func(q *upgradeReq) *string { return &q.extensions }},
 	{"Sec-WebSocket-Key", false, func(q *upgradeReq) *string { return &q.key }},
 	{"Sec-WebSocket-Version", false, func(q *upgradeReq) *string { return &q.version }},
-	{"Origin", false, func(q *upgradeReq) *string { return &q.origin }},
+	{"Origin", false, func(q *upgradeReq) *string { q.origins++; return &q.origin }},
+	{"X-Forwarded-For", true, func(q *upgradeReq) *string { return &q.forwarded }},
 	{"Authorization", false, func(q *upgradeReq) *string { return &q.auth }},
 }
 

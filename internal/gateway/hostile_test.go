@@ -226,7 +226,6 @@ func TestHostileInput(t *testing.T) {
 		c.AllowedOrigins = []string{"https://live.example.com", "https://*.fans.example"}
 		c.MaxConnsPerIP = perIP
 		c.HandshakeRate, c.HandshakeBurst = 5, burst
-		c.LimitLoopback = true
 		c.HeaderTimeout = time.Second
 		c.ReadLimit = 4096
 	})
@@ -478,7 +477,6 @@ func TestNoTokenInLogs(t *testing.T) {
 	g := e.gateway(func(c *Config) {
 		c.Logger = log
 		c.AllowedOrigins = []string{"https://live.example.com"}
-		c.LimitLoopback = true
 		c.MaxConnsPerIP = 1
 	})
 	good := testutil.Token(t, "alice", protocol.RoleViewer)

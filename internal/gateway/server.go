@@ -286,7 +286,10 @@ func (s *Server) removeConn(c *conn) {
 	if !ok {
 		return
 	}
+	// The slots admitUpgrade took (attach gave them to c): its address's
+	// and its user's.
 	s.edge.release(c.ip)
+	s.edge.releaseUser(c.who.User)
 	s.stats.Conns.Add(-1)
 	if r := c.room; r != nil {
 		r.leave(c)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // Stable error codes. Clients branch on these; never change their meaning.
@@ -48,6 +49,15 @@ const (
 	CodeOriginNotAllowed     = "origin_not_allowed"
 	CodeTooManyConnections   = "too_many_connections"
 	CodeHandshakeRateLimited = "handshake_rate_limited"
+	// CodeTooManyUserConnections: the token's user already holds the most
+	// connections one user may hold on this gateway (429).
+	CodeTooManyUserConnections = "too_many_user_connections"
+	// CodeDuplicateOrigin: a WebSocket handshake with more than one Origin
+	// header (400).
+	CodeDuplicateOrigin = "duplicate_origin"
+	// CodeInternalOnly: an operator route (metrics, fleet views) asked for on
+	// a public address of a process that cannot check an admin token (403).
+	CodeInternalOnly = "internal_only"
 )
 
 // ErrorBody is the object under "error" in every error response.
@@ -121,4 +131,33 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// Endpoint is one route of an HTTP API, as a router lists it (the
+// authorization matrix test walks them): a path pattern whose "{name}"
+// segments match any one segment, and the methods served ("*": the handler
+// answers every method itself).
+type Endpoint struct {
+	Pattern string
+	Methods []string
+}
+
+// MatchEndpoint reports whether path matches pattern segment by segment,
+// "{name}" matching any one segment (empty included, for the handler to
+// refuse with its own error).
+func MatchEndpoint(pattern, path string) bool {
+	for {
+		ps, prest, pmore := strings.Cut(pattern, "/")
+		s, rest, more := strings.Cut(path, "/")
+		if pmore != more {
+			return false
+		}
+		if ps != s && !(strings.HasPrefix(ps, "{") && strings.HasSuffix(ps, "}")) {
+			return false
+		}
+		if !more {
+			return true
+		}
+		pattern, path = prest, rest
+	}
 }

@@ -42,3 +42,15 @@ func APICall(t testing.TB, method, url, token, body string, out any) int {
 	}
 	return resp.StatusCode
 }
+
+// AuthGet GETs url with token as a bearer token ("" sends none).
+func AuthGet(url, token string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return http.DefaultClient.Do(req)
+}

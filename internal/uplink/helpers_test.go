@@ -162,6 +162,7 @@ func (u *uplink) do(req request) answer {
 	if err := json.Unmarshal(b, &a); err != nil {
 		u.t.Fatalf("%s %s: answer %q is not JSON: %v", req.method, url, b, err)
 	}
+	testutil.NoGoInternals(u.t, req.method+" "+url, a.raw)
 	return a
 }
 
