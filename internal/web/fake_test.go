@@ -734,17 +734,19 @@ func TestDanmakuLateFrame(t *testing.T) {
 func TestRoomPageLeavesASilentGateway(t *testing.T) {
 	browser := newBrowser(t)
 	f := newFakeServer(t)
-	f.hbMS = 200
+	// A 1 s promise (leave after 1.75 s of silence): heartbeats every
+	// 200 ms keep the page even when a loaded machine delays its timers.
+	f.hbMS = 1000
 	b := newTab(t, browser, "silent")
 	b.do(chromedp.Navigate(f.srv.URL + "/room/fake-room?name=Sid"))
 	f.nextDial(t)
 	b.waitJS(10*time.Second, `window.liveroom.state === 'live'`, "live")
 	f.batch(f.addGift("rose", "Ann"))
 	b.waitJS(5*time.Second, `window.liveroom.gifts.length === 1`, "gift 1")
-	// Heartbeats only, for four times the liveness: the page stays.
-	for range 10 {
+	// Heartbeats only, for twice the liveness: the page stays.
+	for range 18 {
 		f.broadcast([]byte(`{"type":"hb"}`))
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 	if s := b.state(); s.State != "live" || eval[int](b, `window.liveroom.silentLeaves`) != 0 {
 		t.Fatalf("left a gateway that kept sending heartbeats: %+v", s)

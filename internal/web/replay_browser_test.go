@@ -268,8 +268,10 @@ func TestReplayInBrowser(t *testing.T) {
 }
 
 // lateMS is how long after its offset the player may show a message on a
-// busy machine: its ticks are timers, which a loaded browser delays.
-const lateMS = 2000
+// busy machine: its ticks are timers, which a loaded browser delays (2.2 s
+// seen at a load average of 25). What the test holds exactly is the other
+// side: never before its offset.
+const lateMS = 4000
 
 // near reports whether two player positions are the same to the
 // millisecond the player rounds a seek to.
