@@ -17,7 +17,8 @@ import (
 //
 //	role       publishes                                     subscribes
 //	gateway    presence, its own beat, Direct Get reads          its rooms' subjects, user notices, its own control
-//	uplink     room live, reliable stores, moderation records, –
+//	uplink     room live, reliable stores, moderation records, presence (room counts
+//	                                                         for the server API)
 //	           user notices, like/moderation KV writes,
 //	           stream management
 //	dispatch   control commands (admin API), door reports,   beats
@@ -59,6 +60,8 @@ func Permissions(role Role, id string) *server.Permissions {
 		pub = append(pub, writeKV(RoomStateKV)...)
 		pub = append(pub, writeKV(ModerationKV)...)
 		pub = append(pub, readKV(SessionsKV)...)
+		// The server API's online counts (internal/presence).
+		sub = append(sub, PresenceWildcard)
 	case RoleArchive:
 		pub = append(pub, StoreWildcard, ModerationWildcard, UserWildcard, webhookDLQSubjects)
 		for _, s := range []string{ReliableStream, LiveStream} {

@@ -48,6 +48,17 @@ const (
 	CodeOriginNotAllowed     = "origin_not_allowed"
 	CodeTooManyConnections   = "too_many_connections"
 	CodeHandshakeRateLimited = "handshake_rate_limited"
+	// Server API credentials (docs/SECURITY.md), all 401: no API key
+	// given, a key this server does not know, a key that was revoked, a
+	// user's token (JWT) on a server route, and an API key on a user route.
+	CodeAPIKeyRequired    = "api_key_required"
+	CodeAPIKeyInvalid     = "api_key_invalid"
+	CodeAPIKeyRevoked     = "api_key_revoked"
+	CodeTokenNotAccepted  = "token_not_accepted"
+	CodeAPIKeyNotAccepted = "api_key_not_accepted"
+	// CodeClientGiftsOff: a gift sent with a user's token to a server that
+	// takes paid gifts only from the platform's backend (403).
+	CodeClientGiftsOff = "client_gifts_disabled"
 )
 
 // ErrorBody is the object under "error" in every error response.
