@@ -73,7 +73,7 @@ func (e *env) start(mod func(*Config)) *uplink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{NC: nc, JS: js, Verifier: testutil.Verifier(t), Logger: testutil.Logger()}
+	cfg := Config{NC: nc, JS: js, Verifier: testutil.Verifier(t), Logger: testutil.Logger(), ClientGifts: true}
 	if mod != nil {
 		mod(&cfg)
 	}
