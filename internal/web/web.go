@@ -6,7 +6,8 @@
 //
 // The pages talk only to the public v1 contract (docs/PROTOCOL.md):
 // POST /v1/dev/token, GET /v1/dispatch, the gateway WebSocket and
-// POST /v1/rooms/{room}/messages; the room page also GET
+// POST /v1/rooms/{room}/messages; the index GET /v1/rooms (the live rooms
+// with their counts, refreshed every 5 s by index.js); the room page also GET
 // /v1/rooms/{room}/sessions ("Recent streams", and the live control an
 // anchor's or admin's token brings) and POST /v1/rooms/{room}/live/start
 // and …/stop; the replay page …/sessions/{session}/replay; the dashboard
