@@ -43,14 +43,8 @@ var batchKeys = map[string][]string{
 // idempotent by order id and announcements by key, so a batch retried after
 // a timeout stores nothing twice.
 func (a *serverAPI) serveBatch(w http.ResponseWriter, r *http.Request) {
-	body, perr := readServerBody(w, r)
-	if perr != nil {
-		a.s.fail(w, r, perr)
-		return
-	}
 	var b serverBatch
-	if perr := decodeStrict(body, &b, "messages"); perr != nil {
-		a.s.fail(w, r, perr)
+	if !a.decodeBody(w, r, &b, "messages") {
 		return
 	}
 	if len(b.Messages) == 0 || len(b.Messages) > MaxBatch {

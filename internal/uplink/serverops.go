@@ -98,6 +98,20 @@ func readServerBody(w http.ResponseWriter, r *http.Request) ([]byte, *protocol.E
 	return body, nil
 }
 
+// decodeBody reads r's body into v (see decodeStrict); on failure it
+// answers and returns false.
+func (a *serverAPI) decodeBody(w http.ResponseWriter, r *http.Request, v any, keys ...string) bool {
+	body, perr := readServerBody(w, r)
+	if perr == nil {
+		perr = decodeStrict(body, v, keys...)
+	}
+	if perr != nil {
+		a.s.fail(w, r, perr)
+		return false
+	}
+	return true
+}
+
 // answer writes one result with its status.
 func (a *serverAPI) answer(w http.ResponseWriter, r *http.Request, res ServerResult, perr *protocol.Error) {
 	if perr != nil {
@@ -130,14 +144,8 @@ func (a *serverAPI) serveGift(w http.ResponseWriter, r *http.Request) {
 		a.s.fail(w, r, badRequest(protocol.CodeInvalidRoom, "room", err.Error()))
 		return
 	}
-	body, perr := readServerBody(w, r)
-	if perr != nil {
-		a.s.fail(w, r, perr)
-		return
-	}
 	var g serverGift
-	if perr := decodeStrict(body, &g, giftKeys...); perr != nil {
-		a.s.fail(w, r, perr)
+	if !a.decodeBody(w, r, &g, giftKeys...) {
 		return
 	}
 	res, perr := a.gift(r.Context(), room, g)
@@ -208,14 +216,8 @@ func (a *serverAPI) gift(ctx context.Context, room protocol.Room, g serverGift) 
 }
 
 func (a *serverAPI) serveAnnounce(w http.ResponseWriter, r *http.Request) {
-	body, perr := readServerBody(w, r)
-	if perr != nil {
-		a.s.fail(w, r, perr)
-		return
-	}
 	var t serverText
-	if perr := decodeStrict(body, &t, announceKeys...); perr != nil {
-		a.s.fail(w, r, perr)
+	if !a.decodeBody(w, r, &t, announceKeys...) {
 		return
 	}
 	if len(t.Rooms) == 0 || len(t.Rooms) > MaxAnnounceRooms {
@@ -304,14 +306,8 @@ func (a *serverAPI) serveNotice(w http.ResponseWriter, r *http.Request) {
 		a.s.fail(w, r, badRequest(protocol.CodeInvalidField, "user", "user must be a user id: 1-64 characters of A-Z a-z 0-9 _ -"))
 		return
 	}
-	body, perr := readServerBody(w, r)
-	if perr != nil {
-		a.s.fail(w, r, perr)
-		return
-	}
 	var t serverText
-	if perr := decodeStrict(body, &t, noticeKeys...); perr != nil {
-		a.s.fail(w, r, perr)
+	if !a.decodeBody(w, r, &t, noticeKeys...) {
 		return
 	}
 	res, perr := a.notice(room, user, t)
