@@ -59,6 +59,9 @@ const (
 	// CodeClientGiftsOff: a gift sent with a user's token to a server that
 	// takes paid gifts only from the platform's backend (403).
 	CodeClientGiftsOff = "client_gifts_disabled"
+	// CodeOrderReused: a paid gift whose order id was already used for a
+	// gift to another room (409).
+	CodeOrderReused = "order_id_reused"
 )
 
 // ErrorBody is the object under "error" in every error response.

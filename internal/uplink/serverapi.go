@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"context"
 	"crypto/sha256"
 	"net/http"
 	"path"
@@ -10,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/liveroom/liveroom/internal/apikey"
-	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/presence"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
@@ -81,11 +81,12 @@ type ServerAPIConfig struct {
 
 // serverAPI serves ServerRoutes. It is safe for concurrent use.
 type serverAPI struct {
-	s    *Server
-	cfg  ServerAPIConfig
-	mux  *http.ServeMux
-	kvMu sync.Mutex
-	kv   jetstream.KeyValue // room state (likes), opened on first use
+	s      *Server
+	cfg    ServerAPIConfig
+	mux    *http.ServeMux
+	kvMu   sync.Mutex
+	kv     jetstream.KeyValue // room state (likes), opened on first use
+	orders jetstream.KeyValue // paid orders, opened on first use
 }
 
 // ServerHandler returns the handler of every path under ServerPrefix. It
@@ -140,19 +141,19 @@ func (a *serverAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mux.ServeHTTP(w, r)
 }
 
-// roomState opens the room-state bucket once it exists.
-func (a *serverAPI) roomState(r *http.Request) (jetstream.KeyValue, error) {
+// bucket opens the bucket name into *kv on first use (then keeps it).
+func (a *serverAPI) bucket(ctx context.Context, name string, kv *jetstream.KeyValue) (jetstream.KeyValue, error) {
 	a.kvMu.Lock()
 	defer a.kvMu.Unlock()
-	if a.kv != nil {
-		return a.kv, nil
+	if *kv != nil {
+		return *kv, nil
 	}
-	kv, err := a.s.cfg.JS.KeyValue(r.Context(), bus.RoomStateKV)
+	b, err := a.s.cfg.JS.KeyValue(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	a.kv = kv
-	return kv, nil
+	*kv = b
+	return b, nil
 }
 
 // orderGiftID is the id of the paid gift of an order: "p" + 24 base32

@@ -202,17 +202,86 @@ func (a *serverAPI) gift(ctx context.Context, room protocol.Room, g serverGift) 
 	s.stampSession(&m)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
+	unavail := protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "",
+		"the message store is unavailable; retry with the same order_id").WithRetry(unavailableRetryMS)
+	done, perr := a.claimOrder(ctx, room, m.ID)
+	switch {
+	case perr != nil:
+		return ServerResult{}, perr
+	case done.Seq > 0:
+		s.stats.giftDuplicates.Add(1)
+		s.stats.gifts.Add(1)
+		return ServerResult{Status: http.StatusAccepted, Room: string(room), ID: m.ID, Seq: done.Seq, Duplicate: true}, nil
+	}
 	ack, err := s.storeGift(ctx, bus.StoreSubject(room), m.ID, protocol.Encode(m))
 	if err != nil {
 		s.log.Warn("cannot store paid gift", "room", room, "order", g.OrderID, "err", err)
-		return ServerResult{}, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "",
-			"the message store is unavailable; retry with the same order_id").WithRetry(unavailableRetryMS)
+		return ServerResult{}, unavail
 	}
+	a.orderStored(ctx, room, m.ID, ack.Sequence)
 	if ack.Duplicate {
 		s.stats.giftDuplicates.Add(1)
 	}
 	s.stats.gifts.Add(1)
 	return ServerResult{Status: http.StatusAccepted, Room: string(room), ID: m.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// orderRecord is an order's entry in bus.OrdersKV: the gift's id and room,
+// and its stream sequence once stored (0: claimed, not known to be stored).
+type orderRecord struct {
+	ID   string `json:"id"`
+	Room string `json:"room"`
+	Seq  uint64 `json:"seq,omitempty"`
+}
+
+// orderKey is the bucket key of the gift id: its base32 characters are valid
+// key characters, and the order id itself (any printable ASCII) never
+// becomes part of a key.
+func orderKey(id string) string { return "o." + id }
+
+// claimOrder records the order before its gift is stored. It returns the
+// existing record when the order was seen before: with a Seq, the gift is
+// stored and must not be stored again (a retry after the stream's
+// de-duplication window); without one, an earlier attempt failed or is in
+// flight, and storing again with the same message id is safe within the
+// window. An order id used for another room is refused (409).
+func (a *serverAPI) claimOrder(ctx context.Context, room protocol.Room, id string) (orderRecord, *protocol.Error) {
+	kv, err := a.bucket(ctx, bus.OrdersKV, &a.orders)
+	if err == nil {
+		_, err = kv.Create(ctx, orderKey(id), protocol.Encode(orderRecord{ID: id, Room: string(room)}))
+		if err == nil {
+			return orderRecord{}, nil
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			var e jetstream.KeyValueEntry
+			var rec orderRecord
+			if e, err = kv.Get(ctx, orderKey(id)); err == nil {
+				if err = json.Unmarshal(e.Value(), &rec); err == nil {
+					if rec.Room != string(room) {
+						return orderRecord{}, protocol.Errorf(http.StatusConflict, protocol.CodeOrderReused, "order_id",
+							"this order_id was already used for a gift to another room")
+					}
+					return rec, nil
+				}
+			}
+		}
+	}
+	a.s.log.Warn("cannot record a paid order", "room", room, "id", id, "err", err)
+	return orderRecord{}, protocol.Errorf(http.StatusServiceUnavailable, protocol.CodeUnavailable, "",
+		"the order store is unavailable; retry with the same order_id").WithRetry(unavailableRetryMS)
+}
+
+// orderStored marks the order's gift stored at seq. A failure is logged:
+// the gift is stored, and a retry within the stream's de-duplication window
+// is still recognised by the stream.
+func (a *serverAPI) orderStored(ctx context.Context, room protocol.Room, id string, seq uint64) {
+	kv, err := a.bucket(ctx, bus.OrdersKV, &a.orders)
+	if err == nil {
+		_, err = kv.Put(ctx, orderKey(id), protocol.Encode(orderRecord{ID: id, Room: string(room), Seq: seq}))
+	}
+	if err != nil {
+		a.s.log.Warn("cannot mark a paid order stored", "room", room, "id", id, "err", err)
+	}
 }
 
 func (a *serverAPI) serveAnnounce(w http.ResponseWriter, r *http.Request) {

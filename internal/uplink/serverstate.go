@@ -58,7 +58,7 @@ func (a *serverAPI) serveRoom(w http.ResponseWriter, r *http.Request) {
 	if cur, ok := a.s.sessions.Current(room); ok {
 		st.Live, st.Session = true, &cur
 	}
-	kv, err := a.roomState(r)
+	kv, err := a.bucket(r.Context(), bus.RoomStateKV, &a.kv)
 	if err == nil {
 		var e jetstream.KeyValueEntry
 		e, err = kv.Get(r.Context(), bus.LikesKey(room))

@@ -307,7 +307,7 @@ func (c *counters) init() {
 		protocol.CodeRoomClosed, protocol.CodeBanned, protocol.CodeMuted, protocol.CodeMutedAll,
 		protocol.CodeSlowMode, protocol.CodeBlockedWord, protocol.CodeClientGiftsOff,
 		protocol.CodeAPIKeyRequired, protocol.CodeAPIKeyInvalid, protocol.CodeAPIKeyRevoked,
-		protocol.CodeTokenNotAccepted, protocol.CodeAPIKeyNotAccepted, protocol.CodeNotFound,
+		protocol.CodeTokenNotAccepted, protocol.CodeAPIKeyNotAccepted, protocol.CodeNotFound, protocol.CodeOrderReused,
 	} {
 		c.rejected[code] = new(atomic.Uint64)
 	}
