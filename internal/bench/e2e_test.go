@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/liveroom/liveroom/internal/apikey"
 	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/gateway"
 	"github.com/liveroom/liveroom/internal/testutil"
@@ -183,5 +184,40 @@ func TestFlashEndToEnd(t *testing.T) {
 	var table strings.Builder
 	if err := rep.writeTable(&table); err != nil || !strings.Contains(table.String(), "joins: 40 welcomed, 0 refused for good") {
 		t.Fatalf("table %v:\n%s", err, table.String())
+	}
+}
+
+// TestBenchPaidGifts runs the bench against a node with a secret that takes
+// gifts only from the platform's backend: with --api-key the gifts go
+// through the server API as paid gifts (both senders), and every acked one
+// reaches every viewer once.
+func TestBenchPaidGifts(t *testing.T) {
+	exe := testutil.Binary(t)
+	key := apikey.Generate()
+	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, Logger: testutil.Logger(),
+		JWTSecret: testutil.Secret, APIKeys: apikey.Config{Env: "bench:" + key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	for _, sender := range []string{"client", "raw"} {
+		s := DefaultScenario()
+		s.URL, s.Exe, s.Secret, s.APIKey, s.Sender = n.URL(), exe, testutil.Secret, key, sender
+		s.Viewers, s.Procs = 40, 0
+		s.Duration, s.Grace = Duration(3*time.Second), Duration(1500*time.Millisecond)
+		s.DanmakuRate, s.GiftRate, s.LikeRate = 5, 5, 0
+		rep, err := Run(ctx, s, Env{Progress: testWriter(t), Stderr: os.Stderr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := rep.Window.Gifts
+		if g.Acked < 5 || g.Lost != 0 || g.Doubled != 0 || rep.Window.Sends["gift"].Accepted != int64(g.Acked) {
+			t.Fatalf("%s sender: gifts %+v, sends %+v", sender, g, rep.Window.Sends["gift"])
+		}
 	}
 }
