@@ -45,6 +45,8 @@ type senders struct {
 	ok         [3]atomic.Int64
 	skipped    [3]atomic.Int64
 	n429       atomic.Int64
+	// nClientGifts counts 403 client_gifts_disabled answers.
+	nClientGifts atomic.Int64
 }
 
 var sendClasses = [3]string{"danmaku", "gift", "like"}
@@ -285,6 +287,9 @@ func (x *senders) record(j sendJob, res client.SendResult, err error) {
 		status = strconv.Itoa(ae.Status)
 		if ae.Status == http.StatusTooManyRequests {
 			x.n429.Add(1)
+		}
+		if ae.Body.Code == protocol.CodeClientGiftsOff {
+			x.nClientGifts.Add(1)
 		}
 	default:
 		status = errClass("send", err)
