@@ -159,34 +159,9 @@ func (a *serverAPI) serveGift(w http.ResponseWriter, r *http.Request) {
 // seq and duplicate:true.
 func (a *serverAPI) gift(ctx context.Context, room protocol.Room, g serverGift) (ServerResult, *protocol.Error) {
 	s := a.s
-	user, err := protocol.ParseUser(g.User)
-	if err != nil {
-		return ServerResult{}, badRequest(protocol.CodeInvalidField, "user", "user must be a user id: 1-64 characters of A-Z a-z 0-9 _ -")
-	}
-	if _, ok := s.gifts[g.Gift]; !ok {
-		if g.Gift == "" {
-			return ServerResult{}, badRequest(protocol.CodeUnknownGift, "gift", "gift is required")
-		}
-		return ServerResult{}, s.gifts.unknownGift()
-	}
-	count := int64(1)
-	if g.Count != nil {
-		count = *g.Count
-	}
-	if perr := checkCount(count); perr != nil {
+	user, count, perr := s.gifts.checkPaidGift(g)
+	if perr != nil {
 		return ServerResult{}, perr
-	}
-	if perr := checkPrintable(g.OrderID, "order_id", MaxOrderIDLen); perr != nil {
-		return ServerResult{}, perr
-	}
-	if g.Amount < 0 || g.Amount > MaxAmount {
-		return ServerResult{}, badRequest(protocol.CodeInvalidField, "amount", "amount is the price in minor units (cents): an integer 0-"+strconv.Itoa(MaxAmount))
-	}
-	if g.Currency != "" && !isCurrency(g.Currency) {
-		return ServerResult{}, badRequest(protocol.CodeInvalidField, "currency", "currency is an ISO 4217 code of three capital letters, e.g. USD")
-	}
-	if g.Amount > 0 && g.Currency == "" {
-		return ServerResult{}, badRequest(protocol.CodeInvalidField, "currency", "an amount needs its currency")
 	}
 	id := auth.Identity{User: user, Name: protocol.CleanName(g.Name, auth.MaxNameLen), Role: protocol.RoleViewer}
 	req := sendRequest{Type: protocol.TypeGift, Gift: g.Gift, Count: count}
@@ -224,6 +199,41 @@ func (a *serverAPI) gift(ctx context.Context, room protocol.Room, g serverGift) 
 	}
 	s.stats.gifts.Add(1)
 	return ServerResult{Status: http.StatusAccepted, Room: string(room), ID: m.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// checkPaidGift validates a paid gift's fields (not its room) and returns
+// its user and count (1 when absent). It does no I/O.
+func (c catalogue) checkPaidGift(g serverGift) (protocol.User, int64, *protocol.Error) {
+	user, err := protocol.ParseUser(g.User)
+	if err != nil {
+		return "", 0, badRequest(protocol.CodeInvalidField, "user", "user must be a user id: 1-64 characters of A-Z a-z 0-9 _ -")
+	}
+	if _, ok := c[g.Gift]; !ok {
+		if g.Gift == "" {
+			return "", 0, badRequest(protocol.CodeUnknownGift, "gift", "gift is required")
+		}
+		return "", 0, c.unknownGift()
+	}
+	count := int64(1)
+	if g.Count != nil {
+		count = *g.Count
+	}
+	if perr := checkCount(count); perr != nil {
+		return "", 0, perr
+	}
+	if perr := checkPrintable(g.OrderID, "order_id", MaxOrderIDLen); perr != nil {
+		return "", 0, perr
+	}
+	if g.Amount < 0 || g.Amount > MaxAmount {
+		return "", 0, badRequest(protocol.CodeInvalidField, "amount", "amount is the price in minor units (cents): an integer 0-"+strconv.Itoa(MaxAmount))
+	}
+	if g.Currency != "" && !isCurrency(g.Currency) {
+		return "", 0, badRequest(protocol.CodeInvalidField, "currency", "currency is an ISO 4217 code of three capital letters, e.g. USD")
+	}
+	if g.Amount > 0 && g.Currency == "" {
+		return "", 0, badRequest(protocol.CodeInvalidField, "currency", "an amount needs its currency")
+	}
+	return user, count, nil
 }
 
 // orderRecord is an order's entry in bus.OrdersKV: the gift's id and room,
