@@ -127,8 +127,14 @@ func TestFloorMode(t *testing.T) {
 // startNode starts an all-in-one node whose uplink takes any send rate.
 func startNode(t *testing.T, gw gateway.Config) *app.Node {
 	t.Helper()
-	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, Logger: testutil.Logger(),
-		Uplink: uplink.Config{UserRate: 1000, UserBurst: 1000, RoomRate: 1e6}, Gateway: gw})
+	return startAppNode(t, app.Config{Uplink: uplink.Config{UserRate: 1000, UserBurst: 1000, RoomRate: 1e6}, Gateway: gw})
+}
+
+// startAppNode starts cfg on random ports in a temporary directory.
+func startAppNode(t *testing.T, cfg app.Config) *app.Node {
+	t.Helper()
+	cfg.Addr, cfg.DataDir, cfg.NATSPort, cfg.Logger = "127.0.0.1:0", t.TempDir(), -1, testutil.Logger()
+	n, err := app.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,17 +200,9 @@ func TestFlashEndToEnd(t *testing.T) {
 func TestBenchPaidGifts(t *testing.T) {
 	exe := testutil.Binary(t)
 	key := apikey.Generate()
-	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, Logger: testutil.Logger(),
-		JWTSecret: testutil.Secret, APIKeys: apikey.Config{Env: "bench:" + key}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := startAppNode(t, app.Config{JWTSecret: testutil.Secret, APIKeys: apikey.Config{Env: "bench:" + key}})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close() })
 	for _, sender := range []string{"client", "raw"} {
 		s := DefaultScenario()
 		s.URL, s.Exe, s.Secret, s.APIKey, s.Sender = n.URL(), exe, testutil.Secret, key, sender
