@@ -415,7 +415,7 @@ flags:`)
 		mod.Run(runCtx, time.Minute)
 	}()
 	server := u.ServerHandler(uplink.ServerAPIConfig{Keys: keys, Presence: pres})
-	return r.serveHTTP(ctx, uplinkHandler(u.Handler(), mod.Handler(), server, u.PublicRoomsHandler(pres)), func() {
+	return r.serveHTTP(ctx, uplinkHandler(u.Handler(), mod.Handler(), server, u.NewPublicRooms(pres)), func() {
 		cancel()
 		<-done
 		<-sweepDone

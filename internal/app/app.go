@@ -132,9 +132,10 @@ type Node struct {
 	modCache *moderation.Cache
 	// presence sums the gateways' online counts for the server API and
 	// the index page; keys are the server API's credentials.
-	presence  *presence.Tracker
-	apiKeys   *apikey.Set
-	devAPIKey string
+	presence    *presence.Tracker
+	publicRooms *uplink.PublicRooms
+	apiKeys     *apikey.Set
+	devAPIKey   string
 	// ann keeps the announced audiences for the admin API and the
 	// autoscaler.
 	ann *announce.Store
@@ -367,7 +368,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			wsRoute,
 			{Path: "/v1/dispatch", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()},
 			{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()},
-			{Path: uplink.PublicRoomsPath, Methods: []string{http.MethodGet}, Handler: n.up.PublicRoomsHandler(n.presence)},
+			{Path: uplink.PublicRoomsPath, Methods: []string{http.MethodGet}, Handler: n.publicRooms},
 			devToken,
 		}...),
 		Send:   n.up.Handler(),

@@ -3,7 +3,6 @@ package app
 import (
 	"github.com/liveroom/liveroom/internal/apikey"
 	"github.com/liveroom/liveroom/internal/presence"
-	"github.com/liveroom/liveroom/internal/uplink"
 	"github.com/liveroom/liveroom/internal/web"
 )
 
@@ -26,6 +25,7 @@ func (n *Node) startServerAPI() error {
 	}
 	n.apiKeys = keys
 	n.presence = presence.New(n.nc)
+	n.publicRooms = n.up.NewPublicRooms(n.presence)
 	return n.presence.Start()
 }
 
@@ -34,7 +34,7 @@ func (n *Node) DevAPIKey() string { return n.devAPIKey }
 
 // liveRooms feeds the index page's "Live now".
 func (n *Node) liveRooms() []web.LiveRoom {
-	rooms := uplink.LiveRoomsOf(n.presence, n.up, web.MaxLiveRooms)
+	rooms := n.publicRooms.List(web.MaxLiveRooms)
 	out := make([]web.LiveRoom, len(rooms.Rooms))
 	for i, r := range rooms.Rooms {
 		out[i] = web.LiveRoom{ID: r.Room, Online: r.Online, Live: r.Live}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -123,20 +125,53 @@ func liveRooms(p *presence.Tracker, sessions *session.Cache, limit int) LiveRoom
 	return LiveRooms{Rooms: out, Total: total}
 }
 
-// LiveRoomsOf is the live-room list of GET /v1/rooms for other handlers
-// of the process (the index page), at most limit rooms.
-func LiveRoomsOf(p *presence.Tracker, s *Server, limit int) LiveRooms {
-	return liveRooms(p, s.sessions, limit)
+// publicRooms caches the public live-room list: it is served to anyone, so
+// building it (a pass over every room with viewers, and a sort) happens at
+// most once per publicRoomsTTL, whatever the request rate.
+type publicRooms struct {
+	p   *presence.Tracker
+	s   *Server
+	mu  sync.Mutex
+	at  time.Time
+	val LiveRooms
 }
 
-// PublicRoomsHandler serves GET /v1/rooms: the live rooms (at most 50) with
-// their online counts, for anyone, without a token. It says what every
-// viewer of those rooms already sees (the room's online count) and which
-// rooms have viewers; a platform that wants even that private leaves the
-// route unmounted (docs/SECURITY.md).
-func (s *Server) PublicRoomsHandler(p *presence.Tracker) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=2")
-		protocol.WriteJSON(w, http.StatusOK, liveRooms(p, s.sessions, publicLiveRooms))
-	})
+// publicRoomsTTL is how stale the public list may be.
+const publicRoomsTTL = time.Second
+
+func (c *publicRooms) get() LiveRooms {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := time.Now(); now.Sub(c.at) >= publicRoomsTTL {
+		c.val, c.at = liveRooms(c.p, c.s.sessions, publicLiveRooms), now
+	}
+	return c.val
+}
+
+// PublicRooms serves GET /v1/rooms and feeds the index page: the live rooms
+// (at most 50) with their online counts, for anyone, without a token. It
+// says what every viewer of those rooms already sees (the room's online
+// count) and which rooms have viewers; a platform that wants even that
+// private blocks the path at its proxy (docs/SECURITY.md). The list is
+// rebuilt at most once a second.
+type PublicRooms struct{ c *publicRooms }
+
+// NewPublicRooms returns the public live-room list of s's rooms, counted by p.
+func (s *Server) NewPublicRooms(p *presence.Tracker) *PublicRooms {
+	return &PublicRooms{c: &publicRooms{p: p, s: s}}
+}
+
+// List returns at most limit rooms of the list (limit <= 50).
+func (pr *PublicRooms) List(limit int) LiveRooms {
+	l := pr.c.get()
+	if len(l.Rooms) > limit {
+		l.Rooms = l.Rooms[:limit]
+	}
+	return l
+}
+
+// ServeHTTP serves GET /v1/rooms.
+func (pr *PublicRooms) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "public, max-age=2")
+	protocol.WriteJSON(w, http.StatusOK, pr.c.get())
 }
