@@ -29,7 +29,7 @@ type serverEnv struct {
 	key string
 }
 
-func newServerEnv(t *testing.T, dedupe time.Duration) *serverEnv {
+func newServerEnv(t testing.TB, dedupe time.Duration) *serverEnv {
 	t.Helper()
 	e := &env{t: t, nats: testutil.StartNATS(t)}
 	nc, err := nats.Connect(testutil.NATSURL(t, e.nats, bus.RoleAll, ""))
