@@ -1,12 +1,14 @@
 package presence
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
 )
 
@@ -59,5 +61,21 @@ func TestTrackerSumsGatewaysOverNATS(t *testing.T) {
 	}
 	if rooms, total := tr.Rooms(0); total != 0 || len(rooms) != 0 || tr.entries != 0 {
 		t.Fatalf("after expiry: %+v, %d entries", rooms, tr.entries)
+	}
+}
+
+// BenchmarkReport is the cost of one presence report to a Tracker (decode
+// and record), which every uplink pays for each report any gateway sends:
+// one per hosted (room, gateway) pair every 5 s, and per count change.
+func BenchmarkReport(b *testing.B) {
+	tr := New(nil)
+	msgs := make([]*nats.Msg, 10000)
+	for i := range msgs {
+		msgs[i] = &nats.Msg{Subject: bus.PresenceSubject(protocol.Room("room-" + strconv.Itoa(i))), Data: []byte(`{"gw":"gw-1a2b3c4d","n":` + strconv.Itoa(i%500+1) + `}`)}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		tr.onMsg(msgs[i%len(msgs)])
 	}
 }
