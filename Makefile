@@ -19,7 +19,7 @@ test: deps check
 ## and the load generator's frame scanner.
 FUZZTIME ?= 7s
 FUZZERS := ./internal/gateway:FuzzParseClientFrame ./internal/uplink:FuzzDecodeSend \
-	./internal/uplink:FuzzIdempotencyKey ./internal/auth:FuzzVerify ./internal/protocol:FuzzParseRoom \
+	./internal/uplink:FuzzIdempotencyKey ./internal/uplink:FuzzServerBatch ./internal/auth:FuzzVerify ./internal/protocol:FuzzParseRoom \
 	./client:FuzzDecodeFrame ./internal/bench:FuzzScanFrame ./internal/moderation:FuzzWordFilter
 fuzz:
 	@set -e; for f in $(FUZZERS); do \

@@ -11,6 +11,12 @@
 // idempotency key and are retried with the same key, so a retried gift is
 // stored once.
 //
+// The platform's backend uses Server, with an API key (never a user's
+// token): paid gifts after payment, with the order id as the idempotency key
+// (retried with it, so an order is shown once), announcements to many rooms,
+// notices to one user, batches of up to 100 with a result each, a room's
+// fleet-wide online count, like total and live session, and the live rooms.
+//
 // Connections offer permessage-deflate (no context takeover): a gateway
 // that accepts it sends its larger room frames compressed, about a third of
 // the bytes or less, and the client decompresses them. Dialer.NoCompression

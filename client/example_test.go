@@ -47,3 +47,22 @@ func ExampleSender_Gift() {
 		fmt.Println("stored as", res.ID, "seq", res.Seq)
 	}
 }
+
+func ExampleServer_SendGift() {
+	// On the platform's backend, once the payment of order ord-2026-000123
+	// went through.
+	backend := &client.Server{BaseURL: "http://127.0.0.1:8080", APIKey: "<API key, lrk_…>"}
+	res, err := backend.SendGift(context.Background(), client.PaidGift{
+		Room: "demo", User: "fan42", Name: "Ann", Gift: "rocket", Count: 1,
+		OrderID: "ord-2026-000123", Amount: 1999, Currency: "USD",
+	})
+	var ae *client.APIError
+	switch {
+	case errors.As(err, &ae):
+		fmt.Println("refused (refund the order?):", ae.Status, ae.Body.Code, ae.Body.Message)
+	case err != nil:
+		fmt.Println("unknown outcome: retry later with the same order id", err)
+	default:
+		fmt.Println("shown as", res.ID, "seq", res.Seq, "duplicate", res.Duplicate)
+	}
+}

@@ -142,37 +142,53 @@ func (s *Sender) send(ctx context.Context, room string, body sendBody, idemKey s
 	if err != nil {
 		return res, fmt.Errorf("cannot encode message: %w", err)
 	}
-	maxWait := s.MaxBackoff
+	err = withRetries(ctx, retries, s.MaxBackoff, func() (time.Duration, error) {
+		res.Attempts++
+		status, retryAfter, err := s.attempt(ctx, u, payload, idemKey, &res)
+		res.Status = status
+		return retryAfter, err
+	})
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		err = fmt.Errorf("cannot send %s: %w (last error: %w)", body.Type, ctx.Err(), err)
+	}
+	return res, err
+}
+
+// withRetries calls try until it succeeds, fails for good or has been
+// retried retries times: network errors, timeouts and 5xx answers are
+// retried after a bounded exponential backoff (at most maxWait; zero means
+// DefaultMaxBackoff) or the server's Retry-After, when that is not longer
+// than maxWait. 4xx answers and accepted answers that did not decode are
+// never retried. Only idempotent requests may be retried.
+func withRetries(ctx context.Context, retries int, maxWait time.Duration, try func() (time.Duration, error)) error {
 	if maxWait <= 0 {
 		maxWait = DefaultMaxBackoff
 	}
 	policy := giftBackoff
 	policy.MaxMS = max(maxWait.Milliseconds(), 1)
 	for attempt := 0; ; attempt++ {
-		res.Attempts++
-		status, retryAfter, err := s.attempt(ctx, u, payload, idemKey, &res)
-		res.Status = status
+		retryAfter, err := try()
 		if err == nil {
-			return res, nil
+			return nil
 		}
 		if ctx.Err() != nil {
-			return res, fmt.Errorf("cannot send %s: %w", body.Type, ctx.Err())
+			return err
 		}
 		var ae *APIError
 		var de *decodeError
 		retryable := !errors.As(err, &de) && (!errors.As(err, &ae) || ae.Status >= 500)
 		if !retryable || attempt >= retries {
-			return res, err
+			return err
 		}
 		wait := policy.Delay(attempt, nil)
 		if retryAfter > 0 {
 			if retryAfter > maxWait {
-				return res, err
+				return err
 			}
 			wait = retryAfter
 		}
 		if !sleep(ctx, wait) {
-			return res, fmt.Errorf("cannot send %s: %w (last error: %w)", body.Type, ctx.Err(), err)
+			return err
 		}
 	}
 }

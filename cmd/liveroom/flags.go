@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/liveroom/liveroom/internal/apikey"
 	"io"
 	"log/slog"
 	"os"
@@ -135,6 +136,7 @@ func gatewayFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
 
 // uplinkFlags are the uplink tunables shared by serve and uplink.
 func uplinkFlags(fs *flag.FlagSet, c *uplink.Config, gifts *string, ev *envs) {
+	fs.BoolVar(&c.ClientGifts, "client-gifts", envBool(ev, "CLIENT_GIFTS"), "accept gifts sent with users' tokens; without it (and with a JWT secret) only the platform's backend sends gifts, through the server API after payment; dev mode always accepts them ($LIVEROOM_CLIENT_GIFTS)")
 	fs.StringVar(gifts, "gifts", env("GIFTS", "rose,heart,rocket,castle,car"), "gift catalogue, comma separated ($LIVEROOM_GIFTS)")
 	fs.Float64Var(&c.UserRate, "user-rate", ev.float("USER_RATE", 2), "danmaku per user per second ($LIVEROOM_USER_RATE)")
 	fs.IntVar(&c.UserBurst, "user-burst", ev.int("USER_BURST", 5), "danmaku burst per user ($LIVEROOM_USER_BURST)")
@@ -215,4 +217,12 @@ func dispatchFlags(fs *flag.FlagSet, c *dispatch.Config, ev *envs) {
 	c.GatewayHosts = splitList(env("GATEWAY_HOSTS", ""))
 	fs.Var((*listValue)(&c.GatewayHosts), "gateway-hosts",
 		"comma-separated hosts gateway URLs may name, e.g. gw1.example.com,*.gw.example.com; beats naming another host are refused; empty: any ($LIVEROOM_GATEWAY_HOSTS)")
+}
+
+// apiKeyFlags registers the server API's key file; the keys may also come
+// from $LIVEROOM_API_KEYS ("name:key,name:key"), never from a flag (flags
+// show in ps).
+func apiKeyFlags(fs *flag.FlagSet, c *apikey.Config) {
+	fs.StringVar(&c.File, "api-keys-file", env("API_KEYS_FILE", ""), "file of the server API's keys, one \"name lrk_…\" per line, re-read within a second of a change (docs/OPERATIONS.md); $LIVEROOM_API_KEYS adds name:key,name:key ($LIVEROOM_API_KEYS_FILE)")
+	c.Env = os.Getenv("LIVEROOM_API_KEYS")
 }

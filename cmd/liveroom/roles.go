@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/liveroom/liveroom/internal/apikey"
+	"github.com/liveroom/liveroom/internal/presence"
 	"io"
 	"log/slog"
 	"net"
@@ -134,10 +136,14 @@ func gatewayHandler(h http.Handler) http.Handler {
 	}})
 }
 
-func uplinkHandler(send, mod http.Handler) http.Handler {
-	return app.NewRouter(app.RouterConfig{Send: send, RoomRoutes: []app.RoomRoute{
-		{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: mod},
-	}})
+// uplinkHandler serves the send API, moderation, the server API (server)
+// and the public live-room list (rooms).
+func uplinkHandler(send, mod, server, rooms http.Handler) http.Handler {
+	return app.NewRouter(app.RouterConfig{Send: send, Server: server,
+		Routes: []app.Route{{Path: uplink.PublicRoomsPath, Methods: []string{http.MethodGet}, Handler: rooms}},
+		RoomRoutes: []app.RoomRoute{
+			{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: mod},
+		}})
 }
 
 // dispatchHandler serves dispatch and, when adm is not nil, the admin API.
@@ -362,6 +368,8 @@ func runUplink(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var ev envs
 	rf.register(fs, ":8082", &ev)
 	uplinkFlags(fs, &cfg, &gifts, &ev)
+	var kc apikey.Config
+	apiKeyFlags(fs, &kc)
 	wordFlags(fs, &words)
 	var gcPercent int
 	gcFlag(fs, &gcPercent, sendPathGCPercent, &ev)
@@ -373,6 +381,9 @@ sender's token and the message, rate-limits danmaku, publishes danmaku live,
 stores gifts in JetStream once per Idempotency-Key, and sums likes into one
 update per room within 500 ms. It needs a NATS with JetStream and the JWT
 secret shared by every role. Rate limits are counted per uplink process.
+It also serves the server API for the platform's backend (/v1/server/…, API
+keys from --api-keys-file or $LIVEROOM_API_KEYS): paid gifts, announcements,
+notices, room state. Gifts from users' tokens need --client-gifts.
 
 example:
   export LIVEROOM_JWT_SECRET=…   # the same on every role
@@ -418,6 +429,19 @@ flags:`)
 	if err != nil {
 		return err
 	}
+	kc.Logger = r.log
+	keys, err := apikey.New(kc)
+	if err != nil {
+		return err
+	}
+	if keys.Len() == 0 {
+		r.log.Warn("no server API keys (--api-keys-file, $LIVEROOM_API_KEYS): /v1/server/… refuses every call")
+	}
+	pres := presence.New(r.nc)
+	if err := pres.Start(); err != nil {
+		return err
+	}
+	defer pres.Close()
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -429,7 +453,8 @@ flags:`)
 		defer close(sweepDone)
 		mod.Run(runCtx, time.Minute)
 	}()
-	return r.serveHTTP(ctx, uplinkHandler(u.Handler(), mod.Handler()), func() {
+	server := u.ServerHandler(uplink.ServerAPIConfig{Keys: keys, Presence: pres})
+	return r.serveHTTP(ctx, uplinkHandler(u.Handler(), mod.Handler(), server, u.NewPublicRooms(pres)), func() {
 		cancel()
 		<-done
 		<-sweepDone

@@ -52,8 +52,12 @@ func TestRoleHandlers(t *testing.T) {
 			notFound("GET", "/v1/dispatch?room=a"),
 			notFound("POST", "/v1/rooms/a/messages"),
 		}},
-		{"uplink", uplinkHandler(roleStub("uplink"), roleStub("moderation")), []tc{
+		{"uplink", uplinkHandler(roleStub("uplink"), roleStub("moderation"), roleStub("server"), roleStub("rooms")), []tc{
 			{"POST", "/v1/rooms/a/messages", 200, "", "", "uplink"},
+			{"POST", "/v1/server/rooms/a/gifts", 200, "", "", "server"},
+			{"GET", "/v1/server/anything", 200, "", "", "server"},
+			{"GET", "/v1/rooms", 200, "", "", "rooms"},
+			{"POST", "/v1/rooms", 405, protocol.CodeMethodNotAllowed, "GET, HEAD", ""},
 			{"POST", "/v1/rooms/a/moderation", 200, "", "", "moderation"},
 			{"GET", "/v1/rooms/a/moderation", 200, "", "", "moderation"},
 			{"DELETE", "/v1/rooms/a/moderation", 405, protocol.CodeMethodNotAllowed, "GET, HEAD, POST", ""},

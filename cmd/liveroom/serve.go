@@ -40,6 +40,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.InternalAddr, "internal-addr", env("INTERNAL_ADDR", ""), internalAddrUsage)
 	gatewayFlags(fs, &cfg.Gateway, &ev)
 	uplinkFlags(fs, &cfg.Uplink, &gifts, &ev)
+	apiKeyFlags(fs, &cfg.APIKeys)
 	var words string
 	wordFlags(fs, &words)
 	var gcPercent int
@@ -61,7 +62,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 Runs NATS (embedded), gateway, uplink, dispatch and the web pages on one address.
 Without a JWT secret ($LIVEROOM_JWT_SECRET) it runs in dev mode: it listens on
-loopback only and mints tokens for local callers (POST /v1/dev/token).
+loopback only and mints tokens for local callers (POST /v1/dev/token); its
+server API (/v1/server/…) takes the dev API key it logs, unless keys are given.
 
 With --autoscale the gateways are child processes of this binary instead, each
 with its own file limit, from --autoscale-min to --autoscale-max of them: the

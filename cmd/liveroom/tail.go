@@ -225,6 +225,15 @@ func formatMessage(m client.Message) string {
 		fmt.Fprintf(&b, "%s: %s", cleanText(who), cleanText(m.Text))
 	case protocol.TypeGift:
 		fmt.Fprintf(&b, "%s: %s ×%d", cleanText(who), cleanText(m.Gift), m.Count)
+		if m.OrderID != "" {
+			// A paid gift from the platform's backend (server API).
+			fmt.Fprintf(&b, "  (order %s", cleanText(m.OrderID))
+			if m.Currency != "" {
+				// Minor units: the currency says how many make one.
+				fmt.Fprintf(&b, ", amount %d %s", m.Amount, cleanText(m.Currency))
+			}
+			b.WriteString(")")
+		}
 	case protocol.TypeLike:
 		fmt.Fprintf(&b, "+%d, total %d", m.Count, m.Total)
 	case protocol.TypeCount:

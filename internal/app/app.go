@@ -26,6 +26,7 @@ import (
 
 	"github.com/liveroom/liveroom/internal/admin"
 	"github.com/liveroom/liveroom/internal/announce"
+	"github.com/liveroom/liveroom/internal/apikey"
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/autoscale"
 	"github.com/liveroom/liveroom/internal/bus"
@@ -33,6 +34,7 @@ import (
 	"github.com/liveroom/liveroom/internal/gateway"
 	"github.com/liveroom/liveroom/internal/metrics"
 	"github.com/liveroom/liveroom/internal/moderation"
+	"github.com/liveroom/liveroom/internal/presence"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/session"
 	"github.com/liveroom/liveroom/internal/uplink"
@@ -79,8 +81,13 @@ type Config struct {
 	Auth auth.Config
 	// Gateway tunes the gateway (NC, JS, Verifier, PublicURL are filled in).
 	Gateway gateway.Config
-	// Uplink tunes the uplink (NC, JS, Verifier are filled in).
+	// Uplink tunes the uplink (NC, JS, Verifier are filled in). In dev mode
+	// its ClientGifts is set: the demo page sends gifts with a user token.
 	Uplink uplink.Config
+	// APIKeys configures the server API's keys (file and env list). In dev
+	// mode with no key configured, the node makes one ("dev"), logs it and
+	// returns it from DevAPIKey.
+	APIKeys apikey.Config
 	// MetricsAddr, when set, serves /metrics on this separate address
 	// instead of Addr.
 	MetricsAddr string
@@ -132,6 +139,12 @@ type Node struct {
 	// mod serves the moderation API; modCache is the uplink's view.
 	mod      *moderation.Service
 	modCache *moderation.Cache
+	// presence sums the gateways' online counts for the server API and
+	// the index page; keys are the server API's credentials.
+	presence    *presence.Tracker
+	publicRooms *uplink.PublicRooms
+	apiKeys     *apikey.Set
+	devAPIKey   string
 	// ann keeps the announced audiences for the admin API and the
 	// autoscaler.
 	ann *announce.Store
@@ -267,7 +280,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	ucfg := n.cfg.Uplink
 	ucfg.NC, ucfg.JS, ucfg.Verifier, ucfg.Logger, ucfg.Moderation = n.nc, js, verifier, n.log, n.modCache
+	ucfg.ClientGifts = ucfg.ClientGifts || n.dev
 	if n.up, err = uplink.New(ucfg); err != nil {
+		return err
+	}
+	if err := n.startServerAPI(); err != nil {
 		return err
 	}
 	if n.mod, err = moderation.NewService(ctx, moderation.Config{NC: n.nc, JS: js, Cache: n.modCache, Verifier: verifier, Logger: n.log, Stamp: n.up.StampSession}); err != nil {
@@ -361,13 +378,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		Routes: append(routes, []Route{
 			wsRoute,
 			{Path: "/v1/dispatch", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()},
+			{Path: uplink.PublicRoomsPath, Methods: []string{http.MethodGet}, Handler: n.publicRooms},
 			devToken,
 		}...),
-		Send: n.up.Handler(),
+		Send:   n.up.Handler(),
+		Server: n.up.ServerHandler(uplink.ServerAPIConfig{Keys: n.apiKeys, Presence: n.presence}),
 		RoomRoutes: append(nonCoreRoutes,
 			RoomRoute{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: n.mod.Handler()},
 		),
-		Pages: web.NewHandler(web.Config{Sessions: session.NewRegistry(skv)}),
+		Pages: web.NewHandler(web.Config{Sessions: session.NewRegistry(skv), LiveRooms: n.liveRooms}),
 		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log, Gateways: n.disp.Gateways, Announcements: n.ann}),
 	})
 	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
@@ -586,6 +605,9 @@ func (n *Node) Close() error {
 			_ = n.ann.Close()
 		}
 		n.closeNonCore()
+		if n.presence != nil {
+			_ = n.presence.Close()
+		}
 		if n.nc != nil {
 			n.nc.Close()
 		}

@@ -38,6 +38,9 @@ func startNode(t *testing.T, secret string) *Node {
 func startNodeWith(t *testing.T, tune func(*Config)) *Node {
 	t.Helper()
 	cfg := Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, JWTSecret: testutil.Secret, Logger: testutil.Logger()}
+	// Most tests send gifts with users' tokens; the production policy
+	// (gifts only through the server API) has its own test.
+	cfg.Uplink.ClientGifts = true
 	tune(&cfg)
 	n, err := New(cfg)
 	if err != nil {

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/liveroom/liveroom/internal/apikey"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
+	"github.com/liveroom/liveroom/internal/uplink"
 )
 
 // The authorization matrix: every route the serve node's router serves
@@ -32,14 +34,11 @@ const (
 	asOtherAnchor               // role anchor, whose rooms claim names another room
 	asThisAnchor                // role anchor, whose rooms claim names the room in the path
 	asAdmin                     // role admin
-	// TODO(service): the platform's service credential (server API keys,
-	// /v1/server/… routes, issue "Fitting into a real platform") goes here
-	// as one more column: `asService`, its name below, how its credential is
-	// sent in callerAuth, and its status in every row.
+	asService                   // the platform's backend: a server API key (lrk_…)
 	nCallers
 )
 
-var callerNames = [nCallers]string{"no token", "viewer", "another room's anchor", "this room's anchor", "admin"}
+var callerNames = [nCallers]string{"no token", "viewer", "another room's anchor", "this room's anchor", "admin", "service key"}
 
 // authzMatrix maps "METHOD pattern" to the status each caller gets, in the
 // order of the callers above. The requests are valid in every other way
@@ -47,26 +46,35 @@ var callerNames = [nCallers]string{"no token", "viewer", "another room's anchor"
 // 403 not allowed, and for an allowed caller the route's own answer: 404
 // for the made-up gateway, announcement and session ids.
 var authzMatrix = map[string][nCallers]int{
-	"GET /healthz":                                   {200, 200, 200, 200, 200},
-	"GET /metrics":                                   {401, 403, 403, 403, 200},
-	"GET /v1/gateways":                               {401, 403, 403, 403, 200},
-	"GET /v1/autoscale/decisions":                    {401, 403, 403, 403, 200},
-	"GET /v1/dispatch":                               {200, 200, 200, 200, 200},
-	"* /v1/dev/token":                                {404, 404, 404, 404, 404}, // dev mode only
-	"GET /v1/ws":                                     {401, 101, 101, 101, 101},
-	"POST /v1/rooms/{room}/messages":                 {401, 202, 202, 202, 202},
-	"GET /v1/rooms/{room}/moderation":                {401, 403, 403, 200, 200},
-	"POST /v1/rooms/{room}/moderation":               {401, 403, 403, 200, 200},
-	"POST /v1/rooms/{room}/live/start":               {401, 403, 403, 201, 201},
-	"POST /v1/rooms/{room}/live/stop":                {401, 403, 403, 200, 200}, // a live session of this room's anchor (liveFirst)
-	"GET /v1/rooms/{room}/sessions":                  {200, 200, 200, 200, 200},
-	"GET /v1/rooms/{room}/sessions/{session}/replay": {404, 404, 404, 404, 404},
-	"POST /v1/admin/gateways/{id}/drain":             {401, 403, 403, 403, 404},
-	"GET /v1/admin/stats":                            {401, 403, 403, 403, 200},
-	"GET /v1/admin/announcements":                    {401, 403, 403, 403, 200},
-	"POST /v1/admin/announcements":                   {401, 403, 403, 403, 201},
-	"DELETE /v1/admin/announcements/{id}":            {401, 403, 403, 403, 404},
-	"GET " + PagesPattern:                            {200, 200, 200, 200, 200},
+	"GET /healthz":                                   {200, 200, 200, 200, 200, 200},
+	"GET /metrics":                                   {401, 403, 403, 403, 200, 401},
+	"GET /v1/gateways":                               {401, 403, 403, 403, 200, 401},
+	"GET /v1/autoscale/decisions":                    {401, 403, 403, 403, 200, 401},
+	"GET /v1/dispatch":                               {200, 200, 200, 200, 200, 200},
+	"* /v1/dev/token":                                {404, 404, 404, 404, 404, 404}, // dev mode only
+	"GET /v1/ws":                                     {401, 101, 101, 101, 101, 401},
+	"POST /v1/rooms/{room}/messages":                 {401, 202, 202, 202, 202, 401},
+	"GET /v1/rooms/{room}/moderation":                {401, 403, 403, 200, 200, 401},
+	"POST /v1/rooms/{room}/moderation":               {401, 403, 403, 200, 200, 401},
+	"POST /v1/rooms/{room}/live/start":               {401, 403, 403, 201, 201, 401},
+	"POST /v1/rooms/{room}/live/stop":                {401, 403, 403, 200, 200, 401}, // a live session of this room's anchor (liveFirst)
+	"GET /v1/rooms/{room}/sessions":                  {200, 200, 200, 200, 200, 200},
+	"GET /v1/rooms/{room}/sessions/{session}/replay": {404, 404, 404, 404, 404, 404},
+	"POST /v1/admin/gateways/{id}/drain":             {401, 403, 403, 403, 404, 401},
+	"GET /v1/admin/stats":                            {401, 403, 403, 403, 200, 401},
+	"GET /v1/admin/announcements":                    {401, 403, 403, 403, 200, 401},
+	"POST /v1/admin/announcements":                   {401, 403, 403, 403, 201, 401},
+	"DELETE /v1/admin/announcements/{id}":            {401, 403, 403, 403, 404, 401},
+	"GET /v1/rooms":                                  {200, 200, 200, 200, 200, 200}, // the public live-room list
+	// The server API (uplink.ServerRoutes): the backend's key only; every
+	// user token is refused (token_not_accepted).
+	"POST /v1/server/rooms/{room}/gifts":                {401, 401, 401, 401, 401, 202},
+	"POST /v1/server/announcements":                     {401, 401, 401, 401, 401, 200},
+	"POST /v1/server/rooms/{room}/users/{user}/notices": {401, 401, 401, 401, 401, 202},
+	"POST /v1/server/batch":                             {401, 401, 401, 401, 401, 200},
+	"GET /v1/server/rooms/{room}":                       {401, 401, 401, 401, 401, 200},
+	"GET /v1/server/rooms":                              {401, 401, 401, 401, 401, 200},
+	"GET " + PagesPattern:                               {200, 200, 200, 200, 200, 200},
 }
 
 // liveFirst are the rows whose room is made live by this room's anchor
@@ -86,7 +94,7 @@ var optionalRoutes = map[string]bool{"GET /v1/autoscale/decisions": true}
 func cellRequest(t *testing.T, base, method, pattern, room string) *http.Request {
 	t.Helper()
 	path := pattern
-	for k, v := range map[string]string{"{room}": room, "{session}": "s-none", PagesPattern: "/"} {
+	for k, v := range map[string]string{"{room}": room, "{session}": "s-none", "{user}": "mx-fan", PagesPattern: "/"} {
 		path = strings.ReplaceAll(path, k, v)
 	}
 	body := ""
@@ -101,6 +109,14 @@ func cellRequest(t *testing.T, base, method, pattern, room string) *http.Request
 		body = `{"type":"danmaku","text":"hello"}`
 	case "POST /v1/rooms/{room}/moderation":
 		body = `{"action":"slow_mode","interval_s":5}`
+	case "POST /v1/server/rooms/{room}/gifts":
+		body = `{"user":"mx-fan","gift":"rose","order_id":"ord-` + room + `","amount":100,"currency":"USD"}`
+	case "POST /v1/server/announcements":
+		body = `{"rooms":["` + room + `"],"text":"hello"}`
+	case "POST /v1/server/rooms/{room}/users/{user}/notices":
+		body = `{"text":"hello"}`
+	case "POST /v1/server/batch":
+		body = `{"messages":[{"op":"announce","room":"` + room + `","text":"hello"}]}`
 	case "POST /v1/admin/announcements":
 		body = `{"room":"` + room + `","viewers":100,"at":"` + time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `"}`
 	case "GET /v1/dispatch":
@@ -131,7 +147,8 @@ func cellRequest(t *testing.T, base, method, pattern, room string) *http.Request
 }
 
 func TestAuthorizationMatrix(t *testing.T) {
-	n := startNode(t, testutil.Secret)
+	key := apikey.Generate()
+	n, _ := serverNode(t, key, nil)
 	rt, ok := n.http.Handler.(*Router)
 	if !ok {
 		t.Fatalf("the node's handler is a %T, not a *Router: the matrix cannot list its routes", n.http.Handler)
@@ -141,6 +158,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 		for _, m := range ep.Methods {
 			served[m+" "+ep.Pattern] = true
 		}
+	}
+	// The server API is one prefix in the router; its routes are listed
+	// by the uplink.
+	for _, r := range uplink.ServerRoutes {
+		served[r.Method+" "+r.Path] = true
 	}
 	for key := range served {
 		if _, ok := authzMatrix[key]; !ok {
@@ -174,6 +196,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 			return testutil.AnchorToken(t, "mx-anchor", room)
 		case asAdmin:
 			return testutil.Token(t, "mx-admin", protocol.RoleAdmin)
+		case asService:
+			return key
 		}
 		return ""
 	}

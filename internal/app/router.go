@@ -39,6 +39,10 @@ type RouterConfig struct {
 	// Admin, when set, gets every path under /v1/admin/ (it answers its own
 	// 404 and 405 as JSON).
 	Admin http.Handler
+	// Server, when set, gets every path under /v1/server/: the server API
+	// for the platform's backend (uplink.ServerRoutes), which authenticates
+	// its API key first and answers its own 404 and 405 as JSON.
+	Server http.Handler
 	// RoomRoutes are the endpoints under /v1/rooms/{room}/ other than the
 	// send path. The router validates the room id (400 invalid_room) before
 	// any of them runs.
@@ -70,6 +74,7 @@ type Router struct {
 	send   http.Handler
 	pages  http.Handler
 	admin  http.Handler
+	server http.Handler
 }
 
 var _ http.Handler = (*Router)(nil)
@@ -84,7 +89,7 @@ const (
 // handler, or on a path listed twice, as http.ServeMux does on a bad pattern:
 // routes are fixed in the code.
 func NewRouter(cfg RouterConfig) *Router {
-	rt := &Router{routes: map[string]Route{}, send: cfg.Send, pages: cfg.Pages, admin: cfg.Admin}
+	rt := &Router{routes: map[string]Route{}, send: cfg.Send, pages: cfg.Pages, admin: cfg.Admin, server: cfg.Server}
 	routes := append([]Route{{Path: "/healthz", Methods: []string{http.MethodGet}, Handler: http.HandlerFunc(healthz)}}, cfg.Routes...)
 	for _, r := range routes {
 		if r.Path == "" || r.Handler == nil {
@@ -123,6 +128,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if rt.admin != nil && strings.HasPrefix(p, "/v1/admin/") {
 		rt.admin.ServeHTTP(w, r)
+		return
+	}
+	if rt.server != nil && strings.HasPrefix(p, "/v1/server/") {
+		rt.server.ServeHTTP(w, r)
 		return
 	}
 	if route, ok := rt.routes[p]; ok {

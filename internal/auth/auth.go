@@ -267,6 +267,11 @@ func (v *Verifier) verify(token string, store bool) (Identity, error) {
 	return id, nil
 }
 
+// APIKeyPrefix starts every server API key (internal/apikey). A user route
+// refuses such a key with its own code, so that a backend that sent its key
+// to the wrong route is told so rather than "malformed token".
+const APIKeyPrefix = "lrk_"
+
 // FromRequest verifies the bearer token of r's Authorization header. A
 // token in the URL (?token=) is refused here: URLs end up in proxy and
 // access logs; only a WebSocket upgrade, which a browser cannot give a
@@ -318,6 +323,10 @@ func (v *Verifier) fromCredentials(authorization, queryToken string, query, stor
 			msg = "a token is required (Authorization: Bearer <jwt> or ?token=)"
 		}
 		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeUnauthorized, "", msg)
+	}
+	if strings.HasPrefix(tok, APIKeyPrefix) {
+		return Identity{}, protocol.Errorf(http.StatusUnauthorized, protocol.CodeAPIKeyNotAccepted, "",
+			"an API key is accepted only on the server API (/v1/server/…); this route takes a user's token")
 	}
 	id, err := v.verify(tok, store)
 	if err != nil {

@@ -283,7 +283,7 @@ func TestReportShape(t *testing.T) {
 			Gifts:    GiftCheck{Acked: 1, Viewers: 10, Expected: 10},
 			Sends:    map[string]SendFigures{"danmaku": {Sent: 30, Accepted: 30, PerSec: 30, Status: map[string]int{"202": 30}}},
 			Gateways: []*GatewayFigures{{ID: "gw-1", Seconds: 1, Conns: 10, CPUSeconds: 0.012, FramesPerSec: 2000, CPUPerFrameUS: 6, RSSPerConn: 5000}},
-			Errors:   map[string]int{"ws_503_unavailable": 1}, Hint429: 2,
+			Errors:   map[string]int{"ws_503_unavailable": 1}, Hint429: 2, HintClientGifts: 3,
 		},
 		Floor: &FloorFigures{Conns: 10, FPS: 20, Size: 300, USPerWrite: 5},
 	}
@@ -327,7 +327,7 @@ func TestReportShape(t *testing.T) {
 	if strings.Join(missed, ",") != "gift delay p99" || rep.OK() {
 		t.Errorf("missed %v", missed)
 	}
-	if len(rep.Hints) != 1 || !strings.Contains(rep.Hints[0], "429") {
+	if len(rep.Hints) != 2 || !strings.Contains(rep.Hints[0], "--api-key") || !strings.Contains(rep.Hints[1], "429") {
 		t.Errorf("hints %v", rep.Hints)
 	}
 	buf.Reset()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/liveroom/liveroom/internal/apikey"
 	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/gateway"
 	"github.com/liveroom/liveroom/internal/testutil"
@@ -126,8 +127,14 @@ func TestFloorMode(t *testing.T) {
 // startNode starts an all-in-one node whose uplink takes any send rate.
 func startNode(t *testing.T, gw gateway.Config) *app.Node {
 	t.Helper()
-	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, Logger: testutil.Logger(),
-		Uplink: uplink.Config{UserRate: 1000, UserBurst: 1000, RoomRate: 1e6}, Gateway: gw})
+	return startAppNode(t, app.Config{Uplink: uplink.Config{UserRate: 1000, UserBurst: 1000, RoomRate: 1e6}, Gateway: gw})
+}
+
+// startAppNode starts cfg on random ports in a temporary directory.
+func startAppNode(t *testing.T, cfg app.Config) *app.Node {
+	t.Helper()
+	cfg.Addr, cfg.DataDir, cfg.NATSPort, cfg.Logger = "127.0.0.1:0", t.TempDir(), -1, testutil.Logger()
+	n, err := app.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,5 +190,32 @@ func TestFlashEndToEnd(t *testing.T) {
 	var table strings.Builder
 	if err := rep.writeTable(&table); err != nil || !strings.Contains(table.String(), "joins: 40 welcomed, 0 refused for good") {
 		t.Fatalf("table %v:\n%s", err, table.String())
+	}
+}
+
+// TestBenchPaidGifts runs the bench against a node with a secret that takes
+// gifts only from the platform's backend: with --api-key the gifts go
+// through the server API as paid gifts (both senders), and every acked one
+// reaches every viewer once.
+func TestBenchPaidGifts(t *testing.T) {
+	exe := testutil.Binary(t)
+	key := apikey.Generate()
+	n := startAppNode(t, app.Config{JWTSecret: testutil.Secret, APIKeys: apikey.Config{Env: "bench:" + key}})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for _, sender := range []string{"client", "raw"} {
+		s := DefaultScenario()
+		s.URL, s.Exe, s.Secret, s.APIKey, s.Sender = n.URL(), exe, testutil.Secret, key, sender
+		s.Viewers, s.Procs = 40, 0
+		s.Duration, s.Grace = Duration(3*time.Second), Duration(1500*time.Millisecond)
+		s.DanmakuRate, s.GiftRate, s.LikeRate = 5, 5, 0
+		rep, err := Run(ctx, s, Env{Progress: testWriter(t), Stderr: os.Stderr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := rep.Window.Gifts
+		if g.Acked < 5 || g.Lost != 0 || g.Doubled != 0 || rep.Window.Sends["gift"].Accepted != int64(g.Acked) {
+			t.Fatalf("%s sender: gifts %+v, sends %+v", sender, g, rep.Window.Sends["gift"])
+		}
 	}
 }

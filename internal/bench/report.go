@@ -38,6 +38,9 @@ func (r *Report) finish() {
 		r.Floor.Ratio = w.Gateway.CPUPerFrameUS / r.Floor.USPerWrite
 	}
 	r.Objectives = objectives(r)
+	if w != nil && w.HintClientGifts > 0 {
+		r.Hints = append(r.Hints, fmt.Sprintf("the uplink refused %d gifts sent with users' tokens (403 client_gifts_disabled): give the bench --api-key to send paid gifts through the server API, or run the server with --client-gifts", w.HintClientGifts))
+	}
 	if w != nil && w.Hint429 > 0 {
 		r.Hints = append(r.Hints, fmt.Sprintf("the uplink answered 429 %d times: run the server with --user-rate, --room-rate, --gift-rate and --like-rate raised, or give --senders more users", w.Hint429))
 	}

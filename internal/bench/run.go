@@ -284,23 +284,26 @@ type WindowFigures struct {
 	MsgsPerFrm float64            `json:"msgs_per_frame"`
 	// Wire is what the viewers read, Plain what the same frames take
 	// uncompressed; Compressed is the share of frames that came compressed.
-	Wire        ByteFigures            `json:"wire"`
-	Plain       ByteFigures            `json:"plain"`
-	Compressed  float64                `json:"compressed_frame_share"`
-	Dropped     int64                  `json:"conns_lost"`
-	Reconnect   int64                  `json:"reconnect_frames"`
-	Gifts       GiftCheck              `json:"gifts"`
-	Live        LiveCheck              `json:"live_missing"`
-	Sends       map[string]SendFigures `json:"sends,omitempty"`
-	Gateways    []*GatewayFigures      `json:"gateways,omitempty"`
-	Gateway     *GatewayFigures        `json:"gateway_total,omitempty"`
-	BenchCPU    float64                `json:"bench_cpu_seconds"`
-	Errors      map[string]int         `json:"errors,omitempty"`
-	Examples    map[string]string      `json:"error_examples,omitempty"`
-	ConnectLat  Summary                `json:"connect_latency"`
-	Hint429     int64                  `json:"uplink_429"`
-	delayHists  Hists
-	agentReport *AgentReport
+	Wire       ByteFigures            `json:"wire"`
+	Plain      ByteFigures            `json:"plain"`
+	Compressed float64                `json:"compressed_frame_share"`
+	Dropped    int64                  `json:"conns_lost"`
+	Reconnect  int64                  `json:"reconnect_frames"`
+	Gifts      GiftCheck              `json:"gifts"`
+	Live       LiveCheck              `json:"live_missing"`
+	Sends      map[string]SendFigures `json:"sends,omitempty"`
+	Gateways   []*GatewayFigures      `json:"gateways,omitempty"`
+	Gateway    *GatewayFigures        `json:"gateway_total,omitempty"`
+	BenchCPU   float64                `json:"bench_cpu_seconds"`
+	Errors     map[string]int         `json:"errors,omitempty"`
+	Examples   map[string]string      `json:"error_examples,omitempty"`
+	ConnectLat Summary                `json:"connect_latency"`
+	Hint429    int64                  `json:"uplink_429"`
+	// HintClientGifts counts gifts refused because the server takes gifts
+	// only from the platform's backend (403 client_gifts_disabled).
+	HintClientGifts int64 `json:"uplink_client_gifts_disabled,omitempty"`
+	delayHists      Hists
+	agentReport     *AgentReport
 }
 
 // window opens a measurement window on every agent, sends for d, waits the
@@ -385,6 +388,7 @@ func (r *run) window(ctx context.Context, d time.Duration, base map[string]Gatew
 		w.Sends = r.snd.figures(secs)
 		acked = r.snd.ackedGifts()
 		w.Hint429 = r.snd.n429.Load()
+		w.HintClientGifts = r.snd.nClientGifts.Load()
 	}
 	w.Gifts = checkGifts(acked, total.Groups)
 	w.Live = checkLive(total.Groups)

@@ -120,6 +120,11 @@ type Scenario struct {
 	// views (GET /v1/gateways, GET /v1/autoscale/decisions) and announces
 	// with; empty mints one with Secret, or asks a dev-mode server.
 	AdminToken string `json:"-"`
+	// APIKey, when set, sends the gifts as paid gifts through the server API
+	// (POST /v1/server/rooms/{room}/gifts, a new order id each) instead of
+	// with the senders' tokens: what a server with a secret and no
+	// --client-gifts takes.
+	APIKey string `json:"-"`
 
 	// Floor runs only the bare-write floor: Viewers plain TCP connections
 	// to a raw server child writing FloorSize-byte frames FloorFPS times a
@@ -191,6 +196,9 @@ func parseScenario(args []string, stderr io.Writer, extra func(*flag.FlagSet), u
 	}
 	if s.AdminToken == "" {
 		s.AdminToken = os.Getenv("LIVEROOM_ADMIN_TOKEN")
+	}
+	if s.APIKey == "" {
+		s.APIKey = os.Getenv("LIVEROOM_API_KEY")
 	}
 	return s, s.Validate()
 }
@@ -287,6 +295,7 @@ func (s *Scenario) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.DispatchBatch, "dispatch-batch", s.DispatchBatch, "viewers per dispatch call (1: each viewer asks dispatch, like a real client)")
 	fs.StringVar(&s.Secret, "secret", s.Secret, "HS256 secret to mint tokens locally (default $LIVEROOM_JWT_SECRET; empty: dev tokens from the server)")
 	fs.StringVar(&s.AdminToken, "admin-token", s.AdminToken, "admin token for the operator views on --url (GET /v1/gateways, /v1/autoscale/decisions) and announcements (default $LIVEROOM_ADMIN_TOKEN; empty: minted with --secret, or a dev token)")
+	fs.StringVar(&s.APIKey, "api-key", s.APIKey, "server API key (lrk_…): send gifts as paid gifts through /v1/server/… with order ids, as a server with a secret and no --client-gifts requires (default $LIVEROOM_API_KEY)")
 	fs.BoolVar(&s.Floor, "floor", s.Floor, "run only the bare TCP write floor (--viewers connections, --floor-fps, --floor-size)")
 	fs.BoolVar(&s.FloorCompare, "floor-compare", s.FloorCompare, "after the run, measure the bare write floor with the same connections, frame size and rate")
 	fs.Float64Var(&s.FloorFPS, "floor-fps", s.FloorFPS, "floor mode: frames per second per connection")

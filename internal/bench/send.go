@@ -25,20 +25,28 @@ import (
 type senders struct {
 	s     *Scenario
 	users []*client.Sender
-	texts *danmakuTexts
-	hc    *http.Client
-	rooms []string
+	// names are the senders' user ids, and server the server API client
+	// for their gifts when Scenario.APIKey is set (nil otherwise).
+	names  []string
+	server *client.Server
+	texts  *danmakuTexts
+	hc     *http.Client
+	rooms  []string
 	// roomsPath is the uplink URL's path + "/v1/rooms/", for the raw
-	// sender's request line.
-	roomsPath string
-	mu        sync.Mutex
-	lat       Hists
-	status    map[string]map[string]int // class → status → count
-	acked     []AckedGift
-	sent      [3]atomic.Int64
-	ok        [3]atomic.Int64
-	skipped   [3]atomic.Int64
-	n429      atomic.Int64
+	// sender's request line; serverPath the same for the server API
+	// (path + "/v1/server/rooms/").
+	roomsPath  string
+	serverPath string
+	mu         sync.Mutex
+	lat        Hists
+	status     map[string]map[string]int // class → status → count
+	acked      []AckedGift
+	sent       [3]atomic.Int64
+	ok         [3]atomic.Int64
+	skipped    [3]atomic.Int64
+	n429       atomic.Int64
+	// nClientGifts counts 403 client_gifts_disabled answers.
+	nClientGifts atomic.Int64
 }
 
 var sendClasses = [3]string{"danmaku", "gift", "like"}
@@ -62,6 +70,7 @@ func newSenders(ctx context.Context, s *Scenario, rooms []string) (*senders, err
 	}}
 	if u, err := url.Parse(s.UplinkURL); err == nil {
 		x.roomsPath = strings.TrimSuffix(u.Path, "/") + "/v1/rooms/"
+		x.serverPath = strings.TrimSuffix(u.Path, "/") + "/v1/server/rooms/"
 	}
 	prefix := "bs" + randHex(3) + "-"
 	var signer *auth.Signer
@@ -72,12 +81,17 @@ func newSenders(ctx context.Context, s *Scenario, rooms []string) (*senders, err
 		}
 	}
 	x.users = make([]*client.Sender, s.Senders)
+	x.names = make([]string, s.Senders)
+	if s.APIKey != "" {
+		x.server = &client.Server{BaseURL: s.UplinkURL, APIKey: s.APIKey, HTTP: x.hc}
+	}
 	var wg sync.WaitGroup
 	var firstErr error
 	var errMu sync.Mutex
 	sem := make(chan struct{}, 16)
 	for i := range x.users {
 		user := prefix + strconv.Itoa(i)
+		x.names[i] = user
 		var tok string
 		if signer != nil {
 			var err error
@@ -171,19 +185,40 @@ loop:
 }
 
 func (x *senders) do(ctx context.Context, j sendJob, rc *rawConn) {
-	u := x.users[j.n%int64(len(x.users))]
+	i := j.n % int64(len(x.users))
+	u := x.users[i]
 	if d := time.Until(j.at); d > 0 {
 		time.Sleep(d)
 	}
 	x.sent[j.class].Add(1)
 	var res client.SendResult
 	var err error
-	if rc != nil {
+	switch {
+	case j.class == 1 && x.server != nil && rc != nil:
+		res, err = x.rawPaidGift(rc, j, x.names[i])
+	case j.class == 1 && x.server != nil:
+		res, err = x.paidGift(ctx, j, x.names[i])
+	case rc != nil:
 		res, err = x.rawSend(rc, j, u.Token)
-	} else {
+	default:
 		res, err = x.clientSend(ctx, u, j)
 	}
 	x.record(j, res, err)
+}
+
+// paidGift sends a gift as the platform's backend would after payment:
+// through the server API, with a new order id.
+func (x *senders) paidGift(ctx context.Context, j sendJob, user string) (client.SendResult, error) {
+	order := client.NewIdempotencyKey()
+	r, err := x.server.SendGift(ctx, client.PaidGift{Room: j.room, User: user, Gift: "rose", Count: 1, OrderID: order})
+	return client.SendResult{ID: r.ID, Seq: r.Seq, Status: r.Status, Attempts: 1, Key: order}, err
+}
+
+// rawPaidGift is paidGift over the lean HTTP client: no retries.
+func (x *senders) rawPaidGift(rc *rawConn, j sendJob, user string) (client.SendResult, error) {
+	order := client.NewIdempotencyKey()
+	body := []byte(`{"user":"` + user + `","gift":"rose","count":1,"order_id":"` + order + `"}`) // both [A-Za-z0-9-]
+	return x.rawPost(rc, x.serverPath+j.room+"/gifts", x.s.APIKey, "", body, order)
 }
 
 func (x *senders) clientSend(ctx context.Context, u *client.Sender, j sendJob) (res client.SendResult, err error) {
@@ -212,8 +247,13 @@ func (x *senders) rawSend(rc *rawConn, j sendJob, token string) (client.SendResu
 	case 2:
 		body = []byte(`{"type":"like","count":1}`)
 	}
+	return x.rawPost(rc, x.path(j.room), token, key, body, key)
+}
+
+// rawPost posts body to path and reads the answer's id and seq.
+func (x *senders) rawPost(rc *rawConn, path, token, idemKey string, body []byte, key string) (client.SendResult, error) {
 	res := client.SendResult{Key: key, Attempts: 1}
-	status, resp, err := rc.post(x.path(j.room), token, key, body)
+	status, resp, err := rc.post(path, token, idemKey, body)
 	res.Status = status
 	if err != nil {
 		return res, fmt.Errorf("cannot post message: %w", err)
@@ -247,6 +287,9 @@ func (x *senders) record(j sendJob, res client.SendResult, err error) {
 		status = strconv.Itoa(ae.Status)
 		if ae.Status == http.StatusTooManyRequests {
 			x.n429.Add(1)
+		}
+		if ae.Body.Code == protocol.CodeClientGiftsOff {
+			x.nClientGifts.Add(1)
 		}
 	default:
 		status = errClass("send", err)

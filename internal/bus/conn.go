@@ -29,6 +29,11 @@ const (
 	// viewers from time T); see internal/announce. Written by the admin
 	// API, watched by the autoscaler.
 	AnnouncementsKV = "lr_announcements"
+	// OrdersKV remembers the paid gifts of the server API by order id
+	// (internal/uplink serverops.go), for OrderTTL: a retry of an order
+	// after the reliable stream's de-duplication window is still answered
+	// "duplicate" instead of showing the gift twice.
+	OrdersKV = "lr_orders"
 )
 
 // StreamConfig sizes the durable parts.
@@ -46,6 +51,9 @@ type StreamConfig struct {
 	// archive stop and catch up, it is not the archive. Defaults 1h, 1 GiB.
 	LiveMaxAge   time.Duration
 	LiveMaxBytes int64
+	// OrderTTL is how long a paid gift's order id is remembered (OrdersKV).
+	// Default 7 days.
+	OrderTTL time.Duration
 }
 
 // Client liveness settings of every role's NATS connection.
@@ -264,6 +272,27 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	})
 	if err != nil {
 		return fmt.Errorf("cannot create bucket %s: %w", AnnouncementsKV, err)
+	}
+	orderReplicas := cfg.Replicas
+	if st, err := js.Stream(ctx, "KV_"+OrdersKV); err == nil {
+		orderReplicas = max(orderReplicas, st.CachedInfo().Config.Replicas)
+	}
+	orderTTL := cfg.OrderTTL
+	if orderTTL <= 0 {
+		orderTTL = 7 * 24 * time.Hour
+	}
+	// One small entry per paid gift, forgotten after the TTL.
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:       OrdersKV,
+		Description:  "liveroom paid gifts by order id (the server API's idempotency beyond the stream's de-duplication window)",
+		History:      1,
+		TTL:          orderTTL,
+		MaxValueSize: 512,
+		Storage:      jetstream.FileStorage,
+		Replicas:     orderReplicas,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create bucket %s: %w", OrdersKV, err)
 	}
 	return nil
 }

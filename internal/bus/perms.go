@@ -17,9 +17,9 @@ import (
 //
 //	role       publishes                                     subscribes
 //	gateway    presence, its own beat, Direct Get reads          its rooms' subjects, user notices, its own control
-//	uplink     room live, reliable stores, moderation records, –
-//	           user notices, like/moderation KV writes,
-//	           stream management
+//	uplink     room live, reliable stores, moderation records, presence (room counts
+//	           user notices, like/moderation/paid-order KV    for the server API)
+//	           writes, stream management
 //	dispatch   control commands (admin API), door reports,   beats
 //	           announcement KV writes (admin API)
 //	archive    reliable notices (live start/stop), session   –
@@ -59,6 +59,9 @@ func Permissions(role Role, id string) *server.Permissions {
 		pub = append(pub, writeKV(RoomStateKV)...)
 		pub = append(pub, writeKV(ModerationKV)...)
 		pub = append(pub, readKV(SessionsKV)...)
+		pub = append(pub, writeKV(OrdersKV)...)
+		// The server API's online counts (internal/presence).
+		sub = append(sub, PresenceWildcard)
 	case RoleArchive:
 		pub = append(pub, StoreWildcard, ModerationWildcard, UserWildcard, webhookDLQSubjects)
 		for _, s := range []string{ReliableStream, LiveStream} {
@@ -142,7 +145,7 @@ func writeKV(bucket string) []string {
 // (EnsureStreams).
 func manageStreams() []string {
 	var out []string
-	for _, s := range []string{ReliableStream, LiveStream, "KV_" + RoomStateKV, "KV_" + ModerationKV, "KV_" + SessionsKV, "KV_" + AnnouncementsKV} {
+	for _, s := range []string{ReliableStream, LiveStream, "KV_" + RoomStateKV, "KV_" + ModerationKV, "KV_" + SessionsKV, "KV_" + AnnouncementsKV, "KV_" + OrdersKV} {
 		out = append(out, jsAPI+"STREAM.CREATE."+s, jsAPI+"STREAM.UPDATE."+s, jsAPI+"STREAM.INFO."+s)
 	}
 	return out

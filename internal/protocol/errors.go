@@ -58,6 +58,20 @@ const (
 	// CodeInternalOnly: an operator route (metrics, fleet views) asked for on
 	// a public address of a process that cannot check an admin token (403).
 	CodeInternalOnly = "internal_only"
+	// Server API credentials (docs/SECURITY.md), all 401: no API key
+	// given, a key this server does not know, a key that was revoked, a
+	// user's token (JWT) on a server route, and an API key on a user route.
+	CodeAPIKeyRequired    = "api_key_required"
+	CodeAPIKeyInvalid     = "api_key_invalid"
+	CodeAPIKeyRevoked     = "api_key_revoked"
+	CodeTokenNotAccepted  = "token_not_accepted"
+	CodeAPIKeyNotAccepted = "api_key_not_accepted"
+	// CodeClientGiftsOff: a gift sent with a user's token to a server that
+	// takes paid gifts only from the platform's backend (403).
+	CodeClientGiftsOff = "client_gifts_disabled"
+	// CodeOrderReused: a paid gift whose order id was already used for a
+	// gift to another room (409).
+	CodeOrderReused = "order_id_reused"
 )
 
 // ErrorBody is the object under "error" in every error response.

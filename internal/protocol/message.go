@@ -74,6 +74,15 @@ type Message struct {
 	// OffsetMS. Both are empty outside a live session.
 	Session  string `json:"session,omitempty"`
 	OffsetMS int64  `json:"offset_ms,omitempty"`
+	// OrderID, Amount and Currency are set on a paid gift sent by the
+	// platform's backend through the server API (POST
+	// /v1/server/rooms/{room}/gifts): the platform's order id (also the
+	// gift's idempotency key), its price in minor units (cents) and its ISO
+	// 4217 currency. They travel unchanged to viewers, the archive and
+	// webhooks. A gift without OrderID was sent with a user's token.
+	OrderID  string `json:"order_id,omitempty"`
+	Amount   int64  `json:"amount,omitempty"`
+	Currency string `json:"currency,omitempty"`
 }
 
 // Reliable reports whether messages of type t are persisted and sequenced.

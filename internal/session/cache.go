@@ -46,6 +46,27 @@ func NewCache(js jetstream.JetStream, log *slog.Logger) *Cache {
 
 // Current returns the running session of room.
 func (c *Cache) Current(room protocol.Room) (Session, bool) {
+	c.open()
+	c.mu.RLock()
+	s, ok := c.rooms[room]
+	c.mu.RUnlock()
+	return s, ok
+}
+
+// Live returns every running session, in no order.
+func (c *Cache) Live() []Session {
+	c.open()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]Session, 0, len(c.rooms))
+	for _, s := range c.rooms {
+		out = append(out, s)
+	}
+	return out
+}
+
+// open starts the watch on first use and waits up to FirstWait for it.
+func (c *Cache) open() {
 	c.wantOnce.Do(func() {
 		close(c.want)
 		select {
@@ -54,10 +75,6 @@ func (c *Cache) Current(room protocol.Room) (Session, bool) {
 			c.log.Warn("sessions not loaded yet; messages go out without a session offset")
 		}
 	})
-	c.mu.RLock()
-	s, ok := c.rooms[room]
-	c.mu.RUnlock()
-	return s, ok
 }
 
 // Ready reports whether the cache has read the bucket once.

@@ -215,13 +215,8 @@ func checkIdempotencyKey(values []string) (string, *protocol.Error) {
 		return "", badRequest(protocol.CodeInvalidField, HeaderIdempotencyKey, "send exactly one Idempotency-Key header")
 	}
 	k := values[0]
-	if len(k) > MaxIdempotencyKeyLen {
-		return "", badRequest(protocol.CodeInvalidField, HeaderIdempotencyKey, "Idempotency-Key must be 1-128 printable ASCII characters")
-	}
-	for i := 0; i < len(k); i++ {
-		if k[i] < 0x20 || k[i] > 0x7e {
-			return "", badRequest(protocol.CodeInvalidField, HeaderIdempotencyKey, "Idempotency-Key must be 1-128 printable ASCII characters")
-		}
+	if perr := checkPrintable(k, HeaderIdempotencyKey, MaxIdempotencyKeyLen); perr != nil {
+		return "", perr
 	}
 	return k, nil
 }

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/liveroom/liveroom/internal/protocol"
 )
 
 var fuzzGifts = catalogue{"rose": {}, "heart": {}, "rocket": {}, "castle": {}, "car": {}}
@@ -103,4 +105,71 @@ func TestUnknownGiftListsTheCatalogue(t *testing.T) {
 	if !strings.HasSuffix(perr.Body.Message, fmt.Sprintf("g%02d, …)", maxListedGifts-1)) {
 		t.Errorf("long catalogue: %q", perr.Body.Message)
 	}
+}
+
+// FuzzServerBatch checks the server API's batch decoding: it never panics;
+// every refusal is a 4xx with a known code; an accepted paid gift has a
+// valid user, a count of 1-999, a printable order id of at most 128 bytes, a
+// non-negative amount and, with an amount, a three-letter currency.
+func FuzzServerBatch(f *testing.F) {
+	for _, seed := range []string{
+		`{"messages":[{"op":"gift","room":"r1","user":"u1","gift":"rose","order_id":"o-1","amount":100,"currency":"USD"}]}`,
+		`{"messages":[{"op":"announce","room":"r1","text":"hi","key":"k"},{"op":"notice","room":"r1","user":"u","text":"x"}]}`,
+		`{"messages":[{"op":"gift","room":"r1","user":"u1","gift":"rose","count":0,"order_id":"o"}]}`,
+		`{"messages":[{"op":"gift","room":"r1","user":"u1","gift":"rose","order_id":"o","amount":5}]}`,
+		`{"messages":[{"op":"gift","room":"r1","User":"u1","gift":"rose","order_id":"o"}]}`,
+		`{"messages":[{"op":"poke"}]}`, `{"messages":[1,"x",null]}`, `{"messages":{}}`, `{}`, `[]`, ``,
+	} {
+		f.Add([]byte(seed))
+	}
+	known := map[string]bool{protocol.CodeInvalidJSON: true, protocol.CodeUnknownType: true, protocol.CodeInvalidRoom: true,
+		protocol.CodeInvalidField: true, protocol.CodeUnknownGift: true}
+	check := func(t *testing.T, perr *protocol.Error) {
+		if perr.Status < 400 || perr.Status > 499 || !known[perr.Body.Code] {
+			t.Fatalf("refusal %d %s", perr.Status, perr.Body.Code)
+		}
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var b serverBatch
+		if perr := decodeStrict(body, &b, "messages"); perr != nil {
+			check(t, perr)
+			return
+		}
+		for _, raw := range b.Messages {
+			var op struct {
+				Op string `json:"op"`
+			}
+			if json.Unmarshal(raw, &op) != nil {
+				continue
+			}
+			keys, ok := batchKeys[op.Op]
+			if !ok {
+				continue
+			}
+			var it batchItem
+			if perr := decodeStrict(raw, &it, keys...); perr != nil {
+				check(t, perr)
+				continue
+			}
+			if op.Op != OpGift {
+				continue
+			}
+			it.serverGift.User = it.User
+			user, count, perr := fuzzGifts.checkPaidGift(it.serverGift)
+			if perr != nil {
+				check(t, perr)
+				continue
+			}
+			g := it.serverGift
+			if _, err := protocol.ParseUser(string(user)); err != nil || count < 1 || count > MaxCount ||
+				len(g.OrderID) < 1 || len(g.OrderID) > MaxOrderIDLen || g.Amount < 0 || (g.Amount > 0 && !isCurrency(g.Currency)) {
+				t.Fatalf("accepted %+v (user %q count %d)", g, user, count)
+			}
+			for i := 0; i < len(g.OrderID); i++ {
+				if g.OrderID[i] < 0x20 || g.OrderID[i] > 0x7e {
+					t.Fatalf("accepted order id %q", g.OrderID)
+				}
+			}
+		}
+	})
 }

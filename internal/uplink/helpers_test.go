@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 // env is one embedded NATS server with the streams created, plus a watcher
 // connection tests subscribe with.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	nats  *bus.Embedded
 	watch *nats.Conn
 	js    jetstream.JetStream // on the watch connection
@@ -56,7 +56,7 @@ func (e *env) connect() *nats.Conn {
 
 // uplink is one running Server behind a real HTTP server.
 type uplink struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *Server
 	nc     *nats.Conn // the uplink's own connection
 	url    string
@@ -73,7 +73,7 @@ func (e *env) start(mod func(*Config)) *uplink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{NC: nc, JS: js, Verifier: testutil.Verifier(t), Logger: testutil.Logger()}
+	cfg := Config{NC: nc, JS: js, Verifier: testutil.Verifier(t), Logger: testutil.Logger(), ClientGifts: true}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -218,7 +218,7 @@ func TestLikesKeptWhenKVFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{NC: nc, JS: js, Verifier: testutil.Verifier(t), Logger: testutil.Logger(), PublishTimeout: 2 * time.Second})
+	s, err := New(Config{NC: nc, JS: js, Verifier: testutil.Verifier(t), Logger: testutil.Logger(), PublishTimeout: 2 * time.Second, ClientGifts: true})
 	if err != nil {
 		t.Fatal(err)
 	}

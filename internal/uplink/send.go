@@ -148,6 +148,11 @@ func (s *Server) sendDanmaku(w http.ResponseWriter, r *http.Request, room protoc
 // JetStream, which answers with the original sequence: the client gets the
 // same id and seq and the gift is stored once.
 func (s *Server) sendGift(w http.ResponseWriter, r *http.Request, room protocol.Room, id auth.Identity, req sendRequest) {
+	if !s.cfg.ClientGifts {
+		s.fail(w, r, protocol.Errorf(http.StatusForbidden, protocol.CodeClientGiftsOff, "",
+			"gifts are paid for: the platform's backend sends them after payment (POST /v1/server/rooms/{room}/gifts); this server takes none from users' tokens (--client-gifts allows them)"))
+		return
+	}
 	key, perr := checkIdempotencyKey(r.Header.Values(HeaderIdempotencyKey))
 	if perr != nil {
 		s.fail(w, r, perr)

@@ -79,6 +79,13 @@ type Config struct {
 	Moderation *moderation.Cache
 	// Words, when set, filters danmaku text (mask or block per word).
 	Words *moderation.WordFilter
+	// ClientGifts lets users' tokens send gifts (POST
+	// /v1/rooms/{room}/messages type gift). False: a gift is paid for, so
+	// only the platform's backend sends it, through the server API after
+	// payment, and a user's gift answers 403 client_gifts_disabled.
+	// `serve` in dev mode sets it so that the demo page can send gifts;
+	// with a secret it is --client-gifts.
+	ClientGifts bool
 }
 
 // Server serves the send API. Create it with New, serve Handler and run Run
@@ -298,7 +305,9 @@ func (c *counters) init() {
 		protocol.CodeUserRateLimited, protocol.CodeRoomRateLimited, protocol.CodeUnavailable,
 		protocol.CodeMethodNotAllowed, protocol.CodeInternal, rejectCodeOther,
 		protocol.CodeRoomClosed, protocol.CodeBanned, protocol.CodeMuted, protocol.CodeMutedAll,
-		protocol.CodeSlowMode, protocol.CodeBlockedWord,
+		protocol.CodeSlowMode, protocol.CodeBlockedWord, protocol.CodeClientGiftsOff,
+		protocol.CodeAPIKeyRequired, protocol.CodeAPIKeyInvalid, protocol.CodeAPIKeyRevoked,
+		protocol.CodeTokenNotAccepted, protocol.CodeAPIKeyNotAccepted, protocol.CodeNotFound, protocol.CodeOrderReused,
 	} {
 		c.rejected[code] = new(atomic.Uint64)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/liveroom/liveroom/internal/gateway"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/testutil"
+	"github.com/liveroom/liveroom/internal/uplink"
 	"github.com/liveroom/liveroom/internal/web"
 )
 
@@ -36,7 +37,9 @@ import (
 // verifier); without one it runs in dev mode.
 func startNode(t *testing.T, secret string, gcfg gateway.Config) *app.Node {
 	t.Helper()
-	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, JWTSecret: secret, Gateway: gcfg, Logger: testutil.Logger()})
+	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, JWTSecret: secret, Gateway: gcfg, Logger: testutil.Logger(),
+		// The pages send gifts with users' tokens (as in dev mode).
+		Uplink: uplink.Config{ClientGifts: true}})
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}

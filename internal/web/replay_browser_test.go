@@ -20,6 +20,7 @@ import (
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/session"
 	"github.com/liveroom/liveroom/internal/testutil"
+	"github.com/liveroom/liveroom/internal/uplink"
 	"github.com/liveroom/liveroom/internal/web"
 )
 
@@ -64,7 +65,8 @@ func TestReplayInBrowser(t *testing.T) {
 	browser := newBrowser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, JWTSecret: testutil.Secret, Logger: testutil.Logger()})
+	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, JWTSecret: testutil.Secret, Logger: testutil.Logger(),
+		Uplink: uplink.Config{ClientGifts: true}})
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}

@@ -6,7 +6,8 @@
 //
 // The pages talk only to the public v1 contract (docs/PROTOCOL.md):
 // POST /v1/dev/token, GET /v1/dispatch, the gateway WebSocket and
-// POST /v1/rooms/{room}/messages; the room page also GET
+// POST /v1/rooms/{room}/messages; the index GET /v1/rooms (the live rooms
+// with their counts, refreshed every 5 s by index.js); the room page also GET
 // /v1/rooms/{room}/sessions ("Recent streams", and the live control an
 // anchor's or admin's token brings) and POST /v1/rooms/{room}/live/start
 // and …/stop; the replay page …/sessions/{session}/replay; the dashboard
@@ -92,7 +93,24 @@ type Config struct {
 	// room's recent sessions) for a session the room does not have. Nil: the
 	// page is served for any valid id, and says so itself once it loaded.
 	Sessions Sessions
+	// LiveRooms, when set, lists the rooms the index page shows under
+	// "Live now" (most viewers first); the page then refreshes the list
+	// from GET /v1/rooms. Nil: no room is shown as live.
+	LiveRooms func() []LiveRoom
 }
+
+// LiveRoom is a room with viewers or a live session, for the index page.
+type LiveRoom struct {
+	ID     string
+	Online int64
+	// Live is true while the room has a live session.
+	Live bool
+	// Thumb picks the card's colour; set by the page.
+	Thumb int
+}
+
+// MaxLiveRooms is the most rooms the index page shows as live.
+const MaxLiveRooms = 24
 
 // Sessions reads a room's live sessions (session.Registry).
 type Sessions interface {
@@ -176,6 +194,7 @@ type missingAssetError struct{ name string }
 func (e *missingAssetError) Error() string { return "web: no embedded asset " + e.name }
 
 type indexPage struct {
+	Live  []LiveRoom
 	Rooms []SuggestedRoom
 	Room  string // what the user typed, echoed back on error
 	Name  string
@@ -215,6 +234,15 @@ type pageLink struct {
 func (h *handler) index(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	p := indexPage{Rooms: Suggested, Room: q.Get("room"), Name: q.Get("name")}
+	if h.cfg.LiveRooms != nil {
+		p.Live = h.cfg.LiveRooms()
+		if len(p.Live) > MaxLiveRooms {
+			p.Live = p.Live[:MaxLiveRooms]
+		}
+		for i := range p.Live {
+			p.Live[i].Thumb = i % 5
+		}
+	}
 	if !q.Has("room") {
 		h.render(w, http.StatusOK, "index.html", p)
 		return
