@@ -130,6 +130,17 @@ type Config struct {
 	// check are answered) and skipped while the stream does not move.
 	// Default 2s.
 	CheckInterval time.Duration
+	// HistoryDanmaku and HistoryGifts are how many of a room's last
+	// danmaku and gifts a viewer joining without since= gets in the history
+	// frame after its welcome (history.go). Defaults DefaultHistoryDanmaku
+	// (20) and DefaultHistoryGifts (10); negative: none of that kind (both
+	// negative: no history at all, and no ring per room).
+	HistoryDanmaku int
+	HistoryGifts   int
+	// HistoryIdle drops a room's history after this long without a danmaku
+	// or a gift, so that rooms gone quiet cost what idle rooms cost.
+	// Default 10m.
+	HistoryIdle time.Duration
 	// RoomLinger keeps a room's subscriptions for this long after its last
 	// local viewer left, so a reconnecting viewer does not cause churn.
 	// Default 2s.
@@ -240,6 +251,16 @@ func (c *Config) setDefaults() error {
 	setDur(&c.DrainGrace, 3*time.Second)
 	setInt(&c.ReliableWindow, 1024)
 	setInt(&c.ReplayMax, 10000)
+	if c.HistoryDanmaku == 0 {
+		c.HistoryDanmaku = DefaultHistoryDanmaku
+	}
+	if c.HistoryGifts == 0 {
+		c.HistoryGifts = DefaultHistoryGifts
+	}
+	if c.HistoryDanmaku > MaxHistory || c.HistoryGifts > MaxHistory {
+		return fmt.Errorf("cannot create gateway: history of %d danmaku and %d gifts is more than %d of a kind (one frame per join)", c.HistoryDanmaku, c.HistoryGifts, MaxHistory)
+	}
+	setDur(&c.HistoryIdle, 10*time.Minute)
 	setDur(&c.RoomLinger, 2*time.Second)
 	setDur(&c.CheckInterval, 2*time.Second)
 	setDur(&c.BeatInterval, time.Second)
@@ -257,6 +278,15 @@ func (c *Config) setDefaults() error {
 	setInt(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	return nil
 }
+
+// Defaults of Config.HistoryDanmaku and Config.HistoryGifts.
+const (
+	DefaultHistoryDanmaku = 20
+	DefaultHistoryGifts   = 10
+	// MaxHistory bounds either: the history frame is sent to every first
+	// join, and read from the streams at every room start.
+	MaxHistory = 200
+)
 
 // DefaultCompressMinBytes is Config.CompressMinBytes's default.
 const DefaultCompressMinBytes = 512

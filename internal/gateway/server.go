@@ -323,10 +323,10 @@ func replayContinues() []byte {
 	return textFrame(protocol.Encode(protocol.Reconnect{Type: protocol.FrameReconnect, AfterMS: 0, Reason: "replay_continues"}))
 }
 
-func (s *Server) welcomeFrame(id protocol.Room, c *conn, seq uint64, online, likes int64, replayed int) []byte {
+func (s *Server) welcomeFrame(id protocol.Room, c *conn, seq uint64, online, likes int64, replayed, history int) []byte {
 	return textFrame(protocol.Encode(protocol.Welcome{
 		Type: protocol.FrameWelcome, Room: string(id), Seq: seq, Online: online,
-		Likes: likes, Gateway: s.cfg.ID, User: string(c.who.User), Replayed: replayed,
+		Likes: likes, Gateway: s.cfg.ID, User: string(c.who.User), Replayed: replayed, History: history,
 		HeartbeatMS: max(s.cfg.HeartbeatInterval.Milliseconds(), 0),
 	}))
 }
@@ -378,7 +378,7 @@ func (s *Server) join(ctx context.Context, c *conn, id protocol.Room, since uint
 				seq, likes := r.lastSeq, r.likes
 				online := int64(len(r.members)+1) + r.remoteSum(time.Now())
 				r.mu.Unlock()
-				c.send(&frame{b: s.welcomeFrame(r.id, c, seq, online, likes, len(fetched)), reliable: true})
+				c.send(&frame{b: s.welcomeFrame(r.id, c, seq, online, likes, len(fetched), 0), reliable: true})
 				for _, f := range replayFrames(id, fetched) {
 					c.send(f)
 				}
@@ -422,10 +422,23 @@ func (r *room) admit(c *conn, since uint64, hasSince bool, fetched []relMsg, cov
 	if partial {
 		replay = replay[:s.cfg.ReplayMax]
 	}
-	online := int64(len(r.members)+1) + r.remoteSum(time.Now())
-	welcome := s.welcomeFrame(r.id, c, r.lastSeq, online, r.likes, len(replay))
+	now := time.Now()
+	online := int64(len(r.members)+1) + r.remoteSum(now)
+	// A first join (no since=) gets the room's recent danmaku and gifts
+	// right after the welcome (history.go); a reconnect gets what it
+	// missed instead.
+	var hist *frame
+	var histN int
+	if !hasSince {
+		hist, histN = r.historyFrame(now, c.deflate)
+	}
+	welcome := s.welcomeFrame(r.id, c, r.lastSeq, online, r.likes, len(replay), histN)
 	if c.send(&frame{b: welcome, reliable: true}) == sentClosed {
 		return errors.New("connection closed during join")
+	}
+	if hist != nil {
+		c.send(hist)
+		s.stats.HistoryFrames.Add(1)
 	}
 	for _, f := range replayFrames(r.id, replay) {
 		c.send(f)

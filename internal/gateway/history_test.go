@@ -1,0 +1,250 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/testutil"
+)
+
+// talk sends n danmaku ("d0".."d<n-1>") and m gifts ("<room>-g0"...) to
+// room, a gift after every few danmaku, plus a like total (never history),
+// and returns the gifts' sequences.
+func (e *env) talk(room string, n, m int) []uint64 {
+	e.t.Helper()
+	var seqs []uint64
+	for i := range n {
+		e.danmaku(room, "d"+strconv.Itoa(i), false)
+		if len(seqs) < m && i%2 == 1 {
+			seqs = append(seqs, e.gift(room, room+"-g"+strconv.Itoa(len(seqs))))
+		}
+	}
+	for len(seqs) < m {
+		seqs = append(seqs, e.gift(room, room+"-g"+strconv.Itoa(len(seqs))))
+	}
+	e.like(room, 1, 7)
+	return seqs
+}
+
+// readHistory reads a first join's welcome and, when it announces one, the
+// history frame right after it.
+func (v *viewer) readHistory(t *testing.T) (protocol.Welcome, []protocol.Message) {
+	t.Helper()
+	w := v.welcome(t)
+	if w.History == 0 {
+		return w, nil
+	}
+	typ, raw := v.next(t, 10*time.Second)
+	if typ != protocol.FrameHistory {
+		t.Fatalf("the welcome announced %d history messages, then came %q: %s", w.History, typ, raw)
+	}
+	var h protocol.History
+	if err := json.Unmarshal(raw, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Room != w.Room || len(h.Msgs) != w.History {
+		t.Fatalf("history of room %q with %d messages after a welcome of %q announcing %d", h.Room, len(h.Msgs), w.Room, w.History)
+	}
+	return w, h.Msgs
+}
+
+// checkHistory checks that msgs are the last danmaku ("d<from>".."d<to-1>")
+// and the last gifts (seqs), each in order, merged by ts, gifts no newer
+// than the welcome.
+func checkHistory(t *testing.T, w protocol.Welcome, msgs []protocol.Message, from, to int, seqs []uint64) {
+	t.Helper()
+	var d []string
+	var g []uint64
+	for i, m := range msgs {
+		if i > 0 && m.TS < msgs[i-1].TS {
+			t.Fatalf("history not in ts order at %d: %d after %d", i, m.TS, msgs[i-1].TS)
+		}
+		switch m.Type {
+		case protocol.TypeDanmaku:
+			d = append(d, m.Text)
+		case protocol.TypeGift:
+			if m.Seq == 0 || m.Seq > w.Seq {
+				t.Fatalf("history gift with seq %d, welcome seq %d", m.Seq, w.Seq)
+			}
+			g = append(g, m.Seq)
+		default:
+			t.Fatalf("history holds a %q message: %+v", m.Type, m)
+		}
+	}
+	var want []string
+	for i := from; i < to; i++ {
+		want = append(want, "d"+strconv.Itoa(i))
+	}
+	if !slices.Equal(d, want) {
+		t.Fatalf("history danmaku %v, want %v in order", d, want)
+	}
+	if !slices.Equal(g, seqs) {
+		t.Fatalf("history gifts %v, want %v", g, seqs)
+	}
+}
+
+// collectTalk reads until n danmaku and m gifts arrived.
+func (v *viewer) collectTalk(t *testing.T, n, m int) {
+	t.Helper()
+	v.collect(t, 10*time.Second, func(msgs []protocol.Message) bool {
+		return countType(msgs, protocol.TypeDanmaku) == n && countType(msgs, protocol.TypeGift) == m
+	})
+}
+
+// TestLateJoinerGetsHistory: a viewer joining a room after 30 danmaku and
+// 15 gifts gets the last 20 and 10 in one history frame, in order, right
+// after its welcome, and none of them again; a reconnect with since= gets
+// what it missed and no history.
+func TestLateJoinerGetsHistory(t *testing.T) {
+	e := newEnv(t)
+	// No sampling: the first viewer sees every danmaku, so the test knows
+	// when all have been pushed.
+	g := e.gateway(func(c *Config) { c.ViewerBudget = 1e6 })
+	first := g.dial(t, "hist", "early", "")
+	defer first.close()
+	if w, h := first.readHistory(t); w.History != 0 || h != nil {
+		t.Fatalf("the first viewer of a new room got a history of %d", w.History)
+	}
+	seqs := e.talk("hist", 30, 15)
+	first.collectTalk(t, 30, 15)
+
+	late := g.dial(t, "hist", "late", "")
+	defer late.close()
+	w, msgs := late.readHistory(t)
+	checkHistory(t, w, msgs, 10, 30, seqs[5:])
+
+	// What follows is live traffic only: the next danmaku, nothing of the
+	// history again.
+	e.danmaku("hist", "after", false)
+	got, _ := late.collect(t, 10*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeDanmaku) == 1 })
+	for _, m := range got {
+		if m.Type == protocol.TypeDanmaku && m.Text != "after" || m.Type == protocol.TypeGift {
+			t.Fatalf("a history message came again as a batch: %+v", m)
+		}
+	}
+
+	// A reconnect with since= gets what it missed, never a history.
+	gift := e.gift("hist", "hist-missed")
+	late.collect(t, 10*time.Second, func(m []protocol.Message) bool { return countType(m, protocol.TypeGift) == 1 })
+	re := g.dial(t, "hist", "late", "&since="+strconv.FormatUint(w.Seq, 10))
+	defer re.close()
+	rw := re.welcome(t)
+	if rw.History != 0 || rw.Replayed != 1 {
+		t.Fatalf("reconnect welcome: history %d, replayed %d; want 0 and 1", rw.History, rw.Replayed)
+	}
+	typ, raw := re.next(t, 10*time.Second)
+	if typ != protocol.FrameBatch {
+		t.Fatalf("after a reconnect's welcome came %q: %s", typ, raw)
+	}
+	var b protocol.Batch
+	_ = json.Unmarshal(raw, &b)
+	if len(b.Msgs) != 1 || b.Msgs[0].Seq != gift {
+		t.Fatalf("replay %+v, want the one gift %d", b.Msgs, gift)
+	}
+	if n := g.Stats().HistoryFrames.Load(); n != 1 {
+		t.Fatalf("%d history frames sent, want 1 (the late joiner's)", n)
+	}
+}
+
+// TestHistoryOff: with both bounds off no joiner gets a history and no room
+// keeps a ring; with only gifts off the history holds danmaku only.
+func TestHistoryOff(t *testing.T) {
+	e := newEnv(t)
+	off := e.gateway(func(c *Config) { c.ViewerBudget = 1e6; c.HistoryDanmaku, c.HistoryGifts = -1, -1 })
+	danmakuOnly := e.gateway(func(c *Config) { c.ViewerBudget = 1e6; c.HistoryGifts = -1 })
+	var early []*viewer
+	for _, g := range []*gw{off, danmakuOnly} {
+		v := g.dial(t, "quiet-history", "early", "")
+		defer v.close()
+		v.readHistory(t)
+		early = append(early, v)
+	}
+	e.talk("quiet-history", 5, 3)
+	for _, v := range early {
+		v.collectTalk(t, 5, 3)
+	}
+	late := off.dial(t, "quiet-history", "late", "")
+	defer late.close()
+	if w, _ := late.readHistory(t); w.History != 0 {
+		t.Fatalf("history off, yet the welcome announces %d", w.History)
+	}
+	r := off.hub.lookup("quiet-history")
+	r.mu.Lock()
+	hist := r.hist
+	r.mu.Unlock()
+	if hist != nil {
+		t.Fatal("history off, yet the room keeps a ring")
+	}
+	late2 := danmakuOnly.dial(t, "quiet-history", "late", "")
+	defer late2.close()
+	w, msgs := late2.readHistory(t)
+	checkHistory(t, w, msgs, 0, 5, nil)
+}
+
+// TestHistoryAfterGatewayRestart: a gateway that starts a room reads its
+// history from the streams, gifts from the reliable stream and danmaku from
+// the live buffer, so a late joiner on a new gateway process sees the same
+// as on the old one; rooms with nothing stored cost no request of their
+// own.
+func TestHistoryAfterGatewayRestart(t *testing.T) {
+	e := newEnv(t)
+	old := e.gateway(func(c *Config) { c.ViewerBudget = 1e6 })
+	v := old.dial(t, "restart", "early", "")
+	v.welcome(t)
+	seqs := e.talk("restart", 30, 15)
+	v.collectTalk(t, 30, 15)
+	// The live buffer captures core publishes on its own time.
+	testutil.Eventually(t, 10*time.Second, "the live buffer holds the danmaku", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := e.js.Stream(ctx, bus.LiveStream)
+		return err == nil && st.CachedInfo().State.Msgs >= 31
+	})
+	v.close()
+	_ = old.Close()
+
+	g := e.gateway(nil) // default sampling: history is not sampled
+	late := g.dial(t, "restart", "late", "")
+	defer late.close()
+	w, msgs := late.readHistory(t)
+	checkHistory(t, w, msgs, 10, 30, seqs[5:])
+	// The room's first read: one multi-last of the live buffer for the
+	// batch, then a tail read of each stream for this room.
+	reqs := g.Stats().HistoryRequests.Load()
+	t.Logf("history requests for one room with 31 live and 15 reliable messages stored: %d", reqs)
+	if reqs < 3 || reqs > 1+2*6 {
+		t.Fatalf("%d history requests for one room", reqs)
+	}
+
+	// Fifty rooms with nothing stored, started together: the batch's
+	// multi-last says so, and no room gets a request of its own.
+	batches := g.Stats().StartBatches.Load()
+	done := make(chan *viewer, 50)
+	for i := range 50 {
+		go func() {
+			v, err := g.tryDial("empty-"+strconv.Itoa(i), testutil.Token(t, "u"+strconv.Itoa(i), protocol.RoleViewer), "")
+			if err != nil {
+				t.Error(err)
+			}
+			done <- v
+		}()
+	}
+	for range 50 {
+		if v := <-done; v != nil {
+			if w, _ := v.readHistory(t); w.History != 0 {
+				t.Errorf("an empty room has a history of %d", w.History)
+			}
+			v.close()
+		}
+	}
+	nb := g.Stats().StartBatches.Load() - batches
+	if n := g.Stats().HistoryRequests.Load() - reqs; n != nb {
+		t.Fatalf("50 empty rooms in %d start batches cost %d history requests, want one per batch", nb, n)
+	}
+}
