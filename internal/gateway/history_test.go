@@ -1,12 +1,16 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
 
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
@@ -247,4 +251,142 @@ func TestHistoryAfterGatewayRestart(t *testing.T) {
 	if n := g.Stats().HistoryRequests.Load() - reqs; n != nb {
 		t.Fatalf("50 empty rooms in %d start batches cost %d history requests, want one per batch", nb, n)
 	}
+}
+
+func TestHistoryRing(t *testing.T) {
+	str := func(g *msgRing) string {
+		var b []byte
+		for _, m := range g.ordered(nil) {
+			b = append(b, m...)
+		}
+		return string(b)
+	}
+	var g msgRing
+	for i := range 7 {
+		g.add([]byte{byte('a' + i)}, 5)
+	}
+	if str(&g) != "cdefg" || cap(g.msgs) != 5 {
+		t.Fatalf("ring %q (cap %d), want cdefg in 5", str(&g), cap(g.msgs))
+	}
+	var h msgRing
+	h.add([]byte("a"), 4)
+	h.add([]byte("b"), 4)
+	h.prepend([][]byte{[]byte("x"), []byte("y"), []byte("z")}, 4)
+	if str(&h) != "yzab" || !h.contains([]byte("z")) || h.contains([]byte("x")) {
+		t.Fatalf("prepended ring %q, want yzab", str(&h))
+	}
+	h.add([]byte("c"), 4)
+	if str(&h) != "zabc" {
+		t.Fatalf("ring %q after an add, want zabc", str(&h))
+	}
+}
+
+// TestSeedHistory: what a start reads from the streams goes before what the
+// room received meanwhile, without the danmaku it already has (in its ring
+// or waiting for the flush), without likes or notices; gifts get their seq.
+// A room quiet for HistoryIdle drops its ring.
+func TestSeedHistory(t *testing.T) {
+	s := &Server{cfg: Config{HistoryDanmaku: 4, HistoryGifts: 2, HistoryIdle: time.Minute}}
+	r := newRoom(s, "seed", nil)
+	msg := func(id, typ string, ts int64) []byte {
+		return protocol.Encode(protocol.Message{ID: id, Type: typ, TS: ts, Text: "t" + id})
+	}
+	now := time.Now()
+	r.mu.Lock()
+	r.noteHistory(pendingMsg{b: msg("d5", protocol.TypeDanmaku, 5), kind: kindLive}, now)
+	r.pending = append(r.pending, pendingMsg{b: msg("d6", protocol.TypeDanmaku, 6), kind: kindLive})
+	r.mu.Unlock()
+	var live []bus.StoredMsg
+	for i, b := range [][]byte{msg("d2", protocol.TypeDanmaku, 2), msg("l1", protocol.TypeLike, 2), msg("d3", protocol.TypeDanmaku, 3),
+		msg("d4", protocol.TypeDanmaku, 4), msg("d5", protocol.TypeDanmaku, 5), msg("d6", protocol.TypeDanmaku, 6)} {
+		live = append(live, bus.StoredMsg{Seq: uint64(10 + i), Data: b})
+	}
+	r.seedHistory(&historyRead{stream: bus.LiveStream, msgs: live}, now)
+	r.seedHistory(&historyRead{stream: bus.ReliableStream, msgs: []bus.StoredMsg{
+		{Seq: 1, Data: msg("g1", protocol.TypeGift, 1)}, {Seq: 3, Data: msg("g3", protocol.TypeGift, 3)},
+		{Seq: 4, Data: msg("n4", protocol.TypeNotice, 4)}, {Seq: 7, Data: msg("g7", protocol.TypeGift, 7)},
+	}}, now)
+	r.mu.Lock()
+	f, n := r.historyFrame(now, false)
+	r.mu.Unlock()
+	if f == nil {
+		t.Fatal("no history frame")
+	}
+	wf, err := ws.ReadFrame(bytes.NewReader(f.b))
+	if err != nil || wf.Header.OpCode != ws.OpText {
+		t.Fatalf("history frame: %v %v", wf.Header, err)
+	}
+	var h protocol.History
+	if err := json.Unmarshal(wf.Payload, &h); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range h.Msgs {
+		got = append(got, m.ID+"#"+strconv.FormatUint(m.Seq, 10))
+	}
+	want := []string{"d2#0", "d3#0", "g3#3", "d4#0", "d5#0", "g7#7"} // a tie in ts: danmaku first
+	if !slices.Equal(got, want) || n != len(want) {
+		t.Fatalf("history %v (%d), want %v", got, n, want)
+	}
+	r.mu.Lock()
+	r.tickHistory(now.Add(30 * time.Second))
+	kept := r.hist != nil
+	r.tickHistory(now.Add(time.Minute))
+	dropped := r.hist == nil
+	r.mu.Unlock()
+	if !kept || !dropped {
+		t.Fatalf("ring kept after 30s: %v, dropped after HistoryIdle: %v", kept, dropped)
+	}
+}
+
+// BenchmarkHistoryMemory reports the heap one hosted room costs in this
+// package's own structures (the room, without its NATS subscription and
+// connections): idle (no traffic, so no ring), and with a full history of
+// 20 danmaku and 10 gifts of the uplink's usual size (each message its own
+// allocation, as NATS delivers them; in a real room the gifts' bytes are
+// shared with the reliable window, the danmaku's are kept only by history).
+func BenchmarkHistoryMemory(b *testing.B) {
+	s := &Server{cfg: Config{HistoryDanmaku: 20, HistoryGifts: 10, HistoryIdle: time.Minute}}
+	const rooms = 2000
+	now := time.Now()
+	msg := func(typ string, i int) []byte {
+		m := protocol.Message{ID: "01JE" + strconv.Itoa(1e15+i), Type: typ, Room: "room-12345", User: "user-" + strconv.Itoa(i),
+			Name: "Viewer " + strconv.Itoa(i), Role: protocol.RoleViewer, TS: now.UnixMilli() + int64(i)}
+		if typ == protocol.TypeGift {
+			m.Gift, m.Count = "rocket", 1
+			return protocol.WithSeq(protocol.Encode(m), uint64(i+1))
+		}
+		m.Text = "what a play, did you see that one?"
+		return protocol.Encode(m)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	var idle, full float64
+	for range b.N {
+		before := heap()
+		rs := make([]*room, rooms)
+		for i := range rs {
+			rs[i] = newRoom(s, protocol.Room("room-"+strconv.Itoa(i)), nil)
+		}
+		mid := heap()
+		for _, r := range rs {
+			for i := range 20 {
+				r.noteHistory(pendingMsg{b: msg(protocol.TypeDanmaku, i), kind: kindLive}, now)
+			}
+			for i := range 10 {
+				r.noteHistory(pendingMsg{b: msg(protocol.TypeGift, i), kind: kindReliable}, now)
+			}
+		}
+		after := heap()
+		runtime.KeepAlive(rs)
+		idle = float64(mid-before) / rooms
+		full = float64(after-mid) / rooms
+	}
+	b.ReportMetric(idle, "idle-B/room")
+	b.ReportMetric(full, "history-B/room")
+	b.ReportMetric(float64(len(msg(protocol.TypeDanmaku, 0))), "danmaku-B")
 }
