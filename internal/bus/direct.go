@@ -280,21 +280,34 @@ func SeqHeaders(h nats.Header) (seq, prev uint64, ok bool) {
 // tailProbes bounds the requests of one Tail.
 const tailProbes = 6
 
+// tailFirstSpan is how many stream sequences back from its end Tail looks
+// first; it looks 8 times further each time that holds too few messages.
+const tailFirstSpan = 512
+
 // Tail returns the last messages of subject stored at or before upTo,
-// oldest first: at least want of them when the subject holds that many, at
-// most batch. upTo is meant to be near the end of the stream (a snapshot
-// just read): the subject's messages stored after it count against batch. Direct Get reads forward only, so Tail looks for a starting
-// sequence from which between want and batch of the subject's messages
-// remain, interpolating on the counts the server reports with each batch
-// (Nats-Num-Pending): a subject with at most batch messages in the stream
-// costs one request, a busy one a few (at most tailProbes; if they do not
-// find one, the most recent complete read is returned, which may hold
-// fewer than want). It also returns how many requests it made.
+// oldest first: at least want of them when the subject holds that many in
+// the last maxSpan sequences of the stream (up to upTo), at most batch.
+// upTo is meant to be near the end of the stream (a snapshot just read):
+// the subject's messages stored after it count against batch.
+//
+// Direct Get reads forward only, and a server finds the next message of a
+// subject by scanning the stream from where it starts (skipping blocks
+// without the subject): a read costs the server about the span of
+// sequences it covers. So Tail starts close to the end (tailFirstSpan
+// sequences back), looks 8 times further back while that holds fewer than
+// want (never past maxSpan, which bounds the server's work for a quiet
+// subject in a busy stream), and when a span holds more than batch,
+// interpolates on the counts the server reports with each batch
+// (Nats-Num-Pending) to find a start from which between want and batch
+// remain. A busy subject costs one or two requests, a quiet one up to
+// four; at most tailProbes. If none finds such a start, the most recent
+// complete read is returned, which may hold fewer than want. Tail also
+// returns how many requests it made.
 //
 // Gateways read a room's recent gifts (and danmaku, from the live stream)
 // with it when they start the room, for the history frame of late joiners.
-func (d *Direct) Tail(ctx context.Context, stream, subject string, upTo uint64, want, batch int) ([]StoredMsg, int, error) {
-	if want <= 0 || upTo == 0 {
+func (d *Direct) Tail(ctx context.Context, stream, subject string, upTo uint64, want, batch int, maxSpan uint64) ([]StoredMsg, int, error) {
+	if want <= 0 || upTo == 0 || maxSpan == 0 {
 		return nil, 0, nil
 	}
 	batch = max(batch, want)
@@ -305,13 +318,27 @@ func (d *Direct) Tail(ctx context.Context, stream, subject string, upTo uint64, 
 		})
 		return out, uint64(len(out)) + eob.pending, err
 	}
+	// back is the first sequence span sequences back from upTo, not past
+	// the bound.
+	floor := uint64(1)
+	if upTo > maxSpan {
+		floor = upTo - maxSpan + 1
+	}
+	back := func(span uint64) uint64 {
+		if upTo+1 <= span {
+			return floor
+		}
+		return max(floor, upTo+1-span)
+	}
 	// count(s) is how many messages of subject are stored at or after s.
 	// It only falls as s grows: lo is a sequence with more than batch
-	// after it (loN of them), hi one with fewer than want (hiN).
+	// after it (loN of them; 0 while none is known), hi one with fewer
+	// than want (hiN).
 	target := uint64(want+batch) / 2
 	var lo, loN, hi, hiN uint64 = 0, 0, upTo + 1, 0
 	var best []StoredMsg // every message from some sequence to the end
-	from := uint64(1)
+	span := uint64(tailFirstSpan)
+	from := back(span)
 	requests := 0
 	for requests < tailProbes {
 		msgs, n, err := probe(from)
@@ -321,16 +348,21 @@ func (d *Direct) Tail(ctx context.Context, stream, subject string, upTo uint64, 
 		}
 		if n <= uint64(batch) {
 			best = msgs
-			if upToCount(msgs, upTo) >= want || from <= 1 {
+			if upToCount(msgs, upTo) >= want || from <= floor {
 				break
 			}
 			hi, hiN = from, n
+			if lo == 0 {
+				// Too few this close to the end: look further back.
+				span *= 8
+				from = back(span)
+				continue
+			}
 		} else {
 			// What lies past the last message read is known too.
 			last := msgs[len(msgs)-1].Seq
 			lo, loN = last, n-uint64(len(msgs))+1
 		}
-		// The first probe (from 1) either read everything or set lo.
 		if hi <= lo+1 {
 			break
 		}

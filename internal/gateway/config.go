@@ -141,6 +141,11 @@ type Config struct {
 	// or a gift, so that rooms gone quiet cost what idle rooms cost.
 	// Default 10m.
 	HistoryIdle time.Duration
+	// HistoryWait is the longest the rooms of a start batch wait for their
+	// history reads from the streams before their first joiners are
+	// welcomed; a read that takes longer fills the history when it ends,
+	// for the joins after it. Default 100ms.
+	HistoryWait time.Duration
 	// RoomLinger keeps a room's subscriptions for this long after its last
 	// local viewer left, so a reconnecting viewer does not cause churn.
 	// Default 2s.
@@ -261,6 +266,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("cannot create gateway: history of %d danmaku and %d gifts is more than %d of a kind (one frame per join)", c.HistoryDanmaku, c.HistoryGifts, MaxHistory)
 	}
 	setDur(&c.HistoryIdle, 10*time.Minute)
+	setDur(&c.HistoryWait, 100*time.Millisecond)
 	setDur(&c.RoomLinger, 2*time.Second)
 	setDur(&c.CheckInterval, 2*time.Second)
 	setDur(&c.BeatInterval, time.Second)

@@ -213,7 +213,9 @@ func TestHistoryAfterGatewayRestart(t *testing.T) {
 	v.close()
 	_ = old.Close()
 
-	g := e.gateway(nil) // default sampling: history is not sampled
+	// Default sampling (history is not sampled), and a start that waits for
+	// its history however slow the machine is.
+	g := e.gateway(func(c *Config) { c.HistoryWait = 10 * time.Second })
 	late := g.dial(t, "restart", "late", "")
 	defer late.close()
 	w, msgs := late.readHistory(t)
@@ -389,4 +391,34 @@ func BenchmarkHistoryMemory(b *testing.B) {
 	b.ReportMetric(idle, "idle-B/room")
 	b.ReportMetric(full, "history-B/room")
 	b.ReportMetric(float64(len(msg(protocol.TypeDanmaku, 0))), "danmaku-B")
+}
+
+// TestHistoryWithoutLiveBuffer: when the live buffer cannot be read (a
+// stream from a version without Direct Get), a gateway starting a room
+// still welcomes its viewers, with the gifts' history only.
+func TestHistoryWithoutLiveBuffer(t *testing.T) {
+	e := newEnv(t)
+	old := e.gateway(func(c *Config) { c.ViewerBudget = 1e6 })
+	v := old.dial(t, "nolive", "early", "")
+	v.welcome(t)
+	seqs := e.talk("nolive", 30, 15)
+	v.collectTalk(t, 30, 15)
+	v.close()
+	_ = old.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := e.js.Stream(ctx, bus.LiveStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.AllowDirect = false
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	g := e.gateway(func(c *Config) { c.HistoryWait = 10 * time.Second })
+	late := g.dial(t, "nolive", "late", "")
+	defer late.close()
+	w, msgs := late.readHistory(t)
+	checkHistory(t, w, msgs, 0, 0, seqs[5:])
 }

@@ -43,10 +43,14 @@ type Server struct {
 	// direct reads the reliable stream (Direct Get); starter, repairs and
 	// checkNow are the reliable path's room starts, repairs and checks
 	// (starter.go, reliable.go).
-	direct   *bus.Direct
-	starter  *starter
-	repairs  *repairQueue
-	checkNow chan struct{}
+	direct *bus.Direct
+	// histDirect reads the rooms' history at start (history.go) on a
+	// reply subscription of its own, so that room starts, repairs and
+	// checks never wait behind its larger answers.
+	histDirect *bus.Direct
+	starter    *starter
+	repairs    *repairQueue
+	checkNow   chan struct{}
 	// unwatch stops watchNATS.
 	unwatch func()
 	// dropReliable, set by tests before Start, loses the republished
@@ -140,12 +144,17 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.direct = d
+	if s.histDirect, err = bus.NewDirect(s.cfg.NC); err != nil {
+		d.Close()
+		return err
+	}
 	s.started = time.Now()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	unwatch, err := s.watchNATS()
 	if err != nil {
 		s.cancel()
 		d.Close()
+		s.histDirect.Close()
 		return fmt.Errorf("cannot watch the reliable stream: %w", err)
 	}
 	s.unwatch = unwatch
@@ -173,6 +182,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.repairs.wait()
 		s.stopWriters()
 		s.direct.Close()
+		s.histDirect.Close()
 	}
 	sub, err := s.cfg.NC.Subscribe(bus.ControlSubject(s.cfg.ID), s.serveControl)
 	if err != nil {
@@ -250,6 +260,7 @@ func (s *Server) Close() error {
 			s.stopRoom(r)
 		}
 		s.direct.Close()
+		s.histDirect.Close()
 		s.log.Info("gateway stopped")
 	})
 	return nil
