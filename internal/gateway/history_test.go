@@ -36,6 +36,28 @@ func (e *env) talk(room string, n, m int) []uint64 {
 	return seqs
 }
 
+// talkAndStop has 30 danmaku and 15 gifts (and a like) sent to room, the
+// only room of the test, while a gateway hosts it, waits until its viewer
+// got them all and the live buffer holds them, and stops that gateway.
+func (e *env) talkAndStop(t *testing.T, room string) []uint64 {
+	t.Helper()
+	old := e.gateway(func(c *Config) { c.ViewerBudget = 1e6 })
+	v := old.dial(t, room, "early", "")
+	v.welcome(t)
+	seqs := e.talk(room, 30, 15)
+	v.collectTalk(t, 30, 15)
+	// The live buffer captures core publishes on its own time.
+	testutil.Eventually(t, 10*time.Second, "the live buffer holds the danmaku", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := e.js.Stream(ctx, bus.LiveStream)
+		return err == nil && st.CachedInfo().State.Msgs >= 31
+	})
+	v.close()
+	_ = old.Close()
+	return seqs
+}
+
 // readHistory reads a first join's welcome and, when it announces one, the
 // history frame right after it.
 func (v *viewer) readHistory(t *testing.T) (protocol.Welcome, []protocol.Message) {
@@ -198,20 +220,7 @@ func TestHistoryOff(t *testing.T) {
 // own.
 func TestHistoryAfterGatewayRestart(t *testing.T) {
 	e := newEnv(t)
-	old := e.gateway(func(c *Config) { c.ViewerBudget = 1e6 })
-	v := old.dial(t, "restart", "early", "")
-	v.welcome(t)
-	seqs := e.talk("restart", 30, 15)
-	v.collectTalk(t, 30, 15)
-	// The live buffer captures core publishes on its own time.
-	testutil.Eventually(t, 10*time.Second, "the live buffer holds the danmaku", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		st, err := e.js.Stream(ctx, bus.LiveStream)
-		return err == nil && st.CachedInfo().State.Msgs >= 31
-	})
-	v.close()
-	_ = old.Close()
+	seqs := e.talkAndStop(t, "restart")
 
 	// Default sampling (history is not sampled), and a start that waits for
 	// its history however slow the machine is.
@@ -398,13 +407,7 @@ func BenchmarkHistoryMemory(b *testing.B) {
 // still welcomes its viewers, with the gifts' history only.
 func TestHistoryWithoutLiveBuffer(t *testing.T) {
 	e := newEnv(t)
-	old := e.gateway(func(c *Config) { c.ViewerBudget = 1e6 })
-	v := old.dial(t, "nolive", "early", "")
-	v.welcome(t)
-	seqs := e.talk("nolive", 30, 15)
-	v.collectTalk(t, 30, 15)
-	v.close()
-	_ = old.Close()
+	seqs := e.talkAndStop(t, "nolive")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := e.js.Stream(ctx, bus.LiveStream)
