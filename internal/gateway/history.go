@@ -46,7 +46,7 @@ import (
 const historyReadTimeout = 2 * time.Second
 
 // historyReaders bounds the history reads in flight for one start batch.
-const historyReaders = 8
+const historyReaders = 4
 
 // historyMaxSpan is how many stream sequences back a history read may look
 // (bus.Direct.Tail). The server's work for one read is about the span it
@@ -221,14 +221,13 @@ func (r *room) tickHistory(now time.Time) {
 
 // historyRead is one room's read of its recent messages from a stream at
 // start. last is the subject's last message, from the batch's multi-last:
-// the history holds at least that one when the read fails.
+// the history holds at least that one, even before the read ends.
 type historyRead struct {
 	r      *room
 	stream string
 	subj   string
 	last   bus.StoredMsg
 	want   int
-	msgs   []bus.StoredMsg
 }
 
 // historyBatch is how many messages of a subject one read may return: a
@@ -265,6 +264,12 @@ func (s *Server) readHistory(rooms []*room, lastRel, lastLive map[string]bus.Sto
 	if len(reads) == 0 {
 		return
 	}
+	// The last message of each kind is known already (the multi-last):
+	// in the history at once, whatever the reads do.
+	now := time.Now()
+	for _, hr := range reads {
+		hr.r.seedHistory(hr.stream, []bus.StoredMsg{hr.last}, now)
+	}
 	done := make(chan struct{})
 	s.wg.Add(1)
 	go func() {
@@ -283,10 +288,9 @@ func (s *Server) readHistory(rooms []*room, lastRel, lastLive map[string]bus.Sto
 					s.stats.HistoryRequests.Add(int64(n))
 					if err != nil {
 						s.log.Debug("cannot read a room's history; it starts with its last message", "room", hr.r.id, "stream", hr.stream, "err", err)
-						msgs = []bus.StoredMsg{hr.last}
+						continue
 					}
-					hr.msgs = msgs
-					hr.r.seedHistory(hr, time.Now())
+					hr.r.seedHistory(hr.stream, msgs, time.Now())
 				}
 			}()
 		}
@@ -305,24 +309,29 @@ func (s *Server) readHistory(rooms []*room, lastRel, lastLive map[string]bus.Sto
 	}
 }
 
-// seedHistory puts what a start read from a stream before what the room
-// received since it subscribed.
-func (r *room) seedHistory(hr *historyRead, now time.Time) {
+// seedHistory puts msgs, read from stream when the room started, before
+// what the room's history holds, without what it holds already.
+func (r *room) seedHistory(stream string, msgs []bus.StoredMsg, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.dead {
 		return
 	}
 	var older [][]byte
-	if hr.stream == bus.ReliableStream {
-		for _, m := range hr.msgs {
-			if hasType(m.Data, giftType) {
-				older = append(older, protocol.WithSeq(m.Data, m.Seq))
+	if stream == bus.ReliableStream {
+		for _, m := range msgs {
+			if !hasType(m.Data, giftType) {
+				continue
+			}
+			// The ring holds the gifts pushed since the start (seq above
+			// the stream's answer) and those seeded before (the last one):
+			// equal bytes, the same gift.
+			b := protocol.WithSeq(m.Data, m.Seq)
+			if r.hist == nil || !r.hist.gifts.contains(b) {
+				older = append(older, b)
 			}
 		}
 		if len(older) > 0 {
-			// The ring holds only gifts pushed since the start, all newer
-			// than the stream's answer (seq > upTo).
 			r.histRing(now).gifts.prepend(older, r.srv.cfg.HistoryGifts)
 		}
 		return
@@ -330,7 +339,7 @@ func (r *room) seedHistory(hr *historyRead, now time.Time) {
 	// A danmaku received on the room's subscription while the start read
 	// the stream may be in both: the stream stored the very bytes that
 	// were published, so equal bytes are the same message.
-	for _, m := range hr.msgs {
+	for _, m := range msgs {
 		if !hasType(m.Data, danmakuType) || r.hist != nil && r.hist.danmaku.contains(m.Data) || r.pendingHas(m.Data) {
 			continue
 		}

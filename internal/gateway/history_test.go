@@ -312,11 +312,15 @@ func TestSeedHistory(t *testing.T) {
 		msg("d4", protocol.TypeDanmaku, 4), msg("d5", protocol.TypeDanmaku, 5), msg("d6", protocol.TypeDanmaku, 6)} {
 		live = append(live, bus.StoredMsg{Seq: uint64(10 + i), Data: b})
 	}
-	r.seedHistory(&historyRead{stream: bus.LiveStream, msgs: live}, now)
-	r.seedHistory(&historyRead{stream: bus.ReliableStream, msgs: []bus.StoredMsg{
+	r.seedHistory(bus.LiveStream, live, now)
+	// The last gift first (the multi-last's), then the read that holds it
+	// too.
+	g7 := bus.StoredMsg{Seq: 7, Data: msg("g7", protocol.TypeGift, 7)}
+	r.seedHistory(bus.ReliableStream, []bus.StoredMsg{g7}, now)
+	r.seedHistory(bus.ReliableStream, []bus.StoredMsg{
 		{Seq: 1, Data: msg("g1", protocol.TypeGift, 1)}, {Seq: 3, Data: msg("g3", protocol.TypeGift, 3)},
-		{Seq: 4, Data: msg("n4", protocol.TypeNotice, 4)}, {Seq: 7, Data: msg("g7", protocol.TypeGift, 7)},
-	}}, now)
+		{Seq: 4, Data: msg("n4", protocol.TypeNotice, 4)}, g7,
+	}, now)
 	r.mu.Lock()
 	f, n := r.historyFrame(now, false)
 	r.mu.Unlock()
