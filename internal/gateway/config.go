@@ -144,7 +144,9 @@ type Config struct {
 	// HistoryWait is the longest the rooms of a start batch wait for their
 	// history reads from the streams before their first joiners are
 	// welcomed; a read that takes longer fills the history when it ends,
-	// for the joins after it. Default 100ms.
+	// for the joins after it (the rooms have their last gift and danmaku
+	// at once: the start's own requests return them). Default 20ms: what
+	// the reads take on a quiet system, not enough to hold up a join storm.
 	HistoryWait time.Duration
 	// RoomLinger keeps a room's subscriptions for this long after its last
 	// local viewer left, so a reconnecting viewer does not cause churn.
@@ -266,7 +268,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("cannot create gateway: history of %d danmaku and %d gifts is more than %d of a kind (one frame per join)", c.HistoryDanmaku, c.HistoryGifts, MaxHistory)
 	}
 	setDur(&c.HistoryIdle, 10*time.Minute)
-	setDur(&c.HistoryWait, 100*time.Millisecond)
+	setDur(&c.HistoryWait, 20*time.Millisecond)
 	setDur(&c.RoomLinger, 2*time.Second)
 	setDur(&c.CheckInterval, 2*time.Second)
 	setDur(&c.BeatInterval, time.Second)

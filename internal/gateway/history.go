@@ -45,7 +45,11 @@ import (
 // historyReadTimeout bounds the history reads of one start batch.
 const historyReadTimeout = 2 * time.Second
 
-// historyReaders bounds the history reads in flight for one start batch.
+// historyReaders bounds the history reads in flight on a gateway, whatever
+// the rooms starting: each costs the NATS server a scan (historyMaxSpan),
+// and a join storm into rooms with traffic must not take its CPU from the
+// room starts' and repairs' requests. Reads that cannot start within
+// historyReadTimeout are skipped (the rooms keep their last messages).
 const historyReaders = 4
 
 // historyMaxSpan is how many stream sequences back a history read may look
@@ -284,7 +288,13 @@ func (s *Server) readHistory(rooms []*room, lastRel, lastLive map[string]bus.Sto
 			go func() {
 				defer wg.Done()
 				for hr := range next {
+					select {
+					case s.histSlots <- struct{}{}:
+					case <-ctx.Done():
+						continue
+					}
 					msgs, n, err := s.histDirect.Tail(ctx, hr.stream, hr.subj, hr.last.Seq, hr.want, historyBatch(hr.want), historyMaxSpan)
+					<-s.histSlots
 					s.stats.HistoryRequests.Add(int64(n))
 					if err != nil {
 						s.log.Debug("cannot read a room's history; it starts with its last message", "room", hr.r.id, "stream", hr.stream, "err", err)

@@ -48,9 +48,11 @@ type Server struct {
 	// reply subscription of its own, so that room starts, repairs and
 	// checks never wait behind its larger answers.
 	histDirect *bus.Direct
-	starter    *starter
-	repairs    *repairQueue
-	checkNow   chan struct{}
+	// histSlots holds a token per history read in flight (historyReaders).
+	histSlots chan struct{}
+	starter   *starter
+	repairs   *repairQueue
+	checkNow  chan struct{}
 	// unwatch stops watchNATS.
 	unwatch func()
 	// dropReliable, set by tests before Start, loses the republished
@@ -111,15 +113,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		edge:     e,
-		cfg:      cfg,
-		log:      cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
-		hub:      newHub(cfg.Shards),
-		natsChs:  newNATSChans(natsLoops),
-		drained:  make(chan struct{}),
-		starter:  newStarter(),
-		checkNow: make(chan struct{}, 1),
-		hsConns:  map[net.Conn]struct{}{},
+		edge:      e,
+		cfg:       cfg,
+		log:       cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
+		hub:       newHub(cfg.Shards),
+		natsChs:   newNATSChans(natsLoops),
+		drained:   make(chan struct{}),
+		starter:   newStarter(),
+		histSlots: make(chan struct{}, historyReaders),
+		checkNow:  make(chan struct{}, 1),
+		hsConns:   map[net.Conn]struct{}{},
 	}
 	s.hsCtx, s.hsCancel = context.WithCancel(context.Background())
 	s.repairs = newRepairQueue(s)
