@@ -52,6 +52,17 @@ const historyReadTimeout = 2 * time.Second
 // historyReadTimeout are skipped (the rooms keep their last messages).
 const historyReaders = 4
 
+// historyReadRate and historyReadBurst bound the history reads a gateway
+// starts per second: each costs the NATS server about 0.5–1.5 ms of CPU
+// (historyMaxSpan), so 100/s is at most ~0.1–0.15 core of the server. A
+// join storm into rooms with recent traffic goes past it; the rooms it
+// leaves out keep the last gift and danmaku their start read anyway, and
+// fill with what they receive.
+const (
+	historyReadRate  = 100
+	historyReadBurst = 100
+)
+
 // historyMaxSpan is how many stream sequences back a history read may look
 // (bus.Direct.Tail). The server's work for one read is about the span it
 // scans, ~90 ns per sequence (BenchmarkDirectTail: 1 ms for 8,192, 5.6 ms
@@ -288,6 +299,10 @@ func (s *Server) readHistory(rooms []*room, lastRel, lastLive map[string]bus.Sto
 			go func() {
 				defer wg.Done()
 				for hr := range next {
+					if !s.histRate.Allow() {
+						s.stats.HistorySkipped.Add(1)
+						continue
+					}
 					select {
 					case s.histSlots <- struct{}{}:
 					case <-ctx.Done():

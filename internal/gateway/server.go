@@ -20,6 +20,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/moderation"
@@ -50,9 +51,11 @@ type Server struct {
 	histDirect *bus.Direct
 	// histSlots holds a token per history read in flight (historyReaders).
 	histSlots chan struct{}
-	starter   *starter
-	repairs   *repairQueue
-	checkNow  chan struct{}
+	// histRate paces the history reads (historyReadRate).
+	histRate *rate.Limiter
+	starter  *starter
+	repairs  *repairQueue
+	checkNow chan struct{}
 	// unwatch stops watchNATS.
 	unwatch func()
 	// dropReliable, set by tests before Start, loses the republished
@@ -121,6 +124,7 @@ func New(cfg Config) (*Server, error) {
 		drained:   make(chan struct{}),
 		starter:   newStarter(),
 		histSlots: make(chan struct{}, historyReaders),
+		histRate:  rate.NewLimiter(historyReadRate, historyReadBurst),
 		checkNow:  make(chan struct{}, 1),
 		hsConns:   map[net.Conn]struct{}{},
 	}
