@@ -145,6 +145,59 @@ var (
 // isAggregate: the bytes "type":"x" can only be the type field).
 func hasType(b, typ []byte) bool { return bytes.Contains(b, typ) }
 
+var userField = []byte(`"user":"`)
+
+// messageUser returns the sender of an encoded message ("" for none).
+// User ids are validated to characters JSON does not escape, and the bytes
+// "user":" can only be the field (see hasType).
+func messageUser(b []byte) protocol.User {
+	i := bytes.Index(b, userField)
+	if i < 0 {
+		return ""
+	}
+	rest := b[i+len(userField):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return ""
+	}
+	return protocol.User(rest[:j])
+}
+
+// forgetUser drops user's danmaku from r's history: when a user is banned,
+// late joiners do not get to see what got them banned. (Their gifts stay:
+// paid, and already shown to everyone.)
+func (r *room) forgetUser(user protocol.User) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.hist
+	if h == nil {
+		return
+	}
+	all := h.danmaku.ordered(nil)
+	kept := all[:0]
+	for _, b := range all {
+		if messageUser(b) != user {
+			kept = append(kept, b)
+		}
+	}
+	if len(kept) == len(all) {
+		return
+	}
+	clear(all[len(kept):])
+	h.danmaku.msgs, h.danmaku.head = kept, 0
+	h.frame = nil
+}
+
+// bannedHere reports whether the sender of b is banned from r now; r.mu
+// held.
+func (r *room) bannedHere(b []byte, now time.Time) bool {
+	if r.srv.mod == nil {
+		return false
+	}
+	_, banned := r.srv.mod.Banned(r.id, messageUser(b), now)
+	return banned
+}
+
 // historyOn reports whether the gateway keeps any history.
 func (s *Server) historyOn() bool { return s.cfg.HistoryDanmaku > 0 || s.cfg.HistoryGifts > 0 }
 
@@ -365,7 +418,7 @@ func (r *room) seedHistory(stream string, msgs []bus.StoredMsg, now time.Time) {
 	// the stream may be in both: the stream stored the very bytes that
 	// were published, so equal bytes are the same message.
 	for _, m := range msgs {
-		if !hasType(m.Data, danmakuType) || r.hist != nil && r.hist.danmaku.contains(m.Data) || r.pendingHas(m.Data) {
+		if !hasType(m.Data, danmakuType) || r.hist != nil && r.hist.danmaku.contains(m.Data) || r.pendingHas(m.Data) || r.bannedHere(m.Data, now) {
 			continue
 		}
 		older = append(older, m.Data)

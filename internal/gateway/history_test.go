@@ -429,3 +429,57 @@ func TestHistoryWithoutLiveBuffer(t *testing.T) {
 	w, msgs := late.readHistory(t)
 	checkHistory(t, w, msgs, 0, 0, seqs[5:])
 }
+
+// TestBanClearsHistory: when a user is banned from a room, late joiners no
+// longer see their danmaku in the history, on the gateway that hosts the
+// room and on one that starts it afterwards (from the live buffer).
+func TestBanClearsHistory(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(func(c *Config) { c.ViewerBudget = 1e6 })
+	v := g.dial(t, "banned", "early", "")
+	defer v.close()
+	v.welcome(t)
+	for i := range 6 {
+		user := "u1"
+		if i%2 == 1 {
+			user = "spammer"
+		}
+		m := protocol.Message{ID: "b" + strconv.Itoa(i), Type: protocol.TypeDanmaku, Room: "banned", User: user, TS: time.Now().UnixMilli(), Text: "d" + strconv.Itoa(i)}
+		if err := e.nc.Publish(bus.LiveSubject("banned"), protocol.Encode(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.collectTalk(t, 6, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	testutil.Eventually(t, 10*time.Second, "the live buffer holds the danmaku", func() bool {
+		st, err := e.js.Stream(ctx, bus.LiveStream)
+		return err == nil && st.CachedInfo().State.Msgs >= 6
+	})
+	kv, err := e.js.KeyValue(ctx, bus.ModerationKV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ban, _ := json.Marshal(map[string]any{"until_ms": time.Now().Add(time.Hour).UnixMilli(), "duration_s": 3600, "at_ms": time.Now().UnixMilli()})
+	if _, err := kv.Put(ctx, "banned.ban.spammer", ban); err != nil {
+		t.Fatal(err)
+	}
+	texts := func(gw *gw) []string {
+		late := gw.dial(t, "banned", "late", "")
+		defer late.close()
+		_, msgs := late.readHistory(t)
+		var out []string
+		for _, m := range msgs {
+			out = append(out, m.User+":"+m.Text)
+		}
+		return out
+	}
+	want := []string{"u1:d0", "u1:d2", "u1:d4"}
+	testutil.Eventually(t, 10*time.Second, "the spammer's danmaku gone from the history", func() bool {
+		return slices.Equal(texts(g), want)
+	})
+	fresh := e.gateway(func(c *Config) { c.HistoryWait = 10 * time.Second })
+	if got := texts(fresh); !slices.Equal(got, want) {
+		t.Fatalf("history on a gateway started after the ban: %v, want %v", got, want)
+	}
+}
