@@ -58,6 +58,14 @@ const (
 	// EventReconnected. Delivered on the channel only when there is room
 	// (it is dropped otherwise, never waited for).
 	EventWaiting
+	// EventHistory carries the room's recent danmaku and gifts (History,
+	// oldest first), right after the EventWelcome of a connection that did
+	// not resume (Config.Since zero) into a room with recent traffic
+	// (Welcome.History says how many). They are context for a viewer who
+	// joins late, not deliveries: they are not de-duplicated against later
+	// messages, never come again as EventMessage, and do not move LastSeq
+	// (a history gift's Seq is at most the welcome's).
+	EventHistory
 )
 
 // String returns the kind's name.
@@ -75,6 +83,8 @@ func (k EventKind) String() string {
 		return "closed"
 	case EventWaiting:
 		return "waiting"
+	case EventHistory:
+		return "history"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -85,6 +95,8 @@ type Event struct {
 	Kind    EventKind
 	Msg     Message
 	Welcome *Welcome
+	// History holds EventHistory's messages, oldest first.
+	History []Message
 	Err     error
 	// Gateway is the id of the gateway concerned.
 	Gateway string
@@ -530,6 +542,11 @@ func (c *Conn) pump(ctx context.Context, gc *GatewayConn) (time.Time, error) {
 				if !c.deliver(ctx, m) {
 					return time.Time{}, ErrClosed
 				}
+			}
+		case protocol.FrameHistory:
+			// Context, not deliveries: past the dedupe and the position.
+			if len(f.History.Msgs) > 0 && !c.emit(ctx, Event{Kind: EventHistory, History: f.History.Msgs, Gateway: c.Gateway()}) {
+				return time.Time{}, ErrClosed
 			}
 		case protocol.FrameReconnect:
 			if !drainAt.IsZero() {

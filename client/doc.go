@@ -39,6 +39,10 @@ type Welcome = protocol.Welcome
 // Batch is a frame carrying the messages of one merge window of a room.
 type Batch = protocol.Batch
 
+// History follows the welcome of a first connection (no since=) to a room
+// with recent traffic: its last danmaku and gifts, oldest first.
+type History = protocol.History
+
 // ReconnectFrame is sent by a draining gateway: reconnect through dispatch
 // after AfterMS milliseconds.
 type ReconnectFrame = protocol.Reconnect

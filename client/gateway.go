@@ -76,8 +76,8 @@ type Dialer struct {
 
 // Frame is one server→client text frame: its type, its exact bytes, and the
 // decoded payload for the types this package knows (exactly one of Welcome,
-// Batch, Reconnect and Error is set for them; none for unknown types, which
-// newer servers may send and clients must ignore).
+// Batch, History, Reconnect and Error is set for them; none for unknown
+// types, which newer servers may send and clients must ignore).
 type Frame struct {
 	// Type is the frame's "type" field.
 	Type string
@@ -85,6 +85,7 @@ type Frame struct {
 	Raw       []byte
 	Welcome   *Welcome
 	Batch     *Batch
+	History   *History
 	Reconnect *ReconnectFrame
 	Error     *ErrorFrame
 }
@@ -108,6 +109,9 @@ func DecodeFrame(raw []byte) (Frame, error) {
 	case protocol.FrameBatch:
 		f.Batch = new(Batch)
 		err = json.Unmarshal(raw, f.Batch)
+	case protocol.FrameHistory:
+		f.History = new(History)
+		err = json.Unmarshal(raw, f.History)
 	case protocol.FrameReconnect:
 		f.Reconnect = new(ReconnectFrame)
 		err = json.Unmarshal(raw, f.Reconnect)

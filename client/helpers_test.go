@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -227,6 +229,23 @@ func nextEvent(t *testing.T, c *Conn) Event {
 	return Event{}
 }
 
+// expectEvents reads len(want) events and checks them against want (as
+// describe renders them); it returns them.
+func expectEvents(t *testing.T, c *Conn, want []string) []Event {
+	t.Helper()
+	var evs []Event
+	var got []string
+	for range want {
+		ev := nextEvent(t, c)
+		evs = append(evs, ev)
+		got = append(got, describe(ev))
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events:\n got %s\nwant %s", strings.Join(got, ", "), strings.Join(want, ", "))
+	}
+	return evs
+}
+
 // describe renders an event compactly for comparisons.
 func describe(ev Event) string {
 	switch ev.Kind {
@@ -239,6 +258,12 @@ func describe(ev Event) string {
 		return fmt.Sprintf("%s seq=%d", ev.Kind, ev.Welcome.Seq)
 	case EventReconnecting, EventClosed:
 		return ev.Kind.String()
+	case EventHistory:
+		ids := make([]string, len(ev.History))
+		for i, m := range ev.History {
+			ids[i] = m.ID
+		}
+		return "history " + strings.Join(ids, " ")
 	}
 	return ev.Kind.String()
 }

@@ -123,6 +123,10 @@ func gatewayFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
 	fs.BoolVar(&c.NoCompress, "no-compress", envBool(ev, "NO_COMPRESS"), "decline permessage-deflate and write every frame plain, when CPU rather than bandwidth is the tighter budget ($LIVEROOM_NO_COMPRESS)")
 	fs.IntVar(&c.CompressMinBytes, "compress-min-bytes", ev.int("COMPRESS_MIN_BYTES", gateway.DefaultCompressMinBytes), "frames with a smaller payload go plain even to viewers that negotiated compression; -1 compresses all ($LIVEROOM_COMPRESS_MIN_BYTES)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", ev.dur("HEARTBEAT_INTERVAL", time.Second), "longest a viewer goes without a frame: quiet rooms get a small heartbeat, and clients leave a gateway silent for 1.75× this; negative: none ($LIVEROOM_HEARTBEAT_INTERVAL)")
+	c.HistoryDanmaku = historyCount(ev.int("HISTORY_DANMAKU", gateway.DefaultHistoryDanmaku))
+	fs.Var((*historyFlag)(&c.HistoryDanmaku), "history-danmaku", "last danmaku of a room a viewer joining without since= gets in the history frame after its welcome; 0: none ($LIVEROOM_HISTORY_DANMAKU)")
+	c.HistoryGifts = historyCount(ev.int("HISTORY_GIFTS", gateway.DefaultHistoryGifts))
+	fs.Var((*historyFlag)(&c.HistoryGifts), "history-gifts", "last gifts of a room in that history frame; 0: none ($LIVEROOM_HISTORY_GIFTS)")
 	fs.DurationVar(&c.PingInterval, "ping-interval", ev.dur("PING_INTERVAL", 25*time.Second), "ping idle connections this often ($LIVEROOM_PING_INTERVAL)")
 	fs.Float64Var(&c.MaxCPU, "max-cpu", ev.float("MAX_CPU", 0), "CPU capacity in cores for the load score; 0 = all CPUs ($LIVEROOM_MAX_CPU)")
 	fs.Float64Var(&c.MaxBytesOut, "max-bytes-out", ev.float("MAX_BYTES_OUT", 100e6), "bytes/s to viewers at full load ($LIVEROOM_MAX_BYTES_OUT)")
@@ -132,6 +136,30 @@ func gatewayFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
 	fs.Float64Var(&c.DrainRate, "drain-rate", ev.float("DRAIN_RATE", 1000), "most reconnects per second a drain causes ($LIVEROOM_DRAIN_RATE)")
 	fs.DurationVar(&c.DrainGrace, "drain-grace", ev.dur("DRAIN_GRACE", 3*time.Second), "a viewer still connected this long after its reconnect time is closed ($LIVEROOM_DRAIN_GRACE)")
 	edgeFlags(fs, c, ev)
+}
+
+// historyFlag is a history bound: a count, 0 for none (the gateway
+// config's negative).
+type historyFlag int
+
+func (h *historyFlag) String() string { return strconv.Itoa(max(int(*h), 0)) }
+
+func (h *historyFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > gateway.MaxHistory {
+		return fmt.Errorf("want a count from 0 (none) to %d", gateway.MaxHistory)
+	}
+	*h = historyFlag(historyCount(n))
+	return nil
+}
+
+// historyCount maps a flag's count to the gateway config's: 0 (none) is
+// negative there, where 0 means the default.
+func historyCount(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // uplinkFlags are the uplink tunables shared by serve and uplink.

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
+	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/liveroom/liveroom/internal/gateway"
 )
 
 func TestEnvParseErrorsStopTheCommand(t *testing.T) {
@@ -138,5 +143,38 @@ func unsetEnv(t *testing.T, name string) {
 	t.Setenv(name, "")
 	if err := os.Unsetenv(name); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHistoryFlags: the history bounds reach the gateway config, 0 turning
+// a kind off (negative there), and are repeated to serve --autoscale's
+// gateway processes as given; a bad count is refused.
+func TestHistoryFlags(t *testing.T) {
+	parse := func(args ...string) (gateway.Config, *flag.FlagSet, error) {
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		var c gateway.Config
+		gatewayFlags(fs, &c, &envs{})
+		return c, fs, fs.Parse(args)
+	}
+	c, _, err := parse()
+	if err != nil || c.HistoryDanmaku != gateway.DefaultHistoryDanmaku || c.HistoryGifts != gateway.DefaultHistoryGifts {
+		t.Fatalf("defaults: %d danmaku, %d gifts, %v", c.HistoryDanmaku, c.HistoryGifts, err)
+	}
+	c, fs, err := parse("--history-danmaku", "0", "--history-gifts", "3")
+	if err != nil || c.HistoryDanmaku >= 0 || c.HistoryGifts != 3 {
+		t.Fatalf("--history-danmaku 0 --history-gifts 3: %d danmaku, %d gifts, %v", c.HistoryDanmaku, c.HistoryGifts, err)
+	}
+	if child := childGatewayArgs(fs); !slices.Contains(child, "--history-danmaku=0") || !slices.Contains(child, "--history-gifts=3") {
+		t.Fatalf("child args %v", child)
+	}
+	for _, bad := range []string{"-1", "x", "100000"} {
+		if _, _, err := parse("--history-gifts", bad); err == nil {
+			t.Errorf("--history-gifts %s accepted", bad)
+		}
+	}
+	t.Setenv("LIVEROOM_HISTORY_GIFTS", "0")
+	if c, _, err := parse(); err != nil || c.HistoryGifts >= 0 {
+		t.Fatalf("LIVEROOM_HISTORY_GIFTS=0: %d gifts, %v", c.HistoryGifts, err)
 	}
 }

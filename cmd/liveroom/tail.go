@@ -150,6 +150,15 @@ func (p tailPrinter) print(ev client.Event) error {
 	switch ev.Kind {
 	case client.EventMessage:
 		line = formatMessage(ev.Msg)
+	case client.EventHistory:
+		// What the room said before this viewer came, marked so that no
+		// one reads it as live.
+		for _, m := range ev.History {
+			if _, err := fmt.Fprintln(p.w, formatMessage(m)+"  [history]"); err != nil {
+				return err
+			}
+		}
+		return nil
 	case client.EventWelcome, client.EventReconnected:
 		w := ev.Welcome
 		verb := "joined"
@@ -158,6 +167,9 @@ func (p tailPrinter) print(ev client.Event) error {
 		}
 		line = fmt.Sprintf("# %s room %s via %s as %s: seq=%d online=%d likes=%d replayed=%d",
 			verb, cleanText(w.Room), cleanText(ev.Gateway), cleanText(w.User), w.Seq, w.Online, w.Likes, w.Replayed)
+		if w.History > 0 {
+			line += fmt.Sprintf(" history=%d", w.History)
+		}
 	case client.EventReconnecting:
 		line = fmt.Sprintf("# reconnecting in %v (attempt %d): %v", ev.Delay.Round(time.Millisecond), ev.Attempt, ev.Err)
 	case client.EventWaiting:
@@ -177,6 +189,11 @@ func (p tailPrinter) printJSON(ev client.Event) error {
 		v = ev.Msg
 	case client.EventWelcome, client.EventReconnected:
 		v = ev.Welcome
+	case client.EventHistory:
+		v = struct {
+			Type string           `json:"type"`
+			Msgs []client.Message `json:"msgs"`
+		}{protocol.FrameHistory, ev.History}
 	case client.EventReconnecting:
 		v = struct {
 			Type    string `json:"type"`

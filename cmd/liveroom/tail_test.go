@@ -76,7 +76,11 @@ func newTailServer(t *testing.T) *tailServer {
 		send := func(v any) { _ = wsutil.WriteServerText(conn, protocol.Encode(v)) }
 		ts := time.Date(2026, 3, 1, 20, 15, 30, 250_000_000, time.Local).UnixMilli()
 		if n == 0 {
-			send(protocol.Welcome{Type: "welcome", Room: "r1", Seq: 4, Online: 12, Likes: 100, Gateway: "gw-t", User: string(who.User)})
+			send(protocol.Welcome{Type: "welcome", Room: "r1", Seq: 4, Online: 12, Likes: 100, Gateway: "gw-t", User: string(who.User), History: 2})
+			send(protocol.History{Type: "history", Room: "r1", Msgs: []protocol.Message{
+				{ID: "d0", Type: "danmaku", User: "ann", Name: "Ann", TS: ts, Text: "earlier"},
+				{ID: "g3", Type: "gift", Seq: 3, User: "ann", Name: "Ann", TS: ts, Gift: "rose", Count: 1},
+			}})
 			send(protocol.Batch{Type: "batch", Room: "r1", Msgs: []protocol.Message{
 				{ID: "d1", Type: "danmaku", User: "bob", Name: "Bob", TS: ts, Text: "hi\x1b[2Jthere\nfake line"},
 				{ID: "g5", Type: "gift", Seq: 5, User: "bob", Name: "Bob", TS: ts, Gift: "rocket", Count: 3},
@@ -147,7 +151,9 @@ func TestRunTail(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	want := []string{
 		"# joining… every gateway is full and more are starting; asking again in 20ms (1)",
-		"# joined room r1 via gw-t as watcher: seq=4 online=12 likes=100 replayed=0",
+		"# joined room r1 via gw-t as watcher: seq=4 online=12 likes=100 replayed=0 history=2",
+		"20:15:30.250 danmaku Ann: earlier  [history]",
+		"20:15:30.250 gift    Ann: rose ×1  [seq 3]  [history]",
 		"20:15:30.250 danmaku Bob: hi�[2Jthere�fake line",
 		"20:15:30.250 gift    Bob: rocket ×3  [seq 5]",
 		"20:15:30.250 like    +4, total 104",
@@ -182,7 +188,7 @@ func TestRunTailJSON(t *testing.T) {
 		}
 		types = append(types, obj.Type)
 	}
-	want := "waiting welcome danmaku gift like count notice reconnecting welcome danmaku"
+	want := "waiting welcome history danmaku gift like count notice reconnecting welcome danmaku"
 	if got := strings.Join(types, " "); got != want {
 		t.Errorf("types %q, want %q", got, want)
 	}

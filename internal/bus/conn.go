@@ -207,6 +207,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		Name:        LiveStream,
 		Description: "liveroom live-class room messages, buffered for the archive",
 		Subjects:    []string{LiveWildcard},
+		// Gateways read a room's last danmaku from any replica when they
+		// start it (the history frame of late joiners), by Direct Get.
+		AllowDirect: true,
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      cfg.LiveMaxAge,

@@ -276,3 +276,110 @@ func SeqHeaders(h nats.Header) (seq, prev uint64, ok bool) {
 	prev, err2 := strconv.ParseUint(strings.TrimSpace(h.Get("Nats-Last-Sequence")), 10, 64)
 	return seq, prev, err1 == nil && err2 == nil && seq > 0
 }
+
+// tailProbes bounds the requests of one Tail.
+const tailProbes = 6
+
+// tailFirstSpan is how many stream sequences back from its end Tail looks
+// first; it looks 8 times further each time that holds too few messages.
+const tailFirstSpan = 512
+
+// Tail returns the last messages of subject stored at or before upTo,
+// oldest first: at least want of them when the subject holds that many in
+// the last maxSpan sequences of the stream (up to upTo), at most batch.
+// upTo is meant to be near the end of the stream (a snapshot just read):
+// the subject's messages stored after it count against batch.
+//
+// Direct Get reads forward only, and a server finds the next message of a
+// subject by scanning the stream from where it starts (skipping blocks
+// without the subject): a read costs the server about the span of
+// sequences it covers. So Tail starts close to the end (tailFirstSpan
+// sequences back), looks 8 times further back while that holds fewer than
+// want (never past maxSpan, which bounds the server's work for a quiet
+// subject in a busy stream), and when a span holds more than batch,
+// interpolates on the counts the server reports with each batch
+// (Nats-Num-Pending) to find a start from which between want and batch
+// remain. A busy subject costs one or two requests, a quiet one up to
+// four; at most tailProbes. If none finds such a start, the most recent
+// complete read is returned, which may hold fewer than want. Tail also
+// returns how many requests it made.
+//
+// Gateways read a room's recent gifts (and danmaku, from the live stream)
+// with it when they start the room, for the history frame of late joiners.
+func (d *Direct) Tail(ctx context.Context, stream, subject string, upTo uint64, want, batch int, maxSpan uint64) ([]StoredMsg, int, error) {
+	if want <= 0 || upTo == 0 || maxSpan == 0 {
+		return nil, 0, nil
+	}
+	batch = max(batch, want)
+	probe := func(from uint64) ([]StoredMsg, uint64, error) {
+		var out []StoredMsg
+		eob, err := d.request(ctx, stream, directRequest{Seq: from, NextFor: subject, Batch: batch}, batch, func(sm StoredMsg) {
+			out = append(out, sm)
+		})
+		return out, uint64(len(out)) + eob.pending, err
+	}
+	// back is the first sequence span sequences back from upTo, not past
+	// the bound.
+	floor := uint64(1)
+	if upTo > maxSpan {
+		floor = upTo - maxSpan + 1
+	}
+	back := func(span uint64) uint64 {
+		if upTo+1 <= span {
+			return floor
+		}
+		return max(floor, upTo+1-span)
+	}
+	// count(s) is how many messages of subject are stored at or after s.
+	// It only falls as s grows: lo is a sequence with more than batch
+	// after it (loN of them; 0 while none is known), hi one with fewer
+	// than want (hiN).
+	target := uint64(want+batch) / 2
+	var lo, loN, hi, hiN uint64 = 0, 0, upTo + 1, 0
+	var best []StoredMsg // every message from some sequence to the end
+	span := uint64(tailFirstSpan)
+	from := back(span)
+	requests := 0
+	for requests < tailProbes {
+		msgs, n, err := probe(from)
+		requests++
+		if err != nil {
+			return nil, requests, err
+		}
+		if n <= uint64(batch) {
+			best = msgs
+			if upToCount(msgs, upTo) >= want || from <= floor {
+				break
+			}
+			hi, hiN = from, n
+			if lo == 0 {
+				// Too few this close to the end: look further back.
+				span *= 8
+				from = back(span)
+				continue
+			}
+		} else {
+			// What lies past the last message read is known too.
+			last := msgs[len(msgs)-1].Seq
+			lo, loN = last, n-uint64(len(msgs))+1
+		}
+		if hi <= lo+1 {
+			break
+		}
+		// loN > batch >= target > want > hiN: aim between the two,
+		// assuming the subject's messages spread evenly over the stream.
+		frac := float64(loN-target) / float64(loN-hiN)
+		from = lo + uint64(frac*float64(hi-lo))
+		from = min(max(from, lo+1), hi-1)
+	}
+	return best[:upToCount(best, upTo)], requests, nil
+}
+
+// upToCount is how many of msgs (in order) have a sequence of at most upTo.
+func upToCount(msgs []StoredMsg, upTo uint64) int {
+	n := len(msgs)
+	for n > 0 && msgs[n-1].Seq > upTo {
+		n--
+	}
+	return n
+}

@@ -48,6 +48,9 @@ func Permissions(role Role, id string) *server.Permissions {
 		// reliable stream (its credential may not), whatever its rooms.
 		pub = append(pub, PresenceWildcard, beat)
 		pub = append(pub, readStream(ReliableStream)...)
+		// The live buffer too: a room's last danmaku when the gateway
+		// starts it, for the history frame (no consumer either).
+		pub = append(pub, readStream(LiveStream)...)
 		pub = append(pub, readStream("KV_"+RoomStateKV)...)
 		pub = append(pub, readKV(ModerationKV)...)
 		sub = append(sub, RoomsWildcard, UserWildcard, ctl, ReliableLeaderElected)

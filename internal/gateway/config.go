@@ -130,6 +130,24 @@ type Config struct {
 	// check are answered) and skipped while the stream does not move.
 	// Default 2s.
 	CheckInterval time.Duration
+	// HistoryDanmaku and HistoryGifts are how many of a room's last
+	// danmaku and gifts a viewer joining without since= gets in the history
+	// frame after its welcome (history.go). Defaults DefaultHistoryDanmaku
+	// (20) and DefaultHistoryGifts (10); negative: none of that kind (both
+	// negative: no history at all, and no ring per room).
+	HistoryDanmaku int
+	HistoryGifts   int
+	// HistoryIdle drops a room's history after this long without a danmaku
+	// or a gift, so that rooms gone quiet cost what idle rooms cost.
+	// Default 10m.
+	HistoryIdle time.Duration
+	// HistoryWait is the longest the rooms of a start batch wait for their
+	// history reads from the streams before their first joiners are
+	// welcomed; a read that takes longer fills the history when it ends,
+	// for the joins after it (the rooms have their last gift and danmaku
+	// at once: the start's own requests return them). Default 20ms: what
+	// the reads take on a quiet system, not enough to hold up a join storm.
+	HistoryWait time.Duration
 	// RoomLinger keeps a room's subscriptions for this long after its last
 	// local viewer left, so a reconnecting viewer does not cause churn.
 	// Default 2s.
@@ -248,6 +266,17 @@ func (c *Config) setDefaults() error {
 	setDur(&c.DrainGrace, 3*time.Second)
 	setInt(&c.ReliableWindow, 1024)
 	setInt(&c.ReplayMax, 10000)
+	if c.HistoryDanmaku == 0 {
+		c.HistoryDanmaku = DefaultHistoryDanmaku
+	}
+	if c.HistoryGifts == 0 {
+		c.HistoryGifts = DefaultHistoryGifts
+	}
+	if c.HistoryDanmaku > MaxHistory || c.HistoryGifts > MaxHistory {
+		return fmt.Errorf("cannot create gateway: history of %d danmaku and %d gifts is more than %d of a kind (one frame per join)", c.HistoryDanmaku, c.HistoryGifts, MaxHistory)
+	}
+	setDur(&c.HistoryIdle, 10*time.Minute)
+	setDur(&c.HistoryWait, 20*time.Millisecond)
 	setDur(&c.RoomLinger, 2*time.Second)
 	setDur(&c.CheckInterval, 2*time.Second)
 	setDur(&c.BeatInterval, time.Second)
@@ -268,6 +297,15 @@ func (c *Config) setDefaults() error {
 	setInt(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	return nil
 }
+
+// Defaults of Config.HistoryDanmaku and Config.HistoryGifts.
+const (
+	DefaultHistoryDanmaku = 20
+	DefaultHistoryGifts   = 10
+	// MaxHistory bounds either: the history frame is sent to every first
+	// join, and read from the streams at every room start.
+	MaxHistory = 200
+)
 
 // DefaultCompressMinBytes is Config.CompressMinBytes's default.
 const DefaultCompressMinBytes = 512

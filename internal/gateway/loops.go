@@ -79,6 +79,7 @@ func (s *Server) tickRoom(r *room, now time.Time) {
 	if pushCount {
 		r.pushedOnline, r.lastCount = online, now
 	}
+	r.tickHistory(now)
 	publish := local != r.pubCount || now.Sub(r.pubAt) >= presenceRefresh
 	if publish {
 		r.pubCount, r.pubAt = local, now

@@ -53,6 +53,9 @@ func (s *Server) Register(reg prometheus.Registerer) error {
 		counter("reliable_check_requests_total", "Multi-last Direct Get requests of checks (one per 256 rooms).", load(&st.CheckRequests)),
 		counter("room_start_batches_total", "Batches of rooms started together.", load(&st.StartBatches)),
 		counter("room_start_requests_total", "Direct Get requests of room starts (two per batch).", load(&st.StartRequests)),
+		counter("history_requests_total", "Direct Get requests reading started rooms' recent danmaku and gifts (one multi-last per batch, then one or a few per room with stored messages).", load(&st.HistoryRequests)),
+		counter("history_reads_skipped_total", "History reads of started rooms skipped because the gateway's read rate (100/s) was spent; those rooms start with their last gift and danmaku.", load(&st.HistorySkipped)),
+		counter("history_frames_total", "History frames sent to viewers joining without since=.", load(&st.HistoryFrames)),
 		counter("drain_notified_total", "Viewers sent a reconnect notice by a drain.", load(&st.DrainNotified)),
 		counter("drain_closed_total", "Viewers a drain closed because they had not left.", load(&st.DrainClosed)),
 	}

@@ -82,10 +82,14 @@ func (s *Server) members(id protocol.Room, user protocol.User) []*conn {
 
 // onModeration applies a change seen by the cache's watch, within the watch
 // goroutine (so it must not block): a ban closes the user's connections to
-// the room now; closing a room disconnects its viewers after closeRoomDelay.
+// the room now and drops their danmaku from its history; closing a room
+// disconnects its viewers after closeRoomDelay.
 func (s *Server) onModeration(ch moderation.Change) {
 	switch {
 	case ch.Kind == moderation.KindBan && !ch.Deleted && ch.Sanction.Active(time.Now()):
+		if r := s.hub.lookup(ch.Room); r != nil {
+			r.forgetUser(ch.User)
+		}
 		for _, c := range s.members(ch.Room, ch.User) {
 			if !moderation.Sanctionable(c.who) {
 				continue // an admin connection under that user id

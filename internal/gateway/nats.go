@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,6 +26,7 @@ func (s *Server) stopRoom(r *room) {
 	r.sub = nil
 	r.pending = nil
 	r.window = nil
+	r.hist = nil
 	r.mu.Unlock()
 	if sub != nil {
 		_ = sub.Unsubscribe()
@@ -113,9 +113,7 @@ func (s *Server) natsLoop(ch chan *nats.Msg) {
 // isAggregate recognises the uplink's like totals without decoding the
 // message. protocol.Message has no nested objects and JSON escapes quotes
 // inside strings, so the bytes "type":"like" can only be the type field.
-func isAggregate(b []byte) bool {
-	return bytes.Contains(b, likeType)
-}
+func isAggregate(b []byte) bool { return hasType(b, likeType) }
 
 var likeType = []byte(`"type":"` + protocol.TypeLike + `"`)
 

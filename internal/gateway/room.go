@@ -83,6 +83,10 @@ type room struct {
 	// place (starter.go); until then reliable messages only raise want.
 	started bool
 
+	// hist holds the room's last danmaku and gifts for the history frame
+	// of first joins (history.go); nil while the room has no traffic.
+	hist *history
+
 	likes        int64
 	remote       map[string]remoteCount
 	pushedOnline int64
@@ -150,10 +154,17 @@ func (r *room) flush(now time.Time, scratch []*conn) []*conn {
 	r.lastFlush = now
 	r.mergeWin = window
 	kept, reliable := r.sample(msgs)
+	history := r.srv.historyOn()
 	for _, m := range msgs {
-		if m.kind == kindReliable && m.seq > r.lastSeq {
+		switch {
+		case m.kind == kindReliable && m.seq > r.lastSeq:
 			r.window = append(r.window, relMsg{seq: m.seq, b: m.b})
 			r.lastSeq = m.seq
+			if history {
+				r.noteHistory(m, now)
+			}
+		case m.kind != kindReliable && history:
+			r.noteHistory(m, now)
 		}
 	}
 	if len(r.window) > 2*cfg.ReliableWindow {

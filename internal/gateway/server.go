@@ -20,6 +20,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/moderation"
@@ -43,7 +44,15 @@ type Server struct {
 	// direct reads the reliable stream (Direct Get); starter, repairs and
 	// checkNow are the reliable path's room starts, repairs and checks
 	// (starter.go, reliable.go).
-	direct   *bus.Direct
+	direct *bus.Direct
+	// histDirect reads the rooms' history at start (history.go) on a
+	// reply subscription of its own, so that room starts, repairs and
+	// checks never wait behind its larger answers.
+	histDirect *bus.Direct
+	// histSlots holds a token per history read in flight (historyReaders).
+	histSlots chan struct{}
+	// histRate paces the history reads (historyReadRate).
+	histRate *rate.Limiter
 	starter  *starter
 	repairs  *repairQueue
 	checkNow chan struct{}
@@ -107,15 +116,17 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		edge:     e,
-		cfg:      cfg,
-		log:      cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
-		hub:      newHub(cfg.Shards),
-		natsChs:  newNATSChans(natsLoops),
-		drained:  make(chan struct{}),
-		starter:  newStarter(),
-		checkNow: make(chan struct{}, 1),
-		hsConns:  map[net.Conn]struct{}{},
+		edge:      e,
+		cfg:       cfg,
+		log:       cfg.Logger.With("role", "gateway", "gateway", cfg.ID),
+		hub:       newHub(cfg.Shards),
+		natsChs:   newNATSChans(natsLoops),
+		drained:   make(chan struct{}),
+		starter:   newStarter(),
+		histSlots: make(chan struct{}, historyReaders),
+		histRate:  rate.NewLimiter(historyReadRate, historyReadBurst),
+		checkNow:  make(chan struct{}, 1),
+		hsConns:   map[net.Conn]struct{}{},
 	}
 	s.hsCtx, s.hsCancel = context.WithCancel(context.Background())
 	s.repairs = newRepairQueue(s)
@@ -140,12 +151,17 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.direct = d
+	if s.histDirect, err = bus.NewDirect(s.cfg.NC); err != nil {
+		d.Close()
+		return err
+	}
 	s.started = time.Now()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	unwatch, err := s.watchNATS()
 	if err != nil {
 		s.cancel()
 		d.Close()
+		s.histDirect.Close()
 		return fmt.Errorf("cannot watch the reliable stream: %w", err)
 	}
 	s.unwatch = unwatch
@@ -173,6 +189,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.repairs.wait()
 		s.stopWriters()
 		s.direct.Close()
+		s.histDirect.Close()
 	}
 	sub, err := s.cfg.NC.Subscribe(bus.ControlSubject(s.cfg.ID), s.serveControl)
 	if err != nil {
@@ -250,6 +267,7 @@ func (s *Server) Close() error {
 			s.stopRoom(r)
 		}
 		s.direct.Close()
+		s.histDirect.Close()
 		s.log.Info("gateway stopped")
 	})
 	return nil
@@ -326,10 +344,10 @@ func replayContinues() []byte {
 	return textFrame(protocol.Encode(protocol.Reconnect{Type: protocol.FrameReconnect, AfterMS: 0, Reason: "replay_continues"}))
 }
 
-func (s *Server) welcomeFrame(id protocol.Room, c *conn, seq uint64, online, likes int64, replayed int) []byte {
+func (s *Server) welcomeFrame(id protocol.Room, c *conn, seq uint64, online, likes int64, replayed, history int) []byte {
 	return textFrame(protocol.Encode(protocol.Welcome{
 		Type: protocol.FrameWelcome, Room: string(id), Seq: seq, Online: online,
-		Likes: likes, Gateway: s.cfg.ID, User: string(c.who.User), Replayed: replayed,
+		Likes: likes, Gateway: s.cfg.ID, User: string(c.who.User), Replayed: replayed, History: history,
 		HeartbeatMS: max(s.cfg.HeartbeatInterval.Milliseconds(), 0),
 	}))
 }
@@ -381,7 +399,7 @@ func (s *Server) join(ctx context.Context, c *conn, id protocol.Room, since uint
 				seq, likes := r.lastSeq, r.likes
 				online := int64(len(r.members)+1) + r.remoteSum(time.Now())
 				r.mu.Unlock()
-				c.send(&frame{b: s.welcomeFrame(r.id, c, seq, online, likes, len(fetched)), reliable: true})
+				c.send(&frame{b: s.welcomeFrame(r.id, c, seq, online, likes, len(fetched), 0), reliable: true})
 				for _, f := range replayFrames(id, fetched) {
 					c.send(f)
 				}
@@ -425,10 +443,23 @@ func (r *room) admit(c *conn, since uint64, hasSince bool, fetched []relMsg, cov
 	if partial {
 		replay = replay[:s.cfg.ReplayMax]
 	}
-	online := int64(len(r.members)+1) + r.remoteSum(time.Now())
-	welcome := s.welcomeFrame(r.id, c, r.lastSeq, online, r.likes, len(replay))
+	now := time.Now()
+	online := int64(len(r.members)+1) + r.remoteSum(now)
+	// A first join (no since=) gets the room's recent danmaku and gifts
+	// right after the welcome (history.go); a reconnect gets what it
+	// missed instead.
+	var hist *frame
+	var histN int
+	if !hasSince {
+		hist, histN = r.historyFrame(now, c.deflate)
+	}
+	welcome := s.welcomeFrame(r.id, c, r.lastSeq, online, r.likes, len(replay), histN)
 	if c.send(&frame{b: welcome, reliable: true}) == sentClosed {
 		return errors.New("connection closed during join")
+	}
+	if hist != nil {
+		c.send(hist)
+		s.stats.HistoryFrames.Add(1)
 	}
 	for _, f := range replayFrames(r.id, replay) {
 		c.send(f)

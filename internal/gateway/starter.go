@@ -133,11 +133,15 @@ func (s *Server) startRooms(batch []*room) {
 	}
 	rel := make([]string, len(ok))
 	likes := make([]string, len(ok))
+	var live []string
 	for i, r := range ok {
 		rel[i] = relSubjectOf(r.id)
 		likes[i] = likesSubject(r)
+		if s.cfg.HistoryDanmaku > 0 {
+			live = append(live, bus.LiveSubject(r.id))
+		}
 	}
-	var lastRel, lastLikes map[string]bus.StoredMsg
+	var lastRel, lastLikes, lastLive map[string]bus.StoredMsg
 	var err error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
 		if !s.cfg.NC.IsConnected() {
@@ -147,7 +151,7 @@ func (s *Server) startRooms(batch []*room) {
 			break
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, startAttemptTimeout)
-		lastRel, lastLikes, err = s.readStarts(ctx, rel, likes)
+		lastRel, lastLikes, lastLive, err = s.readStarts(ctx, rel, likes, live)
 		cancel()
 		if err == nil || s.ctx.Err() != nil {
 			break
@@ -183,6 +187,13 @@ func (s *Server) startRooms(batch []*room) {
 			behind = append(behind, r)
 		}
 		r.mu.Unlock()
+	}
+	if s.historyOn() {
+		// Before the rooms are ready: their first joiners are the late
+		// joiners history is for.
+		s.readHistory(ok, lastRel, lastLive)
+	}
+	for _, r := range ok {
 		close(r.ready)
 	}
 	for _, r := range behind {
@@ -198,8 +209,13 @@ func (s *Server) startRooms(batch []*room) {
 }
 
 // readStarts reads, for a batch, the last stored reliable message and the
-// likes total of every room: two multi-last requests, in parallel.
-func (s *Server) readStarts(ctx context.Context, rel, likes []string) (lastRel, lastLikes map[string]bus.StoredMsg, err error) {
+// likes total of every room, and, when live is not empty, the last message
+// of each room's live subjects in the live buffer (which rooms have any
+// danmaku to show in history): multi-last requests, in parallel. The
+// live read is only a hint: its failure (a live stream without direct
+// gets, from an older version) leaves lastLive empty, not the start
+// failed.
+func (s *Server) readStarts(ctx context.Context, rel, likes, live []string) (lastRel, lastLikes, lastLive map[string]bus.StoredMsg, err error) {
 	var wg sync.WaitGroup
 	var likesErr error
 	wg.Add(1)
@@ -207,13 +223,25 @@ func (s *Server) readStarts(ctx context.Context, rel, likes []string) (lastRel, 
 		defer wg.Done()
 		lastLikes, likesErr = s.direct.LastOf(ctx, "KV_"+bus.RoomStateKV, likes)
 	}()
+	if len(live) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lerr error
+			lastLive, lerr = s.direct.LastOf(ctx, bus.LiveStream, live)
+			s.stats.HistoryRequests.Add(int64((len(live) + bus.MaxMultiLast - 1) / bus.MaxMultiLast))
+			if lerr != nil {
+				s.log.Debug("cannot read the rooms' last live messages; their history starts with what they receive", "rooms", len(live), "err", lerr)
+			}
+		}()
+	}
 	lastRel, err = s.direct.LastOf(ctx, bus.ReliableStream, rel)
 	wg.Wait()
 	s.stats.StartRequests.Add(2)
 	if err == nil {
 		err = likesErr
 	}
-	return lastRel, lastLikes, err
+	return lastRel, lastLikes, lastLive, err
 }
 
 func (s *Server) failStart(r *room, err error) {

@@ -34,6 +34,9 @@ type Stats struct {
 	CheckRequests    atomic.Int64 // multi-last Direct Get requests of checks
 	StartBatches     atomic.Int64 // batches of rooms started together
 	StartRequests    atomic.Int64 // Direct Get requests of room starts
+	HistoryRequests  atomic.Int64 // Direct Get requests reading started rooms' recent messages
+	HistoryFrames    atomic.Int64 // history frames sent to first joins
+	HistorySkipped   atomic.Int64 // history reads of started rooms skipped: past the read rate
 	DrainNotified    atomic.Int64 // viewers sent a reconnect notice by a drain
 	DrainClosed      atomic.Int64 // viewers a drain closed because they had not left
 	RoomsStarted     atomic.Int64 // room subscriptions started

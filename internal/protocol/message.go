@@ -29,6 +29,10 @@ const (
 	// nothing else for a moment, so that a client can tell a quiet room
 	// from a gateway that hangs (Welcome.HeartbeatMS).
 	FrameHeartbeat = "hb"
+	// FrameHistory ({"type":"history","room":R,"msgs":[...]}) follows the
+	// welcome of a first join (no since=): the room's recent danmaku and
+	// gifts, oldest first, for a viewer who arrives late (History).
+	FrameHistory = "history"
 )
 
 // Roles carried in tokens.
@@ -106,6 +110,10 @@ type Welcome struct {
 	// gateway and resume elsewhere with since=. Zero: no promise (a gateway
 	// without heartbeats).
 	HeartbeatMS int64 `json:"hb_ms,omitempty"`
+	// History is how many messages the history frame right after this
+	// welcome carries (a first join into a room with recent traffic);
+	// zero (omitted): no history frame follows.
+	History int `json:"history,omitempty"`
 }
 
 // LivenessFactor × Welcome.HeartbeatMS is how long a client waits without
@@ -124,6 +132,27 @@ type Batch struct {
 	// and notices.
 	WindowMS int64     `json:"window_ms,omitempty"`
 	Msgs     []Message `json:"msgs"`
+}
+
+// History is the frame sent right after the welcome of a first join (no
+// since=): the room's recent danmaku and gifts, merged oldest first by TS,
+// so that a late joiner sees the conversation. It is context, not
+// delivery: its gifts carry their seq (at most the welcome's) but a client
+// must not count them as received reliable messages, nor move its since=
+// position by them; nothing in it is sent again as a batch.
+type History struct {
+	Type string    `json:"type"` // "history"
+	Room string    `json:"room"`
+	Msgs []Message `json:"msgs"`
+}
+
+// AppendHistory appends a history frame for room built from
+// already-encoded messages, spliced in verbatim like AppendBatch's.
+func AppendHistory(dst []byte, room Room, msgs [][]byte) []byte {
+	dst = append(dst, `{"type":"history","room":"`...)
+	dst = append(dst, room...) // validated: needs no escaping
+	dst = append(dst, `","msgs":[`...)
+	return appendMsgs(dst, msgs)
 }
 
 // Reconnect asks the client to reconnect through dispatch after AfterMS.
@@ -154,6 +183,12 @@ func AppendBatch(dst []byte, room Room, windowMS int64, msgs [][]byte) []byte {
 	} else {
 		dst = append(dst, `","msgs":[`...)
 	}
+	return appendMsgs(dst, msgs)
+}
+
+// appendMsgs appends msgs comma-separated and closes the frame's array and
+// object.
+func appendMsgs(dst []byte, msgs [][]byte) []byte {
 	for i, m := range msgs {
 		if i > 0 {
 			dst = append(dst, ',')

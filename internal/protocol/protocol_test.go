@@ -77,6 +77,30 @@ func TestAppendBatchAndWithSeqAreValidJSON(t *testing.T) {
 	}
 }
 
+func TestAppendHistoryIsValidJSON(t *testing.T) {
+	m1 := Encode(Message{ID: "a", Type: TypeDanmaku, Text: `quote " and \ backslash`, TS: 1})
+	m2 := WithSeq(Encode(Message{ID: "g", Type: TypeGift, Gift: "rose", Count: 1, TS: 2}), 42)
+	b := AppendHistory(nil, "room-1", [][]byte{m1, m2})
+	var got History
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("invalid history %s: %v", b, err)
+	}
+	if got.Type != FrameHistory || got.Room != "room-1" || len(got.Msgs) != 2 || got.Msgs[1].Seq != 42 || got.Msgs[0].Text != `quote " and \ backslash` {
+		t.Fatalf("decoded %+v", got)
+	}
+	if b := AppendHistory(nil, "r", nil); string(b) != `{"type":"history","room":"r","msgs":[]}` {
+		t.Fatalf("empty history: %s", b)
+	}
+	w, _ := json.Marshal(Welcome{Type: FrameWelcome, History: 3})
+	if !strings.Contains(string(w), `"history":3`) {
+		t.Fatalf("welcome without history count: %s", w)
+	}
+	w, _ = json.Marshal(Welcome{Type: FrameWelcome})
+	if strings.Contains(string(w), `history`) {
+		t.Fatalf("welcome with an empty history count: %s", w)
+	}
+}
+
 func TestWriteErrorShapes(t *testing.T) {
 	w := httptest.NewRecorder()
 	WriteError(w, Errorf(429, CodeUserRateLimited, "", "slow down").WithRetry(1500))
