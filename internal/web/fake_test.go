@@ -43,7 +43,8 @@ type fakeServer struct {
 	waits       int // answer this many dispatch requests with a wait first
 	dispatches  []url.Values
 	devTokenErr *protocol.Error
-	hbMS        int64 // the welcome's heartbeat promise
+	hbMS        int64              // the welcome's heartbeat promise
+	history     []protocol.Message // sent in a history frame on a first join (no since=)
 	nextID      int
 	lastWelcome protocol.Welcome
 }
@@ -181,11 +182,20 @@ func (f *fakeServer) ws(w http.ResponseWriter, r *http.Request) {
 		}
 		welcome.Replayed = len(replay)
 	}
+	var history []protocol.Message
+	if !q.Has("since") {
+		history = f.history
+	}
 	f.conns[c] = true
 	f.lastWelcome = welcome
 	f.mu.Unlock()
 
-	c.write(protocol.Encode(welcome))
+	c.write(withHistory(protocol.Encode(welcome), len(history)))
+	if len(history) > 0 {
+		// The frame a gateway sends right after the welcome of a first join.
+		b, _ := json.Marshal(map[string]any{"type": "history", "room": q.Get("room"), "msgs": history})
+		c.write(b)
+	}
 	if len(replay) > 0 {
 		c.write(protocol.Encode(protocol.Batch{Type: protocol.FrameBatch, Room: q.Get("room"), Msgs: replay}))
 	}
@@ -203,6 +213,21 @@ func (f *fakeServer) ws(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
+}
+
+// withHistory adds "history": n to an encoded welcome (omitted when 0, as
+// a gateway does).
+func withHistory(welcome []byte, n int) []byte {
+	if n == 0 {
+		return welcome
+	}
+	var m map[string]any
+	if err := json.Unmarshal(welcome, &m); err != nil {
+		panic(err)
+	}
+	m["history"] = n
+	b, _ := json.Marshal(m)
+	return b
 }
 
 // broadcast sends a frame to every connected viewer.

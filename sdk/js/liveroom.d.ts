@@ -226,7 +226,10 @@ export interface RequestOptions {
   fetch?: typeof fetch;
 }
 
+/** Sends one request; resolves to the JSON answer, throws ApiError. */
 export function request<T = any>(url: string, opts?: RequestOptions): Promise<T>;
+/** request, resolving to the status too. */
+export function requestJSON<T = any>(url: string, opts?: RequestOptions): Promise<{ status: number; body: T }>;
 export function sendMessage(opts: { room: string; body: Record<string, unknown>; token: string; idempotencyKey?: string; retries?: number; baseURL?: string; fetch?: typeof fetch }): Promise<Accepted>;
 
 export interface Session {

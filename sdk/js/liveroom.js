@@ -94,6 +94,11 @@ function joinURL(base, path) {
  * GET, after a 429, waiting retry_after_ms or an exponential backoff.
  */
 export async function request(url, opts = {}) {
+  return (await requestJSON(url, opts)).body;
+}
+
+/** requestJSON is request resolving to {status, body}: for callers that tell 200 from 202. */
+export async function requestJSON(url, opts = {}) {
   const method = opts.method || 'GET';
   const doFetch = opts.fetch || globalThis.fetch;
   const headers = Object.assign({ Accept: 'application/json' }, opts.headers || {});
@@ -114,7 +119,7 @@ export async function request(url, opts = {}) {
     }
     let j = null;
     try { j = await res.json(); } catch (e) { /* not JSON */ }
-    if (res.ok) return j || {};
+    if (res.ok) return { status: res.status, body: j || {} };
     const err = new ApiError(res.status, j);
     if (i < retries && (res.status >= 500 || (res.status === 429 && method === 'GET'))) {
       await sleep(err.retryAfterMs || Math.min(4000, 300 * Math.pow(2, i)));
