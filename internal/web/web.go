@@ -13,7 +13,10 @@
 // also GET /v1/admin/stats,
 // POST /v1/admin/gateways/{id}/drain, GET /v1/autoscale/decisions and
 // /v1/rooms/{room}/moderation. They are mounted by internal/app next to
-// those endpoints, on the same origin.
+// those endpoints, on the same origin. The pages are ES modules that import
+// the JavaScript SDK (sdk/js, served at /static/liveroom.js) for all of
+// this: the room page follows the room through its connect, the dashboard
+// and the replay page use its request helpers.
 package web
 
 import (
