@@ -45,6 +45,7 @@ type fakeServer struct {
 	devTokenErr *protocol.Error
 	hbMS        int64              // the welcome's heartbeat promise
 	history     []protocol.Message // sent in a history frame on a first join (no since=)
+	hungURL     string             // when set, dispatch lists this gateway first
 	nextID      int
 	lastWelcome protocol.Welcome
 }
@@ -145,13 +146,19 @@ func (f *fakeServer) dispatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, port, _ := net.SplitHostPort(f.srv.Listener.Addr().String())
+	gws := []map[string]any{
+		// A dead gateway first: the page must move on to the next one.
+		{"id": "gw-dead", "url": "ws://127.0.0.1:1/v1/ws", "load": 0.1},
+		// A wildcard host: the page must substitute its own.
+		{"id": "gw-1", "url": "ws://0.0.0.0:" + port + "/v1/ws", "load": 0.5},
+	}
+	f.mu.Lock()
+	if f.hungURL != "" {
+		gws = append([]map[string]any{{"id": "gw-hung", "url": f.hungURL, "load": 0.05}}, gws...)
+	}
+	f.mu.Unlock()
 	protocol.WriteJSON(w, 200, map[string]any{
-		"gateways": []map[string]any{
-			// A dead gateway first: the page must move on to the next one.
-			{"id": "gw-dead", "url": "ws://127.0.0.1:1/v1/ws", "load": 0.1},
-			// A wildcard host: the page must substitute its own.
-			{"id": "gw-1", "url": "ws://0.0.0.0:" + port + "/v1/ws", "load": 0.5},
-		},
+		"gateways":  gws,
 		"reconnect": map[string]any{"base_ms": 100, "max_ms": 800, "jitter": 0.2},
 	})
 }

@@ -3,6 +3,7 @@ package web_test
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -255,6 +256,57 @@ func TestRoomPageShowsHistory(t *testing.T) {
 	}
 	if n := eval[int](b, `document.querySelectorAll('#ticker li').length`); n != 1 {
 		t.Errorf("%d ticker entries, want the one past gift", n)
+	}
+	b.checkClean()
+}
+
+// TestSDKHedgesAHungGateway: dispatch lists first a gateway whose kernel
+// accepts TCP but which never answers the handshake (a hung process). With a
+// one-minute connect timeout, only the hedged dial of the next candidate
+// can bring the SDK live within the test's wait; the hung dial is then
+// abandoned (its connection closed).
+func TestSDKHedgesAHungGateway(t *testing.T) {
+	browser := newBrowser(t)
+	f := newFakeServer(t)
+	hung, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := hung.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // read nothing, answer nothing
+		}
+	}()
+	f.hungURL = "ws://" + hung.Addr().String() + "/v1/ws"
+	b := newTab(t, browser, "hedge")
+	b.do(chromedp.Navigate(f.srv.URL + "/"))
+	eval[bool](b, `(() => {
+		import('/static/liveroom.js').then((sdk) => {
+			window.__room = sdk.connect({ room: 'sdk-room', token: 'tok-1', connectTimeoutMs: 60000, hedgeDelayMs: 500 });
+		});
+		return true;
+	})()`)
+	var c net.Conn
+	select {
+	case c = <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the SDK never dialled the hung gateway first")
+	}
+	defer c.Close()
+	if q := f.nextDial(t); q.Get("room") != "sdk-room" {
+		t.Errorf("hedged dial %v", q)
+	}
+	b.waitJS(10*time.Second, `window.__room && window.__room.state === 'live' && window.__room.gateway === 'gw-1'`, "live on gw-1")
+	// The abandoned dial is closed by the browser: the hung side reads EOF.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Errorf("the hung gateway's connection was not closed after another gateway answered: %v", err)
 	}
 	b.checkClean()
 }

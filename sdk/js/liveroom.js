@@ -415,6 +415,7 @@ export class Room {
             continue;
           }
           const [c, welcome] = await this._openAny(this._shunLast(ans.gateways), tok);
+          if (this._closed) { this._dropConn(c, 1000, 'bye'); return; }
           this._failedOpens = 0;
           this._onWelcome(c, welcome);
           return;
