@@ -134,9 +134,9 @@ export type TokenSource = string | ((fresh: boolean) => string | Promise<string>
 export interface ConnectOptions {
   room: string;
   token: TokenSource;
-  /** Origin of dispatch and the uplink, e.g. "http://127.0.0.1:8080". Default: this page's origin. */
+  /** Origin of dispatch and the uplink, e.g. "http://127.0.0.1:8080". Default: this page's origin; required outside a browser. */
   baseURL?: string;
-  /** Resume from this reliable sequence (a position remembered earlier). */
+  /** Resume from this reliable sequence (a position remembered earlier): a whole number >= 0. */
   since?: number;
   /** Reliable ids remembered for de-duplication (10000). */
   dedupeIds?: number;

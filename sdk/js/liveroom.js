@@ -245,6 +245,9 @@ export class Room {
   constructor(opts) {
     if (!opts || !ROOM_RE.test(String(opts.room))) throw new TypeError('liveroom: not a room id: ' + (opts && opts.room));
     if (!opts.token) throw new TypeError('liveroom: a token (string or function) is needed');
+    if (opts.since !== undefined && opts.since !== null && !(Number.isSafeInteger(opts.since) && opts.since >= 0)) {
+      throw new TypeError('liveroom: since must be a whole number >= 0: ' + opts.since);
+    }
     this.options = Object.assign({}, DEFAULTS, opts);
     this.room = opts.room;
     this.state = 'connecting';

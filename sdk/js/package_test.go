@@ -99,6 +99,9 @@ check(new sdk.ApiError(429, { error: { code: 'rate_limited', message: 'm', retry
 let threw = false;
 try { sdk.connect({ room: 'bad.room', token: 't' }); } catch (e) { threw = e instanceof TypeError; }
 check(threw, true, 'connect to a bad room id throws');
+threw = false;
+try { new sdk.Room({ room: 'ok', token: 't', since: -1 }); } catch (e) { threw = e instanceof TypeError; }
+check(threw, true, 'a negative since throws');
 console.log(JSON.stringify({ version: sdk.VERSION, uuid: sdk.uuid4() }));
 `
 	if err := os.WriteFile(filepath.Join(app, "smoke.mjs"), []byte(script), 0o644); err != nil {
