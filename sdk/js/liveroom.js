@@ -498,7 +498,10 @@ export class Room {
     let url = gatewayURL(String(gw.url || ''), this.options.baseURL ? new URL(this.options.baseURL) : null);
     url += (url.indexOf('?') < 0 ? '?' : '&') + 'room=' + encodeURIComponent(this.room) + '&token=' + encodeURIComponent(tok);
     if (this.hasPosition) url += '&since=' + this.lastSeq;
-    const c = { ws: null, gw, liveAt: 0, retiring: false, holdMs: 0, opened: false, heardAt: Date.now(), watch: 0, lastError: null, onopen: null };
+    // backlog holds the frames that follow the welcome until the connection
+    // is adopted: a WebSocket implementation may deliver several messages in
+    // one task (Node's does), before the promise chain that adopts it runs.
+    const c = { ws: null, gw, liveAt: 0, retiring: false, holdMs: 0, opened: false, heardAt: Date.now(), watch: 0, lastError: null, onopen: null, backlog: [] };
     let settled = false;
     let resolveW;
     let rejectW;
@@ -542,20 +545,24 @@ export class Room {
         }
         return;
       }
-      this._onFrame(c, f);
+      if (c.backlog) c.backlog.push(f);
+      else this._onFrame(c, f);
     };
     ws.onclose = (ev) => {
       if (!settled) {
         fail(c.lastError || new ApiError(0, null, c.opened ? 'gateway closed (' + ev.code + ')' : 'cannot connect to gateway'));
         return;
       }
-      this._onClosed(c);
+      if (c.backlog) c.closedEarly = true; // welcomed, not adopted yet: _onWelcome handles it
+      else this._onClosed(c);
     };
     return c;
   }
 
   _onWelcome(c, f) {
     this._conn = c;
+    const backlog = c.backlog;
+    c.backlog = null;
     c.liveAt = Date.now();
     this._watchLiveness(c, Number(f.hb_ms) || 0);
     this.gateway = f.gateway || c.gw.id || '';
@@ -573,6 +580,8 @@ export class Room {
     this.stats.welcomes++;
     this._emit('welcome', Object.assign({}, f, { resumed }));
     this._setState('live');
+    for (let i = 0; i < backlog.length && this._conn === c; i++) this._onFrame(c, backlog[i]);
+    if (c.closedEarly) this._onClosed(c);
   }
 
   // _watchLiveness leaves c once it has been silent past its promise
