@@ -43,7 +43,9 @@ type fakeServer struct {
 	waits       int // answer this many dispatch requests with a wait first
 	dispatches  []url.Values
 	devTokenErr *protocol.Error
-	hbMS        int64 // the welcome's heartbeat promise
+	hbMS        int64              // the welcome's heartbeat promise
+	history     []protocol.Message // sent in a history frame on a first join (no since=)
+	hungURL     string             // when set, dispatch lists this gateway first
 	nextID      int
 	lastWelcome protocol.Welcome
 }
@@ -144,13 +146,19 @@ func (f *fakeServer) dispatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, port, _ := net.SplitHostPort(f.srv.Listener.Addr().String())
+	gws := []map[string]any{
+		// A dead gateway first: the page must move on to the next one.
+		{"id": "gw-dead", "url": "ws://127.0.0.1:1/v1/ws", "load": 0.1},
+		// A wildcard host: the page must substitute its own.
+		{"id": "gw-1", "url": "ws://0.0.0.0:" + port + "/v1/ws", "load": 0.5},
+	}
+	f.mu.Lock()
+	if f.hungURL != "" {
+		gws = append([]map[string]any{{"id": "gw-hung", "url": f.hungURL, "load": 0.05}}, gws...)
+	}
+	f.mu.Unlock()
 	protocol.WriteJSON(w, 200, map[string]any{
-		"gateways": []map[string]any{
-			// A dead gateway first: the page must move on to the next one.
-			{"id": "gw-dead", "url": "ws://127.0.0.1:1/v1/ws", "load": 0.1},
-			// A wildcard host: the page must substitute its own.
-			{"id": "gw-1", "url": "ws://0.0.0.0:" + port + "/v1/ws", "load": 0.5},
-		},
+		"gateways":  gws,
 		"reconnect": map[string]any{"base_ms": 100, "max_ms": 800, "jitter": 0.2},
 	})
 }
@@ -181,11 +189,20 @@ func (f *fakeServer) ws(w http.ResponseWriter, r *http.Request) {
 		}
 		welcome.Replayed = len(replay)
 	}
+	var history []protocol.Message
+	if !q.Has("since") {
+		history = f.history
+	}
 	f.conns[c] = true
 	f.lastWelcome = welcome
 	f.mu.Unlock()
 
-	c.write(protocol.Encode(welcome))
+	c.write(withHistory(protocol.Encode(welcome), len(history)))
+	if len(history) > 0 {
+		// The frame a gateway sends right after the welcome of a first join.
+		b, _ := json.Marshal(map[string]any{"type": "history", "room": q.Get("room"), "msgs": history})
+		c.write(b)
+	}
 	if len(replay) > 0 {
 		c.write(protocol.Encode(protocol.Batch{Type: protocol.FrameBatch, Room: q.Get("room"), Msgs: replay}))
 	}
@@ -203,6 +220,21 @@ func (f *fakeServer) ws(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
+}
+
+// withHistory adds "history": n to an encoded welcome (omitted when 0, as
+// a gateway does).
+func withHistory(welcome []byte, n int) []byte {
+	if n == 0 {
+		return welcome
+	}
+	var m map[string]any
+	if err := json.Unmarshal(welcome, &m); err != nil {
+		panic(err)
+	}
+	m["history"] = n
+	b, _ := json.Marshal(m)
+	return b
 }
 
 // broadcast sends a frame to every connected viewer.

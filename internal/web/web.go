@@ -14,7 +14,10 @@
 // also GET /v1/admin/stats,
 // POST /v1/admin/gateways/{id}/drain, GET /v1/autoscale/decisions and
 // /v1/rooms/{room}/moderation. They are mounted by internal/app next to
-// those endpoints, on the same origin.
+// those endpoints, on the same origin. The pages are ES modules that import
+// the JavaScript SDK (sdk/js, served at /static/liveroom.js) for all of
+// this: the room page follows the room through its connect, the dashboard
+// and the replay page use its request helpers.
 package web
 
 import (
@@ -33,6 +36,7 @@ import (
 
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/session"
+	sdk "github.com/liveroom/liveroom/sdk/js"
 )
 
 //go:embed templates/*.html
@@ -57,6 +61,12 @@ var Suggested = []SuggestedRoom{
 	{ID: "cooking", Title: "Cooking", About: "Dinner, live, with questionable timing."},
 	{ID: "test-room", Title: "Test room", About: "Send gifts and likes without an audience."},
 }
+
+// sdkAsset is the name under static/ of the JavaScript SDK: the module of
+// the npm package sdk/js, embedded there (go:embed cannot reach outside its
+// package's directory) and served byte for byte, so the pages run the same
+// code a web app installs.
+const sdkAsset = "liveroom.js"
 
 // asset is one embedded static file, with the content hash used both as its
 // ETag and as the cache-busting ?v= in page links.
@@ -132,6 +142,15 @@ func Handler() http.Handler { return NewHandler(Config{}) }
 // is safe for concurrent use; each call builds a fresh handler.
 func NewHandler(cfg Config) http.Handler {
 	h := &handler{cfg: cfg, mux: http.NewServeMux(), assets: map[string]*asset{}}
+	add := func(name string, b []byte) {
+		sum := sha256.Sum256(b)
+		ct := contentTypes[path.Ext(name)]
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		h.assets[name] = &asset{body: b, contentType: ct, hash: hex.EncodeToString(sum[:6])}
+	}
+	add(sdkAsset, sdk.Module)
 	err := fs.WalkDir(staticFS, "static", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -140,12 +159,7 @@ func NewHandler(cfg Config) http.Handler {
 		if err != nil {
 			return err
 		}
-		sum := sha256.Sum256(b)
-		ct := contentTypes[path.Ext(p)]
-		if ct == "" {
-			ct = "application/octet-stream"
-		}
-		h.assets[strings.TrimPrefix(p, "static/")] = &asset{body: b, contentType: ct, hash: hex.EncodeToString(sum[:6])}
+		add(strings.TrimPrefix(p, "static/"), b)
 		return nil
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/liveroom/liveroom/internal/protocol"
+	sdk "github.com/liveroom/liveroom/sdk/js"
 )
 
 func get(t *testing.T, h http.Handler, method, target string, hdr map[string]string) (*http.Response, string) {
@@ -304,11 +305,7 @@ func TestPagesLinkOnlyEmbeddedAssets(t *testing.T) {
 		}
 	}
 	external := regexp.MustCompile(`(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/`)
-	err := fs.WalkDir(staticFS, "static", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, _ := fs.ReadFile(staticFS, p)
+	check := func(p string, b []byte) {
 		s := strings.ReplaceAll(string(b), "http://www.w3.org/2000/svg", "") // a namespace, never fetched
 		for _, m := range external.FindAllString(s, -1) {
 			t.Errorf("%s refers to %s", p, m)
@@ -316,6 +313,14 @@ func TestPagesLinkOnlyEmbeddedAssets(t *testing.T) {
 		if strings.Contains(s, "@import") || strings.Contains(s, "@font-face") {
 			t.Errorf("%s imports CSS or fonts", p)
 		}
+	}
+	check("sdk/js/liveroom.js", sdk.Module) // served as /static/liveroom.js
+	err := fs.WalkDir(staticFS, "static", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := fs.ReadFile(staticFS, p)
+		check(p, b)
 		return nil
 	})
 	if err != nil {

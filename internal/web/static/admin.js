@@ -1,8 +1,10 @@
 // liveroom operator dashboard: polls the admin API (GET /v1/admin/stats) and
 // the autoscaler (GET /v1/autoscale/decisions), keeps two minutes of figures
 // in memory for the charts, drains gateways, announces audiences and
-// moderates rooms. Plain JS, no
-// build step; every request goes to this page's own origin.
+// moderates rooms. Plain JS module, no build step; requests go through the
+// liveroom SDK's request helper, to this page's own origin.
+import { requestJSON, jwtClaims, ApiError } from './liveroom.js';
+
 (function () {
   'use strict';
 
@@ -67,13 +69,6 @@
   var token = '';
   try { token = sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { /* storage disabled */ }
 
-  function jwtClaims(t) {
-    try {
-      var p = t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-      return JSON.parse(atob(p + '==='.slice((p.length + 3) % 4)));
-    } catch (e) { return {}; }
-  }
-
   function setToken(t) {
     token = t;
     try {
@@ -114,28 +109,20 @@
 
   $('signout').addEventListener('click', function () { setToken(''); $('token').focus(); });
 
-  // api sends one request and never throws: it answers {ok, status, body,
-  // code, message}, message being the server's JSON error message when
-  // there is one.
+  // api sends one request (the SDK's request) and never throws: it answers
+  // {ok, status, body, code, message, field}, message being the server's
+  // JSON error message when there is one.
   async function api(method, url, body, noAuth) {
-    var headers = {};
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
-    if (token && !noAuth) headers.Authorization = 'Bearer ' + token;
-    var res;
     try {
-      res = await fetch(url, { method: method, headers: headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
+      var r = await requestJSON(url, { method: method, body: body, token: noAuth ? '' : token });
+      return { ok: true, status: r.status, body: r.body, code: '', message: '', field: '' };
     } catch (e) {
-      return { ok: false, status: 0, code: 'network', message: 'Network error: the server did not answer.' };
+      if (!(e instanceof ApiError)) throw e;
+      return {
+        ok: false, status: e.status, body: null, code: e.code,
+        message: e.status ? e.message : 'Network error: the server did not answer.', field: e.field,
+      };
     }
-    var j = null;
-    try { j = await res.json(); } catch (e) { /* not JSON */ }
-    var err = (j && j.error) || {};
-    return {
-      ok: res.ok, status: res.status, body: j,
-      code: err.code || (res.ok ? '' : 'http_' + res.status),
-      message: err.message || (res.ok ? '' : 'HTTP ' + res.status),
-      field: err.field || '',
-    };
   }
 
   // ---------- polling ----------

@@ -8,6 +8,10 @@
 // GET /v1/rooms/R/sessions/S/replay?from_ms=&to_ms= in windows of one
 // minute (the API's limit), the first one at once and the rest in the
 // background, in order; playback waits ("buffering") if it gets ahead.
+// Both through the liveroom SDK (listSessions, getReplay), which retries
+// network errors, 503 and 429.
+import { listSessions, getReplay } from './liveroom.js';
+
 (function () {
   'use strict';
 
@@ -416,36 +420,14 @@
   });
 
   // ---------- loading ----------
-  async function getJSON(url) {
-    for (var attempt = 0; ; attempt++) {
-      var r;
-      try {
-        r = await fetch(url, { headers: { Accept: 'application/json' } });
-      } catch (e) {
-        if (attempt >= 4) throw new Error('the server cannot be reached');
-        await new Promise(function (ok) { setTimeout(ok, 500 * (attempt + 1)); });
-        continue;
-      }
-      var body = null;
-      try { body = await r.json(); } catch (e) { /* not JSON */ }
-      if (r.ok) return body;
-      if ((r.status === 503 || r.status === 429) && attempt < 4) {
-        await new Promise(function (ok) { setTimeout(ok, 1000); });
-        continue;
-      }
-      var err = new Error((body && body.error && body.error.message) || ('HTTP ' + r.status));
-      err.status = r.status;
-      throw err;
-    }
-  }
+  var RETRIES = 4; // a restarting server answers 503 or nothing for a moment
 
   async function loadChunk(c) {
     var from = c * CHUNK_MS;
     var to = Math.min((c + 1) * CHUNK_MS, duration + 1);
     var msgs = [];
-    var base = '/v1/rooms/' + encodeURIComponent(room) + '/sessions/' + encodeURIComponent(sid) + '/replay';
     while (from < to) {
-      var a = await getJSON(base + '?from_ms=' + from + '&to_ms=' + to);
+      var a = await getReplay({ room: room, session: sid, fromMs: from, toMs: to, retries: RETRIES });
       msgs.push.apply(msgs, a.msgs || []);
       if (a.next_from_ms === undefined || a.next_from_ms === null) break;
       from = a.next_from_ms;
@@ -462,8 +444,8 @@
     if (ready && !playing) tick(); // a paused player waiting for this window
   }
 
-  // listSessions links the room's other sessions (newest first, at most 10).
-  function listSessions(all) {
+  // showSessions links the room's other sessions (newest first, at most 10).
+  function showSessions(all) {
     var others = all.filter(function (x) { return x.id !== sid; }).slice(0, 10);
     if (!others.length) return;
     var ol = $('rp-sessions');
@@ -483,20 +465,20 @@
 
   async function start() {
     setState('loading', 'Loading…');
-    var list;
+    var sessions;
     try {
-      list = await getJSON('/v1/rooms/' + encodeURIComponent(room) + '/sessions');
+      sessions = await listSessions({ room: room, retries: RETRIES });
     } catch (e) {
       setState('error', 'Cannot load: ' + e.message);
       return;
     }
-    var s = (list.sessions || []).find(function (x) { return x.id === sid; });
+    var s = sessions.find(function (x) { return x.id === sid; });
     if (!s) {
       setState('error', 'No such session in this room');
       toast('This room has no session ' + sid + '. It may have been deleted after the retention period.');
       return;
     }
-    listSessions(list.sessions || []);
+    showSessions(sessions);
     duration = Math.max(1, s.duration_ms || 0);
     lr.duration = duration;
     el.dur.textContent = fmtTime(duration);

@@ -1,40 +1,34 @@
-// liveroom room page: connects through dispatch to a gateway, shows danmaku,
-// gifts, likes and the online count, and sends through the uplink.
-// Plain JS, no build step. The wire contract is docs/PROTOCOL.md.
+// liveroom room page: follows the room through the liveroom SDK
+// (liveroom.js: dispatch, gateway, reconnect, de-duplication, liveness) and
+// shows danmaku, gifts, likes and the online count, and sends through the
+// SDK's uplink helpers. Plain JS module, no build step. The wire contract is
+// docs/PROTOCOL.md.
+import { connect, request, listSessions, describeError as describe, jwtClaims, uuid4, ApiError, BoundedSet } from './liveroom.js';
+
 (function () {
   'use strict';
 
   var room = document.body.dataset.room;
   var params = new URLSearchParams(location.search);
 
-  // Reliable messages are de-duplicated by id over this many recent ids; the
-  // gateway replays at most its window on since=, far fewer than this.
-  var DEDUPE_IDS = 10000;
   // window.liveroom.seen / gifts keep this many recent ids for tests and
   // debugging, trimmed in chunks so the trim is amortised.
   var KEEP_IDS = 5000;
-  var CONNECT_TIMEOUT_MS = 8000; // from new WebSocket to welcome
-  var STABLE_MS = 5000; // a connection that lived this long resets backoff
-  // A gateway that promises a frame every hb_ms (its welcome) and sends
-  // nothing for LIVENESS_FACTOR times that is hung: leave it at once and
-  // resume elsewhere with since= (docs/PROTOCOL.md, liveness).
-  var LIVENESS_FACTOR = 1.75;
-  var SHUN_MS = 30000; // a gateway left for its silence is tried last this long
   var LIKE_BATCH_MS = 300;
-  var GIFT_RETRIES = 3;
   var MAX_FLYING = 80; // danmaku elements on screen at once
   var MAX_QUEUED = 150; // danmaku waiting for a lane; the oldest are dropped
   var TICKER_ITEMS = 60;
 
+  var sdk = null; // the SDK's Room, made at the end of this file
+
+  // window.liveroom is the page's debug surface (the browser tests read it);
+  // the connection's figures are read from the SDK.
   var lr = {
     state: 'connecting',
-    lastSeq: 0,
-    gateway: '',
     user: '',
     seen: [],
     gifts: [],
-    waits: 0, // wait answers from dispatch (every gateway full)
-    silentLeaves: 0, // gateways left because they went silent
+    history: [], // ids of the history frame's messages (past, not live)
     online: 0,
     likes: 0,
     error: null,
@@ -46,8 +40,14 @@
     role: '', // the token's role; anchors and admins get the live control
     canSend: true, // false while the page has no usable token
     live: null, // the room's running session as the anchor control knows it
-    _debugDrop: debugDrop,
+    _debugDrop: function (holdMs) { return sdk ? sdk.drop(holdMs) : false; },
   };
+  [['lastSeq', 'lastSeq'], ['gateway', 'gateway']].forEach(function (p) {
+    Object.defineProperty(lr, p[0], { enumerable: true, get: function () { return sdk ? sdk[p[1]] : (p[0] === 'gateway' ? '' : 0); } });
+  });
+  ['waits', 'silentLeaves'].forEach(function (k) {
+    Object.defineProperty(lr, k, { enumerable: true, get: function () { return sdk ? sdk.stats[k] : 0; } });
+  });
   window.liveroom = lr;
 
   // ---------- DOM ----------
@@ -88,39 +88,13 @@
   el.sendBtn = el.send.querySelector('button[type="submit"]');
 
   // ---------- small helpers ----------
-  function randomHex(bytes) {
-    var a = new Uint8Array(bytes);
-    crypto.getRandomValues(a);
-    return Array.prototype.map.call(a, function (b) { return (b + 0x100).toString(16).slice(1); }).join('');
-  }
-
-  // uuid4 from getRandomValues: crypto.randomUUID exists only in secure
-  // contexts, and a demo on http://<lan-ip>:8080 is not one.
-  function uuid4() {
-    var h = randomHex(16).split('');
-    h[12] = '4';
-    h[16] = '89ab'[parseInt(h[16], 16) & 3];
-    h = h.join('');
-    return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
-  }
-
-  function sleep(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
-
   function pushBounded(arr, v) {
     arr.push(v);
     if (arr.length > KEEP_IDS + 500) arr.splice(0, arr.length - KEEP_IDS);
   }
 
-  // BoundedSet remembers the most recent max values (Set keeps insertion order).
-  function BoundedSet(max) { this.max = max; this.s = new Set(); }
-  BoundedSet.prototype.has = function (v) { return this.s.has(v); };
-  BoundedSet.prototype.add = function (v) {
-    if (this.s.has(v)) return;
-    this.s.add(v);
-    if (this.s.size > this.max) this.s.delete(this.s.values().next().value);
-  };
-
   function fmt(n) { return Number(n || 0).toLocaleString(); }
+
 
   function giftIcon(gift) {
     var src = el.icons.content.querySelector('[data-gift="' + (/^[a-z0-9_-]+$/i.test(gift) ? gift : '') + '"] svg') ||
@@ -142,46 +116,6 @@
     clearTimeout(toastTimer);
     toastTimer = setTimeout(function () { el.toast.hidden = true; }, 4000);
   }
-
-  // ApiError carries a JSON error answer {"error":{code,message,field}}.
-  function ApiError(status, body, fallback) {
-    var e = (body && body.error) || {};
-    this.status = status;
-    this.code = e.code || (status ? 'http_' + status : 'network');
-    this.field = e.field || '';
-    this.retryAfterMs = e.retry_after_ms || 0;
-    this.message = e.message || fallback || ('HTTP ' + status);
-  }
-  ApiError.prototype = Object.create(Error.prototype);
-
-  function describe(err) {
-    if (!(err instanceof ApiError)) return 'Network error — check your connection.';
-    var m = err.message;
-    if (err.status === 429) {
-      m = 'Slow down — ' + m;
-      if (err.retryAfterMs) m += ' (try again in ' + Math.ceil(err.retryAfterMs / 1000) + ' s)';
-    }
-    return m;
-  }
-
-  async function postJSON(url, body, headers) {
-    var res;
-    try {
-      res = await fetch(url, {
-        method: 'POST',
-        headers: Object.assign({ 'Content-Type': 'application/json' }, headers || {}),
-        body: JSON.stringify(body),
-        cache: 'no-store',
-      });
-    } catch (e) {
-      throw new ApiError(0, null, 'Network error — check your connection.');
-    }
-    var j = null;
-    try { j = await res.json(); } catch (e) { /* not JSON */ }
-    if (!res.ok) throw new ApiError(res.status, j);
-    return j || {};
-  }
-
   // ---------- token ----------
   // ?token= overrides everything (kept for this tab only, and removed from
   // the address bar so it is not shared by copying the URL). Otherwise a dev
@@ -206,13 +140,6 @@
   var token = '';
   var tokenIsDev = false;
 
-  function jwtClaims(t) {
-    try {
-      var p = t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-      return JSON.parse(atob(p + '==='.slice((p.length + 3) % 4)));
-    } catch (e) { return {}; }
-  }
-
   function usable(t) {
     var exp = jwtClaims(t).exp;
     return !exp || exp * 1000 > Date.now() + 30000;
@@ -229,12 +156,12 @@
       tokenIsDev = true;
       return gotToken(token);
     }
-    var id = randomHex(2).toUpperCase();
+    var id = uuid4().slice(0, 4).toUpperCase();
     var user = 'guest-' + id;
     var name = wantName || ('Guest ' + id);
     var j;
     try {
-      j = await postJSON('/v1/dev/token', { user: user, name: name, role: wantRole });
+      j = await request('/v1/dev/token', { method: 'POST', body: { user: user, name: name, role: wantRole } });
     } catch (e) {
       if (e instanceof ApiError && e.status >= 400 && e.status < 500) {
         // A server with a secret has no guest tokens: the page needs one.
@@ -261,23 +188,29 @@
     return t;
   }
 
-  // ---------- connection state ----------
+  // ---------- connection state (from the SDK's state events) ----------
   // joining: dispatch asked to wait (every server full, more starting);
-  // no error, the page asks again when told.
+  // no error, the SDK asks again when told.
   var STATE_TEXT = { connecting: 'Connecting…', joining: 'Joining…', live: 'Live', reconnecting: 'Reconnecting', offline: 'Offline' };
+  // The status says in a word or two why the page stopped; the bar under
+  // the header says what to do.
+  var STOP_TEXT = { banned: 'banned', forbidden: 'not allowed', invalid_room: 'not a room', unauthorized: 'token refused' };
   var countdownTimer = 0;
-  var detail = '';
 
-  function setState(s, info) {
-    detail = info || '';
+  function onState(ev) {
+    var s = ev.state;
+    var detail = ev.detail;
+    if (ev.error) detail = ev.error.needToken ? 'token needed' : (STOP_TEXT[ev.error.code] || 'stopped');
     if (lr.state !== s || el.statusLabel.dataset.detail !== detail) {
       el.statusLabel.textContent = STATE_TEXT[s] + (detail ? ' — ' + detail : '');
       el.statusLabel.dataset.detail = detail;
     }
     lr.state = s;
     document.body.dataset.state = s;
-    el.retry.hidden = !(s === 'offline' || s === 'reconnecting');
-    if (s !== 'reconnecting') showCountdown(0);
+    // Retrying cannot help a page that needs another token or address.
+    var stuck = ev.error && (ev.error.needToken || ev.error.code === 'unauthorized');
+    el.retry.hidden = stuck || !(s === 'offline' || s === 'reconnecting');
+    showCountdown(s === 'reconnecting' || s === 'joining' ? ev.until : 0);
   }
 
   function showCountdown(until) {
@@ -292,232 +225,34 @@
     countdownTimer = setInterval(tick, 250);
   }
 
-  // Reconnect policy from dispatch; these defaults apply until it answers.
-  var policy = { base_ms: 500, max_ms: 15000, jitter: 0.5 }; // dispatch's defaults
-  var attempt = 0;
+  el.retry.addEventListener('click', function () { sdk.retryNow(); });
 
-  // backoff follows the dispatch policy exactly:
-  // delay = min(max_ms, base_ms × 2^attempt) × (1 − jitter·rand), rand in [0,1),
-  // so viewers dropped together spread out and never wait above max_ms.
-  function backoff() {
-    var d = Math.min(policy.max_ms, policy.base_ms * Math.pow(2, attempt));
-    var j = Math.min(1, Math.max(0, Number(policy.jitter) || 0));
-    d = d * (1 - j * Math.random());
-    attempt = Math.min(attempt + 1, 30);
-    return Math.max(0, Math.round(d));
+  function onWelcome(f) {
+    lr.user = f.user || '';
+    lr.error = null;
+    setOnline(f.online || 0);
+    setLikes(f.likes || 0, true);
+    if (!lr.canSend) setSendable(true);
+    el.bar.hidden = true;
   }
 
-  // waitFor sleeps ms while showing the countdown; "Retry now", the browser
-  // coming back online, or the tab becoming visible cut it short.
-  var wake = null;
-  function waitFor(ms) {
-    return new Promise(function (resolve) {
-      var t = setTimeout(done, ms);
-      function done() { clearTimeout(t); wake = null; resolve(); }
-      wake = done;
-      showCountdown(Date.now() + ms);
-    });
+  // onError: a fatal error stops the page until the user acts; any other
+  // (a gateway's error frame before it closes) is only told.
+  function onError(ev) {
+    if (ev.fatal) stop(ev.error);
+    else toast(ev.error.message);
   }
-
-  el.retry.addEventListener('click', function () {
-    attempt = 0;
-    if (wake) wake();
-    else if (!connecting) connect();
-  });
-  window.addEventListener('online', function () { if (wake) wake(); else if (lr.state === 'offline' && !fatal) connect(); });
-
-  // ---------- dispatch + gateway ----------
-  var conn = null; // {ws, gw, liveAt, retiring, holdMs}
-  var connecting = false;
-  var fatal = null; // an error that stops reconnecting until the user retries
-  var hasPosition = false; // true once a welcome told us where the room stood
-  var failedOpens = 0;
-
-  // dispatch asks which gateways to try; asks counts the requests of this
-  // join before it (attempt=, so that dispatch does not count a viewer
-  // asking again as a new one), and since= tells it this viewer already
-  // follows the room. It resolves to {gateways} or, when every gateway is
-  // full and the fleet is growing, to {wait: ms}.
-  async function dispatch(asks) {
-    var res;
-    var url = '/v1/dispatch?room=' + encodeURIComponent(room);
-    if (lr.lastSeq || hasPosition) url += '&since=' + lr.lastSeq;
-    if (asks > 0) url += '&attempt=' + asks;
-    try {
-      res = await fetch(url, { cache: 'no-store' });
-    } catch (e) {
-      throw new ApiError(0, null, 'cannot reach dispatch');
-    }
-    var j = null;
-    try { j = await res.json(); } catch (e) { /* ignore */ }
-    if (!res.ok) throw new ApiError(res.status, j, 'dispatch answered ' + res.status);
-    if (j && j.reconnect) {
-      var p = j.reconnect;
-      if (p.base_ms > 0) policy.base_ms = p.base_ms;
-      if (p.max_ms > 0) policy.max_ms = p.max_ms;
-      if (p.jitter !== undefined && p.jitter >= 0) policy.jitter = p.jitter;
-    }
-    var gws = (j && j.gateways) || [];
-    var wait = Number(j && j.retry_after_ms) || 0;
-    if (!gws.length && wait > 0) return { wait: Math.min(wait, 60000) };
-    if (!gws.length) throw new ApiError(503, null, 'no gateway available');
-    return { gateways: gws };
-  }
-
-  // wsURL resolves a gateway URL: a wildcard or empty host means "the host
-  // this page came from" (keeping the gateway's own port when it names one).
-  function wsURL(u) {
-    var secure = location.protocol === 'https:';
-    if (u.charAt(0) === '/') return (secure ? 'wss://' : 'ws://') + location.host + u;
-    var m = /^(wss?|https?):\/\/([^\/?#]*)(.*)$/i.exec(u);
-    if (!m) return u;
-    var scheme = m[1].toLowerCase().replace(/^http/, 'ws');
-    var host = m[2];
-    var rest = m[3] || '/';
-    var hm = /^(0\.0\.0\.0|\[::\]|)(?::(\d+))?$/.exec(host);
-    if (hm) {
-      host = hm[2] ? location.hostname.replace(/^(.*:.*)$/, '[$1]') + ':' + hm[2] : location.host;
-      if (secure) scheme = 'wss';
-    }
-    return scheme + '://' + host + rest;
-  }
-
-  // open dials one gateway and resolves once its welcome arrives.
-  function open(gw, tok) {
-    return new Promise(function (resolve, reject) {
-      var url = wsURL(gw.url);
-      url += (url.indexOf('?') < 0 ? '?' : '&') + 'room=' + encodeURIComponent(room) + '&token=' + encodeURIComponent(tok);
-      if (lr.lastSeq || hasPosition) url += '&since=' + lr.lastSeq;
-      var ws;
-      try { ws = new WebSocket(url); } catch (e) { reject(new ApiError(0, null, 'bad gateway url')); return; }
-      var c = { ws: ws, gw: gw, liveAt: 0, retiring: false, holdMs: 0, opened: false, heardAt: Date.now(), watch: 0 };
-      var settled = false;
-      var timer = setTimeout(function () { fail(new ApiError(0, null, 'gateway did not answer')); }, CONNECT_TIMEOUT_MS);
-      function fail(err) {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        try { ws.close(); } catch (e) { /* ignore */ }
-        reject(err);
-      }
-      ws.onopen = function () { c.opened = true; };
-      ws.onmessage = function (ev) {
-        c.heardAt = Date.now();
-        var f;
-        try { f = JSON.parse(ev.data); } catch (e) { return; }
-        if (!settled) {
-          if (f.type === 'welcome') {
-            settled = true;
-            clearTimeout(timer);
-            onWelcome(c, f);
-            resolve(c);
-          } else if (f.type === 'error') {
-            fail(frameError(f));
-          }
-          return;
-        }
-        onFrame(c, f);
-      };
-      ws.onclose = function (ev) {
-        if (!settled) {
-          fail(c.lastError || new ApiError(0, null, c.opened ? 'gateway closed (' + ev.code + ')' : 'cannot connect to gateway'));
-          return;
-        }
-        onClosed(c, ev);
-      };
-    });
-  }
-
-  function frameError(f) {
-    var e = new ApiError(0, { error: f.error || {} }, 'gateway error');
-    e.frame = true;
-    return e;
-  }
-
-  // Codes after which reconnecting would only fail again.
-  var FATAL_CODES = { banned: 1, forbidden: 1, invalid_room: 1 };
-
-  async function connect() {
-    if (connecting) return;
-    connecting = true;
-    fatal = null;
-    var asks = 0;
-    try {
-      for (;;) {
-        if (lr.state !== 'joining') setState(lr.gateway || attempt ? 'reconnecting' : 'connecting');
-        var err = null;
-        try {
-          var tok = await getToken(false);
-          var ans = await dispatch(asks++);
-          if (ans.wait) {
-            // Not an error: the room is filling up and more servers are
-            // starting. Wait as asked (dispatch spread it) and ask again,
-            // without backing off.
-            lr.waits++;
-            setState('joining', 'the room is filling up');
-            await waitFor(ans.wait);
-            continue;
-          }
-          var gws = shunLast(ans.gateways);
-          for (var i = 0; i < gws.length; i++) {
-            try {
-              var c = await open(gws[i], tok);
-              failedOpens = 0;
-              return c;
-            } catch (e) {
-              err = e;
-              if (e.code && FATAL_CODES[e.code]) throw e;
-              if (e.code === 'unauthorized') break;
-            }
-          }
-          throw err || new ApiError(503, null, 'no gateway available');
-        } catch (e) {
-          err = e;
-        }
-        if (err.fatal || FATAL_CODES[err.code] || (err.code === 'unauthorized' && !tokenIsDev)) {
-          stop(err);
-          return null;
-        }
-        // A browser cannot see why a WebSocket handshake failed. If every
-        // gateway refused us twice in a row, a stale dev token (a dev server
-        // restarted with a new secret) is the likely cause: mint a new one.
-        if (err.code === 'unauthorized' || (err.status === 0 && !err.frame && ++failedOpens >= 2)) {
-          if (tokenIsDev) { token = ''; try { localStorage.removeItem(TOKEN_KEY); } catch (e2) { /* ignore */ } }
-          failedOpens = 0;
-        }
-        if (!navigator.onLine) {
-          setState('offline', 'no network');
-          await new Promise(function (r) { wake = function () { wake = null; r(); }; });
-          continue;
-        }
-        var d = backoff();
-        setState('reconnecting', err.message && err.status !== 0 ? err.message : '');
-        await waitFor(d);
-      }
-    } finally {
-      connecting = false;
-    }
-  }
-
-  // The status says in a word or two why the page stopped; the bar under
-  // the header says what to do.
-  var STOP_TEXT = { banned: 'banned', forbidden: 'not allowed', invalid_room: 'not a room', unauthorized: 'token refused' };
 
   function stop(err) {
-    fatal = err;
     lr.error = { code: err.code, message: err.message };
     setSendable(false, err.needToken || err.code === 'unauthorized' ? 'Sending needs a token' : 'Sending is off');
     if (err.needToken) {
-      setState('offline', 'token needed');
-      el.retry.hidden = true; // retrying cannot help: the page needs another address
       showBar('This server needs a token: open this page with ?token=… added to its address.',
         (err.code === 'dev_mode_only' ? '' : err.message + ' ') + 'Use a JWT from your platform, or mint one with the server\'s secret ' +
         '(liveroom token --user you --name You) and open ' + location.pathname + '?token=<that token>.');
       return;
     }
-    setState('offline', STOP_TEXT[err.code] || 'stopped');
     if (err.code === 'unauthorized') {
-      el.retry.hidden = true;
       showBar('The server refused this page\'s token.', err.message + ' — open this page with a valid ?token=… (a JWT the server can verify).');
       return;
     }
@@ -544,148 +279,32 @@
     document.querySelectorAll('button[data-gift]').forEach(function (b) { b.disabled = !on; });
   }
 
-  // shunned is the gateway last left for its silence: dispatch may list it
-  // until its missing beats show, so it is tried last for SHUN_MS.
-  var shunned = { id: '', until: 0 };
-  function shunLast(gws) {
-    if (!shunned.id || Date.now() > shunned.until) return gws;
-    return gws.filter(function (g) { return g.id !== shunned.id; })
-      .concat(gws.filter(function (g) { return g.id === shunned.id; }));
-  }
-
-  // watchLiveness leaves c once it has been silent past its promise.
-  function watchLiveness(c, hbMs) {
-    if (!(hbMs > 0)) return;
-    var silentMs = hbMs * LIVENESS_FACTOR;
-    c.watch = setInterval(function () {
-      if (conn !== c || c.retiring) { clearInterval(c.watch); return; }
-      if (Date.now() - c.heardAt <= silentMs) return;
-      clearInterval(c.watch);
-      lr.silentLeaves++;
-      shunned = { id: lr.gateway || c.gw.id || '', until: Date.now() + SHUN_MS };
-      conn = null;
-      try { c.ws.close(); } catch (e) { /* ignore */ }
-      // The silence was the wait: reconnect now, without backing off.
-      setState('reconnecting', 'the server stopped answering');
-      connect();
-    }, Math.max(100, Math.min(hbMs / 2, 500)));
-  }
-
-  function onWelcome(c, f) {
-    conn = c;
-    c.liveAt = Date.now();
-    watchLiveness(c, Number(f.hb_ms) || 0);
-    lr.gateway = f.gateway || c.gw.id || '';
-    lr.user = f.user || '';
-    lr.error = null;
-    if (!hasPosition) {
-      // First join: the room's history before now is not ours to show.
-      lr.lastSeq = Math.max(lr.lastSeq, f.seq || 0);
-      hasPosition = true;
-    }
-    setOnline(f.online || 0);
-    setLikes(f.likes || 0, true);
-    setState('live');
-    if (!lr.canSend) setSendable(true);
-    el.bar.hidden = true;
-  }
-
-  function onFrame(c, f) {
-    if (c !== conn) return;
-    switch (f.type) {
-      case 'batch':
-        var msgs = f.msgs || [];
-        for (var i = 0; i < msgs.length; i++) onMessage(msgs[i]);
-        break;
-      case 'reconnect':
-        moveAfter(c, Math.max(0, Number(f.after_ms) || 0));
-        break;
-      case 'error':
-        c.lastError = frameError(f);
-        if (FATAL_CODES[c.lastError.code]) stop(c.lastError);
-        else toast(c.lastError.message);
-        break;
-    }
-  }
-
-  // moveAfter handles a gateway's request to leave (it is draining): keep
-  // receiving on it while the countdown runs, then reconnect via dispatch.
-  function moveAfter(c, ms) {
-    if (c.retiring) return;
-    c.retiring = true;
-    setState('reconnecting', 'moving to another server');
-    waitFor(ms).then(function () {
-      if (conn === c) conn = null;
-      try { c.ws.close(1000, 'moving'); } catch (e) { /* ignore */ }
-      connect();
-    });
-  }
-
-  function onClosed(c, ev) {
-    clearInterval(c.watch);
-    if (conn !== c) return;
-    conn = null;
-    if (c.retiring) return; // moveAfter reconnects when its countdown ends
-    if (fatal) return;
-    if (Date.now() - c.liveAt >= STABLE_MS) attempt = 0;
-    var hold = c.holdMs;
-    var d = Math.max(hold, backoff());
-    if (!navigator.onLine) { setState('offline', 'no network'); }
-    else setState('reconnecting', c.lastError ? c.lastError.message : '');
-    waitFor(d).then(connect);
-  }
-
-  // debugDrop cuts the connection as a network failure would (for tests);
-  // holdMs keeps it down at least that long.
-  function debugDrop(holdMs) {
-    var c = conn;
-    if (!c) return false;
-    c.holdMs = Math.max(0, Number(holdMs) || 0);
-    c.ws.close();
-    // onclose may come late; act now so the test sees the state at once.
-    onClosed(c, { code: 1006 });
-    return true;
-  }
-
   // ---------- messages ----------
-  var dedupe = new BoundedSet(DEDUPE_IDS);
-
   function onMessage(m) {
-    if (!m || !m.type) return;
-    if (m.id) {
-      if (dedupe.has(m.id)) return;
-      dedupe.add(m.id);
-      pushBounded(lr.seen, m.id);
-    }
-    if (m.seq && (m.type === 'gift' || m.type === 'notice')) {
-      if (m.seq > lr.lastSeq) lr.lastSeq = m.seq;
-      hasPosition = true;
-    }
-    switch (m.type) {
-      case 'danmaku':
+    if (m.id) pushBounded(lr.seen, m.id);
+  }
+
+  function onLike(m) {
+    if (m.total) setLikes(m.total, false);
+    else setLikes(lr.likes + (m.count || 0), false);
+    var others = Math.max(0, (m.count || 0) - ownLikeEcho);
+    ownLikeEcho = Math.max(0, ownLikeEcho - (m.count || 0));
+    for (var i = 0; i < Math.min(others, 4); i++) setTimeout(floatHeart, i * 120);
+    if (others >= 2) likeBurst(others);
+  }
+
+  // onHistory shows a first join's recent past: comments in the comment list
+  // and on the video, gifts in the ticker without their animation.
+  function onHistory(ev) {
+    ev.msgs.forEach(function (m) {
+      pushBounded(lr.history, m.id);
+      if (m.type === 'danmaku') {
         logComment(m);
-        onDanmaku(m);
-        break;
-      case 'gift':
-        pushBounded(lr.gifts, m.id);
-        showGift(m);
-        break;
-      case 'like':
-        if (m.total) setLikes(m.total, false);
-        else setLikes(lr.likes + (m.count || 0), false);
-        var others = Math.max(0, (m.count || 0) - ownLikeEcho);
-        ownLikeEcho = Math.max(0, ownLikeEcho - (m.count || 0));
-        for (var i = 0; i < Math.min(others, 4); i++) setTimeout(floatHeart, i * 120);
-        if (others >= 2) likeBurst(others);
-        break;
-      case 'count':
-        setOnline(m.online || 0);
-        break;
-      case 'notice':
-        showNotice(m);
-        if (m.action === 'live_start' || m.action === 'live_stop') onLiveNotice(m);
-        break;
-    }
+        danmaku.fly(m.text || '', !!m.user && m.user === lr.user, m.id);
+      } else if (m.type === 'gift') {
+        showGift(m, true);
+      }
+    });
   }
 
   function setOnline(n) {
@@ -764,7 +383,7 @@
   // echoAccepted runs when the uplink took the comment and named its id.
   function echoAccepted(e, id) {
     if (e.id) return; // the gateway's copy came first and was matched
-    if (dedupe.has(id)) {
+    if (sdk.seen(id)) {
       // The copy already flew unmatched (its sender did not read as us):
       // take the echo back rather than show the comment twice.
       danmaku.cancel(e.item);
@@ -806,13 +425,16 @@
     while (el.ticker.childElementCount > TICKER_ITEMS) el.ticker.lastElementChild.remove();
   }
 
-  function showGift(m) {
+  // showGift puts a gift in the ticker and, unless it is past (history),
+  // flashes it on the video.
+  function showGift(m, past) {
     var who = m.name || m.user || 'Someone';
     var label = giftLabel(m.gift);
     var count = m.count || 1;
 
     var li = document.createElement('li');
     li.dataset.id = m.id;
+    if (past) li.className = 'past';
     li.appendChild(giftIcon(m.gift));
     var t = document.createElement('span');
     t.className = 'tick-text';
@@ -830,7 +452,7 @@
     li.append(t, tm);
     tickerItem(li);
 
-    if (!document.hidden) {
+    if (!past && !document.hidden) {
       flashGift(who, label, m.gift, count);
       if (BIG_GIFTS[m.gift]) bigGift(m.gift);
     }
@@ -885,30 +507,14 @@
     toast(m.text || 'Notice', 'info');
   }
 
-  // ---------- sending ----------
-  function messagesURL() { return '/v1/rooms/' + encodeURIComponent(room) + '/messages'; }
-
-  // send posts one message; a 401 with a dev token mints a new one once.
-  async function send(body, headers) {
-    var tok = await getToken(false);
-    try {
-      return await postJSON(messagesURL(), body, Object.assign({ Authorization: 'Bearer ' + tok }, headers || {}));
-    } catch (e) {
-      if (e.status === 401 && tokenIsDev) {
-        tok = await getToken(true);
-        return postJSON(messagesURL(), body, Object.assign({ Authorization: 'Bearer ' + tok }, headers || {}));
-      }
-      throw e;
-    }
-  }
-
+  // ---------- sending (the SDK's uplink helpers) ----------
   el.send.addEventListener('submit', async function (ev) {
     ev.preventDefault();
     var text = el.text.value.trim();
     if (!text) return;
     var echo = echoLocal(text);
     try {
-      var r = await send({ type: 'danmaku', text: text });
+      var r = await sdk.sendDanmaku(text);
       if (el.text.value.trim() === text) el.text.value = '';
       if (r && r.id) echoAccepted(echo, r.id);
     } catch (e) {
@@ -917,23 +523,14 @@
     }
   });
 
-  // Gifts are paid: one click is one Idempotency-Key, reused on every retry
-  // so the uplink counts it once however many times the request is sent.
+  // Gifts are paid: the SDK sends one click under one Idempotency-Key and
+  // reuses it on every retry, so the uplink counts it once.
   async function sendGift(btn) {
-    var key = uuid4();
-    var body = { type: 'gift', gift: btn.dataset.gift, count: 1 };
     btn.setAttribute('aria-busy', 'true');
     try {
-      for (var i = 0; ; i++) {
-        try {
-          await send(body, { 'Idempotency-Key': key });
-          return;
-        } catch (e) {
-          var retry = e instanceof ApiError && (e.status === 0 || e.status >= 500) && i < GIFT_RETRIES;
-          if (!retry) { toast(describe(e)); return; }
-          await sleep(300 * Math.pow(2, i));
-        }
-      }
+      await sdk.sendGift(btn.dataset.gift, 1);
+    } catch (e) {
+      toast(describe(e));
     } finally {
       btn.removeAttribute('aria-busy');
     }
@@ -964,7 +561,7 @@
     if (!n) return;
     ownLikeEcho += n;
     try {
-      await send({ type: 'like', count: n });
+      await sdk.sendLike(n);
     } catch (e) {
       ownLikeEcho = Math.max(0, ownLikeEcho - n);
       lr.likes = Math.max(0, lr.likes - n);
@@ -1003,17 +600,11 @@
   var sessionList = null; // newest first, as the API answers
   var sessionsLoading = null;
 
-  function sessionsURL() { return '/v1/rooms/' + encodeURIComponent(room) + '/sessions'; }
-
   function loadSessions() {
     if (sessionsLoading) return sessionsLoading;
     sessionsLoading = (async function () {
       try {
-        var r = await fetch(sessionsURL(), { cache: 'no-store', headers: { Accept: 'application/json' } });
-        var j = null;
-        try { j = await r.json(); } catch (e) { /* not JSON */ }
-        if (!r.ok) throw new ApiError(r.status, j);
-        sessionList = (j && j.sessions) || [];
+        sessionList = await listSessions({ room: room });
       } catch (e) {
         sessionList = null;
         el.sessionsEmpty.textContent = 'Cannot list the streams: ' + describe(e);
@@ -1093,7 +684,7 @@
     showLiveControl();
     try {
       var tok = await getToken(false);
-      var s = await postJSON('/v1/rooms/' + encodeURIComponent(room) + '/live/' + action, {}, { Authorization: 'Bearer ' + tok });
+      var s = await request('/v1/rooms/' + encodeURIComponent(room) + '/live/' + action, { method: 'POST', body: {}, token: tok });
       toast(action === 'start' ? 'You are live: what is said from now on is kept for the replay.' : 'The live stream ended; its replay is under Recent streams.', 'info');
       lr.lastLive = { action: action, session: s.id };
     } catch (e) {
@@ -1106,5 +697,19 @@
   });
 
   // ---------- start ----------
-  connect();
+  if (override) gotToken(override);
+  sdk = connect({ room: room, token: override || getToken });
+  sdk.on('state', onState);
+  sdk.on('welcome', onWelcome);
+  sdk.on('error', onError);
+  sdk.on('history', onHistory);
+  sdk.on('message', onMessage);
+  sdk.on('danmaku', function (m) { logComment(m); onDanmaku(m); });
+  sdk.on('gift', function (m) { pushBounded(lr.gifts, m.id); showGift(m, false); });
+  sdk.on('like', onLike);
+  sdk.on('count', function (m) { setOnline(m.online || 0); });
+  sdk.on('notice', function (m) {
+    showNotice(m);
+    if (m.action === 'live_start' || m.action === 'live_stop') onLiveNotice(m);
+  });
 })();
