@@ -17,9 +17,9 @@ import (
 //
 //	role       publishes                                     subscribes
 //	gateway    presence, its own beat, Direct Get reads          its rooms' subjects, user notices, its own control
-//	uplink     room live, reliable stores, moderation records, –
-//	           user notices, like/moderation KV writes,
-//	           stream management
+//	uplink     room live, reliable stores, moderation records, lr.uplink.> (usage
+//	           user notices, like/moderation KV writes,      reports, slow-mode claims)
+//	           stream management, lr.uplink.>
 //	dispatch   control commands (admin API), door reports,   beats
 //	           announcement KV writes (admin API)
 //	archive    reliable notices (live start/stop), session   –
@@ -30,8 +30,9 @@ import (
 //	monitor    –                                             beats
 //	all        everything                                    everything
 //
-// Gateways answer control requests through the response permission (one
-// reply per request received), not through a publish grant on _INBOX.
+// Gateways answer control requests, and uplinks slow-mode claims, through
+// the response permission (one reply per request received), not through a
+// publish grant on _INBOX.
 func Permissions(role Role, id string) *server.Permissions {
 	if role == RoleAll {
 		return nil // nil permissions: everything
@@ -59,6 +60,11 @@ func Permissions(role Role, id string) *server.Permissions {
 		pub = append(pub, writeKV(RoomStateKV)...)
 		pub = append(pub, writeKV(ModerationKV)...)
 		pub = append(pub, readKV(SessionsKV)...)
+		// Fleet-wide limits: usage reports and slow-mode claims, among
+		// uplinks only (internal/uplink fleet.go).
+		pub = append(pub, UplinkWildcard)
+		sub = append(sub, UplinkWildcard)
+		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 	case RoleArchive:
 		pub = append(pub, StoreWildcard, ModerationWildcard, UserWildcard, webhookDLQSubjects)
 		for _, s := range []string{ReliableStream, LiveStream} {
