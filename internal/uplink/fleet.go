@@ -114,15 +114,16 @@ func (f *fleet) current() *fleetView {
 	return f.view.Load()
 }
 
-// share is this uplink's part of key's rate and burst in class.
-func (v *fleetView) share(class int, key string) float64 {
+// share is this uplink's part of key's rate and burst in class; cold is
+// true when that is the equal share of a key no live uplink reports.
+func (v *fleetView) share(class int, key string) (share float64, cold bool) {
 	if v.n <= 1 {
-		return 1
+		return 1, false
 	}
 	if s, ok := v.shares[class][key]; ok {
-		return s
+		return s, false
 	}
-	return 1 / float64(v.n)
+	return 1 / float64(v.n), true
 }
 
 // owner returns the live uplink that owns (room, user) for slow mode:

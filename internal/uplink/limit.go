@@ -58,7 +58,9 @@ type limiterEntry struct {
 	tokens float64
 	at     time.Time // when tokens was last brought up to date
 	last   time.Time // last use, for eviction
+	born   time.Time // creation
 	share  float64   // this uplink's share of the key's rate and burst
+	cold   bool      // share is the equal share of a key nobody reports
 	gen    uint64    // the fleet view share was taken from
 	// demand is the units asked for (refused ones too) during the fleet's
 	// report period numbered period; hotUntil, while in the future, puts
@@ -135,12 +137,27 @@ func (l *limiterSet) take(key string, now time.Time, n int) (grant, time.Duratio
 	// and goes into debt: the long-run rate stays rate×share (see
 	// docs/OPERATIONS.md for what this adds to the fleet's burst). Alone,
 	// limit is the burst and this is exactly "tokens ≥ n".
-	if e.share > 0 && (e.tokens >= need || (limit < need && e.tokens >= limit)) {
+	ok := e.share > 0 && (e.tokens >= need || (limit < need && e.tokens >= limit))
+	overdraft := false
+	if !ok && shared && e.cold && now.Sub(e.born) >= 2*f.interval &&
+		e.tokens-need >= -max(1, l.rate*(1-e.share)*f.interval.Seconds()/2) {
+		// A key nobody reports may overdraw its equal share by one
+		// request, or half an interval at the whole rate if that is
+		// more: on average long enough for this uplink's next report
+		// to give it the whole rate if the user is only here, so that a
+		// user on one uplink is seldom refused below the rate. Not in
+		// a key's first two intervals here: a sprayer's first requests
+		// are refused at the equal share, which makes the key hot
+		// everywhere before it could overdraw anywhere (the worst case
+		// is in docs/OPERATIONS.md). It makes the key hot.
+		ok, overdraft = true, true
+	}
+	if ok {
 		e.tokens -= need
-		if shared && now.Before(e.hotUntil) {
+		if shared && (overdraft || now.Before(e.hotUntil)) {
 			// A key in use stays hot, so that the share it holds is
 			// still reported and not given back to the others.
-			e.hotUntil = now.Add(f.hold)
+			l.markHotLocked(sh, key, e, now.Add(f.hold))
 		}
 		return grant{sh: sh, e: e, n: need, burst: l.burst}, 0, true
 	}
@@ -158,12 +175,18 @@ func (l *limiterSet) take(key string, now time.Time, n int) (grant, time.Duratio
 		wait = time.Duration(missing / (l.rate * e.share) * float64(time.Second))
 	}
 	if shared {
-		e.hotUntil = now.Add(f.hold)
-		if _, ok := sh.hot[key]; !ok && len(sh.hot) < maxHotPerShard {
-			sh.hot[key] = e
-		}
+		l.markHotLocked(sh, key, e, now.Add(f.hold))
 	}
 	return grant{}, wait, false
+}
+
+// markHotLocked keeps key in sh's hot set, and so in the usage reports,
+// until until.
+func (l *limiterSet) markHotLocked(sh *limiterShard, key string, e *limiterEntry, until time.Time) {
+	e.hotUntil = until
+	if _, ok := sh.hot[key]; !ok && len(sh.hot) < maxHotPerShard {
+		sh.hot[key] = e
+	}
 }
 
 // advance refills e up to now at its share of the rate.
@@ -182,8 +205,14 @@ func (l *limiterSet) advance(e *limiterEntry, now time.Time) {
 // that a change of shares never creates tokens.
 func (l *limiterSet) reshare(e *limiterEntry, v *fleetView, key string, now time.Time) {
 	l.advance(e, now)
-	e.share = v.share(l.class, key)
+	wasCold := e.cold
+	e.share, e.cold = v.share(l.class, key)
 	e.tokens = min(e.tokens, e.share*l.burst)
+	if wasCold && !e.cold {
+		// The overdraft of a cold key bought the time for this report;
+		// it is not paid back on top.
+		e.tokens = max(e.tokens, 0)
+	}
 	e.gen = v.gen
 }
 
@@ -227,8 +256,8 @@ func (l *limiterSet) getLocked(sh *limiterShard, key string, now time.Time) *lim
 		}
 	}
 	v := l.fleet.current()
-	share := v.share(l.class, key)
-	e := &limiterEntry{tokens: share * l.burst, at: now, last: now, share: share, gen: v.gen}
+	share, cold := v.share(l.class, key)
+	e := &limiterEntry{tokens: share * l.burst, at: now, last: now, born: now, share: share, cold: cold, gen: v.gen}
 	sh.m[key] = e
 	return e
 }
