@@ -333,7 +333,9 @@ Runs one uplink: the send API (POST /v1/rooms/{room}/messages). It checks the
 sender's token and the message, rate-limits danmaku, publishes danmaku live,
 stores gifts in JetStream once per Idempotency-Key, and sums likes into one
 update per room within 500 ms. It needs a NATS with JetStream and the JWT
-secret shared by every role. Rate limits are counted per uplink process.
+secret shared by every role. Rate limits and slow mode hold across all the
+uplinks on the same NATS: they share each limit through usage reports on
+lr.uplink.usage (--limit-sync).
 
 example:
   export LIVEROOM_JWT_SECRET=…   # the same on every role
