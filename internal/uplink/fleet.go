@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/metrics"
 	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
@@ -456,4 +458,19 @@ func (s *Server) Fleet() FleetStats {
 		SlowClaims:         f.claims.Load(),
 		SlowClaimFallbacks: f.claimFallbacks.Load(),
 	}
+}
+
+// fleetCollector exposes FleetStats under liveroom_uplink_fleet_*.
+func (s *Server) fleetCollector() prometheus.Collector {
+	uplinks := prometheus.NewDesc("liveroom_uplink_fleet_uplinks", "Live uplinks this uplink shares its limits with, itself included.", nil, nil)
+	reports := prometheus.NewDesc("liveroom_uplink_fleet_reports_total", "Usage reports on lr.uplink.usage: sent, or received and dropped (malformed, or the loop was behind).", []string{"result"}, nil)
+	claims := prometheus.NewDesc("liveroom_uplink_slow_claims_total", "Slow-mode questions to the owning uplink: asked, and fallback when it did not answer in time.", []string{"result"}, nil)
+	return metrics.Func([]*prometheus.Desc{uplinks, reports, claims}, func(ch chan<- prometheus.Metric) {
+		f := s.Fleet()
+		ch <- prometheus.MustNewConstMetric(uplinks, prometheus.GaugeValue, float64(f.Uplinks))
+		ch <- prometheus.MustNewConstMetric(reports, prometheus.CounterValue, float64(f.ReportsSent), "sent")
+		ch <- prometheus.MustNewConstMetric(reports, prometheus.CounterValue, float64(f.ReportsDropped), "dropped")
+		ch <- prometheus.MustNewConstMetric(claims, prometheus.CounterValue, float64(f.SlowClaims), "asked")
+		ch <- prometheus.MustNewConstMetric(claims, prometheus.CounterValue, float64(f.SlowClaimFallbacks), "fallback")
+	})
 }

@@ -109,3 +109,51 @@ func BenchmarkAdmitDanmaku(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAdmitDanmakuFleet is BenchmarkAdmitDanmaku on an uplink that
+// counts three live uplinks: every charge also counts the key's demand.
+func BenchmarkAdmitDanmakuFleet(b *testing.B) {
+	emb, _, _ := testutil.StartBackbone(b)
+	nc, err := nats.Connect(testutil.NATSURL(b, emb, bus.RoleUplink, ""))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Config{NC: nc, JS: js, Verifier: testutil.Verifier(b), Logger: testutil.Logger(),
+		UserRate: 1e6, UserBurst: 1e6, RoomRate: 1e9})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	for _, id := range []string{"peer-1", "peer-2"} {
+		s.fleet.peers[id] = peerState{seen: now, interval: time.Hour}
+	}
+	s.fleet.rebuild(now)
+	if n := s.Fleet().Uplinks; n != 3 {
+		b.Fatalf("uplinks %d", n)
+	}
+	users := make([]protocol.User, 10000)
+	for i := range users {
+		users[i] = protocol.User("bu" + strconv.Itoa(i))
+	}
+	rooms := make([]protocol.Room, 100)
+	for i := range rooms {
+		rooms[i] = protocol.Room("bench" + strconv.Itoa(i))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			if perr := s.admitDanmaku(time.Now(), users[i%len(users)], rooms[i%len(rooms)]); perr != nil {
+				b.Errorf("refused: %v", perr)
+				return
+			}
+		}
+	})
+}
