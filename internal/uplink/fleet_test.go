@@ -358,3 +358,44 @@ func TestFleetDropsForeignReports(t *testing.T) {
 		}
 	}
 }
+
+// TestLimiterColdOverdraft: a cold key may overdraw its equal share by one
+// request once it is two intervals old, not before, and that makes it hot;
+// once the reports make it this uplink's alone, the overdraft is forgiven.
+func TestLimiterColdOverdraft(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	f := newFleet("a", time.Second)
+	f.peers["a"] = peerState{seen: now, interval: time.Second}
+	f.peers["b"] = peerState{seen: now, interval: time.Second}
+	f.rebuild(now)
+	l := newLimiterSet(0.001, 2) // no refill to speak of; 1 token per uplink
+	l.class, l.fleet = classUser, f
+	if _, _, ok := l.take("fresh", now, 1); !ok {
+		t.Fatal("first request refused")
+	}
+	if _, _, ok := l.take("fresh", now, 1); ok {
+		t.Fatal("a new key overdrew its share")
+	}
+	if _, _, ok := l.take("old", now, 1); !ok {
+		t.Fatal("first request refused")
+	}
+	later := now.Add(2 * time.Second)
+	if _, _, ok := l.take("old", later, 1); !ok {
+		t.Fatal("a cold key two intervals old could not overdraw one request")
+	}
+	if _, _, ok := l.take("old", later, 1); ok {
+		t.Fatal("a cold key overdrew twice")
+	}
+	hot := l.hotKeys(later, f.period.Load(), 10)
+	if _, ok := hot["old"]; !ok {
+		t.Fatalf("an overdrawn key is not hot: %v", hot)
+	}
+	// Its report makes the key a's alone: the whole burst, the overdraft
+	// forgiven (so 0 tokens, not -1).
+	f.peers["a"] = peerState{seen: later, interval: time.Second, hot: [numClasses]map[string]float64{classUser: hot}}
+	f.peers["b"] = peerState{seen: later, interval: time.Second}
+	f.rebuild(later)
+	if _, wait, _ := l.take("old", later, 1); wait > 1001*time.Second || wait < 999*time.Second {
+		t.Fatalf("after the overdraft was forgiven the wait is %v, want 1000 s (one token at 0.001/s)", wait)
+	}
+}

@@ -139,8 +139,7 @@ func (l *limiterSet) take(key string, now time.Time, n int) (grant, time.Duratio
 	// limit is the burst and this is exactly "tokens ≥ n".
 	ok := e.share > 0 && (e.tokens >= need || (limit < need && e.tokens >= limit))
 	overdraft := false
-	if !ok && shared && e.cold && now.Sub(e.born) >= 2*f.interval &&
-		e.tokens-need >= -max(1, l.rate*(1-e.share)*f.interval.Seconds()/2) {
+	if !ok && shared && e.cold && now.Sub(e.born) >= 2*f.interval && e.tokens-need >= -l.overdraft(f, e.share) {
 		// A key nobody reports may overdraw its equal share by one
 		// request, or half an interval at the whole rate if that is
 		// more: on average long enough for this uplink's next report
@@ -205,15 +204,22 @@ func (l *limiterSet) advance(e *limiterEntry, now time.Time) {
 // that a change of shares never creates tokens.
 func (l *limiterSet) reshare(e *limiterEntry, v *fleetView, key string, now time.Time) {
 	l.advance(e, now)
-	wasCold := e.cold
+	wasCold, coldShare := e.cold, e.share
 	e.share, e.cold = v.share(l.class, key)
 	e.tokens = min(e.tokens, e.share*l.burst)
-	if wasCold && !e.cold {
+	if wasCold && !e.cold && e.tokens < 0 {
 		// The overdraft of a cold key bought the time for this report;
-		// it is not paid back on top.
-		e.tokens = max(e.tokens, 0)
+		// it is not paid back on top. Any other debt (a request larger
+		// than a small share) still is.
+		e.tokens = min(0, e.tokens+l.overdraft(l.fleet, coldShare))
 	}
 	e.gen = v.gen
+}
+
+// overdraft is how far below empty a cold key at share may go: one
+// request, or half an interval at the rest of the rate if that is more.
+func (l *limiterSet) overdraft(f *fleet, share float64) float64 {
+	return max(1, l.rate*(1-share)*f.interval.Seconds()/2)
 }
 
 // countDemand adds n to the demand of report period p. The demand of past

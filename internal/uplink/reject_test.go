@@ -206,14 +206,16 @@ func TestNewValidates(t *testing.T) {
 	u := e.start(nil)
 	base := u.srv.cfg
 	for name, mod := range map[string]func(*Config){
-		"no NC":          func(c *Config) { c.NC = nil },
-		"no JS":          func(c *Config) { c.JS = nil },
-		"no Verifier":    func(c *Config) { c.Verifier = nil },
-		"bad gift name":  func(c *Config) { c.Gifts = []string{"Rose"} },
-		"long gift name": func(c *Config) { c.Gifts = []string{strings.Repeat("a", 33)} },
-		"duplicate gift": func(c *Config) { c.Gifts = []string{"rose", "rose"} },
-		"negative rate":  func(c *Config) { c.UserRate = -1 },
-		"negative body":  func(c *Config) { c.MaxBody = -1 },
+		"no NC":           func(c *Config) { c.NC = nil },
+		"no JS":           func(c *Config) { c.JS = nil },
+		"no Verifier":     func(c *Config) { c.Verifier = nil },
+		"bad gift name":   func(c *Config) { c.Gifts = []string{"Rose"} },
+		"long gift name":  func(c *Config) { c.Gifts = []string{strings.Repeat("a", 33)} },
+		"duplicate gift":  func(c *Config) { c.Gifts = []string{"rose", "rose"} },
+		"negative rate":   func(c *Config) { c.UserRate = -1 },
+		"long limit sync": func(c *Config) { c.FleetInterval = 2 * time.Minute },
+		"bad uplink id":   func(c *Config) { c.ID = "up.1" },
+		"negative body":   func(c *Config) { c.MaxBody = -1 },
 	} {
 		cfg := base
 		mod(&cfg)

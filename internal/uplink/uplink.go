@@ -183,6 +183,9 @@ func New(cfg Config) (*Server, error) {
 	switch {
 	case cfg.UserRate < 0 || cfg.UserBurst < 0 || cfg.RoomRate < 0 || cfg.GiftRate < 0 || cfg.GiftBurst < 0 || cfg.LikeRate < 0 || cfg.LikeBurst < 0:
 		return nil, errors.New("cannot create uplink: rates and bursts must be positive")
+	case cfg.FleetInterval > time.Minute:
+		// Other uplinks drop reports announcing more (bus.DecodeUsage).
+		return nil, errors.New("cannot create uplink: FleetInterval is at most 1m")
 	case cfg.LikeWindow < 0 || cfg.PublishTimeout < 0 || cfg.MaxBody < 0:
 		return nil, errors.New("cannot create uplink: LikeWindow, PublishTimeout and MaxBody must be positive")
 	}
