@@ -226,8 +226,13 @@ func (s *Server) fleetLoop(ctx context.Context, reports <-chan bus.UsageReport) 
 			_, known := f.peers[u.ID]
 			f.peers[u.ID] = p
 			if !known {
-				// A new uplink changes every cold share: apply it now.
-				f.rebuild(time.Now())
+				// A new uplink changes every cold share: apply it now,
+				// and report at once, so that the newcomer, which counts
+				// itself alone until it hears the others, learns of
+				// this uplink in milliseconds rather than an interval.
+				now := time.Now()
+				f.rebuild(now)
+				s.publishUsage(now)
 				dirty = false
 				continue
 			}
