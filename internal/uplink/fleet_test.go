@@ -154,6 +154,24 @@ func TestFleetRoomRateAcrossUplinks(t *testing.T) {
 	}
 }
 
+// Likes are charged by their count: a request of 50 takes 50 tokens, more
+// than a small share holds at once.
+func TestFleetLikeRateAcrossUplinks(t *testing.T) {
+	e := newEnv(t)
+	const rate, burst, count = 100.0, 999, 50
+	ups := e.startFleet(3, func(c *Config) { c.LikeRate, c.LikeBurst = rate, burst })
+	var st sendStats
+	elapsed := spray(t, ups, "r1", []string{"tapper"}, like(count), 4*time.Second, 0, &st)
+	got, max := count*st.accepted.Load(), bound(rate, burst, elapsed)
+	t.Logf("likes: %d accepted (%d requests), %d requests refused in %v through 3 uplinks; bound %d", got, st.accepted.Load(), st.refused.Load(), elapsed, max)
+	if got > max {
+		t.Errorf("a user spraying likes on three uplinks got %d in %v, more than %d", got, elapsed, max)
+	}
+	if min := int64(rate * elapsed.Seconds() / 2); got < min {
+		t.Errorf("a user spraying likes got %d in %v, less than half the rate (%d)", got, elapsed, min)
+	}
+}
+
 // setSlowMode turns slow mode on in room and waits until cache sees it.
 func (e *env) setSlowMode(c *moderation.Cache, room protocol.Room, seconds int) {
 	e.t.Helper()
