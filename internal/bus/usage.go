@@ -28,7 +28,10 @@ const MaxUsageKeys = 1024
 // holding more than an equal share) with their demand, the units asked for
 // in the last interval (refused ones included). Fields are only ever added.
 type UsageReport struct {
-	ID         string `json:"id"`
+	ID string `json:"id"`
+	// Run is a random id of the sending process, new at every start, by
+	// which an uplink notices another one using its ID.
+	Run        string `json:"run,omitempty"`
 	TS         int64  `json:"ts"`          // Unix ms when sent
 	IntervalMS int64  `json:"interval_ms"` // the sender's report interval
 	// Hot maps a class (UsageUser, ...) to key → demand.
@@ -46,6 +49,9 @@ func DecodeUsage(data []byte) (UsageReport, error) {
 	}
 	if !ValidUplinkID(u.ID) {
 		return u, fmt.Errorf("usage report names uplink %q", printableUser(u.ID))
+	}
+	if u.Run != "" && !protocol.ValidID(u.Run) {
+		return u, fmt.Errorf("usage report of %s: bad run id", u.ID)
 	}
 	if u.IntervalMS <= 0 || u.IntervalMS > 60_000 || u.TS < 0 {
 		return u, fmt.Errorf("usage report of %s: bad interval or time", u.ID)

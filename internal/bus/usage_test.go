@@ -14,6 +14,8 @@ func TestDecodeUsage(t *testing.T) {
 		{"beat only", `{"id":"up-1","ts":1,"interval_ms":250}`, true},
 		{"hot keys", `{"id":"up-1","ts":1,"interval_ms":250,"hot":{"user":{"u1":3},"room":{"r1":0.5},"gift":{"u2":1},"like":{"u3":40}}}`, true},
 		{"not json", `{"id":`, false},
+		{"run id", `{"id":"up-1","run":"abc","ts":1,"interval_ms":250}`, true},
+		{"bad run id", `{"id":"up-1","run":"a b","ts":1,"interval_ms":250}`, false},
 		{"bad id", `{"id":"up.1","ts":1,"interval_ms":250}`, false},
 		{"no id", `{"ts":1,"interval_ms":250}`, false},
 		{"no interval", `{"id":"up-1","ts":1}`, false},

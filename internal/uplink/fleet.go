@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/bus"
@@ -70,6 +71,7 @@ const (
 // send (one atomic load); everything else belongs to the run loop.
 type fleet struct {
 	id       string
+	run      string // this process's run id (bus.UsageReport.Run)
 	interval time.Duration
 	hold     time.Duration
 	// period numbers the report intervals; demand is counted per period.
@@ -102,7 +104,7 @@ type fleetView struct {
 var aloneView = &fleetView{n: 1}
 
 func newFleet(id string, interval time.Duration) *fleet {
-	f := &fleet{id: id, interval: interval, hold: max(keyHold, 4*interval), peers: map[string]peerState{}}
+	f := &fleet{id: id, run: nuid.Next(), interval: interval, hold: max(keyHold, 4*interval), peers: map[string]peerState{}}
 	f.gen = 1
 	f.view.Store(&fleetView{gen: f.gen, n: 1, ids: []string{id}})
 	return f
@@ -171,6 +173,12 @@ func (s *Server) runFleet(ctx context.Context) func() {
 			return
 		}
 		if u.ID == f.id {
+			if u.Run != f.run {
+				// Both would ignore each other's reports and each
+				// hold a share meant for one: say so loudly.
+				f.reportsDropped.Add(1)
+				s.log.Error("another uplink uses this uplink's id; give each uplink its own --uplink-id", "id", f.id)
+			}
 			return
 		}
 		select {
@@ -253,7 +261,7 @@ func (s *Server) publishUsage(now time.Time) {
 	f := s.fleet
 	p := f.period.Load()
 	alone := f.current().n <= 1
-	u := bus.UsageReport{ID: f.id, TS: now.UnixMilli(), IntervalMS: f.interval.Milliseconds()}
+	u := bus.UsageReport{ID: f.id, Run: f.run, TS: now.UnixMilli(), IntervalMS: f.interval.Milliseconds()}
 	self := peerState{seen: now, interval: f.interval}
 	for c, set := range s.sets() {
 		hot := set.hotKeys(now, p, bus.MaxUsageKeys)

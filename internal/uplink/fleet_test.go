@@ -358,8 +358,15 @@ func TestFleetDropsForeignReports(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	// Another process reporting under up-0's id is noticed by up-0.
+	if err := nc.Publish(bus.UsageSubject, []byte(`{"id":"up-0","run":"someoneelse","ts":1,"interval_ms":250}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	testutil.Eventually(t, 5*time.Second, "bad reports dropped", func() bool {
-		return ups[0].srv.Fleet().ReportsDropped >= 3 && ups[1].srv.Fleet().ReportsDropped >= 3
+		return ups[0].srv.Fleet().ReportsDropped >= 4 && ups[1].srv.Fleet().ReportsDropped >= 3
 	})
 	if n := ups[0].srv.Fleet().Uplinks; n != 2 {
 		t.Errorf("after bad reports uplink counts %d uplinks", n)
