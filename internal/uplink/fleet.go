@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -137,17 +136,24 @@ func (v *fleetView) share(class int, key string) (share float64, cold bool) {
 func (v *fleetView) owner(room protocol.Room, user protocol.User) string {
 	best, bestH := "", uint64(0)
 	for _, id := range v.ids {
-		h := fnv.New64a()
-		_, _ = h.Write([]byte(id))
-		_, _ = h.Write([]byte{'|'})
-		_, _ = h.Write([]byte(room))
-		_, _ = h.Write([]byte{'|'})
-		_, _ = h.Write([]byte(user))
-		if x := h.Sum64(); best == "" || x > bestH {
-			best, bestH = id, x
+		h := fnv1a(fnv1a(fnv1a(fnvOffset, id), "|"+string(room)), "|"+string(user))
+		if best == "" || h > bestH {
+			best, bestH = id, h
 		}
 	}
 	return best
+}
+
+const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
+
+// fnv1a continues a 64-bit FNV-1a hash (hash/fnv's, without its allocation)
+// over s: the same on every uplink, unlike maphash.
+func fnv1a(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
 }
 
 // sets returns the server's limiter sets in class order.

@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"context"
+	"hash/fnv"
 	"net/http"
 	"strconv"
 	"sync"
@@ -300,6 +301,33 @@ func TestFleetShares(t *testing.T) {
 	}
 	if s, _ := f.current().share(classUser, "spray"); s < 0.66 || s > 0.67 {
 		t.Errorf("a's share of spray without c = %v, want 2/3", s)
+	}
+}
+
+// TestSlowModeOwner: every uplink picks the same owner for a pair, pairs
+// spread over the uplinks, and a departing uplink moves only its own pairs.
+func TestSlowModeOwner(t *testing.T) {
+	three := &fleetView{n: 3, ids: []string{"up-0", "up-1", "up-2"}}
+	two := &fleetView{n: 2, ids: []string{"up-0", "up-1"}}
+	owned := map[string]int{}
+	for i := range 300 {
+		user := protocol.User("u" + strconv.Itoa(i))
+		o := three.owner("r", user)
+		owned[o]++
+		if o != "up-2" && two.owner("r", user) != o {
+			t.Fatalf("%s moved from %s although %s stayed", user, o, o)
+		}
+	}
+	for id, n := range owned {
+		if n < 60 {
+			t.Errorf("%s owns only %d of 300 pairs: %v", id, n, owned)
+		}
+	}
+	// The hash is FNV-1a, so it is the same in every process.
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("up-0|r|u1"))
+	if got := fnv1a(fnvOffset, "up-0|r|u1"); got != h.Sum64() {
+		t.Errorf("fnv1a = %x, hash/fnv says %x", got, h.Sum64())
 	}
 }
 
