@@ -173,6 +173,8 @@ func uplinkFlags(fs *flag.FlagSet, c *uplink.Config, gifts *string, ev *envs) {
 	fs.IntVar(&c.GiftBurst, "gift-burst", ev.int("GIFT_BURST", 10), "gift burst per user ($LIVEROOM_GIFT_BURST)")
 	fs.Float64Var(&c.LikeRate, "like-rate", ev.float("LIKE_RATE", 50), "likes (summed counts) per user per second, across rooms ($LIVEROOM_LIKE_RATE)")
 	fs.IntVar(&c.LikeBurst, "like-burst", ev.int("LIKE_BURST", 1000), "like burst per user, at least 999 ($LIVEROOM_LIKE_BURST)")
+	fs.StringVar(&c.ID, "uplink-id", env("UPLINK_ID", ""), "this uplink's name to the other uplinks, [A-Za-z0-9_-]{1,64}, unique; empty: a random one ($LIVEROOM_UPLINK_ID)")
+	fs.DurationVar(&c.FleetInterval, "limit-sync", ev.dur("LIMIT_SYNC", uplink.DefaultFleetInterval), "how often uplinks exchange the usage of their hot rate-limit keys, so that every limit holds across all uplinks; negative: off, each uplink enforces every limit alone ($LIVEROOM_LIMIT_SYNC)")
 }
 
 // sendPathGCPercent is the garbage collector target of the processes on the

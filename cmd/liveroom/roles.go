@@ -380,7 +380,9 @@ Runs one uplink: the send API (POST /v1/rooms/{room}/messages). It checks the
 sender's token and the message, rate-limits danmaku, publishes danmaku live,
 stores gifts in JetStream once per Idempotency-Key, and sums likes into one
 update per room within 500 ms. It needs a NATS with JetStream and the JWT
-secret shared by every role. Rate limits are counted per uplink process.
+secret shared by every role. Rate limits and slow mode hold across all the
+uplinks on the same NATS: they share each limit through usage reports on
+lr.uplink.usage (--limit-sync).
 It also serves the server API for the platform's backend (/v1/server/…, API
 keys from --api-keys-file or $LIVEROOM_API_KEYS): paid gifts, announcements,
 notices, room state. Gifts from users' tokens need --client-gifts.

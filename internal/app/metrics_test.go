@@ -51,6 +51,8 @@ func TestMetricsExposition(t *testing.T) {
 		"liveroom_gateway_top_room_viewers":             dto.MetricType_GAUGE,
 		"liveroom_uplink_sends_accepted_total":          dto.MetricType_COUNTER,
 		"liveroom_uplink_send_duration_seconds":         dto.MetricType_HISTOGRAM,
+		"liveroom_uplink_fleet_uplinks":                 dto.MetricType_GAUGE,
+		"liveroom_uplink_fleet_reports_total":           dto.MetricType_COUNTER,
 		"liveroom_dispatch_decisions_total":             dto.MetricType_COUNTER,
 		"liveroom_machine_load_average":                 dto.MetricType_GAUGE,
 		"liveroom_machine_network_transmit_bytes_total": dto.MetricType_COUNTER,

@@ -154,6 +154,17 @@ func TestRolePermissions(t *testing.T) {
 		{bus.RoleUplink, "", "$KV." + bus.AnnouncementsKV + ".an-perm", false},
 		{bus.RoleControl, "", bus.ControlSubject("gw-1"), true},
 		{bus.RoleControl, "", bus.LiveSubject(room), false},
+		// Fleet-wide limits: a usage report or a slow-mode claim shifts
+		// every uplink's share of a key; only uplinks may send them.
+		{bus.RoleUplink, "", bus.UsageSubject, true},
+		{bus.RoleUplink, "", bus.SlowClaimSubject("up-1"), true},
+		{bus.RoleGateway, "gw-1", bus.UsageSubject, false},
+		{bus.RoleGateway, "", bus.UsageSubject, false},
+		{bus.RoleGateway, "gw-1", bus.SlowClaimSubject("up-1"), false},
+		{bus.RoleDispatch, "", bus.UsageSubject, false},
+		{bus.RoleArchive, "", bus.UsageSubject, false},
+		{bus.RoleAutoscale, "", bus.UsageSubject, false},
+		{bus.RoleControl, "", bus.UsageSubject, false},
 		{bus.RoleMonitor, "", bus.BeatSubject("gw-1"), false},
 		{bus.RoleArchive, "", bus.LiveSubject(room), false},
 		{bus.RoleArchive, "", bus.BeatSubject("gw-1"), false},
@@ -235,6 +246,12 @@ func TestRolePermissions(t *testing.T) {
 		{bus.RoleGateway, "gw-1", bus.DoorSubject, false},
 		{bus.RoleUplink, "", bus.DoorSubject, false},
 		{bus.RoleMonitor, "", bus.LiveWildcard, false},
+		{bus.RoleUplink, "", bus.UsageSubject, true},
+		{bus.RoleUplink, "", bus.SlowClaimSubject("up-1"), true},
+		{bus.RoleGateway, "gw-1", bus.UsageSubject, false},
+		{bus.RoleGateway, "gw-1", bus.SlowClaimSubject("up-1"), false},
+		{bus.RoleMonitor, "", bus.UsageSubject, false},
+		{bus.RoleDispatch, "", bus.UplinkWildcard, false},
 	} {
 		nc, v := connectAs(t, e, tc.role, tc.id)
 		if _, err := nc.SubscribeSync(tc.sub); err != nil {

@@ -18,8 +18,9 @@ import (
 //	role       publishes                                     subscribes
 //	gateway    presence, its own beat, Direct Get reads          its rooms' subjects, user notices, its own control
 //	uplink     room live, reliable stores, moderation records, presence (room counts
-//	           user notices, like/moderation/paid-order KV    for the server API)
-//	           writes, stream management
+//	           user notices, like/moderation/paid-order KV    for the server API),
+//	           writes, stream management, lr.uplink.>         lr.uplink.> (usage reports,
+//	                                                         slow-mode claims)
 //	dispatch   control commands (admin API), door reports,   beats
 //	           announcement KV writes (admin API)
 //	archive    reliable notices (live start/stop), session   –
@@ -30,8 +31,9 @@ import (
 //	monitor    –                                             beats
 //	all        everything                                    everything
 //
-// Gateways answer control requests through the response permission (one
-// reply per request received), not through a publish grant on _INBOX.
+// Gateways answer control requests, and uplinks slow-mode claims, through
+// the response permission (one reply per request received), not through a
+// publish grant on _INBOX.
 func Permissions(role Role, id string) *server.Permissions {
 	if role == RoleAll {
 		return nil // nil permissions: everything
@@ -65,6 +67,11 @@ func Permissions(role Role, id string) *server.Permissions {
 		pub = append(pub, writeKV(OrdersKV)...)
 		// The server API's online counts (internal/presence).
 		sub = append(sub, PresenceWildcard)
+		// Fleet-wide limits: usage reports and slow-mode claims, among
+		// uplinks only (internal/uplink fleet.go).
+		pub = append(pub, UplinkWildcard)
+		sub = append(sub, UplinkWildcard)
+		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 	case RoleArchive:
 		pub = append(pub, StoreWildcard, ModerationWildcard, UserWildcard, webhookDLQSubjects)
 		for _, s := range []string{ReliableStream, LiveStream} {

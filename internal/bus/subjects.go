@@ -48,6 +48,16 @@ const (
 	// clients ask. Published by dispatch, read by the autoscaler.
 	DoorSubject = "lr.dispatch.door"
 
+	// UplinkWildcard matches the subjects uplinks use among themselves for
+	// fleet-wide limits (UsageSubject, SlowClaimSubject). Only uplinks may
+	// publish or subscribe to them: a report there changes every uplink's
+	// share of a user's or a room's rate.
+	UplinkWildcard = uplinkPrefix + ">"
+	// UsageSubject carries every uplink's usage report (UsageReport) a few
+	// times a second: its liveness and the demand of its hot rate-limit
+	// keys. Published and read by uplinks only.
+	UsageSubject = uplinkPrefix + "usage"
+
 	// HeaderPrio marks a live message that must not be sampled away (sent by
 	// an anchor or admin).
 	HeaderPrio = "Lr-Prio"
@@ -117,6 +127,17 @@ func RoomFromSubject(subj string) (protocol.Room, string, bool) {
 	}
 	return "", "", false
 }
+
+const uplinkPrefix = "lr.uplink."
+
+// SlowClaimSubject carries slow-mode claims (requests) to uplink id, the
+// owner of the (room, user) pairs that hash to it; id must have passed
+// ValidUplinkID.
+func SlowClaimSubject(id string) string { return uplinkPrefix + "slow." + id }
+
+// ValidUplinkID reports whether id can name an uplink (and a subject token):
+// 1-64 characters of A-Z a-z 0-9 _ -.
+func ValidUplinkID(id string) bool { return protocol.ValidID(id) }
 
 // LikesKey is the key of a room's likes total in the room-state bucket.
 func LikesKey(room protocol.Room) string { return "likes." + string(room) }

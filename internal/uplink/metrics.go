@@ -37,7 +37,7 @@ func (s *Server) Register(reg prometheus.Registerer) error {
 		Help:    "Time to answer a send, by class (gifts include the JetStream store).",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5},
 	}, []string{"class"})
-	for _, col := range []prometheus.Collector{c, lat} {
+	for _, col := range []prometheus.Collector{c, lat, s.fleetCollector()} {
 		if err := reg.Register(col); err != nil {
 			return err
 		}

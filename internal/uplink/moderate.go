@@ -38,7 +38,7 @@ func (s *Server) moderate(now time.Time, room protocol.Room, id auth.Identity, r
 				return protocol.Errorf(http.StatusForbidden, protocol.CodeMutedAll, "", "only the anchor may speak in this room now")
 			}
 			if st.SlowModeS > 0 && !exempt {
-				if wait := s.slow.admit(room, id.User, now, time.Duration(st.SlowModeS)*time.Second); wait > 0 {
+				if wait := s.admitSlow(room, id.User, now, time.Duration(st.SlowModeS)*time.Second); wait > 0 {
 					return protocol.Errorf(http.StatusTooManyRequests, protocol.CodeSlowMode, "",
 						fmt.Sprintf("slow mode: one comment every %d s", st.SlowModeS)).WithRetry(wait.Milliseconds())
 				}
@@ -56,8 +56,8 @@ func (s *Server) moderate(now time.Time, room protocol.Room, id auth.Identity, r
 }
 
 // slowMode remembers when each user last spoke in each room, for slow mode.
-// It is per process: behind several uplinks a user could speak once per
-// interval through each (documented in docs/SECURITY.md).
+// Behind several uplinks each pair has one owner whose memory decides; the
+// others remember the owner's answers (fleet.go, admitSlow).
 //
 // Its memory is bounded like a limiterSet's: at most perShard entries in each
 // of limiterShards shards.
@@ -105,6 +105,40 @@ func (s *slowMode) admit(room protocol.Room, user protocol.User, now time.Time, 
 	}
 	sh.last[key] = now
 	return 0
+}
+
+// wait returns how long user must still wait in room, without recording
+// anything: 0 when this uplink remembers no comment within interval.
+func (s *slowMode) wait(room protocol.Room, user protocol.User, now time.Time, interval time.Duration) time.Duration {
+	key := string(room) + "|" + string(user)
+	sh := &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if last, ok := sh.last[key]; ok && now.Sub(last) < interval {
+		return interval - now.Sub(last)
+	}
+	return 0
+}
+
+// set records that user last spoke in room at t (as another uplink, the
+// pair's owner, said), within the same memory bound as admit.
+func (s *slowMode) set(room protocol.Room, user protocol.User, t time.Time) {
+	key := string(room) + "|" + string(user)
+	sh := &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.last[key]; !ok && len(sh.last) >= s.perShard {
+		sh.sweepLocked(t)
+		for k := range sh.last {
+			if len(sh.last) < s.perShard {
+				break
+			}
+			delete(sh.last, k)
+		}
+	}
+	if last, ok := sh.last[key]; !ok || t.After(last) {
+		sh.last[key] = t
+	}
 }
 
 // sweep forgets entries older than the longest slow-mode interval.

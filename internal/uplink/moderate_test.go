@@ -62,3 +62,25 @@ func TestSlowModeAdmit(t *testing.T) {
 		t.Fatalf("swept %d, want 1 (r2 only)", n)
 	}
 }
+
+// TestSlowModeRemembersOwner: a non-owner uplink refuses from the owner's
+// last answer without recording anything itself, and never moves a later
+// comment back in time.
+func TestSlowModeRemembersOwner(t *testing.T) {
+	s := newSlowMode()
+	now := time.Unix(1_700_000_000, 0)
+	if w := s.wait("r", "bob", now, 10*time.Second); w != 0 {
+		t.Fatalf("unknown pair waits %v", w)
+	}
+	s.set("r", "bob", now.Add(-3*time.Second)) // the owner said: spoke 3 s ago
+	if w := s.wait("r", "bob", now, 10*time.Second); w != 7*time.Second {
+		t.Fatalf("wait %v, want 7s", w)
+	}
+	s.set("r", "bob", now.Add(-5*time.Second)) // an older answer arriving late
+	if w := s.wait("r", "bob", now, 10*time.Second); w != 7*time.Second {
+		t.Fatalf("an older answer moved the last comment back: wait %v", w)
+	}
+	if w := s.wait("r", "bob", now.Add(7*time.Second), 10*time.Second); w != 0 {
+		t.Fatalf("after the interval the pair still waits %v", w)
+	}
+}

@@ -307,9 +307,9 @@ func TestLimiterEviction(t *testing.T) {
 	l := newLimiterSet(2, 5) // refills in 2.5 s; idle = 6 s
 	t0 := time.Unix(1_700_000_000, 0)
 	for i := range 100 {
-		l.get("user"+strconv.Itoa(i), t0)
+		l.take("user"+strconv.Itoa(i), t0, 1)
 	}
-	l.get("user7", t0.Add(5*time.Second))
+	l.take("user7", t0.Add(5*time.Second), 1)
 	if n := l.sweep(t0.Add(l.idle - time.Nanosecond)); n != 0 || l.size() != 100 {
 		t.Fatalf("evicted %d early (size %d)", n, l.size())
 	}
@@ -317,9 +317,11 @@ func TestLimiterEviction(t *testing.T) {
 		t.Fatalf("evicted %d, size %d; want 99 and 1", n, l.size())
 	}
 	// A used limiter is charged, not replaced, until it is evicted.
-	lim := l.get("user7", t0.Add(6*time.Second))
-	if !lim.AllowN(t0.Add(6*time.Second), 5) || l.get("user7", t0.Add(6*time.Second)).AllowN(t0.Add(6*time.Second), 1) {
-		t.Fatal("the limiter of a live key was replaced")
+	if _, _, ok := l.take("user7", t0.Add(6*time.Second), 5); !ok {
+		t.Fatal("the bucket of a live key did not refill")
+	}
+	if _, _, ok := l.take("user7", t0.Add(6*time.Second), 1); ok {
+		t.Fatal("the bucket of a live key was replaced by a full one")
 	}
 }
 
@@ -332,7 +334,7 @@ func TestLimiterBound(t *testing.T) {
 		if maphashShard(l, k) != 0 {
 			continue
 		}
-		l.get(k, now)
+		l.take(k, now, 1)
 		added++
 	}
 	if n := len(l.shards[0].m); n != maxLimitersPerShard {
@@ -342,7 +344,7 @@ func TestLimiterBound(t *testing.T) {
 	for i := 0; ; i++ {
 		k := "fresh" + strconv.Itoa(i)
 		if maphashShard(l, k) == 0 {
-			l.get(k, now.Add(l.idle))
+			l.take(k, now.Add(l.idle), 1)
 			break
 		}
 	}

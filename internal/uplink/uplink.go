@@ -22,8 +22,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/liveroom/liveroom/internal/auth"
+	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/session"
@@ -86,6 +88,15 @@ type Config struct {
 	// `serve` in dev mode sets it so that the demo page can send gifts;
 	// with a secret it is --client-gifts.
 	ClientGifts bool
+	// ID names this uplink to the other uplinks (fleet-wide limits):
+	// 1-64 of [A-Za-z0-9_-], unique in the fleet. Default a random one.
+	ID string
+	// FleetInterval is how often this uplink reports its usage to the
+	// others on lr.uplink.usage, and so how soon a share follows a user who
+	// moved to another uplink. Default DefaultFleetInterval (250ms);
+	// negative turns fleet-wide limits off: every uplink then enforces the
+	// whole of each limit on its own (N uplinks allow N × the rates).
+	FleetInterval time.Duration
 }
 
 // Server serves the send API. Create it with New, serve Handler and run Run
@@ -103,6 +114,7 @@ type Server struct {
 	likeUsers *limiterSet
 	likes     *likeAgg
 	slow      *slowMode
+	fleet     *fleet // nil when fleet-wide limits are off
 	stats     counters
 
 	// latency observers by message type; nil until Register.
@@ -166,9 +178,21 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = 4096
 	}
+	if cfg.ID == "" {
+		cfg.ID = "up-" + nuid.Next()
+	}
+	if !bus.ValidUplinkID(cfg.ID) {
+		return nil, fmt.Errorf("cannot create uplink: id %q: want [A-Za-z0-9_-]{1,64}", cfg.ID)
+	}
+	if cfg.FleetInterval == 0 {
+		cfg.FleetInterval = DefaultFleetInterval
+	}
 	switch {
 	case cfg.UserRate < 0 || cfg.UserBurst < 0 || cfg.RoomRate < 0 || cfg.GiftRate < 0 || cfg.GiftBurst < 0 || cfg.LikeRate < 0 || cfg.LikeBurst < 0:
 		return nil, errors.New("cannot create uplink: rates and bursts must be positive")
+	case cfg.FleetInterval > time.Minute:
+		// Other uplinks drop reports announcing more (bus.DecodeUsage).
+		return nil, errors.New("cannot create uplink: FleetInterval is at most 1m")
 	case cfg.LikeWindow < 0 || cfg.PublishTimeout < 0 || cfg.MaxBody < 0:
 		return nil, errors.New("cannot create uplink: LikeWindow, PublishTimeout and MaxBody must be positive")
 	}
@@ -184,6 +208,12 @@ func New(cfg Config) (*Server, error) {
 		slow:      newSlowMode(),
 
 		sessions: session.NewCache(cfg.JS, cfg.Logger),
+	}
+	if cfg.FleetInterval > 0 {
+		s.fleet = newFleet(cfg.ID, cfg.FleetInterval)
+		for c, set := range s.sets() {
+			set.class, set.fleet = c, s.fleet
+		}
 	}
 	s.stats.init()
 	return s, nil
@@ -213,6 +243,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer s.running.Store(false)
 	defer s.runSessions(ctx)()
+	defer s.runFleet(ctx)()
 	likeTick := time.NewTicker(s.cfg.LikeWindow)
 	defer likeTick.Stop()
 	sweepTick := time.NewTicker(limiterSweepEvery)
