@@ -17,7 +17,7 @@ test: deps check
 ## Every decoder of bytes from the network has one: client frames (gateway), the send API body
 ## and Idempotency-Key (uplink), tokens (auth), room ids (protocol), the Go client's frame decoder
 ## and the load generator's frame scanner.
-FUZZTIME ?= 7s
+FUZZTIME ?= 4s
 FUZZERS := ./internal/gateway:FuzzParseClientFrame ./internal/uplink:FuzzDecodeSend \
 	./internal/uplink:FuzzIdempotencyKey ./internal/uplink:FuzzServerBatch ./internal/auth:FuzzVerify ./internal/protocol:FuzzParseRoom \
 	./client:FuzzDecodeFrame ./internal/bench:FuzzScanFrame ./internal/moderation:FuzzWordFilter
