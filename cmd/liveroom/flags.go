@@ -165,7 +165,7 @@ func historyCount(n int) int {
 // uplinkFlags are the uplink tunables shared by serve and uplink.
 func uplinkFlags(fs *flag.FlagSet, c *uplink.Config, gifts *string, ev *envs) {
 	fs.BoolVar(&c.ClientGifts, "client-gifts", envBool(ev, "CLIENT_GIFTS"), "accept gifts sent with users' tokens; without it (and with a JWT secret) only the platform's backend sends gifts, through the server API after payment; dev mode always accepts them ($LIVEROOM_CLIENT_GIFTS)")
-	fs.StringVar(gifts, "gifts", env("GIFTS", "rose,heart,rocket,castle,car"), "gift catalogue, comma separated ($LIVEROOM_GIFTS)")
+	fs.StringVar(gifts, "gifts", env("GIFTS", strings.Join(uplink.DefaultGifts, ",")), "gift catalogue, comma separated ($LIVEROOM_GIFTS)")
 	fs.Float64Var(&c.UserRate, "user-rate", ev.float("USER_RATE", 2), "danmaku per user per second ($LIVEROOM_USER_RATE)")
 	fs.IntVar(&c.UserBurst, "user-burst", ev.int("USER_BURST", 5), "danmaku burst per user ($LIVEROOM_USER_BURST)")
 	fs.Float64Var(&c.RoomRate, "room-rate", ev.float("ROOM_RATE", 1000), "danmaku per room per second, all senders ($LIVEROOM_ROOM_RATE)")

@@ -145,6 +145,17 @@ func redactURL(s string) string {
 	return strings.Join(parts, ",")
 }
 
+// keepReplicas is the replica count to create or update stream (a KV
+// bucket's is "KV_"+bucket) with: want, but never fewer than it has. A
+// role started without --replicas 3 must not turn a clustered stream into
+// a single copy another role (or an operator) made.
+func keepReplicas(ctx context.Context, js jetstream.JetStream, stream string, want int) int {
+	if st, err := js.Stream(ctx, stream); err == nil {
+		return max(want, st.CachedInfo().Config.Replicas)
+	}
+	return want
+}
+
 // EnsureStreams creates or updates the reliable stream and the room-state
 // bucket. Every role calls it at start; it is idempotent.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
@@ -157,25 +168,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	if cfg.ReliableMaxAge <= 0 {
 		cfg.ReliableMaxAge = 24 * time.Hour
 	}
-	// Never lower the replicas another role (or an operator) set: a role
-	// started without --replicas 3 must not turn a clustered stream into a
-	// single copy.
-	replicas := cfg.Replicas
-	if st, err := js.Stream(ctx, ReliableStream); err == nil {
-		replicas = max(replicas, st.CachedInfo().Config.Replicas)
-	}
-	liveReplicas := cfg.Replicas
-	if st, err := js.Stream(ctx, LiveStream); err == nil {
-		liveReplicas = max(liveReplicas, st.CachedInfo().Config.Replicas)
-	}
-	kvReplicas := cfg.Replicas
-	if st, err := js.Stream(ctx, "KV_"+RoomStateKV); err == nil {
-		kvReplicas = max(kvReplicas, st.CachedInfo().Config.Replicas)
-	}
-	modReplicas := cfg.Replicas
-	if st, err := js.Stream(ctx, "KV_"+ModerationKV); err == nil {
-		modReplicas = max(modReplicas, st.CachedInfo().Config.Replicas)
-	}
+	replicas := keepReplicas(ctx, js, ReliableStream, cfg.Replicas)
+	liveReplicas := keepReplicas(ctx, js, LiveStream, cfg.Replicas)
+	kvReplicas := keepReplicas(ctx, js, "KV_"+RoomStateKV, cfg.Replicas)
+	modReplicas := keepReplicas(ctx, js, "KV_"+ModerationKV, cfg.Replicas)
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        ReliableStream,
 		Description: "liveroom reliable-class room messages (gifts, notices)",
@@ -240,10 +236,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	if err != nil {
 		return fmt.Errorf("cannot create bucket %s: %w", ModerationKV, err)
 	}
-	sessReplicas := cfg.Replicas
-	if st, err := js.Stream(ctx, "KV_"+SessionsKV); err == nil {
-		sessReplicas = max(sessReplicas, st.CachedInfo().Config.Replicas)
-	}
+	sessReplicas := keepReplicas(ctx, js, "KV_"+SessionsKV, cfg.Replicas)
 	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      SessionsKV,
 		Description: "liveroom live sessions of rooms (watched by every uplink)",
@@ -254,10 +247,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	if err != nil {
 		return fmt.Errorf("cannot create bucket %s: %w", SessionsKV, err)
 	}
-	annReplicas := cfg.Replicas
-	if st, err := js.Stream(ctx, "KV_"+AnnouncementsKV); err == nil {
-		annReplicas = max(annReplicas, st.CachedInfo().Config.Replicas)
-	}
+	annReplicas := keepReplicas(ctx, js, "KV_"+AnnouncementsKV, cfg.Replicas)
 	// A few dozen small entries at most (internal/announce bounds their
 	// count and size); the byte limit is the backstop against a writer
 	// that ignores those bounds. An announcement ends at most 8 days after
@@ -276,10 +266,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	if err != nil {
 		return fmt.Errorf("cannot create bucket %s: %w", AnnouncementsKV, err)
 	}
-	orderReplicas := cfg.Replicas
-	if st, err := js.Stream(ctx, "KV_"+OrdersKV); err == nil {
-		orderReplicas = max(orderReplicas, st.CachedInfo().Config.Replicas)
-	}
+	orderReplicas := keepReplicas(ctx, js, "KV_"+OrdersKV, cfg.Replicas)
 	orderTTL := cfg.OrderTTL
 	if orderTTL <= 0 {
 		orderTTL = 7 * 24 * time.Hour

@@ -222,3 +222,7 @@ func Encode(v any) []byte {
 	}
 	return b
 }
+
+// DefaultGifts is the gift catalogue when none is configured (the uplink's
+// --gifts): the names the uplink accepts and the room page's buttons.
+var DefaultGifts = []string{"rose", "heart", "rocket", "castle", "car"}

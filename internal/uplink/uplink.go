@@ -32,7 +32,7 @@ import (
 )
 
 // DefaultGifts is the gift catalogue used when Config.Gifts is empty.
-var DefaultGifts = []string{"rose", "heart", "rocket", "castle", "car"}
+var DefaultGifts = protocol.DefaultGifts
 
 // Config configures a Server. Zero values mean the documented defaults.
 type Config struct {

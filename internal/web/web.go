@@ -225,11 +225,15 @@ type gift struct {
 	Label string
 }
 
-// gifts are the buttons on the room page, in order. The ids are the ones the
-// uplink accepts.
-var gifts = []gift{
-	{"rose", "Rose"}, {"heart", "Heart"}, {"rocket", "Rocket"}, {"castle", "Castle"}, {"car", "Car"},
-}
+// gifts are the buttons on the room page, in order: the default catalogue,
+// the ids the uplink accepts, labelled with a capital.
+var gifts = func() []gift {
+	out := make([]gift, len(protocol.DefaultGifts))
+	for i, id := range protocol.DefaultGifts {
+		out[i] = gift{ID: id, Label: strings.ToUpper(id[:1]) + id[1:]}
+	}
+	return out
+}()
 
 type errorPage struct {
 	Title   string
