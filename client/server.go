@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/liveroom/liveroom/internal/protocol"
 )
 
 // Server calls the server API (/v1/server/…) with an API key: what the
@@ -152,21 +154,12 @@ type RoomState struct {
 	Session *Session `json:"session,omitempty"`
 }
 
-// LiveRoom is a room with viewers or a live session.
-type LiveRoom struct {
-	Room      string `json:"room"`
-	Online    int64  `json:"online"`
-	Live      bool   `json:"live"`
-	Session   string `json:"session,omitempty"`
-	StartedMS int64  `json:"started_ms,omitempty"`
-}
-
-// LiveRooms is a list of live rooms, most viewers first.
-type LiveRooms struct {
-	Rooms []LiveRoom `json:"rooms"`
-	// Total is how many rooms are live, beyond the limit asked.
-	Total int `json:"total"`
-}
+// LiveRoom is a room with viewers or a live session; LiveRooms a list of
+// them, most viewers first (GET /v1/server/rooms).
+type (
+	LiveRoom  = protocol.LiveRoom
+	LiveRooms = protocol.LiveRooms
+)
 
 // ErrInvalidOrder is returned before anything is sent for a gift without an
 // order id.

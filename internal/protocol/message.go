@@ -226,3 +226,23 @@ func Encode(v any) []byte {
 // DefaultGifts is the gift catalogue when none is configured (the uplink's
 // --gifts): the names the uplink accepts and the room page's buttons.
 var DefaultGifts = []string{"rose", "heart", "rocket", "castle", "car"}
+
+// LiveRoom is one room of a live-room list.
+type LiveRoom struct {
+	Room   string `json:"room"`
+	Online int64  `json:"online"`
+	// Live and Session describe the room's live session, when it has one.
+	Live    bool   `json:"live"`
+	Session string `json:"session,omitempty"`
+	// StartedMS is when the live session started (Unix ms).
+	StartedMS int64 `json:"started_ms,omitempty"`
+}
+
+// LiveRooms is the body of GET /v1/server/rooms and GET /v1/rooms.
+type LiveRooms struct {
+	// Rooms are the rooms with viewers or a live session, most viewers
+	// first, then live sessions by start, at most the limit asked.
+	Rooms []LiveRoom `json:"rooms"`
+	// Total is how many such rooms there are.
+	Total int `json:"total"`
+}

@@ -30,25 +30,12 @@ type RoomState struct {
 	Session *session.Session `json:"session,omitempty"`
 }
 
-// LiveRoom is one room of a live-room list.
-type LiveRoom struct {
-	Room   string `json:"room"`
-	Online int64  `json:"online"`
-	// Live and Session describe the room's live session, when it has one.
-	Live    bool   `json:"live"`
-	Session string `json:"session,omitempty"`
-	// StartedMS is when the live session started (Unix ms).
-	StartedMS int64 `json:"started_ms,omitempty"`
-}
-
-// LiveRooms is the body of GET /v1/server/rooms and GET /v1/rooms.
-type LiveRooms struct {
-	// Rooms are the rooms with viewers or a live session, most viewers
-	// first, then live sessions by start, at most the limit asked.
-	Rooms []LiveRoom `json:"rooms"`
-	// Total is how many such rooms there are.
-	Total int `json:"total"`
-}
+// LiveRoom and LiveRooms are the body of GET /v1/server/rooms and GET
+// /v1/rooms (the wire types, shared with the Go client).
+type (
+	LiveRoom  = protocol.LiveRoom
+	LiveRooms = protocol.LiveRooms
+)
 
 func (a *serverAPI) serveRoom(w http.ResponseWriter, r *http.Request) {
 	room, err := protocol.ParseRoom(r.PathValue("room"))
