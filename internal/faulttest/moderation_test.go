@@ -178,7 +178,16 @@ func TestModerationAcrossProcesses(t *testing.T) {
 			t.Fatal("the connection stayed open")
 		}
 		t.Logf("ban closed the connection on the other gateway after %v", time.Since(at).Round(time.Millisecond))
+		// The ban reaches each gateway on its own (a few ms apart): the
+		// other gateway refuses within a second, and from then on.
 		for _, gw := range []string{gw0, gw1} {
+			testutil.Eventually(t, time.Second, "rejoins during the ban are refused on "+gw, func() bool {
+				g, err := dial(t, gw, room, troll)
+				if err == nil {
+					g.Close()
+				}
+				return refusedWith(err, protocol.CodeBanned)
+			})
 			if _, err := dial(t, gw, room, troll); !refusedWith(err, protocol.CodeBanned) {
 				t.Fatalf("rejoin during the ban on %s: %v", gw, err)
 			}
