@@ -8,8 +8,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/role"
 	"github.com/liveroom/liveroom/internal/webhook"
 )
 
@@ -46,8 +46,8 @@ func (f *nonCoreFlags) register(fs *flag.FlagSet, ev *envs, serve bool) {
 
 // config builds the app's NonCoreConfig; the signing secret of
 // --webhook-url comes only from $LIVEROOM_WEBHOOK_SECRET (flags show in ps).
-func (f *nonCoreFlags) config() (app.NonCoreConfig, error) {
-	c := app.NonCoreConfig{NoArchive: f.noArchive, ArchivePath: f.archivePath, Retention: f.retention}
+func (f *nonCoreFlags) config() (role.NonCoreConfig, error) {
+	c := role.NonCoreConfig{NoArchive: f.noArchive, ArchivePath: f.archivePath, Retention: f.retention}
 	if f.webhooksFile != "" {
 		w, err := webhook.LoadFile(f.webhooksFile)
 		if err != nil {
@@ -107,31 +107,16 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	r, v, err := rf.connectVerified(ctx, "liveroom-archive", bus.RoleArchive, "", stderr)
+	v, err := rf.verifier()
 	if err != nil {
 		return err
 	}
-	mod, err := startModeration(ctx, r, v, nil)
+	p, err := rf.connect(ctx, "liveroom-archive", bus.RoleArchive, "", v, stderr)
 	if err != nil {
-		r.nc.Close()
 		return err
 	}
-	nc, err := app.StartNonCore(ctx, app.NonCoreDeps{JS: r.js, Verifier: v, Anchors: app.ModerationAnchors(mod.Cache(), mod),
-		DataDir: *dataDir, Logger: r.log}, ncfg)
-	if err != nil {
-		mod.Cache().Close()
-		r.nc.Close()
-		return withFix(err, "", "", "--data-dir (or --archive-path)")
-	}
-	if err := nc.Register(r.reg); err != nil {
-		nc.Close()
-		mod.Cache().Close()
-		r.nc.Close()
-		return fmt.Errorf("cannot register metrics: %w", err)
-	}
-	h := app.NewRouter(app.RouterConfig{RoomRoutes: nc.Routes()})
-	return r.serveHTTP(ctx, h, func() {
-		nc.Close()
-		mod.Cache().Close()
-	})
+	// No uplink here: the role loads its own moderation service for the
+	// room anchors.
+	err = rf.run(ctx, p, "", nil, role.NewNonCore(p.deps, ncfg, nil, *dataDir))
+	return withFix(err, "", "", "--data-dir (or --archive-path)")
 }

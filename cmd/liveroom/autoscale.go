@@ -6,23 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/liveroom/liveroom/internal/announce"
-	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/autoscale"
 	"github.com/liveroom/liveroom/internal/bus"
-	"github.com/liveroom/liveroom/internal/metrics"
+	"github.com/liveroom/liveroom/internal/role"
 )
 
 // policyFlags are the autoscaling policy flags, shared by `autoscale` and
@@ -201,11 +193,16 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	nc, err := bus.Connect(*natsURL, "liveroom-autoscale", log, opts...)
+	ln, err := role.ListenHTTP(*addr)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	deps, err := role.Connect(ctx, role.ConnectConfig{URL: *natsURL, Name: "liveroom-autoscale", Role: bus.RoleAutoscale, Options: opts, Logger: log})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer deps.NC.Close()
 
 	var act autoscale.Actuator
 	var closeAct func()
@@ -247,7 +244,8 @@ flags:`)
 				envv = append(envv, kv)
 			}
 		}
-		gwArgs := append([]string{"--nats-url", *natsURL}, fs.Args()...)
+		// The capacity first: flags after -- may override it.
+		gwArgs := append(append([]string{"--nats-url", *natsURL}, policy.WithDefaults().Capacity.GatewayArgs()...), fs.Args()...)
 		p, err := autoscale.NewProcess(autoscale.ProcessConfig{Args: gwArgs, Env: envv, ChildEnv: childEnv, Host: *gwHost, PublicHost: *publicHost,
 			PortMin: lo, PortMax: hi, Stdout: stderr, Stderr: stderr, Logger: log, StartDelay: *startDelay})
 		if err != nil {
@@ -272,63 +270,28 @@ flags:`)
 			return err
 		}
 	}
-	if closeAct != nil {
-		defer closeAct()
-	}
-	ann, err := openAnnouncements(ctx, nc, log)
+	ann, err := role.OpenAnnouncements(ctx, deps)
 	if err != nil {
+		if closeAct != nil {
+			closeAct()
+		}
 		return err
 	}
 	defer ann.Close()
-
-	s, err := autoscale.New(autoscale.Config{NC: nc, Actuator: act, Policy: policy, Interval: *interval, DrainTimeout: *drainTimeout,
-		Logger: log, Announcements: ann.List})
+	a, err := role.NewAutoscale(deps, autoscale.Config{Actuator: act, Policy: policy, Interval: *interval, DrainTimeout: *drainTimeout,
+		Announcements: ann.List}, closeAct)
 	if err != nil {
 		return err
 	}
-	reg := metrics.NewRegistry()
-	if err := s.Register(reg); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", *addr)
+	// Its address is an operator's: /metrics, the decisions and /healthz.
+	h, err := role.StartHost(ctx, role.HostConfig{Listener: ln, OperatorOnly: true, Logger: log}, a)
 	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", *addr, err)
-	}
-	h := app.NewRouter(app.RouterConfig{Routes: []app.Route{
-		{Path: "/metrics", Methods: []string{http.MethodGet}, Handler: metrics.Handler(reg)},
-		{Path: autoscale.DecisionsPath, Methods: []string{http.MethodGet}, Handler: s.Handler()},
-	}})
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	if err := s.Start(ctx); err != nil {
-		_ = srv.Close()
 		return err
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "actuator", *actuator)
+	log.Info("autoscaler running", "actuator", *actuator)
 	select {
 	case <-ctx.Done():
-	case err = <-errc:
+	case <-h.Failed():
 	}
-	_ = s.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = srv.Shutdown(sctx)
-	cancel()
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return err
-}
-
-// openAnnouncements opens the announced audiences. The uplink (or serve)
-// creates their bucket; until it exists the store holds none and keeps
-// looking for it (announce.Open).
-func openAnnouncements(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*announce.Store, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("cannot open jetstream: %w", err)
-	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return announce.Open(sctx, announce.Config{JS: js, Logger: log})
+	return errors.Join(h.Close(), h.Err())
 }

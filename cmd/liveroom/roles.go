@@ -5,28 +5,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/liveroom/liveroom/internal/apikey"
-	"github.com/liveroom/liveroom/internal/presence"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/liveroom/liveroom/internal/apikey"
+	"github.com/liveroom/liveroom/internal/role"
 
 	"github.com/liveroom/liveroom/internal/admin"
-	"github.com/liveroom/liveroom/internal/announce"
-	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
-	"github.com/liveroom/liveroom/internal/metrics"
-	"github.com/liveroom/liveroom/internal/moderation"
-	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/uplink"
 )
 
@@ -58,30 +49,18 @@ func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
 // internalAddrUsage documents --internal-addr (serve and the roles).
 const internalAddrUsage = "serve the operator views (/metrics unless --metrics-addr, GET /v1/gateways, GET /v1/autoscale/decisions) on this address only, without a token, e.g. 127.0.0.1:9090; empty: on --addr to admin tokens only ($LIVEROOM_INTERNAL_ADDR)"
 
-// role is what a single-role command has once connected.
-type role struct {
-	debugAddr    string
-	metricsAddr  string
-	internalAddr string
-	// verifier checks admin tokens for the operator views on the public
-	// address; nil when the role has no key (dispatch without a secret).
-	verifier *auth.Verifier
-	// reg collects the role's metrics, served on /metrics.
-	reg *prometheus.Registry
-	log *slog.Logger
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	ln  net.Listener
-	// configureHTTP, when set, tunes the HTTP server (the gateway's
-	// handshake limits).
-	configureHTTP func(*http.Server)
+// proc is what a single-role command has once connected: its logger, its
+// dependencies and its public listener.
+type proc struct {
+	log  *slog.Logger
+	deps role.Deps
+	ln   net.Listener
 }
 
-// connect connects to NATS as role (a gateway with its id), waits for
-// liveroom's streams and listens on --addr. Only the uplink creates and
-// updates the streams (its credential may; see bus.Permissions); the other
-// roles wait until they exist.
-func (r *roleFlags) connect(ctx context.Context, name string, nr bus.Role, id string, stderr io.Writer) (*role, error) {
+// connect connects to NATS as nr (a gateway with its id), waits for
+// liveroom's streams (role.Connect) and listens on --addr. v, the token
+// verifier, may be nil (dispatch without a key).
+func (r *roleFlags) connect(ctx context.Context, name string, nr bus.Role, id string, v *auth.Verifier, stderr io.Writer) (*proc, error) {
 	log, err := newLogger(stderr, r.log.level, r.log.format)
 	if err != nil {
 		return nil, err
@@ -92,141 +71,41 @@ func (r *roleFlags) connect(ctx context.Context, name string, nr bus.Role, id st
 	}
 	// Listen first: a taken address fails at once, not after the wait for
 	// the streams.
-	ln, err := app.ListenHTTP(r.addr)
+	ln, err := role.ListenHTTP(r.addr)
 	if err != nil {
 		return nil, err
 	}
-	nc, err := bus.Connect(r.natsURL, name, log, opts...)
+	d, err := role.Connect(ctx, role.ConnectConfig{URL: r.natsURL, Name: name, Role: nr, Options: opts,
+		Streams: bus.StreamConfig{Replicas: r.replicas}, Logger: log})
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	d.Verifier = v
+	return &proc{log: log, deps: d, ln: ln}, nil
+}
+
+// run serves comps (role.Host) until ctx ends or the HTTP server fails,
+// then closes them and the NATS connection. wait, when not nil, replaces
+// the wait for ctx: it returns when the process should stop (the gateway
+// drains first). adminAddr, when set, serves the admin API there only.
+func (r *roleFlags) run(ctx context.Context, p *proc, adminAddr string, wait func(failed <-chan struct{}), comps ...role.Component) error {
+	defer p.deps.NC.Close()
+	h, err := role.StartHost(ctx, role.HostConfig{Listener: p.ln, MetricsAddr: r.metricsAddr, InternalAddr: r.internalAddr,
+		AdminAddr: adminAddr, DebugAddr: r.debugAddr, Operator: admin.OperatorConfig{Verifier: p.deps.Verifier}, Logger: p.log}, comps...)
 	if err != nil {
-		ln.Close()
-		nc.Close()
-		return nil, fmt.Errorf("cannot open jetstream: %w", err)
+		return err
 	}
-	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	switch nr {
-	case bus.RoleUplink:
-		err = bus.WaitStreams(sctx, js, log, bus.StreamConfig{Replicas: r.replicas})
-	case bus.RoleDispatch:
-		// Dispatch reads beats (and, with the JWT secret, the announcements
-		// bucket, which it looks for in the background).
-	default:
-		err = bus.WaitStreamsExist(sctx, js, log, bus.StreamsOf(nr)...)
-	}
-	cancel()
-	if err != nil {
-		ln.Close()
-		nc.Close()
-		return nil, err
-	}
-	return &role{log: log, nc: nc, js: js, ln: ln, debugAddr: r.debugAddr, metricsAddr: r.metricsAddr, internalAddr: r.internalAddr, reg: metrics.NewRegistry()}, nil
-}
-
-// The role handlers put a role's own handler behind an app.Router, which
-// adds GET /healthz, answers JSON 404 and 405 for everything the role does
-// not serve, and never cleans or redirects a path as a ServeMux would.
-
-func gatewayHandler(h http.Handler) http.Handler {
-	return app.NewRouter(app.RouterConfig{Routes: []app.Route{
-		{Path: "/v1/ws", Methods: []string{http.MethodGet}, Handler: h},
-	}})
-}
-
-// uplinkHandler serves the send API, moderation, the server API (server)
-// and the public live-room list (rooms).
-func uplinkHandler(send, mod, server, rooms http.Handler) http.Handler {
-	return app.NewRouter(app.RouterConfig{Send: send, Server: server,
-		Routes: []app.Route{{Path: uplink.PublicRoomsPath, Methods: []string{http.MethodGet}, Handler: rooms}},
-		RoomRoutes: []app.RoomRoute{
-			{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: mod},
-		}})
-}
-
-// dispatchHandler serves dispatch and, when adm is not nil, the admin API.
-// GET /v1/gateways is an operator view (dispatchOperator), served by
-// serveHTTP.
-func dispatchHandler(h, adm http.Handler) http.Handler {
-	return app.NewRouter(app.RouterConfig{Routes: []app.Route{
-		{Path: "/v1/dispatch", Methods: []string{http.MethodGet}, Handler: h},
-	}, Admin: adm})
-}
-
-// dispatchOperator is dispatch's operator view: which gateways beat, their
-// load and which rooms they host.
-func dispatchOperator(h http.Handler) app.Route {
-	return app.Route{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: h}
-}
-
-// serveHTTP serves h, one of the role handlers above, until ctx ends, then
-// shuts down. operator are the role's operator views besides /metrics
-// (dispatch's GET /v1/gateways): with --internal-addr they and /metrics are
-// served there only, else on --addr behind the admin role.
-func (r *role) serveHTTP(ctx context.Context, h http.Handler, stop func(), operator ...app.Route) error {
-	metricsRoute := app.Route{Path: "/metrics", Methods: []string{http.MethodGet}, Handler: metrics.Handler(r.reg)}
-	if r.metricsAddr != "" {
-		stopMetrics, err := serveOn(r.metricsAddr, "/metrics", metricsRoute.Handler, r.log)
-		if err != nil {
-			return err
-		}
-		defer stopMetrics()
-	} else {
-		operator = append(operator, metricsRoute)
-	}
-	if r.internalAddr != "" {
-		stopInternal, err := serveOn(r.internalAddr, "/", app.NewRouter(app.RouterConfig{Routes: operator}), r.log)
-		if err != nil {
-			return err
-		}
-		defer stopInternal()
-	} else if len(operator) > 0 {
-		paths := map[string]bool{}
-		for _, rt := range operator {
-			paths[rt.Path] = true
-		}
-		guarded := app.NewRouter(app.RouterConfig{Routes: app.OperatorRoutes(admin.OperatorConfig{Verifier: r.verifier}, operator)})
-		inner := h
-		h = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if paths[req.URL.Path] {
-				guarded.ServeHTTP(w, req)
-				return
+	if wait == nil {
+		wait = func(failed <-chan struct{}) {
+			select {
+			case <-ctx.Done():
+			case <-failed:
 			}
-			inner.ServeHTTP(w, req)
-		})
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)}
-	if r.configureHTTP != nil {
-		r.configureHTTP(srv)
-	}
-	if r.debugAddr != "" {
-		stopDebug, err := serveDebug(r.debugAddr, r.log)
-		if err != nil {
-			return err
 		}
-		defer stopDebug()
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(r.ln) }()
-	r.log.Info("listening", "addr", r.ln.Addr().String())
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = srv.Shutdown(sctx)
-	cancel()
-	if stop != nil {
-		stop()
-	}
-	r.nc.Close()
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return err
+	wait(h.Failed())
+	return errors.Join(h.Close(), h.Err())
 }
 
 // parseAll parses flags, then reports bad LIVEROOM_* values; stop as in
@@ -239,20 +118,6 @@ func parseAll(fs *flag.FlagSet, args []string, ev *envs) (bool, error) {
 		return true, err
 	}
 	return false, nil
-}
-
-// connectVerified is connect for roles that check tokens: the secret is
-// checked before anything is started.
-func (r *roleFlags) connectVerified(ctx context.Context, name string, nr bus.Role, id string, stderr io.Writer) (*role, *auth.Verifier, error) {
-	v, err := r.verifier()
-	if err != nil {
-		return nil, nil, err
-	}
-	rl, err := r.connect(ctx, name, nr, id, stderr)
-	if rl != nil {
-		rl.verifier = v
-	}
-	return rl, v, err
 }
 
 func (r *roleFlags) verifier() (*auth.Verifier, error) {
@@ -295,62 +160,50 @@ flags:`)
 	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
+	v, err := rf.verifier()
+	if err != nil {
+		return err
+	}
 	if cfg.ID == "" {
 		// The id is known before connecting: a credential minted from the
 		// key file is bound to it.
 		cfg.ID = gateway.NewID()
 	}
-	r, v, err := rf.connectVerified(ctx, "liveroom-gateway", bus.RoleGateway, cfg.ID, stderr)
+	p, err := rf.connect(ctx, "liveroom-gateway", bus.RoleGateway, cfg.ID, v, stderr)
 	if err != nil {
 		return err
 	}
 	// Go's default target, and memory back to the OS once a join storm is
 	// over (internal/gctune).
-	stopGC, err := startGC(ctx, 0, r.log)
+	stopGC, err := startGC(ctx, 0, p.log)
 	if err != nil {
+		p.deps.NC.Close()
 		return err
 	}
 	defer stopGC()
 	if cfg.PublicURL == "" {
-		_, port, _ := net.SplitHostPort(r.ln.Addr().String())
-		cfg.PublicURL = "ws://127.0.0.1:" + port + "/v1/ws"
+		_, port, _ := net.SplitHostPort(p.ln.Addr().String())
+		cfg.PublicURL = "ws://127.0.0.1:" + port + role.WSPath
 	}
-	cfg.NC, cfg.JS, cfg.Verifier, cfg.Logger = r.nc, r.js, v, r.log
-	g, err := gateway.New(cfg)
+	g, err := role.NewGateway(p.deps, cfg)
 	if err != nil {
+		p.deps.NC.Close()
 		return err
 	}
-	if err := g.Register(r.reg); err != nil {
-		return err
-	}
-	if err := g.Start(ctx); err != nil {
-		return err
-	}
-	r.configureHTTP = g.ConfigureHTTP
-	// The gateway handshakes GET /v1/ws itself, without net/http's
-	// per-request buffers; /healthz and /metrics go on to net/http.
-	r.ln = g.Listener(r.ln)
 	// SIGTERM (or Ctrl-C) drains before exiting; so does a drain ordered
 	// through `liveroom drain` or the admin API. The HTTP server keeps
 	// running during the drain to answer new upgrades with 503 draining.
-	runCtx, stopRun := context.WithCancel(context.Background())
-	defer stopRun()
-	go func() {
+	return rf.run(ctx, p, "", func(failed <-chan struct{}) {
 		select {
-		case <-runCtx.Done():
-			// serveHTTP returned on its own (the HTTP server failed):
-			// nothing left to drain for.
-			return
+		case <-failed: // nothing left to drain for
 		case <-ctx.Done():
-			r.log.Info("signal received: draining before exit")
+			p.log.Info("signal received: draining before exit")
 			dctx, cancel := context.WithTimeout(context.Background(), drainBudget(cfg))
 			_ = g.Drain(dctx)
 			cancel()
 		case <-g.Drained():
 		}
-		stopRun()
-	}()
-	return r.serveHTTP(runCtx, gatewayHandler(g.Handler()), func() { _ = g.Close() })
+	}, g)
 }
 
 // drainBudget bounds how long a gateway may take to drain before it exits
@@ -401,66 +254,22 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	cfg.Words = wf
-	r, v, err := rf.connectVerified(ctx, "liveroom-uplink", bus.RoleUplink, "", stderr)
+	cfg.Words, cfg.Gifts = wf, splitList(gifts)
+	v, err := rf.verifier()
 	if err != nil {
 		return err
 	}
-	stopGC, err := startGC(ctx, gcPercent, r.log)
+	p, err := rf.connect(ctx, "liveroom-uplink", bus.RoleUplink, "", v, stderr)
 	if err != nil {
+		return err
+	}
+	stopGC, err := startGC(ctx, gcPercent, p.log)
+	if err != nil {
+		p.deps.NC.Close()
 		return err
 	}
 	defer stopGC()
-	// The uplink reads the moderation cache; the service stamps room
-	// notices through the uplink: cache, uplink, service.
-	c, err := loadModerationCache(ctx, r)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	cfg.NC, cfg.JS, cfg.Verifier, cfg.Logger, cfg.Gifts = r.nc, r.js, v, r.log, splitList(gifts)
-	cfg.Moderation = c
-	u, err := uplink.New(cfg)
-	if err != nil {
-		return err
-	}
-	if err := u.Register(r.reg); err != nil {
-		return err
-	}
-	mod, err := newModerationService(ctx, r, v, c, u.StampSession)
-	if err != nil {
-		return err
-	}
-	kc.Logger = r.log
-	keys, err := apikey.New(kc)
-	if err != nil {
-		return err
-	}
-	if keys.Len() == 0 {
-		r.log.Warn("no server API keys (--api-keys-file, $LIVEROOM_API_KEYS): /v1/server/… refuses every call")
-	}
-	pres := presence.New(r.nc)
-	if err := pres.Start(); err != nil {
-		return err
-	}
-	defer pres.Close()
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = u.Run(runCtx)
-	}()
-	sweepDone := make(chan struct{})
-	go func() {
-		defer close(sweepDone)
-		mod.Run(runCtx, time.Minute)
-	}()
-	server := u.ServerHandler(uplink.ServerAPIConfig{Keys: keys, Presence: pres})
-	return r.serveHTTP(ctx, uplinkHandler(u.Handler(), mod.Handler(), server, u.NewPublicRooms(pres)), func() {
-		cancel()
-		<-done
-		<-sweepDone
-	})
+	return rf.run(ctx, p, "", nil, role.NewUplink(p.deps, role.UplinkConfig{Uplink: cfg, APIKeys: kc}))
 }
 
 func runDispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -490,81 +299,19 @@ flags:`)
 	if stop, err := parseAll(fs, args, &ev); stop {
 		return err
 	}
-	r, err := rf.connect(ctx, "liveroom-dispatch", bus.RoleDispatch, "", stderr)
-	if err != nil {
-		return err
-	}
-	dc.NC, dc.Logger = r.nc, r.log
-	d, err := dispatch.New(dc)
-	if err != nil {
-		return err
-	}
-	if err := d.Register(r.reg); err != nil {
-		return err
-	}
-	if err := d.Start(ctx); err != nil {
-		return err
-	}
 	// The admin API (drain a gateway, announce an audience) lives beside
 	// dispatch when the JWT secret is known; admin calls need a token with
-	// role admin.
-	var adm http.Handler
-	if v, err := rf.verifier(); err == nil {
-		r.verifier = v
-		// The uplink creates the bucket; until it exists the store holds
-		// no announcement and keeps looking (announce.Open).
-		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ann, err := announce.Open(actx, announce.Config{JS: r.js, Logger: r.log})
-		cancel()
-		if err != nil {
-			_ = d.Close()
-			return err
-		}
-		defer ann.Close()
-		adm = admin.Handler(admin.Config{NC: r.nc, Verifier: v, Logger: r.log, Gateways: d.Gateways, Announcements: ann})
-	}
-	if adm != nil && *adminAddr != "" {
-		stopAdmin, err := serveOn(*adminAddr, "/v1/admin/", adm, r.log)
-		if err != nil {
-			_ = d.Close()
-			return err
-		}
-		defer stopAdmin()
-		adm = nil // not on the public address
-	}
-	return r.serveHTTP(ctx, dispatchHandler(d.Handler(), adm), func() { _ = d.Close() }, dispatchOperator(d.Handler()))
-}
-
-// startModeration loads the moderation cache and builds the moderation
-// service; stamp, when not nil, stamps its room notices with the live
-// session. Close the service's cache when done.
-func startModeration(ctx context.Context, r *role, v *auth.Verifier, stamp func(*protocol.Message)) (*moderation.Service, error) {
-	c, err := loadModerationCache(ctx, r)
+	// role admin. Without it dispatch verifies no token, and its operator
+	// views answer 403 internal_only on --addr.
+	v, _ := rf.verifier()
+	p, err := rf.connect(ctx, "liveroom-dispatch", bus.RoleDispatch, "", v, stderr)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s, err := newModerationService(ctx, r, v, c, stamp)
+	d, err := role.NewDispatch(p.deps, dc, nil)
 	if err != nil {
-		c.Close()
-		return nil, err
+		p.deps.NC.Close()
+		return err
 	}
-	return s, nil
-}
-
-// moderationLoadTimeout bounds loading the moderation bucket.
-const moderationLoadTimeout = 30 * time.Second
-
-// loadModerationCache loads the moderation cache. Close it when done.
-func loadModerationCache(ctx context.Context, r *role) (*moderation.Cache, error) {
-	lctx, cancel := context.WithTimeout(ctx, moderationLoadTimeout)
-	defer cancel()
-	return moderation.NewCache(lctx, moderation.CacheConfig{JS: r.js, Logger: r.log})
-}
-
-// newModerationService builds the moderation service on c; stamp, when not
-// nil, stamps its room notices with the live session.
-func newModerationService(ctx context.Context, r *role, v *auth.Verifier, c *moderation.Cache, stamp func(*protocol.Message)) (*moderation.Service, error) {
-	lctx, cancel := context.WithTimeout(ctx, moderationLoadTimeout)
-	defer cancel()
-	return moderation.NewService(lctx, moderation.Config{NC: r.nc, JS: r.js, Cache: c, Verifier: v, Logger: r.log, Stamp: stamp})
+	return rf.run(ctx, p, *adminAddr, nil, d)
 }

@@ -36,7 +36,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Lookup("nats-key-file").Usage = "NATS key file: the embedded NATS accepts only credentials minted from it (default DATA-DIR/nats.key, created when missing); with --nats-url, serve mints its own credential from it (see liveroom creds) ($LIVEROOM_NATS_KEY_FILE)"
 	var jf jwtFlags
 	jf.register(fs, &ev, "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps (empty, and no --jwt-public-key: dev mode)")
-	debugAddr := fs.String("debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address; empty: off ($LIVEROOM_DEBUG_ADDR)")
+	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address; empty: off ($LIVEROOM_DEBUG_ADDR)")
 	fs.StringVar(&cfg.InternalAddr, "internal-addr", env("INTERNAL_ADDR", ""), internalAddrUsage)
 	gatewayFlags(fs, &cfg.Gateway, &ev)
 	uplinkFlags(fs, &cfg.Uplink, &gifts, &ev)
@@ -136,13 +136,6 @@ flags:`)
 	n, err := app.New(cfg)
 	if err != nil {
 		return err
-	}
-	if *debugAddr != "" {
-		stopDebug, err := serveDebug(*debugAddr, log)
-		if err != nil {
-			return err
-		}
-		defer stopDebug()
 	}
 	if err := n.Start(ctx); err != nil {
 		return withFix(err, "--nats-port", "--nats-port", "--data-dir")

@@ -17,28 +17,23 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/admin"
-	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/apikey"
+	"github.com/liveroom/liveroom/internal/archive"
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/autoscale"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
-	"github.com/liveroom/liveroom/internal/metrics"
 	"github.com/liveroom/liveroom/internal/moderation"
-	"github.com/liveroom/liveroom/internal/presence"
 	"github.com/liveroom/liveroom/internal/protocol"
-	"github.com/liveroom/liveroom/internal/session"
+	"github.com/liveroom/liveroom/internal/role"
+	"github.com/liveroom/liveroom/internal/router"
 	"github.com/liveroom/liveroom/internal/uplink"
-	"github.com/liveroom/liveroom/internal/web"
+	"github.com/liveroom/liveroom/internal/webhook"
 )
 
 // Config configures an all-in-one node.
@@ -97,18 +92,22 @@ type Config struct {
 	// or a private network. Empty: they are served on Addr to admin tokens
 	// only (and, in dev mode, to callers on this machine).
 	InternalAddr string
+	// DebugAddr, when set, serves Go's /debug/pprof/ on this separate
+	// address.
+	DebugAddr string
 	// Autoscale, when Enabled, runs the node's gateways as child processes
 	// that an autoscaler starts and drains, instead of one gateway in this
 	// process (see AutoscaleConfig).
 	Autoscale AutoscaleConfig
 	// NonCore configures the archive (replay) and the webhooks the node
 	// runs in-process (see replay.go).
-	NonCore NonCoreConfig
+	NonCore role.NonCoreConfig
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
 
-// Node is a running all-in-one liveroom.
+// Node is a running all-in-one liveroom: an embedded NATS (unless
+// NATSURL), then the role components (internal/role) on one Host.
 type Node struct {
 	cfg Config
 	log *slog.Logger
@@ -118,39 +117,20 @@ type Node struct {
 	// keys mint the child gateways' NATS credentials (nil: the node was
 	// given a credential, not a key file, and its children need one too).
 	keys bus.Keys
-	gw   *gateway.Server
-	up   *uplink.Server
-	disp *dispatch.Server
-	http *http.Server
 	ln   net.Listener
 	url  string
 	dev  bool
-	reg  *prometheus.Registry
-	// metricsSrv serves /metrics on MetricsAddr when that is set;
-	// internalSrv the operator views on InternalAddr.
-	metricsSrv  *http.Server
-	internalSrv *http.Server
-	internalURL string
-	// scaler and procs run the gateways with Autoscale.Enabled.
-	scaler *autoscale.Scaler
-	procs  *autoscale.Process
-	// nonCore runs the archive, the replay API and webhooks (replay.go).
-	nonCore nonCore
-	// mod serves the moderation API; modCache is the uplink's view.
-	mod      *moderation.Service
-	modCache *moderation.Cache
-	// presence sums the gateways' online counts for the server API and
-	// the index page; keys are the server API's credentials.
-	presence    *presence.Tracker
-	publicRooms *uplink.PublicRooms
-	apiKeys     *apikey.Set
-	devAPIKey   string
-	// ann keeps the announced audiences for the admin API and the
-	// autoscaler.
-	ann *announce.Store
 
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	// The components: gw without Autoscale.Enabled, scaler and procs with
+	// it.
+	gw      *role.Gateway
+	up      *role.Uplink
+	disp    *role.Dispatch
+	scaler  *role.Autoscale
+	procs   *autoscale.Process
+	nonCore *role.NonCore
+	host    *role.Host
+
 	closeOnce sync.Once
 }
 
@@ -228,7 +208,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// Listen before waiting on JetStream: a taken address fails at once.
 	// The embedded server came first so that a second serve on the same
 	// data directory is told which process holds it.
-	if n.ln, err = ListenHTTP(n.cfg.Addr); err != nil {
+	if n.ln, err = role.ListenHTTP(n.cfg.Addr); err != nil {
 		return err
 	}
 	if keyFile != "" {
@@ -243,170 +223,49 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		natsOpts = append(natsOpts, cred.Option())
 	}
-	n.nc, err = bus.Connect(natsURL, "liveroom-serve", n.log, natsOpts...)
+	deps, err := role.Connect(ctx, role.ConnectConfig{URL: natsURL, Name: "liveroom-serve", Role: bus.RoleAll, Options: natsOpts, Logger: n.log})
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(n.nc)
-	if err != nil {
-		return fmt.Errorf("cannot open jetstream: %w", err)
-	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = bus.WaitStreams(sctx, js, n.log, bus.StreamConfig{})
-	cancel()
-	if err != nil {
-		return err
-	}
+	n.nc, deps.Verifier = deps.NC, verifier
 
 	host, port := hostPort(n.ln.Addr())
 	n.url = "http://" + net.JoinHostPort(host, port)
 	public := n.cfg.PublicURL
 	if public == "" {
-		public = "ws://" + net.JoinHostPort(host, port) + "/v1/ws"
+		public = "ws://" + net.JoinHostPort(host, port) + role.WSPath
 	}
 
+	var comps []role.Component
+	var seed func() bus.Beat
 	if !n.cfg.Autoscale.Enabled {
 		gcfg := n.cfg.Gateway
-		gcfg.NC, gcfg.JS, gcfg.Verifier, gcfg.PublicURL, gcfg.Logger = n.nc, js, verifier, public, n.log
-		if n.gw, err = gateway.New(gcfg); err != nil {
+		gcfg.PublicURL = public
+		if n.gw, err = role.NewGateway(deps, gcfg); err != nil {
 			return err
 		}
-		if err = n.gw.Start(ctx); err != nil {
-			return err
-		}
-	}
-	if n.modCache, err = moderation.NewCache(ctx, moderation.CacheConfig{JS: js, Logger: n.log}); err != nil {
-		return err
+		comps, seed = append(comps, n.gw), n.gw.Beat
 	}
 	ucfg := n.cfg.Uplink
-	ucfg.NC, ucfg.JS, ucfg.Verifier, ucfg.Logger, ucfg.Moderation = n.nc, js, verifier, n.log, n.modCache
 	ucfg.ClientGifts = ucfg.ClientGifts || n.dev
-	if n.up, err = uplink.New(ucfg); err != nil {
+	n.up = role.NewUplink(deps, role.UplinkConfig{Uplink: ucfg, APIKeys: n.cfg.APIKeys, DevAPIKey: n.dev})
+	if n.disp, err = role.NewDispatch(deps, dispatch.Config{}, seed); err != nil {
 		return err
 	}
-	if err := n.startServerAPI(); err != nil {
-		return err
-	}
-	if n.mod, err = moderation.NewService(ctx, moderation.Config{NC: n.nc, JS: js, Cache: n.modCache, Verifier: verifier, Logger: n.log, Stamp: n.up.StampSession}); err != nil {
-		return err
-	}
-	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	n.ann, err = announce.Open(actx, announce.Config{JS: js, Logger: n.log})
-	cancel()
-	if err != nil {
-		return err
-	}
-	if n.disp, err = dispatch.New(dispatch.Config{NC: n.nc, Logger: n.log}); err != nil {
-		return err
-	}
-	if err = n.disp.Start(ctx); err != nil {
-		return err
-	}
-	registrars := []interface {
-		Register(prometheus.Registerer) error
-	}{n.up, n.disp}
-	wsRoute := Route{Path: "/v1/ws", Handler: childGateways}
-	routes := []Route{}
-	// operator are the operator views (OperatorRoutes): on InternalAddr
-	// when set, else on Addr behind the admin role.
-	operator := []Route{{Path: "/v1/gateways", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()}}
-	if n.gw != nil {
-		// The gateway's first beat may still be in flight: seed dispatch so
-		// the first client is not told "no gateway".
-		n.disp.Observe(n.gw.Beat())
-		registrars = append(registrars, n.gw)
-		wsRoute = Route{Path: "/v1/ws", Methods: []string{http.MethodGet}, Handler: n.gw.Handler()}
-	} else {
-		if err := n.startAutoscale(ctx, natsURL, string(secret), host); err != nil {
+	comps = append(comps, n.up, n.disp)
+	if n.cfg.Autoscale.Enabled {
+		if n.scaler, err = n.newAutoscale(deps, natsURL, string(secret), host); err != nil {
 			return err
 		}
-		registrars = append(registrars, n.scaler)
-		operator = append(operator, Route{Path: autoscale.DecisionsPath, Methods: []string{http.MethodGet}, Handler: n.scaler.Handler()})
+		comps = append(comps, n.scaler)
 	}
-	n.reg = metrics.NewRegistry()
-	for _, r := range registrars {
-		if err := r.Register(n.reg); err != nil {
-			return fmt.Errorf("cannot register metrics: %w", err)
-		}
-	}
-	metricsRoute := Route{Path: "/metrics", Methods: []string{http.MethodGet}, Handler: metrics.Handler(n.reg)}
-	if n.cfg.MetricsAddr != "" {
-		if n.metricsSrv, _, err = n.serveSide(n.cfg.MetricsAddr, NewRouter(RouterConfig{Routes: []Route{metricsRoute}})); err != nil {
-			return err
-		}
-	} else {
-		operator = append(operator, metricsRoute)
-	}
-	if n.cfg.InternalAddr != "" {
-		if n.internalSrv, n.internalURL, err = n.serveSide(n.cfg.InternalAddr, NewRouter(RouterConfig{Routes: operator})); err != nil {
-			return err
-		}
-	} else {
-		routes = append(routes, OperatorRoutes(admin.OperatorConfig{Verifier: verifier, LocalDev: n.dev}, operator)...)
-	}
-
-	runCtx, runCancel := context.WithCancel(context.Background())
-	n.cancel = runCancel
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.up.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
-			n.log.Error("uplink stopped", "err", err)
-		}
-	}()
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		n.mod.Run(runCtx, time.Minute)
-	}()
-
-	nonCoreRoutes, err := n.startNonCore(ctx, js, verifier, moderationAnchors{n.modCache, n.mod})
-	if err != nil {
+	n.nonCore = role.NewNonCore(deps, n.cfg.NonCore, n.up.Anchors(), n.cfg.DataDir)
+	comps = append(comps, n.nonCore, &pages{n: n, js: deps.JS, signer: signer})
+	if n.host, err = role.StartHost(ctx, role.HostConfig{Listener: n.ln, MetricsAddr: n.cfg.MetricsAddr, InternalAddr: n.cfg.InternalAddr, DebugAddr: n.cfg.DebugAddr,
+		Operator: admin.OperatorConfig{Verifier: verifier, LocalDev: n.dev}, Logger: n.log}, comps...); err != nil {
+		n.ln = nil // the host closed it
 		return err
 	}
-
-	// The pages read sessions for the replay page's 404.
-	skv, err := js.KeyValue(ctx, bus.SessionsKV)
-	if err != nil {
-		return fmt.Errorf("cannot open bucket %s: %w", bus.SessionsKV, err)
-	}
-	devToken := devOnly
-	if n.dev {
-		devToken = Route{Path: DevTokenPath, Methods: []string{http.MethodPost}, Handler: DevTokenHandler(signer, n.cfg.DevOnNetwork)}
-	}
-	h := NewRouter(RouterConfig{
-		Routes: append(routes, []Route{
-			wsRoute,
-			{Path: "/v1/dispatch", Methods: []string{http.MethodGet}, Handler: n.disp.Handler()},
-			{Path: uplink.PublicRoomsPath, Methods: []string{http.MethodGet}, Handler: n.publicRooms},
-			devToken,
-		}...),
-		Send:   n.up.Handler(),
-		Server: n.up.ServerHandler(uplink.ServerAPIConfig{Keys: n.apiKeys, Presence: n.presence}),
-		RoomRoutes: append(nonCoreRoutes,
-			RoomRoute{Pattern: moderation.Path, Methods: []string{http.MethodGet, http.MethodPost}, Handler: n.mod.Handler()},
-		),
-		Pages: web.NewHandler(web.Config{Sessions: session.NewRegistry(skv), LiveRooms: n.liveRooms}),
-		Admin: admin.Handler(admin.Config{NC: n.nc, Verifier: verifier, Logger: n.log, Gateways: n.disp.Gateways, Announcements: n.ann}),
-	})
-	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
-	ln := n.ln
-	if n.gw != nil {
-		n.gw.ConfigureHTTP(n.http) // handshake header timeout and size
-		// The gateway handshakes GET /v1/ws itself, without net/http's
-		// per-request buffers (which a hijack leaves behind); every other
-		// request goes on to n.http.
-		ln = n.gw.Listener(n.ln)
-	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		// Both accept loops (the gateway's and net/http's) back off on
-		// accept errors such as EMFILE (up to 1s) rather than spinning.
-		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("http server stopped", "err", err)
-		}
-	}()
 	switch {
 	case n.dev && n.cfg.DevOnNetwork:
 		n.log.Warn("DEV MODE ON THE NETWORK (--insecure-dev-mode-on-network): no JWT secret, and anyone who can reach " + n.ln.Addr().String() +
@@ -415,8 +274,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.log.Warn("DEV MODE: no JWT secret given, so liveroom listens on loopback only (" + n.ln.Addr().String() +
 			") and mints tokens for local callers at POST /v1/dev/token. Set $LIVEROOM_JWT_SECRET to run for real.")
 	}
-	if n.internalURL != "" {
-		n.log.Info("operator views (/metrics, /v1/gateways, /v1/autoscale/decisions) on the internal address only", "url", n.internalURL)
+	if u := n.host.InternalURL(); u != "" {
+		n.log.Info("operator views (/metrics, /v1/gateways, /v1/autoscale/decisions) on the internal address only", "url", u)
 	}
 	if n.gw != nil {
 		n.log.Info("liveroom is up", "url", n.url, "nats", redactURLs(natsURL), "gateway", n.gw.ID())
@@ -425,37 +284,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.waitGateway(ctx); err != nil {
 		return err
 	}
-	p := n.scaler.Policy()
+	p := n.scaler.Scaler().Policy()
 	n.log.Info("liveroom is up; gateways run as child processes", "url", n.url, "nats", redactURLs(natsURL),
 		"autoscale_min", p.Min, "autoscale_max", p.Max, "gateway_conns", p.Capacity.Conns)
 	return nil
-}
-
-// OperatorRoutes puts the operator views behind the admin role
-// (admin.Operator), for a public address.
-func OperatorRoutes(cfg admin.OperatorConfig, routes []Route) []Route {
-	out := make([]Route, len(routes))
-	for i, r := range routes {
-		r.Handler = admin.Operator(cfg, r.Handler)
-		out[i] = r
-	}
-	return out
-}
-
-// serveSide serves h on a side address (metrics, internal) until Close and
-// returns its server and base URL.
-func (n *Node) serveSide(addr string, h http.Handler) (*http.Server, string, error) {
-	ln, err := ListenHTTP(addr)
-	if err != nil {
-		return nil, "", err
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		_ = srv.Serve(ln)
-	}()
-	return srv, "http://" + ln.Addr().String(), nil
 }
 
 // DefaultAddr and DevAddr are the listen addresses of a node with and
@@ -484,19 +316,6 @@ func (n *Node) checkBind() error {
 	return fmt.Errorf("refusing to run dev mode on %s: without a JWT secret anyone who can reach that address could mint tokens. "+
 		"Set $LIVEROOM_JWT_SECRET (e.g. export LIVEROOM_JWT_SECRET=$(openssl rand -hex 32)), listen on loopback (--addr 127.0.0.1:8080), "+
 		"or, for a demo on a trusted network, pass --insecure-dev-mode-on-network", n.cfg.Addr)
-}
-
-// ListenHTTP listens on addr for a process's HTTP server. When another
-// process holds the address it says so, and which flag changes it.
-func ListenHTTP(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	switch {
-	case err == nil:
-		return ln, nil
-	case errors.Is(err, syscall.EADDRINUSE):
-		return nil, fmt.Errorf("cannot listen on %s: the address is taken by another process (another liveroom?): %w; stop it, or choose another address with --addr HOST:PORT", addr, err)
-	}
-	return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
 }
 
 // LoopbackAddr reports whether a listen address host:port binds loopback
@@ -531,82 +350,69 @@ func (n *Node) URL() string { return n.url }
 
 // InternalURL is the base URL of the internal address; "" without
 // Config.InternalAddr.
-func (n *Node) InternalURL() string { return n.internalURL }
+func (n *Node) InternalURL() string { return n.host.InternalURL() }
 
 // NATSURL is the NATS URL the node uses (embedded or external).
 func (n *Node) NATSURL() string { return n.nc.ConnectedUrl() }
 
 // NATSCredential mints the credential of a process of role (a gateway with
 // its id) that joins the node's NATS, from the node's key file.
-func (n *Node) NATSCredential(role bus.Role, id string) (bus.Credential, error) {
+func (n *Node) NATSCredential(r bus.Role, id string) (bus.Credential, error) {
 	if n.keys == nil {
 		return bus.Credential{}, errors.New("this node has no NATS key file to mint credentials from")
 	}
-	return n.keys.Credential(role, id)
+	return n.keys.Credential(r, id)
 }
 
 // Gateway exposes the node's gateway (tests read its counters); nil with
 // Autoscale.Enabled, where every gateway is a child process.
-func (n *Node) Gateway() *gateway.Server { return n.gw }
+func (n *Node) Gateway() *gateway.Server {
+	if n.gw == nil {
+		return nil
+	}
+	return n.gw.Server
+}
 
 // Scaler exposes the node's autoscaler; nil without Autoscale.Enabled.
-func (n *Node) Scaler() *autoscale.Scaler { return n.scaler }
+func (n *Node) Scaler() *autoscale.Scaler {
+	if n.scaler == nil {
+		return nil
+	}
+	return n.scaler.Scaler()
+}
 
 // Moderation exposes the node's moderation service (room anchors, mutes,
 // bans, room controls).
-func (n *Node) Moderation() *moderation.Service { return n.mod }
+func (n *Node) Moderation() *moderation.Service { return n.up.Moderation() }
 
 // Uplink exposes the node's uplink.
-func (n *Node) Uplink() *uplink.Server { return n.up }
+func (n *Node) Uplink() *uplink.Server { return n.up.Server() }
+
+// DevAPIKey is the server API key a dev-mode node made for itself, or "".
+func (n *Node) DevAPIKey() string { return n.up.DevAPIKey() }
+
+// Archiver exposes the node's archiver (tests stop and restart it); nil
+// with NonCore.NoArchive.
+func (n *Node) Archiver() *archive.Archiver { return n.nonCore.Archiver() }
+
+// ArchiveStore exposes the node's archive; nil with NonCore.NoArchive.
+func (n *Node) ArchiveStore() *archive.Store { return n.nonCore.ArchiveStore() }
+
+// Webhooks exposes the node's webhook dispatcher; nil without endpoints.
+func (n *Node) Webhooks() *webhook.Dispatcher { return n.nonCore.Webhooks() }
 
 // Dev reports whether the node runs in dev mode.
 func (n *Node) Dev() bool { return n.dev }
 
-// Close stops everything in order and waits: stop taking requests, close
-// viewers' connections, flush likes, then NATS. Idempotent.
+// Close stops everything in order and waits: stop taking requests, then
+// the components in reverse (the autoscaler before its children, viewers'
+// connections closed, likes flushed), then NATS. Idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		// No decision may start a gateway while the node stops.
-		if n.scaler != nil {
-			_ = n.scaler.Close()
-		}
-		if n.metricsSrv != nil {
-			_ = n.metricsSrv.Close()
-		}
-		if n.internalSrv != nil {
-			_ = n.internalSrv.Close()
-		}
-		if n.http != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = n.http.Shutdown(ctx)
-			cancel()
+		if n.host != nil {
+			_ = n.host.Close()
 		} else if n.ln != nil {
-			_ = n.ln.Close() // Start failed before serving on it
-		}
-		if n.gw != nil {
-			_ = n.gw.Close()
-		}
-		if n.procs != nil {
-			// The whole node stops, dispatch with it: there is nowhere to
-			// drain the children's viewers to. SIGTERM, SIGKILL after 5 s.
-			_ = n.procs.Close(5 * time.Second)
-		}
-		if n.cancel != nil {
-			n.cancel()
-		}
-		n.wg.Wait()
-		if n.disp != nil {
-			_ = n.disp.Close()
-		}
-		if n.modCache != nil {
-			n.modCache.Close()
-		}
-		if n.ann != nil {
-			_ = n.ann.Close()
-		}
-		n.closeNonCore()
-		if n.presence != nil {
-			_ = n.presence.Close()
+			_ = n.ln.Close() // Start failed before the host served it
 		}
 		if n.nc != nil {
 			n.nc.Close()
@@ -623,7 +429,7 @@ const DevTokenPath = "/v1/dev/token"
 
 // devOnly answers DevTokenPath on a node with a secret, whatever the method:
 // the route does not exist there, and a 405 would say it does.
-var devOnly = Route{Path: DevTokenPath, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+var devOnly = router.Route{Path: DevTokenPath, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 	protocol.WriteError(w, protocol.Errorf(http.StatusNotFound, protocol.CodeDevOnly, "",
 		"dev tokens exist only on a server started without a JWT secret (liveroom serve in dev mode); this one has a secret, so mint tokens with it (liveroom token)"))
 })}

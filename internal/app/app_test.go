@@ -392,7 +392,7 @@ func TestAnnouncementsNeedAdmin(t *testing.T) {
 			}
 		})
 	}
-	if l := n.ann.List(time.Now()); len(l) != 1 || l[0].Room != "star" || l[0].By != "boss" {
+	if l := n.disp.Announcements().List(time.Now()); len(l) != 1 || l[0].Room != "star" || l[0].By != "boss" {
 		t.Fatalf("store holds %+v", l)
 	}
 }

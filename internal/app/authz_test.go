@@ -13,6 +13,7 @@ import (
 
 	"github.com/liveroom/liveroom/internal/apikey"
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/router"
 	"github.com/liveroom/liveroom/internal/testutil"
 	"github.com/liveroom/liveroom/internal/uplink"
 )
@@ -74,7 +75,7 @@ var authzMatrix = map[string][nCallers]int{
 	"POST /v1/server/batch":                             {401, 401, 401, 401, 401, 200},
 	"GET /v1/server/rooms/{room}":                       {401, 401, 401, 401, 401, 200},
 	"GET /v1/server/rooms":                              {401, 401, 401, 401, 401, 200},
-	"GET " + PagesPattern:                               {200, 200, 200, 200, 200, 200},
+	"GET " + router.PagesPattern:                        {200, 200, 200, 200, 200, 200},
 }
 
 // liveFirst are the rows whose room is made live by this room's anchor
@@ -94,7 +95,7 @@ var optionalRoutes = map[string]bool{"GET /v1/autoscale/decisions": true}
 func cellRequest(t *testing.T, base, method, pattern, room string) *http.Request {
 	t.Helper()
 	path := pattern
-	for k, v := range map[string]string{"{room}": room, "{session}": "s-none", "{user}": "mx-fan", PagesPattern: "/"} {
+	for k, v := range map[string]string{"{room}": room, "{session}": "s-none", "{user}": "mx-fan", router.PagesPattern: "/"} {
 		path = strings.ReplaceAll(path, k, v)
 	}
 	body := ""
@@ -149,9 +150,9 @@ func cellRequest(t *testing.T, base, method, pattern, room string) *http.Request
 func TestAuthorizationMatrix(t *testing.T) {
 	key := apikey.Generate()
 	n, _ := serverNode(t, key, nil)
-	rt, ok := n.http.Handler.(*Router)
+	rt, ok := n.host.Handler().(*router.Router)
 	if !ok {
-		t.Fatalf("the node's handler is a %T, not a *Router: the matrix cannot list its routes", n.http.Handler)
+		t.Fatalf("the node's handler is a %T, not a *Router: the matrix cannot list its routes", n.host.Handler())
 	}
 	served := map[string]bool{}
 	for _, ep := range rt.Endpoints() {

@@ -12,9 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/autoscale"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/role"
 )
 
 // AutoscaleConfig makes a node run its gateways as child processes of this
@@ -67,28 +69,15 @@ var childEnvDrop = []string{"ADDR", "PUBLIC_URL", "GATEWAY_ID", "METRICS_ADDR", 
 	"NATS_USER", "NATS_PASSWORD", "NATS_KEY_FILE",
 	"JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_PEM", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_LEEWAY"}
 
-// startAutoscale starts the process actuator and the autoscaler; the first
+// newAutoscale builds the process actuator and the autoscaler; its first
 // decision starts Policy.Min children.
-func (n *Node) startAutoscale(ctx context.Context, natsURL, secret, publicHost string) error {
+func (n *Node) newAutoscale(deps role.Deps, natsURL, secret, publicHost string) (*role.Autoscale, error) {
 	ac := n.cfg.Autoscale
 	p := ac.Policy.WithDefaults()
 	if err := p.Capacity.Validate(); err != nil {
-		return err
+		return nil, err
 	}
-	args := append([]string{"--nats-url", natsURL}, ac.GatewayArgs...)
-	c := p.Capacity
-	if c.Conns > 0 {
-		args = append(args, "--max-conns", fmt.Sprint(c.Conns))
-	}
-	if c.CPU > 0 {
-		args = append(args, "--max-cpu", fmt.Sprint(c.CPU))
-	}
-	if c.BytesOut > 0 {
-		args = append(args, "--max-bytes-out", fmt.Sprint(c.BytesOut))
-	}
-	if c.MsgsOut > 0 {
-		args = append(args, "--max-msgs-out", fmt.Sprint(c.MsgsOut))
-	}
+	args := append(append([]string{"--nats-url", natsURL}, ac.GatewayArgs...), p.Capacity.GatewayArgs()...)
 	env := append([]string{"LIVEROOM_JWT_SECRET=" + secret}, authEnv(n.cfg.Auth)...)
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
@@ -114,7 +103,7 @@ func (n *Node) startAutoscale(ctx context.Context, natsURL, secret, publicHost s
 	}
 	var err error
 	if n.keys == nil {
-		return errors.New("serve --autoscale with an external NATS needs --nats-key-file, to mint each gateway process its own NATS credential")
+		return nil, errors.New("serve --autoscale with an external NATS needs --nats-key-file, to mint each gateway process its own NATS credential")
 	}
 	childEnv := func(id string) ([]string, error) {
 		c, err := n.keys.Credential(bus.RoleGateway, id)
@@ -129,16 +118,21 @@ func (n *Node) startAutoscale(ctx context.Context, natsURL, secret, publicHost s
 		StartDelay: ac.StartDelay,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	n.scaler, err = autoscale.New(autoscale.Config{
-		NC: n.nc, Actuator: n.procs, Policy: p, Interval: ac.Interval, DrainTimeout: ac.DrainTimeout, Logger: n.log,
-		Announcements: n.ann.List,
-	})
-	if err != nil {
-		return err
+	procs := n.procs
+	// The whole node stops, dispatch with it: there is nowhere to drain the
+	// children's viewers to. SIGTERM, SIGKILL after 5 s.
+	return role.NewAutoscale(deps, autoscale.Config{Actuator: procs, Policy: p, Interval: ac.Interval, DrainTimeout: ac.DrainTimeout,
+		Announcements: n.announced}, func() { _ = procs.Close(5 * time.Second) })
+}
+
+// announced are the announced audiences, for the autoscaler.
+func (n *Node) announced(now time.Time) []announce.Announcement {
+	if a := n.disp.Announcements(); a != nil {
+		return a.List(now)
 	}
-	return n.scaler.Start(ctx)
+	return nil
 }
 
 // waitGateway waits until a gateway beats, so that Start returns a node

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strconv"
 )
 
 // DefaultTarget is the utilisation the fleet aims at when none is given: a
@@ -44,6 +45,27 @@ func (c Capacity) WithDefaults() Capacity {
 		c.Conns = DefaultConns
 	}
 	return c
+}
+
+// GatewayArgs are the gateway flags that make a gateway measure its load
+// against c: --max-conns, --max-cpu, --max-bytes-out and --max-msgs-out,
+// for the limits c sets. A process actuator gives them to every child, so
+// that the children's load scores (and so dispatch) measure against the
+// capacity the autoscaler plans with.
+func (c Capacity) GatewayArgs() []string {
+	var args []string
+	if c.Conns > 0 {
+		args = append(args, "--max-conns", strconv.Itoa(c.Conns))
+	}
+	for _, l := range []struct {
+		flag string
+		v    float64
+	}{{"--max-cpu", c.CPU}, {"--max-bytes-out", c.BytesOut}, {"--max-msgs-out", c.MsgsOut}} {
+		if l.v > 0 {
+			args = append(args, l.flag, strconv.FormatFloat(l.v, 'g', -1, 64))
+		}
+	}
+	return args
 }
 
 // Validate reports a limit below zero or a target outside (0,1].

@@ -17,6 +17,7 @@ import (
 	"github.com/liveroom/liveroom/client"
 	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/role"
 	"github.com/liveroom/liveroom/internal/testutil"
 	"github.com/liveroom/liveroom/internal/uplink"
 	"github.com/liveroom/liveroom/internal/webhook"
@@ -103,7 +104,7 @@ func TestNonCoreIsolation(t *testing.T) {
 
 	n, err := app.New(app.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NATSPort: -1, JWTSecret: testutil.Secret,
 		Uplink: uplink.Config{ClientGifts: true},
-		Logger: testutil.Logger(), NonCore: app.NonCoreConfig{Webhooks: webhook.Config{
+		Logger: testutil.Logger(), NonCore: role.NonCoreConfig{Webhooks: webhook.Config{
 			Endpoints:   []webhook.Endpoint{{URL: hs.URL, Events: []string{webhook.EventGift}, Secret: "iso-secret"}},
 			MaxAttempts: 1000, Backoff: webhook.Duration(500 * time.Millisecond), MaxBackoff: webhook.Duration(4 * time.Second),
 		}}})

@@ -13,7 +13,7 @@
 // and …/stop; the replay page …/sessions/{session}/replay; the dashboard
 // also GET /v1/admin/stats,
 // POST /v1/admin/gateways/{id}/drain, GET /v1/autoscale/decisions and
-// /v1/rooms/{room}/moderation. They are mounted by internal/app next to
+// /v1/rooms/{room}/moderation. They are mounted by internal/app (serve) next to
 // those endpoints, on the same origin. The pages are ES modules that import
 // the JavaScript SDK (sdk/js, served at /static/liveroom.js) for all of
 // this: the room page follows the room through its connect, the dashboard

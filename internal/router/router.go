@@ -1,4 +1,7 @@
-package app
+// Package router is the outermost HTTP handler of every liveroom process:
+// exact routes, the send path, room routes, the admin and server APIs and
+// the pages, with JSON 404 and 405 and no path cleaning or redirects.
+package router
 
 import (
 	"fmt"
@@ -24,8 +27,8 @@ type Route struct {
 	Handler http.Handler
 }
 
-// RouterConfig lists what a Router serves.
-type RouterConfig struct {
+// Config lists what a Router serves.
+type Config struct {
 	// Routes are the exact paths served. GET /healthz is always added.
 	Routes []Route
 	// Send, when set, gets every send path /v1/rooms/{room}/messages,
@@ -88,25 +91,25 @@ const (
 // NewRouter builds a Router. It panics on a route without a path or a
 // handler, or on a path listed twice, as http.ServeMux does on a bad pattern:
 // routes are fixed in the code.
-func NewRouter(cfg RouterConfig) *Router {
+func New(cfg Config) *Router {
 	rt := &Router{routes: map[string]Route{}, send: cfg.Send, pages: cfg.Pages, admin: cfg.Admin, server: cfg.Server}
 	routes := append([]Route{{Path: "/healthz", Methods: []string{http.MethodGet}, Handler: http.HandlerFunc(healthz)}}, cfg.Routes...)
 	for _, r := range routes {
 		if r.Path == "" || r.Handler == nil {
-			panic(fmt.Sprintf("app: route %q without a path or handler", r.Path))
+			panic(fmt.Sprintf("router: route %q without a path or handler", r.Path))
 		}
 		if _, dup := rt.routes[r.Path]; dup && r.Path != "/healthz" {
-			panic(fmt.Sprintf("app: route %q listed twice", r.Path))
+			panic(fmt.Sprintf("router: route %q listed twice", r.Path))
 		}
 		rt.routes[r.Path] = r
 	}
 	for _, r := range cfg.RoomRoutes {
 		if r.Pattern == "" || r.Handler == nil || strings.HasPrefix(r.Pattern, "/") || strings.HasSuffix(r.Pattern, "/") {
-			panic(fmt.Sprintf("app: room route %q without a pattern or handler", r.Pattern))
+			panic(fmt.Sprintf("router: room route %q without a pattern or handler", r.Pattern))
 		}
 		for _, o := range rt.rooms {
 			if o.Pattern == r.Pattern {
-				panic(fmt.Sprintf("app: room route %q listed twice", r.Pattern))
+				panic(fmt.Sprintf("router: room route %q listed twice", r.Pattern))
 			}
 		}
 		rt.rooms = append(rt.rooms, r)
@@ -227,7 +230,7 @@ type Endpointer interface {
 	Endpoints() []protocol.Endpoint
 }
 
-// PagesPattern stands for the web pages (RouterConfig.Pages) in Endpoints:
+// PagesPattern stands for the web pages (Config.Pages) in Endpoints:
 // every path outside /v1/ that no route serves.
 const PagesPattern = "/{page...}"
 

@@ -1,4 +1,4 @@
-package app
+package router
 
 import (
 	"encoding/json"
@@ -17,7 +17,7 @@ func TestRouterRoomRoutes(t *testing.T) {
 			})
 		})
 	}
-	rt := NewRouter(RouterConfig{RoomRoutes: []RoomRoute{
+	rt := New(Config{RoomRoutes: []RoomRoute{
 		{Pattern: "live/start", Methods: []string{http.MethodPost}, Handler: echo("start")},
 		{Pattern: "sessions", Methods: []string{http.MethodGet}, Handler: echo("list")},
 		{Pattern: "sessions/{session}/replay", Methods: []string{http.MethodGet}, Handler: echo("replay")},

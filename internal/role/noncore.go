@@ -1,22 +1,20 @@
-package app
+package role
 
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"path/filepath"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/liveroom/liveroom/internal/archive"
-	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/protocol"
 	"github.com/liveroom/liveroom/internal/replay"
+	"github.com/liveroom/liveroom/internal/router"
 	"github.com/liveroom/liveroom/internal/session"
 	"github.com/liveroom/liveroom/internal/webhook"
 )
@@ -37,80 +35,87 @@ type NonCoreConfig struct {
 	Webhooks webhook.Config
 }
 
-// NonCore is a running set of non-core consumers: the archive, the
-// webhook dispatcher and the live-session and replay API. A node runs one
-// in-process; `liveroom archive` runs one on its own.
+// NonCore is the non-core role: the archive, the webhook dispatcher and
+// the live-session and replay API. serve runs one in-process; `liveroom
+// archive` runs one on its own.
 type NonCore struct {
+	d   Deps
+	cfg NonCoreConfig
+	// anchors restricts live start/stop to a room's anchor: given, or
+	// through a moderation service of the role's own (ownMod).
+	anchors replay.Anchors
+	dataDir string
+
+	ownMod *moderation.Service
 	store  *archive.Store
 	arch   *archive.Archiver
 	hooks  *webhook.Dispatcher
 	replay *replay.API
 }
 
-// nonCore is the node's NonCore (a value so the zero Node needs no nil checks).
-type nonCore = NonCore
-
-// NonCoreDeps are what StartNonCore needs from its process.
-type NonCoreDeps struct {
-	JS       jetstream.JetStream
-	Verifier *auth.Verifier
-	// Anchors restricts live start/stop to a room's anchor; may be nil.
-	Anchors replay.Anchors
-	// DataDir holds the archive when NonCoreConfig.ArchivePath is empty.
-	DataDir string
-	Logger  *slog.Logger
+// NewNonCore builds the non-core role. anchors, when nil, are read from a
+// moderation service the role loads itself (a process without an uplink);
+// dataDir holds the archive when cfg.ArchivePath is empty.
+func NewNonCore(d Deps, cfg NonCoreConfig, anchors replay.Anchors, dataDir string) *NonCore {
+	return &NonCore{d: d, cfg: cfg, anchors: anchors, dataDir: dataDir}
 }
 
-// StartNonCore opens the archive, starts the archiver and the webhook
-// dispatcher (when configured). On error what was started is stopped.
-func StartNonCore(ctx context.Context, d NonCoreDeps, cfg NonCoreConfig) (_ *NonCore, err error) {
-	nc := &NonCore{}
-	defer func() {
-		if err != nil {
-			nc.Close()
-		}
-	}()
+// Start opens the archive, starts the archiver and the webhook dispatcher
+// (when configured) and builds the replay API.
+func (nc *NonCore) Start(ctx context.Context) (err error) {
+	d := nc.d
 	kv, err := d.JS.KeyValue(ctx, bus.SessionsKV)
 	if err != nil {
-		return nil, fmt.Errorf("cannot open bucket %s: %w", bus.SessionsKV, err)
+		return fmt.Errorf("cannot open bucket %s: %w", bus.SessionsKV, err)
 	}
+	if nc.anchors == nil {
+		lctx, cancel := context.WithTimeout(ctx, moderationLoadTimeout)
+		defer cancel()
+		cache, err := moderation.NewCache(lctx, moderation.CacheConfig{JS: d.JS, Logger: d.Logger})
+		if err != nil {
+			return err
+		}
+		if nc.ownMod, err = moderation.NewService(lctx, moderation.Config{NC: d.NC, JS: d.JS, Cache: cache, Verifier: d.Verifier, Logger: d.Logger}); err != nil {
+			cache.Close()
+			return err
+		}
+		nc.anchors = serviceAnchors{nc.ownMod}
+	}
+	cfg := nc.cfg
 	if !cfg.NoArchive {
 		path := cfg.ArchivePath
 		if path == "" {
-			path = filepath.Join(d.DataDir, "archive", "archive.db")
+			path = filepath.Join(nc.dataDir, "archive", "archive.db")
 		}
 		if nc.store, err = archive.Open(path, false); err != nil {
-			return nil, err
+			return err
 		}
 		nc.arch, err = archive.New(archive.Config{JS: d.JS, Store: nc.store, Logger: d.Logger, Retention: cfg.Retention})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := nc.arch.Start(ctx); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if len(cfg.Webhooks.Endpoints) > 0 {
 		wcfg := cfg.Webhooks
 		wcfg.JS, wcfg.Logger = d.JS, d.Logger
 		if nc.hooks, err = webhook.New(wcfg); err != nil {
-			return nil, err
+			return err
 		}
 		if err := nc.hooks.Start(ctx); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	nc.replay, err = replay.New(replay.Config{JS: d.JS, Sessions: session.NewRegistry(kv), Store: nc.store,
-		Verifier: d.Verifier, Anchors: d.Anchors, Logger: d.Logger})
-	if err != nil {
-		return nil, err
-	}
-	return nc, nil
+		Verifier: d.Verifier, Anchors: nc.anchors, Logger: d.Logger})
+	return err
 }
 
 // NonCoreRoutes returns the live-session and replay endpoints of api.
-func NonCoreRoutes(api *replay.API) []RoomRoute {
-	return []RoomRoute{
+func NonCoreRoutes(api *replay.API) []router.RoomRoute {
+	return []router.RoomRoute{
 		{Pattern: "live/start", Methods: []string{http.MethodPost}, Handler: api.Start()},
 		{Pattern: "live/stop", Methods: []string{http.MethodPost}, Handler: api.Stop()},
 		{Pattern: "sessions", Methods: []string{http.MethodGet}, Handler: api.List()},
@@ -118,11 +123,11 @@ func NonCoreRoutes(api *replay.API) []RoomRoute {
 	}
 }
 
-// Routes are the live-session and replay endpoints.
-func (nc *NonCore) Routes() []RoomRoute { return NonCoreRoutes(nc.replay) }
+// Mount serves the live-session and replay endpoints.
+func (nc *NonCore) Mount(m *Mount) { m.RoomRoutes = append(m.RoomRoutes, NonCoreRoutes(nc.replay)...) }
 
 // Close stops the consumers and closes the archive. Idempotent.
-func (nc *NonCore) Close() {
+func (nc *NonCore) Close() error {
 	if nc.hooks != nil {
 		nc.hooks.Stop()
 	}
@@ -133,21 +138,11 @@ func (nc *NonCore) Close() {
 		_ = nc.store.Close()
 		nc.store = nil
 	}
-}
-
-// startNonCore starts the node's NonCore and returns its routes.
-func (n *Node) startNonCore(ctx context.Context, js jetstream.JetStream, verifier *auth.Verifier, anchors replay.Anchors) ([]RoomRoute, error) {
-	nc, err := StartNonCore(ctx, NonCoreDeps{JS: js, Verifier: verifier, Anchors: anchors, DataDir: n.cfg.DataDir, Logger: n.log}, n.cfg.NonCore)
-	if err != nil {
-		return nil, err
+	if nc.ownMod != nil {
+		nc.ownMod.Cache().Close()
+		nc.ownMod = nil
 	}
-	n.nonCore = *nc
-	if n.reg != nil {
-		if err := nc.Register(n.reg); err != nil {
-			return nil, fmt.Errorf("cannot register metrics: %w", err)
-		}
-	}
-	return nc.Routes(), nil
+	return nil
 }
 
 // Register adds the archive and webhook counters to reg:
@@ -186,35 +181,23 @@ func (nc *NonCore) Register(reg prometheus.Registerer) error {
 	return nil
 }
 
-// closeNonCore stops the node's NonCore.
-func (n *Node) closeNonCore() { n.nonCore.Close() }
+// Archiver is the archiver (tests stop and restart it); nil with
+// NoArchive.
+func (nc *NonCore) Archiver() *archive.Archiver { return nc.arch }
 
-// Archiver exposes the node's archiver (tests stop and restart it); nil
-// with NonCore.NoArchive.
-func (n *Node) Archiver() *archive.Archiver { return n.nonCore.arch }
+// ArchiveStore is the archive; nil with NoArchive.
+func (nc *NonCore) ArchiveStore() *archive.Store { return nc.store }
 
-// ArchiveStore exposes the node's archive; nil with NonCore.NoArchive.
-func (n *Node) ArchiveStore() *archive.Store { return n.nonCore.store }
+// Webhooks is the webhook dispatcher; nil without endpoints.
+func (nc *NonCore) Webhooks() *webhook.Dispatcher { return nc.hooks }
 
-// Webhooks exposes the node's webhook dispatcher; nil without endpoints.
-func (n *Node) Webhooks() *webhook.Dispatcher { return n.nonCore.hooks }
+// serviceAnchors gives the replay API the room anchors of a moderation
+// service: only a room's anchor (or an admin) starts and stops its live
+// session.
+type serviceAnchors struct{ svc *moderation.Service }
 
-// ModerationAnchors adapts the moderation cache and service to
-// replay.Anchors.
-func ModerationAnchors(c *moderation.Cache, s *moderation.Service) replay.Anchors {
-	return moderationAnchors{c, s}
-}
+func (a serviceAnchors) Anchor(room protocol.Room) protocol.User { return a.svc.Cache().Anchor(room) }
 
-// moderationAnchors gives the replay API the room anchors of the
-// moderation service: only a room's anchor (or an admin) starts and stops
-// its live session.
-type moderationAnchors struct {
-	cache *moderation.Cache
-	svc   *moderation.Service
-}
-
-func (m moderationAnchors) Anchor(room protocol.Room) protocol.User { return m.cache.Anchor(room) }
-
-func (m moderationAnchors) ClaimAnchor(ctx context.Context, room protocol.Room, user protocol.User) (protocol.User, error) {
-	return m.svc.ClaimAnchor(ctx, room, user)
+func (a serviceAnchors) ClaimAnchor(ctx context.Context, room protocol.Room, user protocol.User) (protocol.User, error) {
+	return a.svc.ClaimAnchor(ctx, room, user)
 }
