@@ -26,21 +26,19 @@ type nonCoreFlags struct {
 	webhookRetries int
 }
 
-func (f *nonCoreFlags) register(fs *flag.FlagSet, ev *envs, serve bool) {
+func (f *nonCoreFlags) register(t flagTable, serve bool) {
 	if serve {
-		fs.BoolVar(&f.noArchive, "no-archive", envBool(ev, "NO_ARCHIVE"),
-			"do not run the archive in this process (run liveroom archive elsewhere instead; only one archive may read the stream) ($LIVEROOM_NO_ARCHIVE=true)")
+		t.Bool(&f.noArchive, "no-archive", "do not run the archive in this process (run liveroom archive elsewhere instead; only one archive may read the stream)")
 	}
-	fs.StringVar(&f.archivePath, "archive-path", env("ARCHIVE_PATH", ""), "archive file (default <data-dir>/archive/archive.db) ($LIVEROOM_ARCHIVE_PATH)")
-	fs.DurationVar(&f.retention, "archive-retention", ev.dur("ARCHIVE_RETENTION", 7*24*time.Hour),
-		"keep an archived session this long after its last message ($LIVEROOM_ARCHIVE_RETENTION)")
-	fs.StringVar(&f.webhooksFile, "webhooks", env("WEBHOOKS", ""),
-		`webhook config file (JSON: {"endpoints":[{"url":…,"events":["gift","live_start","live_stop","moderation"],"secret":…}],"max_attempts":10,"backoff":"1s"}) ($LIVEROOM_WEBHOOKS)`)
-	fs.StringVar(&f.webhookURL, "webhook-url", env("WEBHOOK_URL", ""), "one webhook endpoint, without a config file ($LIVEROOM_WEBHOOK_URL)")
-	fs.StringVar(&f.webhookEvents, "webhook-events", env("WEBHOOK_EVENTS", "gift,live_start,live_stop,moderation"),
-		"events sent to --webhook-url ($LIVEROOM_WEBHOOK_EVENTS)")
-	fs.IntVar(&f.webhookRetries, "webhook-max-attempts", ev.int("WEBHOOK_MAX_ATTEMPTS", 10),
-		"attempts before an event is dead-lettered (stream LR_WEBHOOK_DLQ) ($LIVEROOM_WEBHOOK_MAX_ATTEMPTS)")
+	t.String(&f.archivePath, "archive-path", "archive file (default <data-dir>/archive/archive.db)")
+	f.retention = 7 * 24 * time.Hour
+	t.Duration(&f.retention, "archive-retention", "keep an archived session this long after its last message")
+	t.String(&f.webhooksFile, "webhooks", `webhook config file (JSON: {"endpoints":[{"url":…,"events":["gift","live_start","live_stop","moderation"],"secret":…}],"max_attempts":10,"backoff":"1s"})`)
+	t.String(&f.webhookURL, "webhook-url", "one webhook endpoint, without a config file")
+	f.webhookEvents = "gift,live_start,live_stop,moderation"
+	t.String(&f.webhookEvents, "webhook-events", "events sent to --webhook-url")
+	f.webhookRetries = 10
+	t.Int(&f.webhookRetries, "webhook-max-attempts", "attempts before an event is dead-lettered (stream LR_WEBHOOK_DLQ)")
 	f.webhookSecret = env("WEBHOOK_SECRET", "")
 }
 
@@ -75,9 +73,11 @@ func runArchive(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var rf roleFlags
 	var nf nonCoreFlags
 	var ev envs
-	rf.register(fs, ":8084", &ev)
-	dataDir := fs.String("data-dir", env("DATA_DIR", "./data"), "directory of the archive file ($LIVEROOM_DATA_DIR)")
-	nf.register(fs, &ev, false)
+	t := newFlagTable(fs, &ev)
+	rf.register(t, ":8084")
+	dataDir := "./data"
+	t.String(&dataDir, "data-dir", "directory of the archive file")
+	nf.register(t, false)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom archive [flags]
 
@@ -117,6 +117,6 @@ flags:`)
 	}
 	// No uplink here: the role loads its own moderation service for the
 	// room anchors.
-	err = rf.run(ctx, p, "", nil, role.NewNonCore(p.deps, ncfg, nil, *dataDir))
+	err = rf.run(ctx, p, "", nil, role.NewNonCore(p.deps, ncfg, nil, dataDir))
 	return withFix(err, "", "", "--data-dir (or --archive-path)")
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -26,14 +25,13 @@ type jwtFlags struct {
 // are not secret.
 const envPublicKeyPEM = "LIVEROOM_JWT_PUBLIC_KEY_PEM"
 
-func (j *jwtFlags) register(fs *flag.FlagSet, ev *envs, secretUsage string) {
-	fs.Var(&j.secret, "jwt-secret", secretUsage)
-	fs.StringVar(&j.publicKey, "jwt-public-key", env("JWT_PUBLIC_KEY", ""),
-		"PEM file of one or more public keys that verify tokens: RSA keys verify RS256, Ed25519 keys EdDSA ($LIVEROOM_JWT_PUBLIC_KEY)")
-	fs.StringVar(&j.issuer, "jwt-issuer", env("JWT_ISSUER", ""), "when set, tokens must carry this iss claim ($LIVEROOM_JWT_ISSUER)")
-	fs.StringVar(&j.audience, "jwt-audience", env("JWT_AUDIENCE", ""), "when set, tokens must carry this aud claim ($LIVEROOM_JWT_AUDIENCE)")
-	fs.DurationVar(&j.leeway, "jwt-leeway", ev.dur("JWT_LEEWAY", auth.DefaultLeeway),
-		"clock skew allowed on exp and nbf, at most "+auth.MaxLeeway.String()+" ($LIVEROOM_JWT_LEEWAY)")
+func (j *jwtFlags) register(t flagTable, secretUsage string) {
+	t.fs.Var(&j.secret, "jwt-secret", secretUsage)
+	t.String(&j.publicKey, "jwt-public-key", "PEM file of one or more public keys that verify tokens: RSA keys verify RS256, Ed25519 keys EdDSA")
+	t.String(&j.issuer, "jwt-issuer", "when set, tokens must carry this iss claim")
+	t.String(&j.audience, "jwt-audience", "when set, tokens must carry this aud claim")
+	j.leeway = auth.DefaultLeeway
+	t.Duration(&j.leeway, "jwt-leeway", "clock skew allowed on exp and nbf, at most "+auth.MaxLeeway.String())
 }
 
 // config builds the verifier configuration. With neither a secret nor a
@@ -100,23 +98,16 @@ func hasKeys(c auth.Config) bool { return len(c.HS256Secret) > 0 || len(c.Public
 // edgeFlags are the gateway's handshake limits (see internal/gateway/edge.go
 // and docs/SECURITY.md); part of gatewayFlags, so serve --autoscale passes
 // them to its gateway processes.
-func edgeFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
-	c.AllowedOrigins = splitList(env("ALLOWED_ORIGINS", ""))
-	fs.Var((*listValue)(&c.AllowedOrigins), "allowed-origins",
-		"comma-separated web origins whose pages may connect, e.g. https://live.example.com,https://*.example.com; empty: any ($LIVEROOM_ALLOWED_ORIGINS)")
-	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", ev.int("MAX_CONNS_PER_IP", gateway.DefaultMaxConnsPerIP),
-		"connections one peer address may hold on a gateway; -1 = unlimited ($LIVEROOM_MAX_CONNS_PER_IP)")
-	fs.Float64Var(&c.HandshakeRate, "handshake-rate", ev.float("HANDSHAKE_RATE", gateway.DefaultHandshakeRate),
-		"WebSocket handshakes per second one peer address may start; -1 = unlimited ($LIVEROOM_HANDSHAKE_RATE)")
-	fs.IntVar(&c.HandshakeBurst, "handshake-burst", ev.int("HANDSHAKE_BURST", gateway.DefaultHandshakeBurst),
-		"burst of handshakes one peer address may start at once ($LIVEROOM_HANDSHAKE_BURST)")
-	fs.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", ev.int("MAX_CONNS_PER_USER", gateway.DefaultMaxConnsPerUser),
-		"connections one user (the token's sub) may hold on a gateway, counted per gateway process; -1 = unlimited ($LIVEROOM_MAX_CONNS_PER_USER)")
-	c.TrustedProxies = splitList(env("TRUSTED_PROXIES", ""))
-	fs.Var((*listValue)(&c.TrustedProxies), "trusted-proxies",
-		"comma-separated proxy addresses or CIDR prefixes, e.g. 10.0.0.0/8,127.0.0.1; from them the per-address limits count the rightmost untrusted X-Forwarded-For hop; empty: the TCP peer, loopback included ($LIVEROOM_TRUSTED_PROXIES)")
-	fs.DurationVar(&c.HeaderTimeout, "header-timeout", ev.dur("HEADER_TIMEOUT", gateway.DefaultHeaderTimeout),
-		"longest a client may take to send its handshake headers ($LIVEROOM_HEADER_TIMEOUT)")
+func edgeFlags(t flagTable, c *gateway.Config) {
+	t.Var((*listValue)(&c.AllowedOrigins), "allowed-origins",
+		"comma-separated web origins whose pages may connect, e.g. https://live.example.com,https://*.example.com; empty: any")
+	t.Int(&c.MaxConnsPerIP, "max-conns-per-ip", "connections one peer address may hold on a gateway; -1 = unlimited")
+	t.Float(&c.HandshakeRate, "handshake-rate", "WebSocket handshakes per second one peer address may start; -1 = unlimited")
+	t.Int(&c.HandshakeBurst, "handshake-burst", "burst of handshakes one peer address may start at once")
+	t.Int(&c.MaxConnsPerUser, "max-conns-per-user", "connections one user (the token's sub) may hold on a gateway, counted per gateway process; -1 = unlimited")
+	t.Var((*listValue)(&c.TrustedProxies), "trusted-proxies",
+		"comma-separated proxy addresses or CIDR prefixes, e.g. 10.0.0.0/8,127.0.0.1; from them the per-address limits count the rightmost untrusted X-Forwarded-For hop; empty: the TCP peer, loopback included")
+	t.Duration(&c.HeaderTimeout, "header-timeout", "longest a client may take to send its handshake headers")
 }
 
 // listValue is a comma-separated flag; String gives it back the same way, so

@@ -56,7 +56,7 @@ func TestTokenPrivateKeyAndPublicKeyFlags(t *testing.T) {
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	var jf jwtFlags
 	var ev envs
-	jf.register(fs, &ev, "secret")
+	jf.register(newFlagTable(fs, &ev), "secret")
 	if err := fs.Parse([]string{"--jwt-public-key", pub, "--jwt-issuer", "https://platform.example", "--jwt-audience", "liveroom", "--jwt-leeway", "5s"}); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestJWTFlagsConfigErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := flag.NewFlagSet("x", flag.ContinueOnError)
 			var jf jwtFlags
-			jf.register(fs, &envs{}, "secret")
+			jf.register(newFlagTable(fs, &envs{}), "secret")
 			if err := fs.Parse(tc.args); err != nil {
 				t.Fatal(err)
 			}
@@ -114,7 +114,7 @@ func TestJWTFlagsConfigErrors(t *testing.T) {
 	// Neither secret nor key: a role refuses to start.
 	var rf roleFlags
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
-	rf.register(fs, ":0", &envs{})
+	rf.register(newFlagTable(fs, &envs{}), ":0")
 	if _, err := rf.verifier(); err == nil || !strings.Contains(err.Error(), "public key") {
 		t.Fatalf("verifier without keys: %v", err)
 	}
@@ -131,8 +131,8 @@ func TestJWTFlagsConfigErrors(t *testing.T) {
 // serve --autoscale's gateway processes.
 func TestEdgeFlags(t *testing.T) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	var c gateway.Config
-	gatewayFlags(fs, &c, &envs{})
+	c := gateway.DefaultConfig()
+	gatewayFlags(newFlagTable(fs, &envs{}), &c)
 	args := []string{"--allowed-origins", "https://a.example, https://*.b.example", "--max-conns-per-ip", "7", "--handshake-rate", "3", "--header-timeout", "2s",
 		"--max-conns-per-user", "4", "--trusted-proxies", "10.0.0.0/8, 127.0.0.1"}
 	if err := fs.Parse(args); err != nil {
@@ -190,7 +190,7 @@ func TestEmptyOrBlankSecretRefused(t *testing.T) {
 	config := func(args ...string) error {
 		fs := flag.NewFlagSet("x", flag.ContinueOnError)
 		var jf jwtFlags
-		jf.register(fs, &envs{}, "secret")
+		jf.register(newFlagTable(fs, &envs{}), "secret")
 		if err := fs.Parse(args); err != nil {
 			t.Fatal(err)
 		}

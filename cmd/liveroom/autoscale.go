@@ -22,47 +22,43 @@ import (
 // prefix). A capacity limit or target given as a flag or LIVEROOM_*
 // variable wins over the capacity file, which wins over the defaults.
 type policyFlags struct {
-	fs      *flag.FlagSet
-	prefix  string
+	fs     *flag.FlagSet
+	prefix string
+	// pt names the policy flags' variables (AUTOSCALE_…), t the capacity
+	// flags' (GATEWAY_MAX_…, CAPACITY_FILE).
+	pt, t   flagTable
 	p       autoscale.Policy
 	c       autoscale.Capacity
 	capFile string
 }
 
-// capEnv maps the capacity flags onto their environment variables.
-var capEnv = map[string]string{
-	"gateway-max-conns":     "GATEWAY_MAX_CONNS",
-	"gateway-max-cpu":       "GATEWAY_MAX_CPU",
-	"gateway-max-bytes-out": "GATEWAY_MAX_BYTES_OUT",
-	"gateway-max-msgs-out":  "GATEWAY_MAX_MSGS_OUT",
+func (pf *policyFlags) register(t flagTable, prefix string) {
+	pf.fs, pf.prefix, pf.t, pf.pt = t.fs, prefix, t, t
+	if prefix == "" {
+		pf.pt = t.prefixed("AUTOSCALE_") // autoscale --min is $LIVEROOM_AUTOSCALE_MIN
+	}
+	pf.p = autoscale.DefaultPolicy()
+	pf.c.Target = pf.p.Capacity.Target
+	pt := pf.pt
+	pt.Int(&pf.p.Min, prefix+"min", "fewest gateways")
+	pt.Int(&pf.p.Max, prefix+"max", "most gateways")
+	pt.Int(&pf.p.Spare, prefix+"spare", "gateways of capacity kept beyond the need, ready for a step of viewers before any new gateway could start")
+	pt.Duration(&pf.p.ReadyTime, prefix+"ready-time", "time a new gateway needs to be ready, until the autoscaler has measured it; the joins expected meanwhile are added to the demand")
+	pt.Duration(&pf.p.Stabilization, prefix+"stabilization", "scale in only after fewer gateways were enough for this long")
+	pt.Float(&pf.c.Target, prefix+"target", "planned utilisation of each gateway's capacity, in (0,1]")
+	t.String(&pf.capFile, "capacity-file", "capacity file written by liveroom bench capacity --out ({\"conns\",\"cpu\",\"bytes_out\",\"msgs_out\",\"target\"}); flags override it")
+	t.Int(&pf.c.Conns, "gateway-max-conns", "capacity: connections per gateway (default 19000 when no capacity is given)")
+	t.Float(&pf.c.CPU, "gateway-max-cpu", "capacity: CPU cores per gateway; 0 = not a limit")
+	t.Float(&pf.c.BytesOut, "gateway-max-bytes-out", "capacity: bytes/s to viewers per gateway; 0 = not a limit")
+	t.Float(&pf.c.MsgsOut, "gateway-max-msgs-out", "capacity: messages/s to viewers per gateway; 0 = not a limit")
 }
 
-func (pf *policyFlags) register(fs *flag.FlagSet, prefix string, ev *envs) {
-	pf.fs, pf.prefix = fs, prefix
-	fs.IntVar(&pf.p.Min, prefix+"min", ev.int("AUTOSCALE_MIN", 1), "fewest gateways ($LIVEROOM_AUTOSCALE_MIN)")
-	fs.IntVar(&pf.p.Max, prefix+"max", ev.int("AUTOSCALE_MAX", 10), "most gateways ($LIVEROOM_AUTOSCALE_MAX)")
-	fs.IntVar(&pf.p.Spare, prefix+"spare", ev.int("AUTOSCALE_SPARE", 1),
-		"gateways of capacity kept beyond the need, ready for a step of viewers before any new gateway could start ($LIVEROOM_AUTOSCALE_SPARE)")
-	fs.DurationVar(&pf.p.ReadyTime, prefix+"ready-time", ev.dur("AUTOSCALE_READY_TIME", 10*time.Second),
-		"time a new gateway needs to be ready, until the autoscaler has measured it; the joins expected meanwhile are added to the demand ($LIVEROOM_AUTOSCALE_READY_TIME)")
-	fs.DurationVar(&pf.p.Stabilization, prefix+"stabilization", ev.dur("AUTOSCALE_STABILIZATION", 5*time.Minute),
-		"scale in only after fewer gateways were enough for this long ($LIVEROOM_AUTOSCALE_STABILIZATION)")
-	fs.Float64Var(&pf.c.Target, prefix+"target", ev.float("AUTOSCALE_TARGET", autoscale.DefaultTarget),
-		"planned utilisation of each gateway's capacity, in (0,1] ($LIVEROOM_AUTOSCALE_TARGET)")
-	fs.StringVar(&pf.capFile, "capacity-file", env("CAPACITY_FILE", ""),
-		"capacity file written by liveroom bench capacity --out ({\"conns\",\"cpu\",\"bytes_out\",\"msgs_out\",\"target\"}); flags override it ($LIVEROOM_CAPACITY_FILE)")
-	fs.IntVar(&pf.c.Conns, "gateway-max-conns", ev.int("GATEWAY_MAX_CONNS", 0), "capacity: connections per gateway (default 19000 when no capacity is given) ($LIVEROOM_GATEWAY_MAX_CONNS)")
-	fs.Float64Var(&pf.c.CPU, "gateway-max-cpu", ev.float("GATEWAY_MAX_CPU", 0), "capacity: CPU cores per gateway; 0 = not a limit ($LIVEROOM_GATEWAY_MAX_CPU)")
-	fs.Float64Var(&pf.c.BytesOut, "gateway-max-bytes-out", ev.float("GATEWAY_MAX_BYTES_OUT", 0), "capacity: bytes/s to viewers per gateway; 0 = not a limit ($LIVEROOM_GATEWAY_MAX_BYTES_OUT)")
-	fs.Float64Var(&pf.c.MsgsOut, "gateway-max-msgs-out", ev.float("GATEWAY_MAX_MSGS_OUT", 0), "capacity: messages/s to viewers per gateway; 0 = not a limit ($LIVEROOM_GATEWAY_MAX_MSGS_OUT)")
-}
-
-// given reports whether flag name was set on the command line or through
-// its environment variable.
-func (pf *policyFlags) given(name, envName string) bool {
+// given reports whether flag name (of table t) was set on the command line
+// or through its environment variable.
+func (pf *policyFlags) given(t flagTable, name string) bool {
 	set := false
 	pf.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set || os.Getenv("LIVEROOM_"+envName) != ""
+	return set || env(t.envName(name), "") != ""
 }
 
 // policy builds the policy once the flags are parsed, on top of base (the
@@ -77,19 +73,19 @@ func (pf *policyFlags) policy(base autoscale.Capacity) (autoscale.Policy, error)
 		}
 		c = fc
 	}
-	if pf.given("gateway-max-conns", capEnv["gateway-max-conns"]) {
+	if pf.given(pf.t, "gateway-max-conns") {
 		c.Conns = pf.c.Conns
 	}
-	if pf.given("gateway-max-cpu", capEnv["gateway-max-cpu"]) {
+	if pf.given(pf.t, "gateway-max-cpu") {
 		c.CPU = pf.c.CPU
 	}
-	if pf.given("gateway-max-bytes-out", capEnv["gateway-max-bytes-out"]) {
+	if pf.given(pf.t, "gateway-max-bytes-out") {
 		c.BytesOut = pf.c.BytesOut
 	}
-	if pf.given("gateway-max-msgs-out", capEnv["gateway-max-msgs-out"]) {
+	if pf.given(pf.t, "gateway-max-msgs-out") {
 		c.MsgsOut = pf.c.MsgsOut
 	}
-	if c.Target == 0 || pf.given(pf.prefix+"target", "AUTOSCALE_TARGET") {
+	if c.Target == 0 || pf.given(pf.pt, pf.prefix+"target") {
 		if !(pf.c.Target > 0 && pf.c.Target <= 1) {
 			return p, fmt.Errorf("--%starget %v: want a utilisation in (0,1]", pf.prefix, pf.c.Target)
 		}
@@ -129,24 +125,32 @@ func runAutoscale(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var ev envs
 	var pf policyFlags
 	var lf logFlags
-	addr := fs.String("addr", env("ADDR", ":8085"), "HTTP listen address: /metrics, GET /v1/autoscale/decisions, /healthz ($LIVEROOM_ADDR)")
-	natsURL := fs.String("nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server(s), comma separated ($LIVEROOM_NATS_URL)")
-	actuator := fs.String("actuator", env("AUTOSCALE_ACTUATOR", "dry-run"), "dry-run (log only), process (local gateway processes) or kubernetes ($LIVEROOM_AUTOSCALE_ACTUATOR)")
-	interval := fs.Duration("interval", ev.dur("AUTOSCALE_INTERVAL", time.Second), "time between decisions ($LIVEROOM_AUTOSCALE_INTERVAL)")
-	drainTimeout := fs.Duration("drain-timeout", ev.dur("AUTOSCALE_DRAIN_TIMEOUT", 5*time.Minute), "remove a drained gateway that still beats after this long ($LIVEROOM_AUTOSCALE_DRAIN_TIMEOUT)")
-	startDelay := fs.Duration("start-delay", ev.dur("AUTOSCALE_START_DELAY", 0), "process: hold each new gateway this long before starting it, as a pod waits to be scheduled (tests, benchmarks) ($LIVEROOM_AUTOSCALE_START_DELAY)")
-	ports := fs.String("ports", env("AUTOSCALE_PORTS", ""), "process: port range of the gateways, LOW-HIGH (default any free port) ($LIVEROOM_AUTOSCALE_PORTS)")
-	gwHost := fs.String("gateway-host", env("AUTOSCALE_GATEWAY_HOST", "127.0.0.1"), "process: address the gateways listen on ($LIVEROOM_AUTOSCALE_GATEWAY_HOST)")
-	publicHost := fs.String("public-host", env("AUTOSCALE_PUBLIC_HOST", ""), "process: host in the gateways' WebSocket URLs (default --gateway-host) ($LIVEROOM_AUTOSCALE_PUBLIC_HOST)")
+	t := newFlagTable(fs, &ev)
+	at, kt := t.prefixed("AUTOSCALE_"), t.prefixed("K8S_")
+	addr, natsURL, actuator := ":8085", "nats://127.0.0.1:4222", "dry-run"
+	t.String(&addr, "addr", "HTTP listen address: /metrics, GET /v1/autoscale/decisions, /healthz")
+	t.String(&natsURL, "nats-url", "NATS server(s), comma separated")
+	at.String(&actuator, "actuator", "dry-run (log only), process (local gateway processes) or kubernetes")
+	interval, drainTimeout, startDelay := time.Second, 5*time.Minute, time.Duration(0)
+	at.Duration(&interval, "interval", "time between decisions")
+	at.Duration(&drainTimeout, "drain-timeout", "remove a drained gateway that still beats after this long")
+	at.Duration(&startDelay, "start-delay", "process: hold each new gateway this long before starting it, as a pod waits to be scheduled (tests, benchmarks)")
+	var ports, publicHost string
+	gwHost := "127.0.0.1"
+	at.String(&ports, "ports", "process: port range of the gateways, LOW-HIGH (default any free port)")
+	at.String(&gwHost, "gateway-host", "process: address the gateways listen on")
+	at.String(&publicHost, "public-host", "process: host in the gateways' WebSocket URLs (default --gateway-host)")
 	var secret secretValue
 	fs.Var(&secret, "jwt-secret", "process: the secret the gateways verify tokens with; prefer $LIVEROOM_JWT_SECRET")
-	namespace := fs.String("namespace", env("K8S_NAMESPACE", ""), "kubernetes: namespace of the gateway Deployment (default: this pod's) ($LIVEROOM_K8S_NAMESPACE)")
-	deployment := fs.String("deployment", env("K8S_DEPLOYMENT", "liveroom-gateway"), "kubernetes: the gateway Deployment ($LIVEROOM_K8S_DEPLOYMENT)")
-	kubeconfig := fs.String("kubeconfig", env("KUBECONFIG", ""), "kubernetes: kubeconfig file; empty: in-cluster service account ($LIVEROOM_KUBECONFIG)")
-	pf.register(fs, "", &ev)
-	lf.register(fs)
+	var namespace, kubeconfig string
+	deployment := "liveroom-gateway"
+	kt.String(&namespace, "namespace", "kubernetes: namespace of the gateway Deployment (default: this pod's)")
+	kt.String(&deployment, "deployment", "kubernetes: the gateway Deployment")
+	t.String(&kubeconfig, "kubeconfig", "kubernetes: kubeconfig file; empty: in-cluster service account")
+	pf.register(t, "")
+	lf.register(t)
 	var naf natsAuthFlags
-	naf.register(fs)
+	naf.register(t)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom autoscale [flags] [-- gateway flags]
 
@@ -179,10 +183,10 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	if !slices.Contains([]string{"dry-run", "process", "kubernetes"}, *actuator) {
-		return fmt.Errorf("--actuator %q: want dry-run, process or kubernetes", *actuator)
+	if !slices.Contains([]string{"dry-run", "process", "kubernetes"}, actuator) {
+		return fmt.Errorf("--actuator %q: want dry-run, process or kubernetes", actuator)
 	}
-	if len(fs.Args()) > 0 && *actuator != "process" {
+	if len(fs.Args()) > 0 && actuator != "process" {
 		return fmt.Errorf("arguments %q: only --actuator process takes gateway flags after --", fs.Args())
 	}
 	log, err := newLogger(stderr, lf.level, lf.format)
@@ -193,11 +197,11 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	ln, err := role.ListenHTTP(*addr)
+	ln, err := role.ListenHTTP(addr)
 	if err != nil {
 		return err
 	}
-	deps, err := role.Connect(ctx, role.ConnectConfig{URL: *natsURL, Name: "liveroom-autoscale", Role: bus.RoleAutoscale, Options: opts, Logger: log})
+	deps, err := role.Connect(ctx, role.ConnectConfig{URL: natsURL, Name: "liveroom-autoscale", Role: bus.RoleAutoscale, Options: opts, Logger: log})
 	if err != nil {
 		ln.Close()
 		return err
@@ -206,11 +210,11 @@ flags:`)
 
 	var act autoscale.Actuator
 	var closeAct func()
-	switch *actuator {
+	switch actuator {
 	case "dry-run":
 		act = &autoscale.DryRun{Log: log}
 	case "process":
-		lo, hi, err := parsePorts(*ports)
+		lo, hi, err := parsePorts(ports)
 		if err != nil {
 			return err
 		}
@@ -245,19 +249,19 @@ flags:`)
 			}
 		}
 		// The capacity first: flags after -- may override it.
-		gwArgs := append(append([]string{"--nats-url", *natsURL}, policy.WithDefaults().Capacity.GatewayArgs()...), fs.Args()...)
-		p, err := autoscale.NewProcess(autoscale.ProcessConfig{Args: gwArgs, Env: envv, ChildEnv: childEnv, Host: *gwHost, PublicHost: *publicHost,
-			PortMin: lo, PortMax: hi, Stdout: stderr, Stderr: stderr, Logger: log, StartDelay: *startDelay})
+		gwArgs := append(append([]string{"--nats-url", natsURL}, policy.WithDefaults().Capacity.GatewayArgs()...), fs.Args()...)
+		p, err := autoscale.NewProcess(autoscale.ProcessConfig{Args: gwArgs, Env: envv, ChildEnv: childEnv, Host: gwHost, PublicHost: publicHost,
+			PortMin: lo, PortMax: hi, Stdout: stderr, Stderr: stderr, Logger: log, StartDelay: startDelay})
 		if err != nil {
 			return err
 		}
 		act, closeAct = p, func() { _ = p.Close(10 * time.Second) }
 	case "kubernetes":
-		client, err := autoscale.KubernetesClient(*kubeconfig)
+		client, err := autoscale.KubernetesClient(kubeconfig)
 		if err != nil {
 			return err
 		}
-		ns := *namespace
+		ns := namespace
 		if ns == "" {
 			b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 			if err != nil {
@@ -265,7 +269,7 @@ flags:`)
 			}
 			ns = strings.TrimSpace(string(b))
 		}
-		act, err = autoscale.NewKubernetes(autoscale.KubernetesConfig{Client: client, Namespace: ns, Deployment: *deployment, Logger: log})
+		act, err = autoscale.NewKubernetes(autoscale.KubernetesConfig{Client: client, Namespace: ns, Deployment: deployment, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -278,7 +282,7 @@ flags:`)
 		return err
 	}
 	defer ann.Close()
-	a, err := role.NewAutoscale(deps, autoscale.Config{Actuator: act, Policy: policy, Interval: *interval, DrainTimeout: *drainTimeout,
+	a, err := role.NewAutoscale(deps, autoscale.Config{Actuator: act, Policy: policy, Interval: interval, DrainTimeout: drainTimeout,
 		Announcements: ann.List}, closeAct)
 	if err != nil {
 		return err
@@ -288,7 +292,7 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	log.Info("autoscaler running", "actuator", *actuator)
+	log.Info("autoscaler running", "actuator", actuator)
 	select {
 	case <-ctx.Done():
 	case <-h.Failed():

@@ -27,7 +27,7 @@ func parsePolicy(t *testing.T, args ...string) (autoscale.Policy, error) {
 	fs.SetOutput(io.Discard)
 	var ev envs
 	var pf policyFlags
-	pf.register(fs, "autoscale-", &ev)
+	pf.register(newFlagTable(fs, &ev), "autoscale-")
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
@@ -109,9 +109,9 @@ func TestServeGatewayArgsForChildren(t *testing.T) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var ev envs
 	fs.String("addr", ":8080", "")
-	gatewayFlags(fs, &gateway.Config{}, &ev)
+	gatewayFlags(newFlagTable(fs, &ev), &gateway.Config{})
 	var lf logFlags
-	lf.register(fs)
+	lf.register(newFlagTable(fs, &ev))
 	if err := fs.Parse([]string{"--addr", ":9", "--drain-window", "3s", "--merge-window=20ms", "--log-format", "json"}); err != nil {
 		t.Fatal(err)
 	}

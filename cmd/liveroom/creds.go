@@ -61,7 +61,8 @@ examples:
 func runCredsUser(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("creds user", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	keyFile := fs.String("key-file", env("NATS_KEY_FILE", ""), "NATS key file ($LIVEROOM_NATS_KEY_FILE) (required)")
+	var keyFile string
+	newFlagTable(fs, &envs{}).prefixed("NATS_").String(&keyFile, "key-file", "NATS key file (required)")
 	role := fs.String("role", "", "role of the credential (required)")
 	id := fs.String("id", "", "gateway id the credential is bound to (gateway role only)")
 	format := fs.String("format", "env", "env (LIVEROOM_NATS_USER=… LIVEROOM_NATS_PASSWORD=… lines), url (nats://user:password@127.0.0.1:4222) or user (user and password on one line)")
@@ -69,10 +70,10 @@ func runCredsUser(args []string, stdout, stderr io.Writer) error {
 	if stop, err := parseFlags(fs, args); stop {
 		return err
 	}
-	if *keyFile == "" || *role == "" {
+	if keyFile == "" || *role == "" {
 		return errors.New("creds user: --key-file and --role are required")
 	}
-	keys, err := bus.LoadKeys(*keyFile)
+	keys, err := bus.LoadKeys(keyFile)
 	if err != nil {
 		return err
 	}

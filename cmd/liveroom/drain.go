@@ -17,13 +17,15 @@ func runDrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("drain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var ev envs
-	natsURL := fs.String("nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server(s) ($LIVEROOM_NATS_URL)")
+	t := newFlagTable(fs, &ev)
+	natsURL := "nats://127.0.0.1:4222"
+	t.String(&natsURL, "nats-url", "NATS server(s)")
 	id := fs.String("gateway", "", "id of the gateway to drain (see GET /v1/gateways) (required)")
 	wait := fs.Bool("wait", false, "wait until the gateway has stopped beating")
 	timeout := fs.Duration("timeout", 5*time.Minute, "with --wait: give up after this long")
 	reqTimeout := fs.Duration("request-timeout", 15*time.Second, "how long to keep trying to reach the gateway with the drain order (across NATS nodes)")
 	var naf natsAuthFlags
-	naf.register(fs)
+	naf.register(t)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom drain --gateway ID [--wait] [--nats-url URL]
 
@@ -48,7 +50,7 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	nc, err := bus.Connect(*natsURL, "liveroom-drain", log, opts...)
+	nc, err := bus.Connect(natsURL, "liveroom-drain", log, opts...)
 	if err != nil {
 		return err
 	}

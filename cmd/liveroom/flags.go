@@ -5,13 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/liveroom/liveroom/internal/apikey"
 	"io"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/liveroom/liveroom/internal/apikey"
 
 	"github.com/liveroom/liveroom/internal/dispatch"
 	"github.com/liveroom/liveroom/internal/gateway"
@@ -80,12 +81,107 @@ func (e *envs) dur(name string, def time.Duration) time.Duration {
 	return v
 }
 
+// bool reads a boolean variable; def when unset.
+func (e *envs) bool(name string, def bool) bool {
+	s := os.Getenv("LIVEROOM_" + name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		e.bad(name, s, "true or false")
+		return def
+	}
+	return v
+}
+
 // err reports every variable that did not parse, or nil.
 func (e *envs) err() error {
 	if len(e.errs) == 0 {
 		return nil
 	}
 	return fmt.Errorf("cannot use the environment: %w", errors.Join(e.errs...))
+}
+
+// flagTable registers a command's flags, one rule for all of them:
+//   - the default is the value the field holds when it is registered, which
+//     the command fills from the package that owns it (gateway.DefaultConfig,
+//     uplink.DefaultConfig, autoscale.DefaultPolicy, dispatch's Default…
+//     constants): a default is written once;
+//   - $LIVEROOM_<NAME> overrides the default, NAME being the flag's name in
+//     capitals with dashes as underscores, after the table's prefix (the
+//     nats command's NATS_, the autoscale command's AUTOSCALE_), and the
+//     usage ends with the variable's name. A value that does not parse stops
+//     the command (envs).
+//
+// Two flags keep the variable they had before the rule (as): gateway --id
+// ($LIVEROOM_GATEWAY_ID) and dispatch --replicas-dispatch
+// ($LIVEROOM_DISPATCH_REPLICAS); nats --data-dir is $LIVEROOM_DATA_DIR like
+// every --data-dir. Secrets (--jwt-secret, --nats-password) read their
+// variable themselves (secretValue).
+type flagTable struct {
+	fs  *flag.FlagSet
+	ev  *envs
+	pre string // after LIVEROOM_, before the flag's name
+	as  string // the variable of the next flag, whole, after LIVEROOM_
+}
+
+// newFlagTable starts the table of fs.
+func newFlagTable(fs *flag.FlagSet, ev *envs) flagTable { return flagTable{fs: fs, ev: ev} }
+
+// prefixed is t with variables named prefix + the flag's name.
+func (t flagTable) prefixed(prefix string) flagTable {
+	t.pre = prefix
+	return t
+}
+
+// envAs is t for one flag whose variable is LIVEROOM_<name>.
+func (t flagTable) envAs(name string) flagTable {
+	t.as = name
+	return t
+}
+
+// envName is the variable of flag name, after LIVEROOM_.
+func (t flagTable) envName(name string) string {
+	if t.as != "" {
+		return t.as
+	}
+	return t.pre + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+func (t flagTable) usage(name, usage string) string {
+	return usage + " ($LIVEROOM_" + t.envName(name) + ")"
+}
+
+func (t flagTable) Int(p *int, name, usage string) {
+	t.fs.IntVar(p, name, t.ev.int(t.envName(name), *p), t.usage(name, usage))
+}
+
+func (t flagTable) Float(p *float64, name, usage string) {
+	t.fs.Float64Var(p, name, t.ev.float(t.envName(name), *p), t.usage(name, usage))
+}
+
+func (t flagTable) Duration(p *time.Duration, name, usage string) {
+	t.fs.DurationVar(p, name, t.ev.dur(t.envName(name), *p), t.usage(name, usage))
+}
+
+func (t flagTable) Bool(p *bool, name, usage string) {
+	t.fs.BoolVar(p, name, t.ev.bool(t.envName(name), *p), t.usage(name, usage))
+}
+
+func (t flagTable) String(p *string, name, usage string) {
+	t.fs.StringVar(p, name, env(t.envName(name), *p), t.usage(name, usage))
+}
+
+// Var registers a flag of its own type (lists, counts); the variable, when
+// set, is parsed by v.Set.
+func (t flagTable) Var(v flag.Value, name, usage string) {
+	if s := env(t.envName(name), ""); s != "" {
+		if err := v.Set(s); err != nil {
+			t.ev.bad(t.envName(name), s, err.Error())
+		}
+	}
+	t.fs.Var(v, name, t.usage(name, usage))
 }
 
 // newLogger builds the process logger from --log-level and --log-format.
@@ -106,36 +202,37 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 
 type logFlags struct{ level, format string }
 
-func (l *logFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&l.level, "log-level", env("LOG_LEVEL", "info"), "log level: debug, info, warn, error ($LIVEROOM_LOG_LEVEL)")
-	fs.StringVar(&l.format, "log-format", env("LOG_FORMAT", "text"), "log format: text or json ($LIVEROOM_LOG_FORMAT)")
+func (l *logFlags) register(t flagTable) {
+	l.level = "info"
+	t.String(&l.level, "log-level", "log level: debug, info, warn, error")
+	l.format = "text"
+	t.String(&l.format, "log-format", "log format: text or json")
 }
 
 // gatewayFlags are the gateway tunables shared by serve and gateway.
-func gatewayFlags(fs *flag.FlagSet, c *gateway.Config, ev *envs) {
-	fs.DurationVar(&c.MergeWindow, "merge-window", ev.dur("MERGE_WINDOW", 50*time.Millisecond), "per-room merge window, and the window of rooms up to --room-write-budget × window members ($LIVEROOM_MERGE_WINDOW)")
-	fs.DurationVar(&c.MaxMergeWindow, "max-merge-window", ev.dur("MAX_MERGE_WINDOW", 200*time.Millisecond), "longest merge window of a large room; = --merge-window turns adaptive windows off ($LIVEROOM_MAX_MERGE_WINDOW)")
-	fs.Float64Var(&c.RoomWriteBudget, "room-write-budget", ev.float("ROOM_WRITE_BUDGET", 20000), "frame writes per second one room may cost a gateway before its window grows ($LIVEROOM_ROOM_WRITE_BUDGET)")
-	fs.Float64Var(&c.ViewerBudget, "viewer-budget", ev.float("VIEWER_BUDGET", 30), "live messages per viewer per second before sampling ($LIVEROOM_VIEWER_BUDGET)")
-	fs.IntVar(&c.MaxConns, "max-conns", ev.int("MAX_CONNS", 19000), "connection capacity of the gateway ($LIVEROOM_MAX_CONNS)")
-	fs.IntVar(&c.QueueFrames, "queue-frames", ev.int("QUEUE_FRAMES", 64), "frames queued per slow connection before live frames are dropped ($LIVEROOM_QUEUE_FRAMES)")
-	fs.IntVar(&c.ReadLimit, "read-limit", ev.int("READ_LIMIT", 4096), "largest client message in bytes, all its frames together ($LIVEROOM_READ_LIMIT)")
-	fs.BoolVar(&c.NoCompress, "no-compress", envBool(ev, "NO_COMPRESS"), "decline permessage-deflate and write every frame plain, when CPU rather than bandwidth is the tighter budget ($LIVEROOM_NO_COMPRESS)")
-	fs.IntVar(&c.CompressMinBytes, "compress-min-bytes", ev.int("COMPRESS_MIN_BYTES", gateway.DefaultCompressMinBytes), "frames with a smaller payload go plain even to viewers that negotiated compression; -1 compresses all ($LIVEROOM_COMPRESS_MIN_BYTES)")
-	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", ev.dur("HEARTBEAT_INTERVAL", time.Second), "longest a viewer goes without a frame: quiet rooms get a small heartbeat, and clients leave a gateway silent for 1.75× this; negative: none ($LIVEROOM_HEARTBEAT_INTERVAL)")
-	c.HistoryDanmaku = historyCount(ev.int("HISTORY_DANMAKU", gateway.DefaultHistoryDanmaku))
-	fs.Var((*historyFlag)(&c.HistoryDanmaku), "history-danmaku", "last danmaku of a room a viewer joining without since= gets in the history frame after its welcome; 0: none ($LIVEROOM_HISTORY_DANMAKU)")
-	c.HistoryGifts = historyCount(ev.int("HISTORY_GIFTS", gateway.DefaultHistoryGifts))
-	fs.Var((*historyFlag)(&c.HistoryGifts), "history-gifts", "last gifts of a room in that history frame; 0: none ($LIVEROOM_HISTORY_GIFTS)")
-	fs.DurationVar(&c.PingInterval, "ping-interval", ev.dur("PING_INTERVAL", 25*time.Second), "ping idle connections this often ($LIVEROOM_PING_INTERVAL)")
-	fs.Float64Var(&c.MaxCPU, "max-cpu", ev.float("MAX_CPU", 0), "CPU capacity in cores for the load score; 0 = all CPUs ($LIVEROOM_MAX_CPU)")
-	fs.Float64Var(&c.MaxBytesOut, "max-bytes-out", ev.float("MAX_BYTES_OUT", 100e6), "bytes/s to viewers at full load ($LIVEROOM_MAX_BYTES_OUT)")
-	fs.Float64Var(&c.MaxMsgsOut, "max-msgs-out", ev.float("MAX_MSGS_OUT", 1e6), "messages/s to viewers at full load ($LIVEROOM_MAX_MSGS_OUT)")
-	fs.DurationVar(&c.DrainWindow, "drain-window", ev.dur("DRAIN_WINDOW", 30*time.Second), "a drain spreads reconnects over this window ($LIVEROOM_DRAIN_WINDOW)")
-	fs.DurationVar(&c.DrainDelay, "drain-delay", ev.dur("DRAIN_DELAY", 2*time.Second), "pause between reporting draining and the first reconnect notice ($LIVEROOM_DRAIN_DELAY)")
-	fs.Float64Var(&c.DrainRate, "drain-rate", ev.float("DRAIN_RATE", 1000), "most reconnects per second a drain causes ($LIVEROOM_DRAIN_RATE)")
-	fs.DurationVar(&c.DrainGrace, "drain-grace", ev.dur("DRAIN_GRACE", 3*time.Second), "a viewer still connected this long after its reconnect time is closed ($LIVEROOM_DRAIN_GRACE)")
-	edgeFlags(fs, c, ev)
+// c holds the defaults (gateway.DefaultConfig).
+func gatewayFlags(t flagTable, c *gateway.Config) {
+	t.Duration(&c.MergeWindow, "merge-window", "per-room merge window, and the window of rooms up to --room-write-budget × window members")
+	t.Duration(&c.MaxMergeWindow, "max-merge-window", "longest merge window of a large room; = --merge-window turns adaptive windows off")
+	t.Float(&c.RoomWriteBudget, "room-write-budget", "frame writes per second one room may cost a gateway before its window grows")
+	t.Float(&c.ViewerBudget, "viewer-budget", "live messages per viewer per second before sampling")
+	t.Int(&c.MaxConns, "max-conns", "connection capacity of the gateway")
+	t.Int(&c.QueueFrames, "queue-frames", "frames queued per slow connection before live frames are dropped")
+	t.Int(&c.ReadLimit, "read-limit", "largest client message in bytes, all its frames together")
+	t.Bool(&c.NoCompress, "no-compress", "decline permessage-deflate and write every frame plain, when CPU rather than bandwidth is the tighter budget")
+	t.Int(&c.CompressMinBytes, "compress-min-bytes", "frames with a smaller payload go plain even to viewers that negotiated compression; -1 compresses all")
+	t.Duration(&c.HeartbeatInterval, "heartbeat-interval", "longest a viewer goes without a frame: quiet rooms get a small heartbeat, and clients leave a gateway silent for 1.75× this; negative: none")
+	t.Var((*historyFlag)(&c.HistoryDanmaku), "history-danmaku", "last danmaku of a room a viewer joining without since= gets in the history frame after its welcome; 0: none")
+	t.Var((*historyFlag)(&c.HistoryGifts), "history-gifts", "last gifts of a room in that history frame; 0: none")
+	t.Duration(&c.PingInterval, "ping-interval", "ping idle connections this often")
+	t.Float(&c.MaxCPU, "max-cpu", "CPU capacity in cores for the load score; 0 = all CPUs")
+	t.Float(&c.MaxBytesOut, "max-bytes-out", "bytes/s to viewers at full load")
+	t.Float(&c.MaxMsgsOut, "max-msgs-out", "messages/s to viewers at full load")
+	t.Duration(&c.DrainWindow, "drain-window", "a drain spreads reconnects over this window")
+	t.Duration(&c.DrainDelay, "drain-delay", "pause between reporting draining and the first reconnect notice")
+	t.Float(&c.DrainRate, "drain-rate", "most reconnects per second a drain causes")
+	t.Duration(&c.DrainGrace, "drain-grace", "a viewer still connected this long after its reconnect time is closed")
+	edgeFlags(t, c)
 }
 
 // historyFlag is a history bound: a count, 0 for none (the gateway
@@ -163,18 +260,20 @@ func historyCount(n int) int {
 }
 
 // uplinkFlags are the uplink tunables shared by serve and uplink.
-func uplinkFlags(fs *flag.FlagSet, c *uplink.Config, gifts *string, ev *envs) {
-	fs.BoolVar(&c.ClientGifts, "client-gifts", envBool(ev, "CLIENT_GIFTS"), "accept gifts sent with users' tokens; without it (and with a JWT secret) only the platform's backend sends gifts, through the server API after payment; dev mode always accepts them ($LIVEROOM_CLIENT_GIFTS)")
-	fs.StringVar(gifts, "gifts", env("GIFTS", strings.Join(uplink.DefaultGifts, ",")), "gift catalogue, comma separated ($LIVEROOM_GIFTS)")
-	fs.Float64Var(&c.UserRate, "user-rate", ev.float("USER_RATE", 2), "danmaku per user per second ($LIVEROOM_USER_RATE)")
-	fs.IntVar(&c.UserBurst, "user-burst", ev.int("USER_BURST", 5), "danmaku burst per user ($LIVEROOM_USER_BURST)")
-	fs.Float64Var(&c.RoomRate, "room-rate", ev.float("ROOM_RATE", 1000), "danmaku per room per second, all senders ($LIVEROOM_ROOM_RATE)")
-	fs.Float64Var(&c.GiftRate, "gift-rate", ev.float("GIFT_RATE", 1), "gift requests per user per second, across rooms ($LIVEROOM_GIFT_RATE)")
-	fs.IntVar(&c.GiftBurst, "gift-burst", ev.int("GIFT_BURST", 10), "gift burst per user ($LIVEROOM_GIFT_BURST)")
-	fs.Float64Var(&c.LikeRate, "like-rate", ev.float("LIKE_RATE", 50), "likes (summed counts) per user per second, across rooms ($LIVEROOM_LIKE_RATE)")
-	fs.IntVar(&c.LikeBurst, "like-burst", ev.int("LIKE_BURST", 1000), "like burst per user, at least 999 ($LIVEROOM_LIKE_BURST)")
-	fs.StringVar(&c.ID, "uplink-id", env("UPLINK_ID", ""), "this uplink's name to the other uplinks, [A-Za-z0-9_-]{1,64}, unique; empty: a random one ($LIVEROOM_UPLINK_ID)")
-	fs.DurationVar(&c.FleetInterval, "limit-sync", ev.dur("LIMIT_SYNC", uplink.DefaultFleetInterval), "how often uplinks exchange the usage of their hot rate-limit keys, so that every limit holds across all uplinks; negative: off, each uplink enforces every limit alone ($LIVEROOM_LIMIT_SYNC)")
+// c holds the defaults (uplink.DefaultConfig).
+func uplinkFlags(t flagTable, c *uplink.Config, gifts *string) {
+	t.Bool(&c.ClientGifts, "client-gifts", "accept gifts sent with users' tokens; without it (and with a JWT secret) only the platform's backend sends gifts, through the server API after payment; dev mode always accepts them")
+	*gifts = strings.Join(uplink.DefaultGifts, ",")
+	t.String(gifts, "gifts", "gift catalogue, comma separated")
+	t.Float(&c.UserRate, "user-rate", "danmaku per user per second")
+	t.Int(&c.UserBurst, "user-burst", "danmaku burst per user")
+	t.Float(&c.RoomRate, "room-rate", "danmaku per room per second, all senders")
+	t.Float(&c.GiftRate, "gift-rate", "gift requests per user per second, across rooms")
+	t.Int(&c.GiftBurst, "gift-burst", "gift burst per user")
+	t.Float(&c.LikeRate, "like-rate", "likes (summed counts) per user per second, across rooms")
+	t.Int(&c.LikeBurst, "like-burst", "like burst per user, at least 999")
+	t.String(&c.ID, "uplink-id", "this uplink's name to the other uplinks, [A-Za-z0-9_-]{1,64}, unique; empty: a random one")
+	t.Duration(&c.FleetInterval, "limit-sync", "how often uplinks exchange the usage of their hot rate-limit keys, so that every limit holds across all uplinks; negative: off, each uplink enforces every limit alone")
 }
 
 // sendPathGCPercent is the garbage collector target of the processes on the
@@ -186,8 +285,9 @@ func uplinkFlags(fs *flag.FlagSet, c *uplink.Config, gifts *string, ev *envs) {
 const sendPathGCPercent = 400
 
 // gcFlag registers --gc-percent with default def.
-func gcFlag(fs *flag.FlagSet, v *int, def int, ev *envs) {
-	fs.IntVar(v, "gc-percent", ev.int("GC_PERCENT", def), "Go garbage collector target (GOGC) while the live heap is small; the heap's headroom stays within 64 MiB as connections grow it, and memory goes back to the OS when the process is idle; $GOGC, when set, wins ($LIVEROOM_GC_PERCENT)")
+func gcFlag(t flagTable, v *int, def int) {
+	*v = def
+	t.Int(v, "gc-percent", "Go garbage collector target (GOGC) while the live heap is small; the heap's headroom stays within 64 MiB as connections grow it, and memory goes back to the OS when the process is idle; $GOGC, when set, wins")
 }
 
 // startGC runs the collector tuner (internal/gctune) at percent, or at the
@@ -207,8 +307,8 @@ func startGC(ctx context.Context, percent int, log *slog.Logger) (stop func(), e
 }
 
 // wordFlags registers the word-filter list shared by serve and uplink.
-func wordFlags(fs *flag.FlagSet, path *string) {
-	fs.StringVar(path, "word-list", env("WORD_LIST", ""), "danmaku word filter: a file with one \"block <word>\" or \"mask <word>\" per line ($LIVEROOM_WORD_LIST)")
+func wordFlags(t flagTable, path *string) {
+	t.String(path, "word-list", "danmaku word filter: a file with one \"block <word>\" or \"mask <word>\" per line")
 }
 
 // loadWords reads the word list at path; "" is no filter.
@@ -235,24 +335,28 @@ func splitList(s string) []string {
 }
 
 // dispatchFlags are the dispatch tunables (see internal/dispatch).
-func dispatchFlags(fs *flag.FlagSet, c *dispatch.Config, ev *envs) {
-	fs.Float64Var(&c.LoadCeiling, "load-ceiling", ev.float("LOAD_CEILING", dispatch.DefaultLoadCeiling), "never offer a gateway at or above this load ($LIVEROOM_LOAD_CEILING)")
-	fs.Float64Var(&c.FillMargin, "fill-margin", ev.float("FILL_MARGIN", dispatch.DefaultFillMargin), "how strongly emptier gateways are favoured; smaller is stronger ($LIVEROOM_FILL_MARGIN)")
-	fs.IntVar(&c.AffinityMaxViewers, "affinity-max-viewers", ev.int("AFFINITY_MAX_VIEWERS", dispatch.DefaultAffinityMaxViewers), "rooms with fewer viewers on a gateway stick to it; -1 disables ($LIVEROOM_AFFINITY_MAX_VIEWERS)")
-	fs.Float64Var(&c.AffinityMaxLoad, "affinity-max-load", ev.float("AFFINITY_MAX_LOAD", dispatch.DefaultAffinityMaxLoad), "no room affinity above this load ($LIVEROOM_AFFINITY_MAX_LOAD)")
-	fs.IntVar(&c.Replicas, "replicas-dispatch", ev.int("DISPATCH_REPLICAS", 1), "number of dispatch processes sharing the clients ($LIVEROOM_DISPATCH_REPLICAS)")
-	fs.DurationVar(&c.StaleAfter, "stale-after", ev.dur("STALE_AFTER", 0), "forget a gateway silent this long; 0 = 3 beat intervals ($LIVEROOM_STALE_AFTER)")
-	fs.DurationVar(&c.MaxStaleView, "max-stale-view", ev.dur("MAX_STALE_VIEW", dispatch.DefaultMaxStaleView),
-		"while dispatch's own NATS does not answer, keep offering the gateways that were fresh for at most this long instead of answering 503; -1s: never ($LIVEROOM_MAX_STALE_VIEW)")
-	c.GatewayHosts = splitList(env("GATEWAY_HOSTS", ""))
-	fs.Var((*listValue)(&c.GatewayHosts), "gateway-hosts",
-		"comma-separated hosts gateway URLs may name, e.g. gw1.example.com,*.gw.example.com; beats naming another host are refused; empty: any ($LIVEROOM_GATEWAY_HOSTS)")
+func dispatchFlags(t flagTable, c *dispatch.Config) {
+	c.LoadCeiling = dispatch.DefaultLoadCeiling
+	t.Float(&c.LoadCeiling, "load-ceiling", "never offer a gateway at or above this load")
+	c.FillMargin = dispatch.DefaultFillMargin
+	t.Float(&c.FillMargin, "fill-margin", "how strongly emptier gateways are favoured; smaller is stronger")
+	c.AffinityMaxViewers = dispatch.DefaultAffinityMaxViewers
+	t.Int(&c.AffinityMaxViewers, "affinity-max-viewers", "rooms with fewer viewers on a gateway stick to it; -1 disables")
+	c.AffinityMaxLoad = dispatch.DefaultAffinityMaxLoad
+	t.Float(&c.AffinityMaxLoad, "affinity-max-load", "no room affinity above this load")
+	c.Replicas = 1
+	t.envAs("DISPATCH_REPLICAS").Int(&c.Replicas, "replicas-dispatch", "number of dispatch processes sharing the clients")
+	t.Duration(&c.StaleAfter, "stale-after", "forget a gateway silent this long; 0 = 3 beat intervals")
+	c.MaxStaleView = dispatch.DefaultMaxStaleView
+	t.Duration(&c.MaxStaleView, "max-stale-view", "while dispatch's own NATS does not answer, keep offering the gateways that were fresh for at most this long instead of answering 503; -1s: never")
+	t.Var((*listValue)(&c.GatewayHosts), "gateway-hosts",
+		"comma-separated hosts gateway URLs may name, e.g. gw1.example.com,*.gw.example.com; beats naming another host are refused; empty: any")
 }
 
 // apiKeyFlags registers the server API's key file; the keys may also come
 // from $LIVEROOM_API_KEYS ("name:key,name:key"), never from a flag (flags
 // show in ps).
-func apiKeyFlags(fs *flag.FlagSet, c *apikey.Config) {
-	fs.StringVar(&c.File, "api-keys-file", env("API_KEYS_FILE", ""), "file of the server API's keys, one \"name lrk_…\" per line, re-read within a second of a change (docs/OPERATIONS.md); $LIVEROOM_API_KEYS adds name:key,name:key ($LIVEROOM_API_KEYS_FILE)")
+func apiKeyFlags(t flagTable, c *apikey.Config) {
+	t.String(&c.File, "api-keys-file", "file of the server API's keys, one \"name lrk_…\" per line, re-read within a second of a change (docs/OPERATIONS.md); $LIVEROOM_API_KEYS adds name:key,name:key")
 	c.Env = os.Getenv("LIVEROOM_API_KEYS")
 }

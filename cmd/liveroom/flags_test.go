@@ -153,8 +153,8 @@ func TestHistoryFlags(t *testing.T) {
 	parse := func(args ...string) (gateway.Config, *flag.FlagSet, error) {
 		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
-		var c gateway.Config
-		gatewayFlags(fs, &c, &envs{})
+		c := gateway.DefaultConfig()
+		gatewayFlags(newFlagTable(fs, &envs{}), &c)
 		return c, fs, fs.Parse(args)
 	}
 	c, _, err := parse()

@@ -21,24 +21,29 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var routes string
 	var lf logFlags
 	var ev envs
-	fs.StringVar(&cfg.Name, "name", env("NATS_NAME", "liveroom-nats"), "server name, unique in the cluster ($LIVEROOM_NATS_NAME)")
-	fs.StringVar(&cfg.Host, "host", env("NATS_HOST", "127.0.0.1"), "client listen host ($LIVEROOM_NATS_HOST)")
-	fs.IntVar(&cfg.Port, "port", ev.int("NATS_PORT", 4222), "client listen port ($LIVEROOM_NATS_PORT)")
-	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", "./data/nats"), "JetStream data directory ($LIVEROOM_DATA_DIR)")
-	fs.StringVar(&cfg.ClusterName, "cluster", env("NATS_CLUSTER", ""), "cluster name; empty runs a single server ($LIVEROOM_NATS_CLUSTER)")
-	fs.StringVar(&cfg.ClusterHost, "cluster-host", env("NATS_CLUSTER_HOST", "127.0.0.1"), "route listen host ($LIVEROOM_NATS_CLUSTER_HOST)")
-	fs.IntVar(&cfg.ClusterPort, "cluster-port", ev.int("NATS_CLUSTER_PORT", 6222), "route listen port ($LIVEROOM_NATS_CLUSTER_PORT)")
-	fs.StringVar(&routes, "routes", env("NATS_ROUTES", ""), "routes to the other nodes, comma separated nats://host:port ($LIVEROOM_NATS_ROUTES)")
-	fs.StringVar(&cfg.KeyFile, "key-file", env("NATS_KEY_FILE", ""),
-		"NATS key file: clients and routes must authenticate with credentials minted from it; re-read every 2s (rotation). Default DATA-DIR/nats.key, created when missing on a single node; a cluster's nodes must share one (liveroom creds new-key) ($LIVEROOM_NATS_KEY_FILE)")
-	fs.BoolVar(&cfg.NoAuth, "insecure-no-auth", envBool(&ev, "NATS_INSECURE_NO_AUTH"),
-		"INSECURE: accept every client without credentials or permissions; anyone who reaches the port can forge gifts, bans and beats ($LIVEROOM_NATS_INSECURE_NO_AUTH)")
-	fs.StringVar(&cfg.MonitorAddr, "monitor-addr", env("NATS_MONITOR_ADDR", ""),
-		"serve NATS's monitoring endpoints (/varz, /jsz, /routez) on this operator-only address, e.g. 127.0.0.1:8222; they have no authentication; empty: off ($LIVEROOM_NATS_MONITOR_ADDR)")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", env("NATS_TLS_CERT", ""), "PEM certificate for TLS on the client and route ports ($LIVEROOM_NATS_TLS_CERT)")
-	fs.StringVar(&cfg.TLSKey, "tls-key", env("NATS_TLS_KEY", ""), "PEM private key of --tls-cert ($LIVEROOM_NATS_TLS_KEY)")
-	fs.StringVar(&cfg.TLSCA, "tls-ca", env("NATS_TLS_CA", ""), "PEM CA that verifies the other nodes' route certificates ($LIVEROOM_NATS_TLS_CA)")
-	lf.register(fs)
+	root := newFlagTable(fs, &ev)
+	t := root.prefixed("NATS_")
+	cfg.Name = "liveroom-nats"
+	t.String(&cfg.Name, "name", "server name, unique in the cluster")
+	cfg.Host = "127.0.0.1"
+	t.String(&cfg.Host, "host", "client listen host")
+	cfg.Port = 4222
+	t.Int(&cfg.Port, "port", "client listen port")
+	cfg.DataDir = "./data/nats"
+	t.envAs("DATA_DIR").String(&cfg.DataDir, "data-dir", "JetStream data directory")
+	t.String(&cfg.ClusterName, "cluster", "cluster name; empty runs a single server")
+	cfg.ClusterHost = "127.0.0.1"
+	t.String(&cfg.ClusterHost, "cluster-host", "route listen host")
+	cfg.ClusterPort = 6222
+	t.Int(&cfg.ClusterPort, "cluster-port", "route listen port")
+	t.String(&routes, "routes", "routes to the other nodes, comma separated nats://host:port")
+	t.String(&cfg.KeyFile, "key-file", "NATS key file: clients and routes must authenticate with credentials minted from it; re-read every 2s (rotation). Default DATA-DIR/nats.key, created when missing on a single node; a cluster's nodes must share one (liveroom creds new-key)")
+	t.Bool(&cfg.NoAuth, "insecure-no-auth", "INSECURE: accept every client without credentials or permissions; anyone who reaches the port can forge gifts, bans and beats")
+	t.String(&cfg.MonitorAddr, "monitor-addr", "serve NATS's monitoring endpoints (/varz, /jsz, /routez) on this operator-only address, e.g. 127.0.0.1:8222; they have no authentication; empty: off")
+	t.String(&cfg.TLSCert, "tls-cert", "PEM certificate for TLS on the client and route ports")
+	t.String(&cfg.TLSKey, "tls-key", "PEM private key of --tls-cert")
+	t.String(&cfg.TLSCA, "tls-ca", "PEM CA that verifies the other nodes' route certificates")
+	lf.register(root)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom nats [flags]
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 
@@ -29,13 +28,11 @@ type natsAuthFlags struct {
 	ca       string
 }
 
-func (f *natsAuthFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.keyFile, "nats-key-file", env("NATS_KEY_FILE", ""),
-		"NATS key file: mint this process's own NATS credential from it (see liveroom creds) ($LIVEROOM_NATS_KEY_FILE)")
-	fs.StringVar(&f.user, "nats-user", env("NATS_USER", ""),
-		"NATS user of this process's credential, e.g. uplink or gateway.gw-1 (see liveroom creds user) ($"+envNATSUser+")")
-	fs.Var(&f.password, "nats-password", "password of --nats-user; prefer $"+envNATSPassword+", flags show in ps")
-	fs.StringVar(&f.ca, "nats-ca", env("NATS_CA", ""), "PEM file of the CA that signed NATS's TLS certificate ($LIVEROOM_NATS_CA)")
+func (f *natsAuthFlags) register(t flagTable) {
+	t.String(&f.keyFile, "nats-key-file", "NATS key file: mint this process's own NATS credential from it (see liveroom creds)")
+	t.String(&f.user, "nats-user", "NATS user of this process's credential, e.g. uplink or gateway.gw-1 (see liveroom creds user)")
+	t.fs.Var(&f.password, "nats-password", "password of --nats-user; prefer $"+envNATSPassword+", flags show in ps")
+	t.String(&f.ca, "nats-ca", "PEM file of the CA that signed NATS's TLS certificate")
 }
 
 // options returns the nats options that authenticate a process of role

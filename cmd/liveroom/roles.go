@@ -34,20 +34,23 @@ type roleFlags struct {
 	nats         natsAuthFlags
 }
 
-func (r *roleFlags) register(fs *flag.FlagSet, defAddr string, ev *envs) {
-	fs.StringVar(&r.addr, "addr", env("ADDR", defAddr), "HTTP listen address ($LIVEROOM_ADDR)")
-	fs.StringVar(&r.natsURL, "nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server(s), comma separated ($LIVEROOM_NATS_URL)")
-	fs.IntVar(&r.replicas, "replicas", ev.int("REPLICAS", 1), "replicas of streams and buckets: 3 on a 3-node NATS cluster ($LIVEROOM_REPLICAS)")
-	r.jwt.register(fs, ev, "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps")
-	fs.StringVar(&r.metricsAddr, "metrics-addr", env("METRICS_ADDR", ""), "serve /metrics on this separate address instead of --addr ($LIVEROOM_METRICS_ADDR)")
-	fs.StringVar(&r.internalAddr, "internal-addr", env("INTERNAL_ADDR", ""), internalAddrUsage)
-	fs.StringVar(&r.debugAddr, "debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address, e.g. 127.0.0.1:6060; empty: off ($LIVEROOM_DEBUG_ADDR)")
-	r.log.register(fs)
-	r.nats.register(fs)
+func (r *roleFlags) register(t flagTable, defAddr string) {
+	r.addr = defAddr
+	t.String(&r.addr, "addr", "HTTP listen address")
+	r.natsURL = "nats://127.0.0.1:4222"
+	t.String(&r.natsURL, "nats-url", "NATS server(s), comma separated")
+	r.replicas = 1
+	t.Int(&r.replicas, "replicas", "replicas of streams and buckets: 3 on a 3-node NATS cluster")
+	r.jwt.register(t, "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps")
+	t.String(&r.metricsAddr, "metrics-addr", "serve /metrics on this separate address instead of --addr")
+	t.String(&r.internalAddr, "internal-addr", internalAddrUsage)
+	t.String(&r.debugAddr, "debug-addr", "serve Go's /debug/pprof/ on this separate address, e.g. 127.0.0.1:6060; empty: off")
+	r.log.register(t)
+	r.nats.register(t)
 }
 
 // internalAddrUsage documents --internal-addr (serve and the roles).
-const internalAddrUsage = "serve the operator views (/metrics unless --metrics-addr, GET /v1/gateways, GET /v1/autoscale/decisions) on this address only, without a token, e.g. 127.0.0.1:9090; empty: on --addr to admin tokens only ($LIVEROOM_INTERNAL_ADDR)"
+const internalAddrUsage = "serve the operator views (/metrics unless --metrics-addr, GET /v1/gateways, GET /v1/autoscale/decisions) on this address only, without a token, e.g. 127.0.0.1:9090; empty: on --addr to admin tokens only"
 
 // proc is what a single-role command has once connected: its logger, its
 // dependencies and its public listener.
@@ -135,12 +138,13 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var rf roleFlags
-	var cfg gateway.Config
 	var ev envs
-	rf.register(fs, ":8081", &ev)
-	fs.StringVar(&cfg.ID, "id", env("GATEWAY_ID", ""), "gateway id (default random) ($LIVEROOM_GATEWAY_ID)")
-	fs.StringVar(&cfg.PublicURL, "public-url", env("PUBLIC_URL", ""), "WebSocket URL clients use (default ws://127.0.0.1:PORT/v1/ws) ($LIVEROOM_PUBLIC_URL)")
-	gatewayFlags(fs, &cfg, &ev)
+	cfg := gateway.DefaultConfig()
+	t := newFlagTable(fs, &ev)
+	rf.register(t, ":8081")
+	t.envAs("GATEWAY_ID").String(&cfg.ID, "id", "gateway id (default random)")
+	t.String(&cfg.PublicURL, "public-url", "WebSocket URL clients use (default ws://127.0.0.1:PORT/v1/ws)")
+	gatewayFlags(t, &cfg)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom gateway [flags]
 
@@ -216,16 +220,17 @@ func runUplink(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("uplink", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var rf roleFlags
-	var cfg uplink.Config
 	var gifts, words string
 	var ev envs
-	rf.register(fs, ":8082", &ev)
-	uplinkFlags(fs, &cfg, &gifts, &ev)
+	cfg := uplink.DefaultConfig()
+	t := newFlagTable(fs, &ev)
+	rf.register(t, ":8082")
+	uplinkFlags(t, &cfg, &gifts)
 	var kc apikey.Config
-	apiKeyFlags(fs, &kc)
-	wordFlags(fs, &words)
+	apiKeyFlags(t, &kc)
+	wordFlags(t, &words)
 	var gcPercent int
-	gcFlag(fs, &gcPercent, sendPathGCPercent, &ev)
+	gcFlag(t, &gcPercent, sendPathGCPercent)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom uplink [flags]
 
@@ -277,10 +282,12 @@ func runDispatch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.SetOutput(stderr)
 	var rf roleFlags
 	var ev envs
-	rf.register(fs, ":8083", &ev)
-	adminAddr := fs.String("admin-addr", env("ADMIN_ADDR", ""), "serve the admin API (/v1/admin/) on this separate address only, e.g. 127.0.0.1:8090; empty: on --addr ($LIVEROOM_ADMIN_ADDR)")
+	t := newFlagTable(fs, &ev)
+	rf.register(t, ":8083")
+	var adminAddr string
+	t.String(&adminAddr, "admin-addr", "serve the admin API (/v1/admin/) on this separate address only, e.g. 127.0.0.1:8090; empty: on --addr")
 	var dc dispatch.Config
-	dispatchFlags(fs, &dc, &ev)
+	dispatchFlags(t, &dc)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom dispatch [flags]
 
@@ -313,5 +320,5 @@ flags:`)
 		p.deps.NC.Close()
 		return err
 	}
-	return rf.run(ctx, p, *adminAddr, nil, d)
+	return rf.run(ctx, p, adminAddr, nil, d)
 }

@@ -6,13 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
 	"time"
 
 	"github.com/liveroom/liveroom/internal/app"
 	"github.com/liveroom/liveroom/internal/autoscale"
 	"github.com/liveroom/liveroom/internal/bus"
 	"github.com/liveroom/liveroom/internal/gateway"
+	"github.com/liveroom/liveroom/internal/uplink"
 )
 
 // runServe implements `liveroom serve`: every role in one process.
@@ -23,40 +23,43 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var lf logFlags
 	var gifts string
 	var ev envs
-	fs.StringVar(&cfg.Addr, "addr", env("ADDR", ""), "HTTP listen address (default "+app.DefaultAddr+", and "+app.DevAddr+" in dev mode) ($LIVEROOM_ADDR)")
-	fs.BoolVar(&cfg.DevOnNetwork, "insecure-dev-mode-on-network", envBool(&ev, "INSECURE_DEV_MODE_ON_NETWORK"),
-		"INSECURE: let dev mode (no JWT secret) listen on a non-loopback --addr, where anyone can mint viewer and anchor tokens; for demos on a trusted network only ($LIVEROOM_INSECURE_DEV_MODE_ON_NETWORK)")
-	fs.StringVar(&cfg.PublicURL, "public-url", env("PUBLIC_URL", ""), "WebSocket URL handed out by dispatch (default ws://localhost:PORT/v1/ws) ($LIVEROOM_PUBLIC_URL)")
-	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", "./data"), "JetStream data directory ($LIVEROOM_DATA_DIR)")
-	fs.StringVar(&cfg.NATSURL, "nats-url", env("NATS_URL", ""), "use this external NATS instead of the embedded one ($LIVEROOM_NATS_URL)")
-	fs.StringVar(&cfg.NATSHost, "nats-host", env("NATS_HOST", "127.0.0.1"), "embedded NATS listen host, for role processes ($LIVEROOM_NATS_HOST)")
-	fs.IntVar(&cfg.NATSPort, "nats-port", ev.int("NATS_PORT", 4222), "embedded NATS listen port; -1 for a random one ($LIVEROOM_NATS_PORT)")
+	cfg.Gateway, cfg.Uplink = gateway.DefaultConfig(), uplink.DefaultConfig()
+	t := newFlagTable(fs, &ev)
+	t.String(&cfg.Addr, "addr", "HTTP listen address (default "+app.DefaultAddr+", and "+app.DevAddr+" in dev mode)")
+	t.Bool(&cfg.DevOnNetwork, "insecure-dev-mode-on-network", "INSECURE: let dev mode (no JWT secret) listen on a non-loopback --addr, where anyone can mint viewer and anchor tokens; for demos on a trusted network only")
+	t.String(&cfg.PublicURL, "public-url", "WebSocket URL handed out by dispatch (default ws://localhost:PORT/v1/ws)")
+	cfg.DataDir = "./data"
+	t.String(&cfg.DataDir, "data-dir", "JetStream data directory")
+	t.String(&cfg.NATSURL, "nats-url", "use this external NATS instead of the embedded one")
+	cfg.NATSHost = "127.0.0.1"
+	t.String(&cfg.NATSHost, "nats-host", "embedded NATS listen host, for role processes")
+	cfg.NATSPort = 4222
+	t.Int(&cfg.NATSPort, "nats-port", "embedded NATS listen port; -1 for a random one")
 	var naf natsAuthFlags
-	naf.register(fs)
+	naf.register(t)
 	fs.Lookup("nats-key-file").Usage = "NATS key file: the embedded NATS accepts only credentials minted from it (default DATA-DIR/nats.key, created when missing); with --nats-url, serve mints its own credential from it (see liveroom creds) ($LIVEROOM_NATS_KEY_FILE)"
 	var jf jwtFlags
-	jf.register(fs, &ev, "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps (empty, and no --jwt-public-key: dev mode)")
-	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof/ on this separate address; empty: off ($LIVEROOM_DEBUG_ADDR)")
-	fs.StringVar(&cfg.InternalAddr, "internal-addr", env("INTERNAL_ADDR", ""), internalAddrUsage)
-	gatewayFlags(fs, &cfg.Gateway, &ev)
-	uplinkFlags(fs, &cfg.Uplink, &gifts, &ev)
-	apiKeyFlags(fs, &cfg.APIKeys)
+	jf.register(t, "HS256 secret that verifies tokens; prefer $LIVEROOM_JWT_SECRET, flags show in ps (empty, and no --jwt-public-key: dev mode)")
+	t.String(&cfg.DebugAddr, "debug-addr", "serve Go's /debug/pprof/ on this separate address; empty: off")
+	t.String(&cfg.InternalAddr, "internal-addr", internalAddrUsage)
+	gatewayFlags(t, &cfg.Gateway)
+	uplinkFlags(t, &cfg.Uplink, &gifts)
+	apiKeyFlags(t, &cfg.APIKeys)
 	var words string
-	wordFlags(fs, &words)
+	wordFlags(t, &words)
 	var gcPercent int
-	gcFlag(fs, &gcPercent, sendPathGCPercent, &ev)
+	gcFlag(t, &gcPercent, sendPathGCPercent)
 	var pf policyFlags
-	fs.BoolVar(&cfg.Autoscale.Enabled, "autoscale", envBool(&ev, "AUTOSCALE"),
-		"run the gateways as child processes, started and drained by the autoscaler, instead of one gateway in this process ($LIVEROOM_AUTOSCALE=true)")
-	pf.register(fs, "autoscale-", &ev)
-	ports := fs.String("autoscale-ports", env("AUTOSCALE_PORTS", ""), "with --autoscale: port range of the gateway processes, LOW-HIGH (default any free port) ($LIVEROOM_AUTOSCALE_PORTS)")
-	fs.DurationVar(&cfg.Autoscale.DrainTimeout, "autoscale-drain-timeout", ev.dur("AUTOSCALE_DRAIN_TIMEOUT", 5*time.Minute),
-		"with --autoscale: stop a drained gateway that still runs after this long ($LIVEROOM_AUTOSCALE_DRAIN_TIMEOUT)")
-	fs.DurationVar(&cfg.Autoscale.StartDelay, "autoscale-start-delay", ev.dur("AUTOSCALE_START_DELAY", 0),
-		"with --autoscale: hold each new gateway process this long before starting it, as a pod waits to be scheduled; the autoscaler measures and plans for it (tests, benchmarks) ($LIVEROOM_AUTOSCALE_START_DELAY)")
-	lf.register(fs)
+	t.Bool(&cfg.Autoscale.Enabled, "autoscale", "run the gateways as child processes, started and drained by the autoscaler, instead of one gateway in this process")
+	pf.register(t, "autoscale-")
+	var ports string
+	t.String(&ports, "autoscale-ports", "with --autoscale: port range of the gateway processes, LOW-HIGH (default any free port)")
+	cfg.Autoscale.DrainTimeout = 5 * time.Minute
+	t.Duration(&cfg.Autoscale.DrainTimeout, "autoscale-drain-timeout", "with --autoscale: stop a drained gateway that still runs after this long")
+	t.Duration(&cfg.Autoscale.StartDelay, "autoscale-start-delay", "with --autoscale: hold each new gateway process this long before starting it, as a pod waits to be scheduled; the autoscaler measures and plans for it (tests, benchmarks)")
+	lf.register(t)
 	var nf nonCoreFlags
-	nf.register(fs, &ev, true)
+	nf.register(t, true)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: liveroom serve [flags]
 
@@ -91,7 +94,7 @@ flags:`)
 		if err != nil {
 			return err
 		}
-		lo, hi, err := parsePorts(*ports)
+		lo, hi, err := parsePorts(ports)
 		if err != nil {
 			return err
 		}
@@ -152,7 +155,7 @@ flags:`)
 func childGatewayArgs(fs *flag.FlagSet) []string {
 	names := map[string]bool{}
 	gfs := flag.NewFlagSet("gateway", flag.ContinueOnError)
-	gatewayFlags(gfs, &gateway.Config{}, &envs{})
+	gatewayFlags(newFlagTable(gfs, &envs{}), &gateway.Config{})
 	gfs.VisitAll(func(f *flag.Flag) { names[f.Name] = true })
 	// The children log to serve's stderr, in serve's format.
 	names["log-level"], names["log-format"] = true, true
@@ -171,18 +174,4 @@ func maxConnsGiven(fs *flag.FlagSet) bool {
 	set := env("MAX_CONNS", "") != ""
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "max-conns" })
 	return set
-}
-
-// envBool reads a boolean LIVEROOM_* variable (false when unset); a value
-// that does not parse is reported by ev.
-func envBool(ev *envs, name string) bool {
-	s := env(name, "")
-	if s == "" {
-		return false
-	}
-	v, err := strconv.ParseBool(s)
-	if err != nil {
-		ev.bad(name, s, "true or false")
-	}
-	return v
 }

@@ -37,3 +37,13 @@ func TestCapacityGatewayArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultPolicyIsWhatZeroTakes: the flags' defaults are the policy's
+// own, Spare aside (its zero means none).
+func TestDefaultPolicyIsWhatZeroTakes(t *testing.T) {
+	d := DefaultPolicy()
+	z := Policy{Spare: d.Spare}.WithDefaults()
+	if d.WithDefaults() != z {
+		t.Fatalf("DefaultPolicy %+v resolves to %+v; a zero policy to %+v", d, d.WithDefaults(), z)
+	}
+}

@@ -202,30 +202,21 @@ type Config struct {
 	MaxHeaderBytes int
 }
 
-func (c *Config) setDefaults() error {
-	if c.NC == nil || c.JS == nil {
-		return errors.New("cannot create gateway: NATS connection and JetStream are required")
-	}
-	if c.Verifier == nil {
-		return errors.New("cannot create gateway: a token verifier is required")
-	}
-	if c.PublicURL == "" {
-		return errors.New("cannot create gateway: a public URL is required")
-	}
-	if c.ID == "" {
-		c.ID = NewID()
-	}
-	if !bus.ValidGatewayID(c.ID) {
-		return errors.New("cannot create gateway: id must be 1-64 characters of A-Z a-z 0-9 _ -")
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+// DefaultConfig is the tunables' defaults: what every zero field of a
+// Config takes, and what the command line's flags start from. Fields whose
+// default depends on another field or on the machine stay zero (IdleTimeout:
+// 2.5 × PingInterval; MaxCPU and Flushers: this machine's CPUs), as do the
+// edge lists (AllowedOrigins, TrustedProxies: none).
+func DefaultConfig() Config {
+	var c Config
+	c.fillDefaults()
+	return c
+}
+
+// fillDefaults sets every zero tunable with a fixed default.
+func (c *Config) fillDefaults() {
 	setDur(&c.MergeWindow, 50*time.Millisecond)
 	setDur(&c.MaxMergeWindow, 200*time.Millisecond)
-	if c.MaxMergeWindow < c.MergeWindow {
-		c.MaxMergeWindow = c.MergeWindow
-	}
 	if c.RoomWriteBudget <= 0 {
 		c.RoomWriteBudget = 20000
 	}
@@ -238,20 +229,13 @@ func (c *Config) setDefaults() error {
 	if c.CompressMinBytes == 0 {
 		c.CompressMinBytes = DefaultCompressMinBytes
 	}
-	switch {
-	case c.HeartbeatInterval == 0:
+	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = time.Second
-	case c.HeartbeatInterval > 0 && c.HeartbeatInterval < 100*time.Millisecond:
-		return fmt.Errorf("cannot create gateway: heartbeat interval %s is below 100ms (each one is a write to every idle viewer)", c.HeartbeatInterval)
 	}
 	setDur(&c.HeartbeatNATSGrace, 5*time.Second)
 	setDur(&c.PingInterval, 25*time.Second)
-	setDur(&c.IdleTimeout, c.PingInterval*5/2)
 	setDur(&c.WriteTimeout, 10*time.Second)
 	setInt(&c.MaxConns, 19000)
-	if c.MaxCPU <= 0 {
-		c.MaxCPU = float64(runtime.NumCPU())
-	}
 	if c.MaxBytesOut <= 0 {
 		c.MaxBytesOut = 100e6
 	}
@@ -272,9 +256,6 @@ func (c *Config) setDefaults() error {
 	if c.HistoryGifts == 0 {
 		c.HistoryGifts = DefaultHistoryGifts
 	}
-	if c.HistoryDanmaku > MaxHistory || c.HistoryGifts > MaxHistory {
-		return fmt.Errorf("cannot create gateway: history of %d danmaku and %d gifts is more than %d of a kind (one frame per join)", c.HistoryDanmaku, c.HistoryGifts, MaxHistory)
-	}
 	setDur(&c.HistoryIdle, 10*time.Minute)
 	setDur(&c.HistoryWait, 20*time.Millisecond)
 	setDur(&c.RoomLinger, 2*time.Second)
@@ -282,7 +263,6 @@ func (c *Config) setDefaults() error {
 	setDur(&c.BeatInterval, time.Second)
 	setDur(&c.CountInterval, 2*time.Second)
 	setInt(&c.Shards, 64)
-	setInt(&c.Flushers, runtime.GOMAXPROCS(0))
 	if c.MaxConnsPerIP == 0 {
 		c.MaxConnsPerIP = DefaultMaxConnsPerIP
 	}
@@ -295,6 +275,49 @@ func (c *Config) setDefaults() error {
 	setInt(&c.HandshakeBurst, DefaultHandshakeBurst)
 	setDur(&c.HeaderTimeout, DefaultHeaderTimeout)
 	setInt(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+}
+
+func (c *Config) setDefaults() error {
+	if c.NC == nil || c.JS == nil {
+		return errors.New("cannot create gateway: NATS connection and JetStream are required")
+	}
+	if c.Verifier == nil {
+		return errors.New("cannot create gateway: a token verifier is required")
+	}
+	if c.PublicURL == "" {
+		return errors.New("cannot create gateway: a public URL is required")
+	}
+	return c.resolve()
+}
+
+// resolve fills the id, the logger and the defaults, and checks the
+// tunables.
+func (c *Config) resolve() error {
+	if c.ID == "" {
+		c.ID = NewID()
+	}
+	if !bus.ValidGatewayID(c.ID) {
+		return errors.New("cannot create gateway: id must be 1-64 characters of A-Z a-z 0-9 _ -")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.fillDefaults()
+	if c.MaxMergeWindow < c.MergeWindow {
+		c.MaxMergeWindow = c.MergeWindow
+	}
+	if c.HeartbeatInterval > 0 && c.HeartbeatInterval < 100*time.Millisecond {
+		return fmt.Errorf("cannot create gateway: heartbeat interval %s is below 100ms (each one is a write to every idle viewer)", c.HeartbeatInterval)
+	}
+	// Defaults that depend on another field or on the machine.
+	setDur(&c.IdleTimeout, c.PingInterval*5/2)
+	if c.MaxCPU <= 0 {
+		c.MaxCPU = float64(runtime.NumCPU())
+	}
+	setInt(&c.Flushers, runtime.GOMAXPROCS(0))
+	if c.HistoryDanmaku > MaxHistory || c.HistoryGifts > MaxHistory {
+		return fmt.Errorf("cannot create gateway: history of %d danmaku and %d gifts is more than %d of a kind (one frame per join)", c.HistoryDanmaku, c.HistoryGifts, MaxHistory)
+	}
 	return nil
 }
 

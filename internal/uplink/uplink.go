@@ -125,6 +125,52 @@ type Server struct {
 	kv       jetstream.KeyValue // opened lazily by the Run goroutine only
 }
 
+// DefaultConfig is the tunables' defaults: what every zero field of a
+// Config takes, and what the command line's flags start from. Gifts stay
+// empty (DefaultGifts).
+func DefaultConfig() Config {
+	var c Config
+	c.fillDefaults()
+	return c
+}
+
+// fillDefaults sets every zero tunable.
+func (c *Config) fillDefaults() {
+	if c.UserRate == 0 {
+		c.UserRate = 2
+	}
+	if c.UserBurst == 0 {
+		c.UserBurst = 5
+	}
+	if c.RoomRate == 0 {
+		c.RoomRate = 1000
+	}
+	if c.GiftRate == 0 {
+		c.GiftRate = 1
+	}
+	if c.GiftBurst == 0 {
+		c.GiftBurst = 10
+	}
+	if c.LikeRate == 0 {
+		c.LikeRate = 50
+	}
+	if c.LikeBurst == 0 {
+		c.LikeBurst = 1000
+	}
+	if c.LikeWindow == 0 {
+		c.LikeWindow = 500 * time.Millisecond
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = 5 * time.Second
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = 4096
+	}
+	if c.FleetInterval == 0 {
+		c.FleetInterval = DefaultFleetInterval
+	}
+}
+
 // New validates cfg, fills defaults and returns a Server. It does no I/O.
 func New(cfg Config) (*Server, error) {
 	if cfg.NC == nil || cfg.JS == nil || cfg.Verifier == nil {
@@ -147,45 +193,13 @@ func New(cfg Config) (*Server, error) {
 		gifts[g] = struct{}{}
 	}
 	cfg.Gifts = append([]string(nil), cfg.Gifts...)
-	if cfg.UserRate == 0 {
-		cfg.UserRate = 2
-	}
-	if cfg.UserBurst == 0 {
-		cfg.UserBurst = 5
-	}
-	if cfg.RoomRate == 0 {
-		cfg.RoomRate = 1000
-	}
-	if cfg.GiftRate == 0 {
-		cfg.GiftRate = 1
-	}
-	if cfg.GiftBurst == 0 {
-		cfg.GiftBurst = 10
-	}
-	if cfg.LikeRate == 0 {
-		cfg.LikeRate = 50
-	}
-	if cfg.LikeBurst == 0 {
-		cfg.LikeBurst = 1000
-	}
+	cfg.fillDefaults()
 	cfg.LikeBurst = max(cfg.LikeBurst, MaxCount)
-	if cfg.LikeWindow == 0 {
-		cfg.LikeWindow = 500 * time.Millisecond
-	}
-	if cfg.PublishTimeout == 0 {
-		cfg.PublishTimeout = 5 * time.Second
-	}
-	if cfg.MaxBody == 0 {
-		cfg.MaxBody = 4096
-	}
 	if cfg.ID == "" {
 		cfg.ID = "up-" + nuid.Next()
 	}
 	if !bus.ValidUplinkID(cfg.ID) {
 		return nil, fmt.Errorf("cannot create uplink: id %q: want [A-Za-z0-9_-]{1,64}", cfg.ID)
-	}
-	if cfg.FleetInterval == 0 {
-		cfg.FleetInterval = DefaultFleetInterval
 	}
 	switch {
 	case cfg.UserRate < 0 || cfg.UserBurst < 0 || cfg.RoomRate < 0 || cfg.GiftRate < 0 || cfg.GiftBurst < 0 || cfg.LikeRate < 0 || cfg.LikeBurst < 0:
