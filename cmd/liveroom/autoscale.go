@@ -238,16 +238,9 @@ flags:`)
 		}
 		childEnv := func(id string) ([]string, error) {
 			c, err := keys.Credential(bus.RoleGateway, id)
-			return []string{envNATSUser + "=" + c.User, envNATSPassword + "=" + c.Password}, err
+			return c.Env(), err
 		}
-		drop := []string{"LIVEROOM_JWT_SECRET", "LIVEROOM_ADDR", "LIVEROOM_METRICS_ADDR", "LIVEROOM_DEBUG_ADDR", "LIVEROOM_GATEWAY_ID",
-			"LIVEROOM_PUBLIC_URL", "LIVEROOM_NATS_KEY_FILE", envNATSUser, envNATSPassword}
-		envv := []string{"LIVEROOM_JWT_SECRET=" + s}
-		for _, kv := range os.Environ() {
-			if name, _, _ := strings.Cut(kv, "="); !slices.Contains(drop, name) {
-				envv = append(envv, kv)
-			}
-		}
+		envv := autoscale.GatewayEnv("LIVEROOM_JWT_SECRET=" + s)
 		// The capacity first: flags after -- may override it.
 		gwArgs := append(append([]string{"--nats-url", natsURL}, policy.WithDefaults().Capacity.GatewayArgs()...), fs.Args()...)
 		p, err := autoscale.NewProcess(autoscale.ProcessConfig{Args: gwArgs, Env: envv, ChildEnv: childEnv, Host: gwHost, PublicHost: publicHost,

@@ -83,7 +83,7 @@ func runCredsUser(args []string, stdout, stderr io.Writer) error {
 	}
 	switch *format {
 	case "env":
-		fmt.Fprintf(stdout, "%s=%s\n%s=%s\n", envNATSUser, c.User, envNATSPassword, c.Password)
+		fmt.Fprintln(stdout, strings.Join(c.Env(), "\n"))
 	case "url":
 		fmt.Fprintf(stdout, "nats://%s:%s@%s\n", c.User, c.Password, strings.TrimPrefix(*host, "nats://"))
 	case "user":

@@ -10,13 +10,6 @@ import (
 	"github.com/liveroom/liveroom/internal/bus"
 )
 
-// Environment variables of a NATS client's credential. The password is never
-// a flag default, so -help cannot print it.
-const (
-	envNATSUser     = "LIVEROOM_NATS_USER"
-	envNATSPassword = "LIVEROOM_NATS_PASSWORD"
-)
-
 // natsAuthFlags say how a process authenticates to NATS (internal/bus
 // auth.go): with the NATS key file it mints its own role's credential; or
 // it is given a user and password (minted by `liveroom creds user`); or the
@@ -31,7 +24,7 @@ type natsAuthFlags struct {
 func (f *natsAuthFlags) register(t flagTable) {
 	t.String(&f.keyFile, "nats-key-file", "NATS key file: mint this process's own NATS credential from it (see liveroom creds)")
 	t.String(&f.user, "nats-user", "NATS user of this process's credential, e.g. uplink or gateway.gw-1 (see liveroom creds user)")
-	t.fs.Var(&f.password, "nats-password", "password of --nats-user; prefer $"+envNATSPassword+", flags show in ps")
+	t.fs.Var(&f.password, "nats-password", "password of --nats-user; prefer $"+bus.EnvNATSPassword+", flags show in ps")
 	t.String(&f.ca, "nats-ca", "PEM file of the CA that signed NATS's TLS certificate")
 }
 
@@ -45,7 +38,7 @@ func (f *natsAuthFlags) options(role bus.Role, id string) ([]nats.Option, error)
 	}
 	pass, set := f.password.v, f.password.set
 	if !set {
-		pass, set = os.LookupEnv(envNATSPassword)
+		pass, set = os.LookupEnv(bus.EnvNATSPassword)
 	}
 	switch {
 	case f.keyFile != "" && f.user != "":
@@ -62,11 +55,11 @@ func (f *natsAuthFlags) options(role bus.Role, id string) ([]nats.Option, error)
 		return append(opts, c.Option()), nil
 	case f.user != "":
 		if !set || pass == "" {
-			return nil, fmt.Errorf("--nats-user %s: give its password in $%s (or --nats-password)", f.user, envNATSPassword)
+			return nil, fmt.Errorf("--nats-user %s: give its password in $%s (or --nats-password)", f.user, bus.EnvNATSPassword)
 		}
 		return append(opts, nats.UserInfo(f.user, pass)), nil
 	case set && pass != "":
-		return nil, fmt.Errorf("$%s is set without a user: give --nats-user (or $%s) too", envNATSPassword, envNATSUser)
+		return nil, fmt.Errorf("$%s is set without a user: give --nats-user (or $%s) too", bus.EnvNATSPassword, bus.EnvNATSUser)
 	}
 	return opts, nil
 }

@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/liveroom/liveroom/internal/announce"
@@ -63,12 +61,6 @@ type AutoscaleConfig struct {
 	StartDelay time.Duration
 }
 
-// childEnvDrop lists the variables a child must not inherit from the node:
-// they name per-process things (addresses, ids) or are given explicitly.
-var childEnvDrop = []string{"ADDR", "PUBLIC_URL", "GATEWAY_ID", "METRICS_ADDR", "DEBUG_ADDR", "NATS_URL", "JWT_SECRET",
-	"NATS_USER", "NATS_PASSWORD", "NATS_KEY_FILE",
-	"JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_PEM", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_LEEWAY"}
-
 // newAutoscale builds the process actuator and the autoscaler; its first
 // decision starts Policy.Min children.
 func (n *Node) newAutoscale(deps role.Deps, natsURL, secret, publicHost string) (*role.Autoscale, error) {
@@ -78,17 +70,9 @@ func (n *Node) newAutoscale(deps role.Deps, natsURL, secret, publicHost string) 
 		return nil, err
 	}
 	args := append(append([]string{"--nats-url", natsURL}, ac.GatewayArgs...), p.Capacity.GatewayArgs()...)
-	env := append([]string{"LIVEROOM_JWT_SECRET=" + secret}, authEnv(n.cfg.Auth)...)
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		drop := false
-		for _, d := range childEnvDrop {
-			drop = drop || name == "LIVEROOM_"+d
-		}
-		if !drop {
-			env = append(env, kv)
-		}
-	}
+	// The token configuration goes to the children through the variables
+	// their flags read; none of the node's own addresses does.
+	env := autoscale.GatewayEnv(append([]string{"LIVEROOM_JWT_SECRET=" + secret}, authEnv(n.cfg.Auth)...)...)
 	listenHost := ""
 	if ta, ok := n.ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsUnspecified() {
 		listenHost = ta.IP.String()
@@ -107,10 +91,7 @@ func (n *Node) newAutoscale(deps role.Deps, natsURL, secret, publicHost string) 
 	}
 	childEnv := func(id string) ([]string, error) {
 		c, err := n.keys.Credential(bus.RoleGateway, id)
-		if err != nil {
-			return nil, err
-		}
-		return []string{"LIVEROOM_NATS_USER=" + c.User, "LIVEROOM_NATS_PASSWORD=" + c.Password}, nil
+		return c.Env(), err
 	}
 	n.procs, err = autoscale.NewProcess(autoscale.ProcessConfig{
 		Binary: ac.Binary, Args: args, Env: env, ChildEnv: childEnv, Host: listenHost, PublicHost: publicHost,

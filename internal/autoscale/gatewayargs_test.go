@@ -3,6 +3,7 @@ package autoscale
 import (
 	"flag"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -45,5 +46,37 @@ func TestDefaultPolicyIsWhatZeroTakes(t *testing.T) {
 	z := Policy{Spare: d.Spare}.WithDefaults()
 	if d.WithDefaults() != z {
 		t.Fatalf("DefaultPolicy %+v resolves to %+v; a zero policy to %+v", d, d.WithDefaults(), z)
+	}
+}
+
+// TestGatewayEnv: a gateway child inherits the tunables, never the
+// starting process's own addresses or NATS credential, and the variables
+// given replace the inherited ones.
+func TestGatewayEnv(t *testing.T) {
+	t.Setenv("LIVEROOM_MERGE_WINDOW", "20ms")
+	t.Setenv("LIVEROOM_INTERNAL_ADDR", "127.0.0.1:9090")
+	t.Setenv("LIVEROOM_ADDR", ":8080")
+	t.Setenv("LIVEROOM_NATS_PASSWORD", "serve's own")
+	t.Setenv("LIVEROOM_JWT_SECRET", "old")
+	env := GatewayEnv("LIVEROOM_JWT_SECRET=new")
+	count := func(prefix string) int {
+		n := 0
+		for _, kv := range env {
+			if strings.HasPrefix(kv, prefix) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, c := range []struct {
+		prefix string
+		want   int
+	}{
+		{"LIVEROOM_MERGE_WINDOW=20ms", 1}, {"LIVEROOM_INTERNAL_ADDR=", 0}, {"LIVEROOM_ADDR=", 0},
+		{"LIVEROOM_NATS_PASSWORD=", 0}, {"LIVEROOM_JWT_SECRET=", 1}, {"LIVEROOM_JWT_SECRET=new", 1},
+	} {
+		if got := count(c.prefix); got != c.want {
+			t.Errorf("%d variables %s…, want %d", got, c.prefix, c.want)
+		}
 	}
 }

@@ -162,6 +162,21 @@ type Credential struct {
 // Option returns the nats.Option that authenticates with c.
 func (c Credential) Option() nats.Option { return nats.UserInfo(c.User, c.Password) }
 
+// The variables a liveroom process reads its NATS credential from
+// (--nats-user and the password, which has no flag worth using: flags show
+// in ps).
+const (
+	EnvNATSUser     = "LIVEROOM_NATS_USER"
+	EnvNATSPassword = "LIVEROOM_NATS_PASSWORD"
+)
+
+// Env is c as the two variables a liveroom process reads it from:
+// how a process actuator hands each gateway its own credential, and
+// `liveroom creds user --format env` prints it.
+func (c Credential) Env() []string {
+	return []string{EnvNATSUser + "=" + c.User, EnvNATSPassword + "=" + c.Password}
+}
+
 // Username is the NATS user of role; a gateway with an id is bound to it
 // ("gateway.gw-1"): it may publish only its own beat and receive only its
 // own control commands. A gateway credential without an id may use any
