@@ -156,8 +156,9 @@ func keepReplicas(ctx context.Context, js jetstream.JetStream, stream string, wa
 	return want
 }
 
-// EnsureStreams creates or updates the reliable stream and the room-state
-// bucket. Every role calls it at start; it is idempotent.
+// EnsureStreams creates or updates liveroom's streams and buckets. The
+// uplink and serve call it at start (only their credentials may); it is
+// idempotent, and never lowers a stream's replicas (keepReplicas).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
@@ -168,121 +169,65 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 	if cfg.ReliableMaxAge <= 0 {
 		cfg.ReliableMaxAge = 24 * time.Hour
 	}
-	replicas := keepReplicas(ctx, js, ReliableStream, cfg.Replicas)
-	liveReplicas := keepReplicas(ctx, js, LiveStream, cfg.Replicas)
-	kvReplicas := keepReplicas(ctx, js, "KV_"+RoomStateKV, cfg.Replicas)
-	modReplicas := keepReplicas(ctx, js, "KV_"+ModerationKV, cfg.Replicas)
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        ReliableStream,
-		Description: "liveroom reliable-class room messages (gifts, notices)",
-		Subjects:    []string{StoreWildcard, ModerationWildcard},
-		// Gateways hear stored messages on core subjects, with their
-		// sequence and the room's previous one, and repair gaps with
-		// Direct Get from any replica: no consumer per room.
-		RePublish:   &jetstream.RePublish{Source: StoreWildcard, Destination: "lr.room.{{wildcard(1)}}.reliable"},
-		AllowDirect: true,
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      cfg.ReliableMaxAge,
-		Duplicates:  cfg.DedupeWindow,
-		Replicas:    replicas,
-		Discard:     jetstream.DiscardOld,
-	})
-	if err != nil {
-		return fmt.Errorf("cannot create stream %s: %w", ReliableStream, err)
-	}
 	if cfg.LiveMaxAge <= 0 {
 		cfg.LiveMaxAge = time.Hour
 	}
 	if cfg.LiveMaxBytes <= 0 {
 		cfg.LiveMaxBytes = 1 << 30
 	}
-	// Core publishes to the live subjects are captured without an ack to
-	// the publisher: the live path does not wait for this stream.
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if cfg.OrderTTL <= 0 {
+		cfg.OrderTTL = 7 * 24 * time.Hour
+	}
+	streams := []jetstream.StreamConfig{{
+		Name:        ReliableStream,
+		Description: "liveroom reliable-class room messages (gifts, notices)",
+		Subjects:    []string{StoreWildcard, ModerationWildcard},
+		// Gateways hear stored messages on core subjects, with their
+		// sequence and the room's previous one, and repair gaps with
+		// Direct Get from any replica: no consumer per room.
+		RePublish:  &jetstream.RePublish{Source: StoreWildcard, Destination: "lr.room.{{wildcard(1)}}.reliable"},
+		MaxAge:     cfg.ReliableMaxAge,
+		Duplicates: cfg.DedupeWindow,
+	}, {
+		// Core publishes to the live subjects are captured without an ack
+		// to the publisher: the live path does not wait for this stream.
+		// Gateways read a room's last danmaku from any replica when they
+		// start it (the history frame of late joiners), by Direct Get.
 		Name:        LiveStream,
 		Description: "liveroom live-class room messages, buffered for the archive",
 		Subjects:    []string{LiveWildcard},
-		// Gateways read a room's last danmaku from any replica when they
-		// start it (the history frame of late joiners), by Direct Get.
-		AllowDirect: true,
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      cfg.LiveMaxAge,
 		MaxBytes:    cfg.LiveMaxBytes,
-		Replicas:    liveReplicas,
-		Discard:     jetstream.DiscardOld,
-	})
-	if err != nil {
-		return fmt.Errorf("cannot create stream %s: %w", LiveStream, err)
+	}}
+	for _, sc := range streams {
+		sc.AllowDirect, sc.Storage, sc.Retention, sc.Discard = true, jetstream.FileStorage, jetstream.LimitsPolicy, jetstream.DiscardOld
+		sc.Replicas = keepReplicas(ctx, js, sc.Name, cfg.Replicas)
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("cannot create stream %s: %w", sc.Name, err)
+		}
 	}
-	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      RoomStateKV,
-		Description: "liveroom room state (likes totals)",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    kvReplicas,
-	})
-	if err != nil {
-		return fmt.Errorf("cannot create bucket %s: %w", RoomStateKV, err)
+	buckets := []jetstream.KeyValueConfig{
+		{Bucket: RoomStateKV, Description: "liveroom room state (likes totals)"},
+		{Bucket: ModerationKV, Description: "liveroom moderation: room anchors and controls, mutes and bans (watched by every uplink and gateway)"},
+		{Bucket: SessionsKV, Description: "liveroom live sessions of rooms (watched by every uplink)"},
+		// A few dozen small entries at most (internal/announce bounds their
+		// count and size); the byte limit is the backstop against a writer
+		// that ignores those bounds. An announcement ends at most 8 days
+		// after it was made (7 days ahead, 24 hours long): the bucket
+		// forgets every entry, and the delete marker of every removed one,
+		// an hour after that.
+		{Bucket: AnnouncementsKV, Description: "liveroom announced audiences: a room expects N viewers from time T (watched by the autoscaler)",
+			TTL: 8*24*time.Hour + time.Hour, MaxValueSize: 1024, MaxBytes: 1 << 20},
+		// One small entry per paid gift, forgotten after the TTL.
+		{Bucket: OrdersKV, Description: "liveroom paid gifts by order id (the server API's idempotency beyond the stream's de-duplication window)",
+			TTL: cfg.OrderTTL, MaxValueSize: 512},
 	}
-	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      ModerationKV,
-		Description: "liveroom moderation: room anchors and controls, mutes and bans (watched by every uplink and gateway)",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    modReplicas,
-	})
-	if err != nil {
-		return fmt.Errorf("cannot create bucket %s: %w", ModerationKV, err)
-	}
-	sessReplicas := keepReplicas(ctx, js, "KV_"+SessionsKV, cfg.Replicas)
-	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      SessionsKV,
-		Description: "liveroom live sessions of rooms (watched by every uplink)",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    sessReplicas,
-	})
-	if err != nil {
-		return fmt.Errorf("cannot create bucket %s: %w", SessionsKV, err)
-	}
-	annReplicas := keepReplicas(ctx, js, "KV_"+AnnouncementsKV, cfg.Replicas)
-	// A few dozen small entries at most (internal/announce bounds their
-	// count and size); the byte limit is the backstop against a writer
-	// that ignores those bounds. An announcement ends at most 8 days after
-	// it was made (7 days ahead, 24 hours long): the bucket forgets every
-	// entry, and the delete marker of every removed one, an hour after that.
-	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:       AnnouncementsKV,
-		Description:  "liveroom announced audiences: a room expects N viewers from time T (watched by the autoscaler)",
-		History:      1,
-		TTL:          8*24*time.Hour + time.Hour,
-		MaxValueSize: 1024,
-		MaxBytes:     1 << 20,
-		Storage:      jetstream.FileStorage,
-		Replicas:     annReplicas,
-	})
-	if err != nil {
-		return fmt.Errorf("cannot create bucket %s: %w", AnnouncementsKV, err)
-	}
-	orderReplicas := keepReplicas(ctx, js, "KV_"+OrdersKV, cfg.Replicas)
-	orderTTL := cfg.OrderTTL
-	if orderTTL <= 0 {
-		orderTTL = 7 * 24 * time.Hour
-	}
-	// One small entry per paid gift, forgotten after the TTL.
-	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:       OrdersKV,
-		Description:  "liveroom paid gifts by order id (the server API's idempotency beyond the stream's de-duplication window)",
-		History:      1,
-		TTL:          orderTTL,
-		MaxValueSize: 512,
-		Storage:      jetstream.FileStorage,
-		Replicas:     orderReplicas,
-	})
-	if err != nil {
-		return fmt.Errorf("cannot create bucket %s: %w", OrdersKV, err)
+	for _, kc := range buckets {
+		kc.History, kc.Storage = 1, jetstream.FileStorage
+		kc.Replicas = keepReplicas(ctx, js, "KV_"+kc.Bucket, cfg.Replicas)
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("cannot create bucket %s: %w", kc.Bucket, err)
+		}
 	}
 	return nil
 }
