@@ -169,6 +169,10 @@ type Conn struct {
 	events chan Event
 	cancel context.CancelFunc
 	done   chan struct{}
+	// dials are the handshakes dialHedged started: a losing one is
+	// cancelled and, if it completes anyway, closed; Close (and a failed
+	// Connect) wait for them.
+	dials sync.WaitGroup
 
 	lastSeq atomic.Uint64
 	gwMu    sync.Mutex
@@ -220,6 +224,7 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 	c.lastSeq.Store(cfg.Since)
 	gc, w, err := c.connectOnce(ctx)
 	if err != nil {
+		c.dials.Wait()
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -247,10 +252,11 @@ func (c *Conn) Gateway() string {
 }
 
 // Close stops the Conn, closes its gateway connection and waits for its
-// goroutine. It is idempotent. Events still buffered stay readable.
+// goroutines. It is idempotent. Events still buffered stay readable.
 func (c *Conn) Close() error {
 	c.cancel()
 	<-c.done
+	c.dials.Wait()
 	return nil
 }
 
@@ -356,10 +362,10 @@ func (c *Conn) dialHedged(ctx context.Context, cands []Gateway, since uint64) (G
 				continue
 			}
 			pending++
-			go func() {
+			c.dials.Go(func() {
 				gc, err := c.cfg.Dialer.Dial(dctx, u)
 				results <- dialResult{gw: gw, gc: gc, err: err}
-			}()
+			})
 			return true
 		}
 		return false
@@ -370,13 +376,14 @@ func (c *Conn) dialHedged(ctx context.Context, cands []Gateway, since uint64) (G
 		if pending == 0 {
 			return
 		}
-		go func(n int) {
+		n := pending
+		c.dials.Go(func() {
 			for range n {
 				if r := <-results; r.gc != nil {
 					_ = r.gc.Close()
 				}
 			}
-		}(pending)
+		})
 	}
 	start()
 	// A nil channel never fires: no hedging when hedge is negative.
