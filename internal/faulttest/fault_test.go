@@ -284,10 +284,12 @@ func TestGiftsSurviveFaults(t *testing.T) {
 	})
 	at(31*time.Second, "SIGCONT the meta leader", func() { c.nats[meta].Signal(syscall.SIGCONT) })
 	at(38*time.Second, "kill -9 uplink 0", func() { c.uplinkProcs[0].Kill() })
-	at(44*time.Second, "SIGSTOP gateway gw1 for 5 s (longer than the clients' liveness timeout)", func() {
-		c.gateways[1].Signal(syscall.SIGSTOP)
+	// The gateway freeze, whose viewers' moves are measured below.
+	const frozenGW, freezeAt, freezeFor = 1, 44 * time.Second, 5 * time.Second
+	at(freezeAt, fmt.Sprintf("SIGSTOP gateway gw%d for %v (longer than the clients' liveness timeout)", frozenGW, freezeFor), func() {
+		c.gateways[frozenGW].Signal(syscall.SIGSTOP)
 	})
-	at(49*time.Second, "SIGCONT gateway gw1", func() { c.gateways[1].Signal(syscall.SIGCONT) })
+	at(freezeAt+freezeFor, fmt.Sprintf("SIGCONT gateway gw%d", frozenGW), func() { c.gateways[frozenGW].Signal(syscall.SIGCONT) })
 	at(55*time.Second, "SIGSTOP the reliable stream's leader node for 5 s", func() {
 		frozenLeader = c.streamLeader(t)
 		c.nats[frozenLeader].Signal(syscall.SIGSTOP)
@@ -307,7 +309,7 @@ func TestGiftsSurviveFaults(t *testing.T) {
 		{"node and gateway restarted", 18 * time.Second, 26 * time.Second},
 		{"meta leader frozen 5 s, drain", 26 * time.Second, 38 * time.Second},
 		{"uplink killed", 38 * time.Second, 44 * time.Second},
-		{"gateway frozen 5 s", 44 * time.Second, 55 * time.Second},
+		{"gateway frozen 5 s", freezeAt, 55 * time.Second},
 		{"stream leader frozen 5 s", 55 * time.Second, 65 * time.Second},
 		{"calm after", 65 * time.Second, duration + 30*time.Second},
 	}
@@ -408,15 +410,16 @@ func TestGiftsSurviveFaults(t *testing.T) {
 	for _, v := range vs {
 		v.mu.Lock()
 		for _, h := range v.reconnects {
-			if off := h.left.Sub(start); h.from == "gw1" && off >= 44*time.Second && off < 50*time.Second && !h.joined.IsZero() {
-				leftAfter = append(leftAfter, off-44*time.Second)
+			off := h.left.Sub(start)
+			if h.from == fmt.Sprintf("gw%d", frozenGW) && off >= freezeAt && off < freezeAt+freezeFor+time.Second && !h.joined.IsZero() {
+				leftAfter = append(leftAfter, off-freezeAt)
 				rejoin = append(rejoin, h.joined.Sub(h.left))
 			}
 		}
 		v.mu.Unlock()
 	}
-	t.Logf("gateway freeze: %d viewers left gw1, after p50 %v max %v; welcomed elsewhere after p50 %v p99 %v max %v",
-		len(leftAfter), pct(leftAfter, 0.5), pct(leftAfter, 1), pct(rejoin, 0.5), pct(rejoin, 0.99), pct(rejoin, 1))
+	t.Logf("gateway freeze: %d viewers left gw%d, after p50 %v max %v; welcomed elsewhere after p50 %v p99 %v max %v",
+		len(leftAfter), frozenGW, pct(leftAfter, 0.5), pct(leftAfter, 1), pct(rejoin, 0.5), pct(rejoin, 0.99), pct(rejoin, 1))
 	stored := c.storedTwice(t, rooms)
 	report := fmt.Sprintf("gifts sent %d, acked %d, failed after retries %d; viewers %d, cuts %d; deliveries %d; "+
 		"missing %d, doubled %d, stored twice %d, unacknowledged arrivals %d (allowed only for failed sends), fatal viewers %d; "+
