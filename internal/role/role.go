@@ -10,6 +10,14 @@
 // start, not the run), and Close that stops it and waits for every
 // goroutine it started. The Host starts components in order and closes them
 // in reverse.
+//
+// A new role takes: a Component here (its routes in Mount, its metrics in
+// Register), its flags in cmd/liveroom through a flagTable (defaults from its
+// package's DefaultConfig, variables derived from the flag names), and a
+// command that connects (roleFlags.connect) and runs it (roleFlags.run);
+// serve adds it to its component list (internal/app). Components that can
+// be stopped and started again by their process (the archiver, the webhook
+// dispatcher) say Stop rather than Close; Close is final.
 package role
 
 import (
