@@ -977,3 +977,72 @@ func TestAnswersFromLastGoodViewDuringNATSTrouble(t *testing.T) {
 		t.Fatal("still reporting a stale view after MaxStaleView")
 	}
 }
+
+// benchFleet returns n beats of gateways each listing 16 rooms, as
+// BenchmarkChoose uses them.
+func benchFleet(n int) []bus.Beat {
+	beats := make([]bus.Beat, n)
+	for i := range beats {
+		beats[i] = active(fmt.Sprintf("gw-%03d", i), 1000+i*50, 19000)
+		beats[i].RoomConns = map[string]int{}
+		for r := range 16 {
+			beats[i].RoomConns[fmt.Sprintf("room-%d-%d", i, r)] = 1000 - r*50
+		}
+	}
+	return beats
+}
+
+// BenchmarkServeDispatch is the whole answer path of GET /v1/dispatch:
+// query parsing, Choose, the door's count and the JSON answer.
+func BenchmarkServeDispatch(b *testing.B) {
+	for _, n := range []int{16, 256} {
+		b.Run(fmt.Sprintf("gateways=%d/parallel", n), func(b *testing.B) {
+			s, err := New(Config{NC: &nats.Conn{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			beats := benchFleet(n)
+			beat := func() {
+				for _, bt := range beats {
+					s.Observe(bt)
+				}
+			}
+			beat()
+			h := s.Handler()
+			var done atomic.Int64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				req := httptest.NewRequest("GET", "/v1/dispatch?room=room-7-3", nil)
+				for pb.Next() {
+					w := httptest.NewRecorder()
+					h.ServeHTTP(w, req)
+					if w.Code != 200 {
+						b.Errorf("answer %d %s", w.Code, w.Body)
+						return
+					}
+					if done.Add(1)%10000 == 0 {
+						beat()
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkObserve is the cost of one beat: what dispatch does per gateway
+// per second.
+func BenchmarkObserve(b *testing.B) {
+	for _, n := range []int{16, 256} {
+		b.Run(fmt.Sprintf("gateways=%d", n), func(b *testing.B) {
+			s, err := New(Config{NC: &nats.Conn{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			beats := benchFleet(n)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				s.Observe(beats[i%n])
+			}
+		})
+	}
+}
