@@ -698,8 +698,11 @@ func TestForgetsLongSilentGateways(t *testing.T) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if len(s.gws) != 1 || len(s.order) != 1 || s.order[0].beat.ID != "a" {
-		t.Fatalf("kept %v", s.gws)
+	if len(s.order) != 1 || s.order[0].Beat.ID != "a" {
+		t.Fatalf("kept %v", s.order)
+	}
+	if gws := s.view.All(c.Now()); len(gws) != 1 || gws[0].Beat.ID != "a" {
+		t.Fatalf("the fleet view kept %v", gws)
 	}
 	if len(s.rooms) != 1 || len(s.rooms["r"]) != 1 || s.rooms["r"][0].g != s.order[0] {
 		t.Fatalf("room index %v", s.rooms)
@@ -905,7 +908,7 @@ func TestForgedBeatsNeverOffered(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, "the real beat", func() bool { return len(s.Gateways()) == 1 })
-	testutil.Eventually(t, 5*time.Second, "every forged beat counted", func() bool { return s.badBeats.Load() == int64(len(forged)) })
+	testutil.Eventually(t, 5*time.Second, "every forged beat counted", func() bool { return s.view.Refused() == int64(len(forged)) })
 	for range 50 {
 		for _, c := range s.Choose("r") {
 			if c.ID != "real" {
