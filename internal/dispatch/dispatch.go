@@ -1,7 +1,8 @@
 // Package dispatch tells each new client which gateways to connect to.
 //
 // Dispatch keeps the latest load beat of every gateway (bus.Beat, NATS
-// subject lr.gw.beat) in memory and answers GET /v1/dispatch?room=R with a
+// subject lr.gw.beat, read and expired by a fleet.View, which also serves
+// GET /v1/gateways) in memory and answers GET /v1/dispatch?room=R with a
 // few gateways to try, best first, and the reconnect policy clients must
 // follow. It keeps nothing else that outlives a beat interval: a restarted
 // replica knows everything again after one beat, and replicas fed the same
