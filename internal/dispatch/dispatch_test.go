@@ -793,27 +793,8 @@ func TestStartReadsBeats(t *testing.T) {
 
 func BenchmarkChoose(b *testing.B) {
 	for _, n := range []int{16, 256} {
-		setup := func(b *testing.B) (*Server, func()) {
-			s, err := New(Config{NC: &nats.Conn{}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			beats := make([]bus.Beat, n)
-			for i := range beats {
-				beats[i] = active(fmt.Sprintf("gw-%03d", i), 1000+i*50, 19000)
-				beats[i].RoomConns = map[string]int{}
-				for r := range 16 {
-					beats[i].RoomConns[fmt.Sprintf("room-%d-%d", i, r)] = 1000 - r*50
-				}
-			}
-			return s, func() {
-				for _, bt := range beats {
-					s.Observe(bt)
-				}
-			}
-		}
 		b.Run(fmt.Sprintf("gateways=%d", n), func(b *testing.B) {
-			s, beat := setup(b)
+			s, _, beat := benchServer(b, n)
 			beat()
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
@@ -830,7 +811,7 @@ func BenchmarkChoose(b *testing.B) {
 			}
 		})
 		b.Run(fmt.Sprintf("gateways=%d/parallel", n), func(b *testing.B) {
-			s, beat := setup(b)
+			s, _, beat := benchServer(b, n)
 			beat()
 			var done atomic.Int64
 			b.ReportAllocs()
@@ -981,9 +962,13 @@ func TestAnswersFromLastGoodViewDuringNATSTrouble(t *testing.T) {
 	}
 }
 
-// benchFleet returns n beats of gateways each listing 16 rooms, as
-// BenchmarkChoose uses them.
-func benchFleet(n int) []bus.Beat {
+// benchServer returns a server and the beats of n gateways each listing 16
+// rooms, and a function that observes them all (not yet called).
+func benchServer(b *testing.B, n int) (*Server, []bus.Beat, func()) {
+	s, err := New(Config{NC: &nats.Conn{}})
+	if err != nil {
+		b.Fatal(err)
+	}
 	beats := make([]bus.Beat, n)
 	for i := range beats {
 		beats[i] = active(fmt.Sprintf("gw-%03d", i), 1000+i*50, 19000)
@@ -992,7 +977,11 @@ func benchFleet(n int) []bus.Beat {
 			beats[i].RoomConns[fmt.Sprintf("room-%d-%d", i, r)] = 1000 - r*50
 		}
 	}
-	return beats
+	return s, beats, func() {
+		for _, bt := range beats {
+			s.Observe(bt)
+		}
+	}
 }
 
 // BenchmarkServeDispatch is the whole answer path of GET /v1/dispatch:
@@ -1000,16 +989,7 @@ func benchFleet(n int) []bus.Beat {
 func BenchmarkServeDispatch(b *testing.B) {
 	for _, n := range []int{16, 256} {
 		b.Run(fmt.Sprintf("gateways=%d/parallel", n), func(b *testing.B) {
-			s, err := New(Config{NC: &nats.Conn{}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			beats := benchFleet(n)
-			beat := func() {
-				for _, bt := range beats {
-					s.Observe(bt)
-				}
-			}
+			s, _, beat := benchServer(b, n)
 			beat()
 			h := s.Handler()
 			var done atomic.Int64
@@ -1037,11 +1017,7 @@ func BenchmarkServeDispatch(b *testing.B) {
 func BenchmarkObserve(b *testing.B) {
 	for _, n := range []int{16, 256} {
 		b.Run(fmt.Sprintf("gateways=%d", n), func(b *testing.B) {
-			s, err := New(Config{NC: &nats.Conn{}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			beats := benchFleet(n)
+			s, beats, _ := benchServer(b, n)
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
 				s.Observe(beats[i%n])

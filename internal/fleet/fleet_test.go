@@ -167,6 +167,17 @@ func TestFirstBeatOfAProcess(t *testing.T) {
 	}
 }
 
+// connectAs connects to e with the credential of role, until the test ends.
+func connectAs(t *testing.T, e *bus.Embedded, role bus.Role) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(testutil.NATSURL(t, e, role, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 func publish(t *testing.T, nc *nats.Conn, subject string, b bus.Beat) {
 	t.Helper()
 	data, _ := json.Marshal(b)
@@ -180,11 +191,7 @@ func publish(t *testing.T, nc *nats.Conn, subject string, b bus.Beat) {
 // host not listed), and after Close takes nothing more.
 func TestReadsBeatsFromNATS(t *testing.T) {
 	e := testutil.StartNATS(t)
-	vnc, err := nats.Connect(testutil.NATSURL(t, e, bus.RoleMonitor, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vnc.Close()
+	vnc := connectAs(t, e, bus.RoleMonitor)
 	var mu sync.Mutex
 	var taken []string
 	v := newView(t, fleet.Config{NC: vnc, Hosts: []string{"*.example.com"}, OnBeat: func(g fleet.Gateway, _ []fleet.Gateway) {
@@ -195,11 +202,7 @@ func TestReadsBeatsFromNATS(t *testing.T) {
 	if err := v.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	gnc, err := nats.Connect(testutil.NATSURL(t, e, bus.RoleGateway, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gnc.Close()
+	gnc := connectAs(t, e, bus.RoleGateway)
 	publish(t, gnc, bus.BeatSubject("b"), beat("b", 1000))
 	publish(t, gnc, bus.BeatSubject("a"), beat("a", 1000))
 	foreign := beat("f", 1000)
@@ -272,13 +275,9 @@ func TestStrangerCannotReadBeats(t *testing.T) {
 		{bus.RoleMonitor, true},
 	} {
 		t.Run(string(tc.role), func(t *testing.T) {
-			nc, err := nats.Connect(testutil.NATSURL(t, e, tc.role, ""))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
+			nc := connectAs(t, e, tc.role)
 			v := newView(t, fleet.Config{NC: nc})
-			err = v.Start(context.Background())
+			err := v.Start(context.Background())
 			defer v.Close()
 			if (err == nil) != tc.ok {
 				t.Fatalf("Start: %v, want allowed %v", err, tc.ok)
@@ -291,20 +290,13 @@ func TestStrangerCannotReadBeats(t *testing.T) {
 // does (goleak in TestMain checks it), and Close still returns.
 func TestConnectionClosedUnderTheView(t *testing.T) {
 	e := testutil.StartNATS(t)
-	nc, err := nats.Connect(testutil.NATSURL(t, e, bus.RoleMonitor, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := connectAs(t, e, bus.RoleMonitor)
 	var calls atomic.Int64
 	v := newView(t, fleet.Config{NC: nc, OnBeat: func(fleet.Gateway, []fleet.Gateway) { calls.Add(1) }})
 	if err := v.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	gnc, err := nats.Connect(testutil.NATSURL(t, e, bus.RoleGateway, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gnc.Close()
+	gnc := connectAs(t, e, bus.RoleGateway)
 	publish(t, gnc, bus.BeatSubject("a"), beat("a", 1000))
 	testutil.Eventually(t, 5*time.Second, "the beat", func() bool { return calls.Load() == 1 })
 	nc.Close()
