@@ -31,8 +31,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// Timeout bounds the wait for a gateway's answer. Default 5s.
 	Timeout time.Duration
-	// Gateways returns the latest beat of every live gateway (dispatch's
-	// view, dispatch.Server.Gateways). Nil: GET /v1/admin/stats answers 404,
+	// Gateways returns the latest beat of every live gateway: the fleet
+	// view (internal/fleet) as dispatch serves it, dispatch.Server.Gateways.
+	// Admin keeps no view of its own. Nil: GET /v1/admin/stats answers 404,
 	// as in a process that does not read beats.
 	Gateways func() []bus.Beat
 	// Announcements keeps the announced audiences. Nil: the announcement

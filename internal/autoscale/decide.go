@@ -11,6 +11,7 @@ import (
 
 	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/fleet"
 )
 
 // Policy is the scaling policy: bounds, the capacity model and the time
@@ -110,14 +111,20 @@ func FromBeat(b bus.Beat, at time.Time) GatewayLoad {
 	}
 }
 
-// Fresh reports whether the gateway beat within three intervals of now, the
-// rule dispatch uses to stop offering a gateway.
+// Fresh reports whether the gateway beat within three intervals of now:
+// fleet.Gateway.Fresh, the rule dispatch uses to stop offering a gateway.
 func (g GatewayLoad) Fresh(now time.Time) bool {
-	iv := g.Interval
-	if iv <= 0 {
-		iv = time.Second
+	return now.Sub(g.LastBeat) < fleet.StaleAfter(g.Interval)
+}
+
+// loads converts the fleet view's gateways.
+func loads(gs []fleet.Gateway) []GatewayLoad {
+	out := make([]GatewayLoad, len(gs))
+	for i, g := range gs {
+		out[i] = FromBeat(g.Beat, g.At)
+		out[i].FirstBeat = g.First
 	}
-	return now.Sub(g.LastBeat) <= 3*iv
+	return out
 }
 
 // Member is one gateway an actuator runs or is starting.

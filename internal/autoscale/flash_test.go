@@ -8,6 +8,8 @@ import (
 
 	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/fleet"
+	"github.com/liveroom/liveroom/internal/testutil"
 )
 
 func door(id string, joins, moves, retries int) bus.DoorReport {
@@ -236,7 +238,7 @@ func TestAnnouncements(t *testing.T) {
 }
 
 func TestReadyClock(t *testing.T) {
-	var f Fleet
+	f := newView(t)
 	r := readyClock{from: t0}
 	beat := func(id string, at time.Time) {
 		f.Observe(bus.Beat{ID: id, State: bus.StateActive, Started: at.UnixMilli(), IntervalMS: 1000}, at)
@@ -244,13 +246,13 @@ func TestReadyClock(t *testing.T) {
 	ms := []Member{{ID: "old", Since: t0.Add(-time.Hour)}, {ID: "a", Since: t0.Add(time.Second)}, {ID: "b", Since: t0.Add(2 * time.Second)}, {Since: t0}}
 	beat("old", t0.Add(3*time.Second))
 	beat("a", t0.Add(1500*time.Millisecond))
-	r.observe(ms, &f, time.Minute)
+	r.observe(ms, f, time.Minute)
 	if got := r.estimate(); got != 500*time.Millisecond {
 		t.Fatalf("estimate %v, want a's 500ms (old was running before the scaler, b has not beaten)", got)
 	}
 	beat("a", t0.Add(9*time.Second)) // later beats do not move a's first
 	beat("b", t0.Add(12*time.Second))
-	r.observe(ms, &f, time.Minute)
+	r.observe(ms, f, time.Minute)
 	if got := r.estimate(); got != 10*time.Second {
 		t.Fatalf("estimate %v, want the longest, b's 10s", got)
 	}
@@ -258,7 +260,7 @@ func TestReadyClock(t *testing.T) {
 		id := string(rune('c' + i))
 		ms = append(ms, Member{ID: id, Since: t0.Add(time.Minute)})
 		beat(id, t0.Add(time.Minute+d))
-		r.observe(ms, &f, time.Minute)
+		r.observe(ms, f, time.Minute)
 	}
 	if got := r.estimate(); got != 3*time.Second {
 		t.Fatalf("estimate %v, want 3s: b's 10s is older than the last three", got)
@@ -266,11 +268,38 @@ func TestReadyClock(t *testing.T) {
 	// A member that beats only after the start timeout is no measure.
 	ms = append(ms, Member{ID: "slow", Since: t0.Add(2 * time.Minute)})
 	beat("slow", t0.Add(10*time.Minute))
-	r.observe(ms, &f, time.Minute)
+	r.observe(ms, f, time.Minute)
 	if got := r.estimate(); got != 3*time.Second {
 		t.Fatalf("estimate %v after a frozen start", got)
 	}
 	if len(r.done) != len(ms)-1 {
 		t.Errorf("done %v", r.done)
+	}
+}
+
+// newView returns a fleet view fed by the test, as the Scaler keeps it.
+func newView(t *testing.T) *fleet.View {
+	t.Helper()
+	v, err := fleet.New(fleet.Config{ForgetAfter: forgetAfter, Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestFreshIsTheFleetRule: the autoscaler counts a gateway as silent at the
+// very moment dispatch stops offering it (the fleet view's rule), whatever
+// its beat interval.
+func TestFreshIsTheFleetRule(t *testing.T) {
+	for _, iv := range []int64{0, 100, 1000} {
+		f := newView(t)
+		g, _ := f.Observe(bus.Beat{ID: "g", State: bus.StateActive, IntervalMS: iv}, t0)
+		for _, silence := range []time.Duration{0, g.Stale - time.Nanosecond, g.Stale, g.Stale + time.Millisecond} {
+			now := t0.Add(silence)
+			l := loads(f.All(now))
+			if len(l) != 1 || l[0].Fresh(now) != g.Fresh(now) || g.Fresh(now) != (silence < g.Stale) {
+				t.Errorf("interval %d ms, silent %v: autoscale fresh %v, fleet fresh %v", iv, silence, l[0].Fresh(now), g.Fresh(now))
+			}
+		}
 	}
 }

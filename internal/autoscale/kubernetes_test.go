@@ -245,7 +245,7 @@ func TestKubernetesSpareAndReadyTime(t *testing.T) {
 	fc := newFakeCluster(t, 1, "gw-a")
 	k := newK8s(t, fc)
 	p := Policy{Min: 1, Max: 10, Spare: 1, Capacity: Capacity{Conns: 300, Target: 0.7}}.WithDefaults()
-	var f Fleet
+	f := newView(t)
 	rc := readyClock{from: time.Now().Add(-time.Second)}
 	now := time.Now()
 	f.Observe(bus.Beat{ID: "gw-a", State: bus.StateActive, Conns: 300, IntervalMS: 1000, Started: 1}, now)
@@ -253,7 +253,7 @@ func TestKubernetesSpareAndReadyTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := Decide(State{}, Inputs{Policy: p, Gateways: f.Loads(now), Members: ms}, now)
+	d := Decide(State{}, Inputs{Policy: p, Gateways: loads(f.All(now)), Members: ms}, now)
 	if d.Desired != 3 || d.Add != 2 || !strings.Contains(d.Why, "+ 1 spare = 3") {
 		t.Fatalf("decision %s add %d desired %d: %s", d.Action, d.Add, d.Desired, d.Why)
 	}
@@ -273,7 +273,7 @@ func TestKubernetesSpareAndReadyTime(t *testing.T) {
 	}
 	ms, _ = k.Members(ctx)
 	f.Observe(bus.Beat{ID: "gw-b", State: bus.StateActive, IntervalMS: 1000, Started: 2}, now.Add(2*time.Second))
-	rc.observe(ms, &f, time.Minute)
+	rc.observe(ms, f, time.Minute)
 	if got := rc.estimate(); got < 2*time.Second-time.Second || got > 2*time.Second+time.Second {
 		t.Errorf("measured ready time %v, want about 2s (pod creation to first beat)", got)
 	}

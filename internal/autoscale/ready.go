@@ -3,6 +3,8 @@ package autoscale
 import (
 	"slices"
 	"time"
+
+	"github.com/liveroom/liveroom/internal/fleet"
 )
 
 // readySamples is how many of the latest measured ready times the estimate
@@ -29,7 +31,7 @@ type readyClock struct {
 // created) are measured once they have one; a first beat more than timeout
 // after Since is no measure of a start (the member was frozen, or
 // restarted) and is skipped.
-func (r *readyClock) observe(members []Member, fleet *Fleet, timeout time.Duration) {
+func (r *readyClock) observe(members []Member, view *fleet.View, timeout time.Duration) {
 	if r.done == nil {
 		r.done = map[string]bool{}
 	}
@@ -46,12 +48,12 @@ func (r *readyClock) observe(members []Member, fleet *Fleet, timeout time.Durati
 			r.done[m.ID] = true
 			continue
 		}
-		g, ok := fleet.Get(m.ID)
+		g, ok := view.Get(m.ID)
 		if !ok {
 			continue
 		}
 		r.done[m.ID] = true
-		d := g.FirstBeat.Sub(m.Since)
+		d := g.First.Sub(m.Since)
 		if d <= 0 || d > timeout {
 			continue
 		}

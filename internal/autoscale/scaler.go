@@ -31,7 +31,13 @@ import (
 
 	"github.com/liveroom/liveroom/internal/announce"
 	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/fleet"
 )
+
+// forgetAfter is how long a silent gateway is remembered: long enough to
+// count it as silent in the decisions and metrics (Policy.LostGrace), short
+// enough that a fleet with churn does not grow the map for ever.
+const forgetAfter = 2 * time.Minute
 
 // Config configures a Scaler. Zero values take the documented defaults.
 type Config struct {
@@ -65,13 +71,12 @@ type Config struct {
 type Scaler struct {
 	cfg   Config
 	log   *slog.Logger
-	fleet Fleet
+	fleet *fleet.View // the gateways' beats
 	door  Door
 	ready readyClock // owned by the loop goroutine, under mu
 	dry   bool
 	met   *scalerMetrics
 
-	sub     *nats.Subscription
 	doorSub *nats.Subscription
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -113,6 +118,12 @@ func New(cfg Config) (*Scaler, error) {
 	}
 	_, dry := cfg.Actuator.(*DryRun)
 	s := &Scaler{cfg: cfg, log: cfg.Logger.With("component", "autoscale"), dry: dry}
+	var err error
+	// The same checks as dispatch (fleet.View refuses beats of the wrong
+	// shape): a forged beat must not steer the fleet's size either.
+	if s.fleet, err = fleet.New(fleet.Config{NC: cfg.NC, ForgetAfter: forgetAfter, Logger: s.log}); err != nil {
+		return nil, fmt.Errorf("cannot create autoscaler: %w", err)
+	}
 	s.met = newScalerMetrics(s)
 	return s, nil
 }
@@ -123,17 +134,10 @@ func (s *Scaler) Policy() Policy { return s.cfg.Policy }
 // Start subscribes to the beats and starts deciding every Interval, the
 // first time after Warmup, so that the fleet's beats have arrived.
 func (s *Scaler) Start(ctx context.Context) error {
-	sub, err := s.cfg.NC.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
-		// The same checks as dispatch: a beat of the wrong shape must not
-		// steer the fleet's size either.
-		if b, err := bus.DecodeBeat(m.Subject, m.Data, bus.BeatPolicy{}); err == nil {
-			s.fleet.Observe(b, time.Now())
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("cannot subscribe to beats: %w", err)
+	if err := s.fleet.Start(ctx); err != nil {
+		return err
 	}
-	s.sub = sub
+	var err error
 	s.doorSub, err = s.cfg.NC.Subscribe(bus.DoorSubject, func(m *nats.Msg) {
 		var r bus.DoorReport
 		if json.Unmarshal(m.Data, &r) == nil {
@@ -141,7 +145,7 @@ func (s *Scaler) Start(ctx context.Context) error {
 		}
 	})
 	if err != nil {
-		_ = sub.Unsubscribe()
+		_ = s.fleet.Close()
 		return fmt.Errorf("cannot subscribe to door reports: %w", err)
 	}
 	s.mu.Lock()
@@ -161,23 +165,22 @@ func (s *Scaler) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops deciding and waits for the loop and any scale-in under way
-// (which is abandoned: a gateway already told to drain goes on draining).
-// Idempotent.
+// Close stops deciding and waits for the loop, the beat reader and any
+// scale-in under way (which is abandoned: a gateway already told to drain
+// goes on draining). Idempotent.
 func (s *Scaler) Close() error {
+	var err error
 	s.closeOnce.Do(func() {
 		if s.cancel != nil {
 			s.cancel()
 		}
 		s.wg.Wait()
-		if s.sub != nil {
-			_ = s.sub.Unsubscribe()
-		}
+		err = s.fleet.Close()
 		if s.doorSub != nil {
 			_ = s.doorSub.Unsubscribe()
 		}
 	})
-	return nil
+	return err
 }
 
 func (s *Scaler) loop(ctx context.Context) {
@@ -221,10 +224,10 @@ func (s *Scaler) Tick(ctx context.Context, now time.Time) Decision {
 		anns = s.cfg.Announcements(now)
 	}
 	s.mu.Lock()
-	s.ready.observe(members, &s.fleet, s.cfg.Policy.StartTimeout)
+	s.ready.observe(members, s.fleet, s.cfg.Policy.StartTimeout)
 	in := Inputs{
 		Policy:        s.cfg.Policy,
-		Gateways:      s.fleet.Loads(now),
+		Gateways:      loads(s.fleet.All(now)),
 		Members:       members,
 		AllManaged:    s.dry,
 		Removing:      s.removing,
@@ -323,7 +326,7 @@ func (s *Scaler) scaleIn(ctx context.Context, id string, started time.Time) {
 	t0 := time.Now()
 	log := s.log.With("gateway", id)
 	if err := s.drain(ctx, id); err != nil {
-		if g, ok := s.fleet.Get(id); ok && g.Fresh(time.Now()) && g.State != bus.StateDraining {
+		if g, ok := s.fleet.Get(id); ok && g.Fresh(time.Now()) && g.Beat.State != bus.StateDraining {
 			s.met.actuatorErrors.WithLabelValues("drain").Inc()
 			log.Error("autoscale: scale-in abandoned: the gateway did not accept the drain", "err", err)
 			return
@@ -334,7 +337,7 @@ func (s *Scaler) scaleIn(ctx context.Context, id string, started time.Time) {
 	// container restarted in the same pod after its drain).
 	gone := func() bool {
 		g, ok := s.fleet.Get(id)
-		return !ok || !g.Fresh(time.Now()) || (!started.IsZero() && !g.Started.Equal(started))
+		return !ok || !g.Fresh(time.Now()) || (!started.IsZero() && !time.UnixMilli(g.Beat.Started).Equal(started))
 	}
 	tk := time.NewTicker(250 * time.Millisecond)
 	defer tk.Stop()

@@ -420,3 +420,36 @@ func TestScalerReadsTheDoor(t *testing.T) {
 		t.Errorf("look-ahead scale-out %+v, want it on the door's rate alone", out)
 	}
 }
+
+// TestScalerIgnoresForgedBeats: a beat of the wrong shape (here one naming
+// another gateway than its subject, with a crowd of viewers) does not
+// steer the fleet's size; the real beat beside it counts.
+func TestScalerIgnoresForgedBeats(t *testing.T) {
+	nc := connect(t)
+	s, err := New(Config{NC: nc, Actuator: &DryRun{Log: testutil.Logger()}, Interval: time.Hour, Warmup: -1, Logger: testutil.Logger(),
+		Policy: Policy{Min: 1, Max: 10, Capacity: Capacity{Conns: 1000, Target: 0.7}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for subject, b := range map[string]bus.Beat{
+		bus.BeatSubject("real"):  {ID: "real", URL: "ws://127.0.0.1:1/v1/ws", State: bus.StateActive, Conns: 10, IntervalMS: 1000},
+		bus.BeatSubject("other"): {ID: "real", URL: "ws://127.0.0.1:1/v1/ws", State: bus.StateActive, Conns: 9000, IntervalMS: 1000},
+	} {
+		data, _ := json.Marshal(b)
+		if err := nc.Publish(subject, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, "the real beat taken and the forged one refused", func() bool {
+		_, ok := s.fleet.Get("real")
+		return ok && s.fleet.Refused() == 1
+	})
+	d := s.Tick(context.Background(), time.Now())
+	if d.Figures.Active != 1 || d.Figures.Demand.Conns != 10 || d.Desired != 1 {
+		t.Fatalf("decision %s desired %d, active %d, conns %v: %s", d.Action, d.Desired, d.Figures.Active, d.Figures.Demand.Conns, d.Why)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"sort"
@@ -14,13 +15,16 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/fleet"
 )
 
 // beatLog collects the gateways' own load beats: CPU (cores over the beat
 // interval, from getrusage), RSS, frames, messages and bytes written per
-// second. They come from NATS (lr.gw.beat) when the bench has the NATS URL,
-// or from polling dispatch's GET /v1/gateways, which holds each gateway's
-// latest beat.
+// second. They come from NATS (lr.gw.beat, read by a fleet.View) when the
+// bench has the NATS URL, or from polling dispatch's GET /v1/gateways,
+// which serves dispatch's fleet view. Unlike the fleet view, which keeps
+// each gateway's latest beat, the log keeps every beat in TS order: the
+// report sums windows of them and looks back in time (latest at a ts).
 type beatLog struct {
 	only []string
 	mu   sync.Mutex
@@ -61,17 +65,20 @@ func startBeats(ctx context.Context, s *Scenario) (*beatLog, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cannot connect to NATS for beats: %w", err)
 		}
-		_, err = nc.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
-			if b, err := bus.DecodeBeat(m.Subject, m.Data, bus.BeatPolicy{}); err == nil {
-				l.add(b)
-			}
-		})
+		// Refused beats are left out silently, as they always were: the
+		// bench reports figures, dispatch warns of forged beats.
+		v, err := fleet.New(fleet.Config{NC: nc, Logger: slog.New(slog.DiscardHandler),
+			OnBeat: func(g fleet.Gateway, _ []fleet.Gateway) { l.add(g.Beat) }})
+		if err == nil {
+			err = v.Start(ctx)
+		}
 		if err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("cannot subscribe to beats: %w", err)
+			return nil, err
 		}
+		// The connection closes when ctx ends, which ends the view's reader.
 		stopAfter := context.AfterFunc(ctx, nc.Close)
-		l.stop = func() { stopAfter(); nc.Close() }
+		l.stop = func() { stopAfter(); _ = v.Close(); nc.Close() }
 		return l, nil
 	}
 	if s.DispatchURL == "" {

@@ -46,7 +46,7 @@ func (s *Server) rank(now time.Time, room protocol.Room, buf []ranked) ([]ranked
 	ceiling := s.cfg.LoadCeiling
 	hi, sum, open := 0.0, 0.0, 0
 	for _, g := range s.order {
-		if !g.eligible || !g.fresh(now) {
+		if !g.eligible || !g.Fresh(now) {
 			continue
 		}
 		r := ranked{g: g, eff: g.load + float64(g.assigned.Load()+g.carried)*g.perConn}
@@ -78,8 +78,8 @@ func (s *Server) rank(now time.Time, room protocol.Room, buf []ranked) ([]ranked
 	}
 	aff, affViewers := -1, 0
 	for _, rc := range s.rooms[room] {
-		id := rc.g.beat.ID
-		i, ok := sort.Find(len(buf), func(i int) int { return strings.Compare(id, buf[i].g.beat.ID) })
+		id := rc.g.Beat.ID
+		i, ok := sort.Find(len(buf), func(i int) int { return strings.Compare(id, buf[i].g.Beat.ID) })
 		if !ok || buf[i].g != rc.g || buf[i].w == 0 || buf[i].eff >= affCap {
 			continue
 		}
@@ -131,7 +131,7 @@ func (s *Server) Choose(room protocol.Room) []Candidate {
 		if first < 0 {
 			first = i
 		}
-		out = append(out, Candidate{ID: rs[i].g.beat.ID, URL: rs[i].g.beat.URL, Load: rs[i].eff})
+		out = append(out, Candidate{ID: rs[i].g.Beat.ID, URL: rs[i].g.Beat.URL, Load: rs[i].eff})
 		total -= rs[i].w
 		rs[i].w = 0
 	}
@@ -177,7 +177,7 @@ func (s *Server) Weights(room protocol.Room) []Weight {
 	out := make([]Weight, len(rs))
 	for i, r := range rs {
 		out[i] = Weight{
-			ID: r.g.beat.ID, URL: r.g.beat.URL, BeatLoad: r.g.load,
+			ID: r.g.Beat.ID, URL: r.g.Beat.URL, BeatLoad: r.g.load,
 			Assigned: r.g.assigned.Load(), Carried: r.g.carried, Load: r.eff, Weight: r.w, Affinity: i == aff,
 		}
 	}

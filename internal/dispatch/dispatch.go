@@ -1,7 +1,8 @@
 // Package dispatch tells each new client which gateways to connect to.
 //
 // Dispatch keeps the latest load beat of every gateway (bus.Beat, NATS
-// subject lr.gw.beat) in memory and answers GET /v1/dispatch?room=R with a
+// subject lr.gw.beat, read and expired by a fleet.View, which also serves
+// GET /v1/gateways) in memory and answers GET /v1/dispatch?room=R with a
 // few gateways to try, best first, and the reconnect policy clients must
 // follow. It keeps nothing else that outlives a beat interval: a restarted
 // replica knows everything again after one beat, and replicas fed the same
@@ -145,16 +146,18 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"golang.org/x/time/rate"
 
 	"github.com/liveroom/liveroom/internal/bus"
+	"github.com/liveroom/liveroom/internal/fleet"
 	"github.com/liveroom/liveroom/internal/protocol"
 )
 
@@ -194,17 +197,13 @@ const (
 	DefaultAffinityMaxViewers = 500
 	DefaultAffinityMaxLoad    = 0.6
 	// DefaultBeatInterval is assumed for a beat without interval_ms.
-	DefaultBeatInterval = time.Second
-	// staleBeats is how many beat intervals of silence make a gateway gone.
-	staleBeats = 3
+	DefaultBeatInterval = fleet.DefaultInterval
 	// fallbackMaxConns converts assignments to load for a beat that carries
 	// no capacity; it is the gateway's default --max-conns.
 	fallbackMaxConns = 19000
 	// minFillMargin keeps the fill line above zero when every gateway is
 	// empty, so they all weigh the same.
 	minFillMargin = 0.0001
-	// forgetBeats: a gateway silent this many stale windows is forgotten.
-	forgetBeats = 10
 	// DefaultWaitRetry and DefaultWaitJitter shape a wait answer's
 	// retry_after_ms: uniform in [500 ms, 1 s].
 	DefaultWaitRetry = time.Second
@@ -283,11 +282,15 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	// mu guards gws, order and rooms. Choose only reads them (RLock); the
+	// view receives the beats, keeps them and forgets the gateways silent
+	// too long; it feeds every beat to apply, which keeps order and rooms,
+	// the derived view Choose reads. Lock order: view's lock, then mu.
+	view *fleet.View
+
+	// mu guards order and rooms. Choose only reads them (RLock); the
 	// per-gateway assignment counters are atomics so that concurrent
 	// Chooses do not serialise.
 	mu    sync.RWMutex
-	gws   map[string]*gateway
 	order []*gateway // by id: iteration order is part of the weights' determinism
 	// rooms indexes the gateways' room_conns by room, so that an answer
 	// looks its room up once rather than in every gateway's list (at 256
@@ -301,18 +304,12 @@ type Server struct {
 	requests                  [3]atomic.Int64 // by requestKind
 	// door counts the requests of the current door interval.
 	door doorCounts
-	// badBeats counts beats refused for their shape (bus.DecodeBeat);
-	// badBeatLog keeps their warnings to a few per second.
-	badBeats   atomic.Int64
-	badBeatLog *rate.Limiter
-
 	// feedOK is the last time dispatch's NATS connection answered a ping
 	// (Unix nanos); feedDown is set while it does not. While down, beats are
 	// aged as of feedOK (viewNow).
 	feedOK   atomic.Int64
 	feedDown atomic.Bool
 
-	sub     *nats.Subscription
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	nowFn   func() time.Time
@@ -320,13 +317,12 @@ type Server struct {
 	scratch sync.Pool      // *[]ranked
 }
 
-// gateway is what dispatch knows of one gateway: its last beat and what
-// this process did since. Replaced, never modified, when a beat arrives,
-// which resets the counters.
+// gateway is what dispatch knows of one gateway: its last beat (with its
+// arrival and staleness, from the fleet view) and what this process did
+// since. Replaced, never modified, when a beat arrives, which resets the
+// counters.
 type gateway struct {
-	beat     bus.Beat
-	at       time.Time // local receive time: immune to clock skew between hosts
-	stale    time.Duration
+	fleet.Gateway
 	load     float64 // beat load, sanitised to [0,1]
 	perConn  float64 // load of one connection: 1/max_conns
 	eligible bool    // active and below the ceiling by its beat
@@ -414,40 +410,31 @@ func New(cfg Config) (*Server, error) {
 	if !protocol.ValidID(cfg.ID) {
 		return nil, fmt.Errorf("cannot create dispatch: id %q is not 1-64 characters of A-Z a-z 0-9 _ -", cfg.ID)
 	}
-	return &Server{
-		cfg:        cfg,
-		log:        cfg.Logger.With("role", "dispatch"),
-		gws:        map[string]*gateway{},
-		rooms:      map[protocol.Room][]*roomCount{},
-		nowFn:      time.Now,
-		randFn:     rand.Float64,
-		badBeatLog: rate.NewLimiter(1, 5),
-	}, nil
-}
-
-// Start subscribes to beats.
-func (s *Server) Start(ctx context.Context) error {
-	sub, err := s.cfg.NC.Subscribe(bus.BeatWildcard, func(m *nats.Msg) {
-		b, err := bus.DecodeBeat(m.Subject, m.Data, bus.BeatPolicy{Hosts: s.cfg.GatewayHosts})
-		if err != nil {
-			s.badBeats.Add(1)
-			if s.badBeatLog.Allow() {
-				s.log.Warn("beat refused", "err", err)
-			}
-			return
-		}
-		s.Observe(b)
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger.With("role", "dispatch"),
+		rooms:  map[protocol.Room][]*roomCount{},
+		nowFn:  time.Now,
+		randFn: rand.Float64,
+	}
+	var err error
+	s.view, err = fleet.New(fleet.Config{
+		NC: cfg.NC, Hosts: cfg.GatewayHosts, StaleAfter: cfg.StaleAfter, Logger: s.log, OnBeat: s.apply,
+		// Through s.nowFn, which tests replace after New.
+		Now: func() time.Time { return s.nowFn() },
 	})
 	if err != nil {
-		return fmt.Errorf("cannot subscribe to beats: %w", err)
+		return nil, fmt.Errorf("cannot create dispatch: %w", err)
 	}
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := s.cfg.NC.FlushWithContext(fctx); err != nil {
-		_ = sub.Unsubscribe()
-		return fmt.Errorf("cannot subscribe to beats: %w", err)
+	return s, nil
+}
+
+// Start subscribes to beats and starts publishing the door's counts and
+// watching dispatch's own NATS connection.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.view.Start(ctx); err != nil {
+		return err
 	}
-	s.sub = sub
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.wg.Add(1)
@@ -522,25 +509,22 @@ func (s *Server) Close() error {
 		s.cancel()
 	}
 	s.wg.Wait()
-	if s.sub != nil {
-		_ = s.sub.Unsubscribe()
-	}
-	return nil
+	return s.view.Close()
 }
 
 // Observe records a beat, replacing the gateway's previous one and resetting
 // what this process counted as sent to it since (the new beat's conns
-// include those clients). Start feeds it from NATS; tests may call it.
-func (s *Server) Observe(b bus.Beat) {
-	now := s.nowFn()
-	g := &gateway{beat: b, at: now, stale: s.cfg.StaleAfter}
-	if g.stale <= 0 {
-		iv := time.Duration(b.IntervalMS) * time.Millisecond
-		if iv <= 0 {
-			iv = DefaultBeatInterval
-		}
-		g.stale = staleBeats * iv
-	}
+// include those clients). Start feeds it from NATS; a process that runs a
+// gateway itself, and tests, may call it.
+func (s *Server) Observe(b bus.Beat) { s.view.Observe(b, s.nowFn()) }
+
+// apply brings the dispatch view up to date with a beat the fleet view
+// took, and drops the gateways it forgot. The fleet view calls it under its
+// own lock, one beat at a time, so that s.order lists exactly the gateways
+// the fleet view keeps, in the same order.
+func (s *Server) apply(fg fleet.Gateway, forgotten []fleet.Gateway) {
+	b := fg.Beat
+	g := &gateway{Gateway: fg}
 	g.load = b.Load
 	if math.IsNaN(g.load) || g.load > 1 {
 		g.load = 1
@@ -564,39 +548,34 @@ func (s *Server) Observe(b bus.Beat) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.gws[b.ID]; ok {
-		if old.beat.Started == b.Started {
+	if i, ok := s.find(b.ID); ok {
+		old := s.order[i]
+		if old.Beat.Started == b.Started {
 			assigned := old.assigned.Load()
-			seen := int64(max(0, b.Conns-old.beat.Conns) / s.cfg.Replicas)
+			seen := int64(max(0, b.Conns-old.Beat.Conns) / s.cfg.Replicas)
 			g.carried = min(max(0, assigned+old.carried-seen), assigned+old.prevAssigned)
 			g.prevAssigned = assigned
 		}
 		s.unindex(old)
-		s.gws[b.ID] = g
-		i := sort.Search(len(s.order), func(i int) bool { return s.order[i].beat.ID >= b.ID })
 		s.order[i] = g
 	} else {
-		s.gws[b.ID] = g
-		s.order = append(s.order, g)
-		sort.Slice(s.order, func(i, j int) bool { return s.order[i].beat.ID < s.order[j].beat.ID })
+		s.order = slices.Insert(s.order, i, g)
 	}
 	for i := range g.rooms {
 		s.rooms[g.rooms[i].room] = append(s.rooms[g.rooms[i].room], &g.rooms[i])
 	}
-	// Gateway ids are per process, so a fleet that restarts leaves ids
-	// behind; forget those silent for long. Done here, under the lock
-	// Observe takes anyway, at a cost of one pass per beat.
-	kept := s.order[:0]
-	for _, o := range s.order {
-		if now.Sub(o.at) > forgetBeats*o.stale {
-			delete(s.gws, o.beat.ID)
-			s.unindex(o)
-			continue
+	for _, f := range forgotten {
+		if i, ok := s.find(f.Beat.ID); ok {
+			s.unindex(s.order[i])
+			s.order = slices.Delete(s.order, i, i+1)
 		}
-		kept = append(kept, o)
 	}
-	clear(s.order[len(kept):])
-	s.order = kept
+}
+
+// find returns the index of gateway id in s.order, or where it would go.
+// The caller holds s.mu.
+func (s *Server) find(id string) (int, bool) {
+	return sort.Find(len(s.order), func(i int) int { return strings.Compare(id, s.order[i].Beat.ID) })
 }
 
 // unindex removes g's rooms from s.rooms. The caller holds s.mu.
@@ -621,19 +600,12 @@ func (s *Server) unindex(g *gateway) {
 	}
 }
 
-// fresh reports whether g's last beat is recent enough to offer it.
-func (g *gateway) fresh(now time.Time) bool { return now.Sub(g.at) < g.stale }
-
 // Gateways returns the gateways with a fresh beat, in any state, by id.
 func (s *Server) Gateways() []bus.Beat {
-	now := s.viewNow()
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]bus.Beat, 0, len(s.order))
-	for _, g := range s.order {
-		if g.fresh(now) {
-			out = append(out, g.beat)
-		}
+	gws := s.view.Fresh(s.viewNow())
+	out := make([]bus.Beat, len(gws))
+	for i, g := range gws {
+		out[i] = g.Beat
 	}
 	return out
 }
@@ -717,7 +689,7 @@ func (s *Server) anyFresh() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, g := range s.order {
-		if g.fresh(now) {
+		if g.Fresh(now) {
 			return true
 		}
 	}

@@ -698,8 +698,11 @@ func TestForgetsLongSilentGateways(t *testing.T) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if len(s.gws) != 1 || len(s.order) != 1 || s.order[0].beat.ID != "a" {
-		t.Fatalf("kept %v", s.gws)
+	if len(s.order) != 1 || s.order[0].Beat.ID != "a" {
+		t.Fatalf("kept %v", s.order)
+	}
+	if gws := s.view.All(c.Now()); len(gws) != 1 || gws[0].Beat.ID != "a" {
+		t.Fatalf("the fleet view kept %v", gws)
 	}
 	if len(s.rooms) != 1 || len(s.rooms["r"]) != 1 || s.rooms["r"][0].g != s.order[0] {
 		t.Fatalf("room index %v", s.rooms)
@@ -790,27 +793,8 @@ func TestStartReadsBeats(t *testing.T) {
 
 func BenchmarkChoose(b *testing.B) {
 	for _, n := range []int{16, 256} {
-		setup := func(b *testing.B) (*Server, func()) {
-			s, err := New(Config{NC: &nats.Conn{}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			beats := make([]bus.Beat, n)
-			for i := range beats {
-				beats[i] = active(fmt.Sprintf("gw-%03d", i), 1000+i*50, 19000)
-				beats[i].RoomConns = map[string]int{}
-				for r := range 16 {
-					beats[i].RoomConns[fmt.Sprintf("room-%d-%d", i, r)] = 1000 - r*50
-				}
-			}
-			return s, func() {
-				for _, bt := range beats {
-					s.Observe(bt)
-				}
-			}
-		}
 		b.Run(fmt.Sprintf("gateways=%d", n), func(b *testing.B) {
-			s, beat := setup(b)
+			s, _, beat := benchServer(b, n)
 			beat()
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
@@ -827,7 +811,7 @@ func BenchmarkChoose(b *testing.B) {
 			}
 		})
 		b.Run(fmt.Sprintf("gateways=%d/parallel", n), func(b *testing.B) {
-			s, beat := setup(b)
+			s, _, beat := benchServer(b, n)
 			beat()
 			var done atomic.Int64
 			b.ReportAllocs()
@@ -905,7 +889,7 @@ func TestForgedBeatsNeverOffered(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, "the real beat", func() bool { return len(s.Gateways()) == 1 })
-	testutil.Eventually(t, 5*time.Second, "every forged beat counted", func() bool { return s.badBeats.Load() == int64(len(forged)) })
+	testutil.Eventually(t, 5*time.Second, "every forged beat counted", func() bool { return s.view.Refused() == int64(len(forged)) })
 	for range 50 {
 		for _, c := range s.Choose("r") {
 			if c.ID != "real" {
@@ -975,5 +959,69 @@ func TestAnswersFromLastGoodViewDuringNATSTrouble(t *testing.T) {
 	}
 	if s.StaleView() {
 		t.Fatal("still reporting a stale view after MaxStaleView")
+	}
+}
+
+// benchServer returns a server and the beats of n gateways each listing 16
+// rooms, and a function that observes them all (not yet called).
+func benchServer(b *testing.B, n int) (*Server, []bus.Beat, func()) {
+	s, err := New(Config{NC: &nats.Conn{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	beats := make([]bus.Beat, n)
+	for i := range beats {
+		beats[i] = active(fmt.Sprintf("gw-%03d", i), 1000+i*50, 19000)
+		beats[i].RoomConns = map[string]int{}
+		for r := range 16 {
+			beats[i].RoomConns[fmt.Sprintf("room-%d-%d", i, r)] = 1000 - r*50
+		}
+	}
+	return s, beats, func() {
+		for _, bt := range beats {
+			s.Observe(bt)
+		}
+	}
+}
+
+// BenchmarkServeDispatch is the whole answer path of GET /v1/dispatch:
+// query parsing, Choose, the door's count and the JSON answer.
+func BenchmarkServeDispatch(b *testing.B) {
+	for _, n := range []int{16, 256} {
+		b.Run(fmt.Sprintf("gateways=%d/parallel", n), func(b *testing.B) {
+			s, _, beat := benchServer(b, n)
+			beat()
+			h := s.Handler()
+			var done atomic.Int64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				req := httptest.NewRequest("GET", "/v1/dispatch?room=room-7-3", nil)
+				for pb.Next() {
+					w := httptest.NewRecorder()
+					h.ServeHTTP(w, req)
+					if w.Code != 200 {
+						b.Errorf("answer %d %s", w.Code, w.Body)
+						return
+					}
+					if done.Add(1)%10000 == 0 {
+						beat()
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkObserve is the cost of one beat: what dispatch does per gateway
+// per second.
+func BenchmarkObserve(b *testing.B) {
+	for _, n := range []int{16, 256} {
+		b.Run(fmt.Sprintf("gateways=%d", n), func(b *testing.B) {
+			s, beats, _ := benchServer(b, n)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				s.Observe(beats[i%n])
+			}
+		})
 	}
 }

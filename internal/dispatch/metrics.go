@@ -23,7 +23,7 @@ func (s *Server) Register(reg prometheus.Registerer) error {
 			stale = 1
 		}
 		ch <- prometheus.MustNewConstMetric(staleView, prometheus.GaugeValue, stale)
-		ch <- prometheus.MustNewConstMetric(badBeats, prometheus.CounterValue, float64(s.badBeats.Load()))
+		ch <- prometheus.MustNewConstMetric(badBeats, prometheus.CounterValue, float64(s.view.Refused()))
 		ch <- prometheus.MustNewConstMetric(decisions, prometheus.CounterValue, float64(s.answered.Load()), "offered")
 		ch <- prometheus.MustNewConstMetric(decisions, prometheus.CounterValue, float64(s.refused.Load()), "none")
 		ch <- prometheus.MustNewConstMetric(decisions, prometheus.CounterValue, float64(s.waited.Load()), "wait")
