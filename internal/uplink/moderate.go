@@ -1,7 +1,6 @@
 package uplink
 
 import (
-	"fmt"
 	"hash/maphash"
 	"net/http"
 	"time"
@@ -21,26 +20,23 @@ func (s *Server) moderate(now time.Time, room protocol.Room, id auth.Identity, r
 	if c := s.cfg.Moderation; c != nil {
 		st := c.Room(room)
 		if st.Closed && id.Role != protocol.RoleAdmin {
-			return protocol.Errorf(http.StatusForbidden, protocol.CodeRoomClosed, "", "the room is closed")
+			return moderation.RoomClosedError()
 		}
 		sanctionable := moderation.Sanctionable(id)
 		if b, ok := c.Banned(room, id.User, now); ok && sanctionable {
-			return protocol.Errorf(http.StatusForbidden, protocol.CodeBanned, "",
-				fmt.Sprintf("you are banned from this room until %s", time.UnixMilli(b.UntilMS).UTC().Format(time.RFC3339))).WithUntil(b.UntilMS)
+			return moderation.BannedError(b)
 		}
 		if req.Type == protocol.TypeDanmaku {
 			if m, ok := c.Muted(room, id.User, now); ok && sanctionable {
-				return protocol.Errorf(http.StatusForbidden, protocol.CodeMuted, "",
-					fmt.Sprintf("you are muted in this room until %s", time.UnixMilli(m.UntilMS).UTC().Format(time.RFC3339))).WithUntil(m.UntilMS)
+				return moderation.MutedError(m)
 			}
 			exempt := moderation.Exempt(c, room, id)
 			if st.MuteAll && !exempt {
-				return protocol.Errorf(http.StatusForbidden, protocol.CodeMutedAll, "", "only the anchor may speak in this room now")
+				return moderation.MutedAllError()
 			}
 			if st.SlowModeS > 0 && !exempt {
 				if wait := s.admitSlow(room, id.User, now, time.Duration(st.SlowModeS)*time.Second); wait > 0 {
-					return protocol.Errorf(http.StatusTooManyRequests, protocol.CodeSlowMode, "",
-						fmt.Sprintf("slow mode: one comment every %d s", st.SlowModeS)).WithRetry(wait.Milliseconds())
+					return moderation.SlowModeError(st.SlowModeS, wait)
 				}
 			}
 		}
