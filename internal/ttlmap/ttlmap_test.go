@@ -253,24 +253,3 @@ func TestNewPanicsOnBadConfig(t *testing.T) {
 		})
 	}
 }
-
-// BenchmarkGetHit is the hit path: hash, shard lock, lookup, expiry check.
-func BenchmarkGetHit(b *testing.B) {
-	m := deadline(16, 4096, 0)
-	keys := make([]string, 1000)
-	for i := range keys {
-		keys[i] = "key" + strconv.Itoa(i)
-		m.Put(keys[i], t0.Add(time.Hour), t0)
-	}
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			i++
-			if _, ok := m.Get(keys[i%len(keys)], t0); !ok {
-				b.Error("miss")
-				return
-			}
-		}
-	})
-}
