@@ -33,21 +33,25 @@ type cacheEntry struct {
 // tokenCache is a ttlmap of verified identities. A full shard first drops
 // its expired entries, then, if that freed too little, an eighth of its
 // entries (arbitrary ones): the cost of eviction is amortised over many puts.
+// Entries are pointers, never changed once stored: a hit then copies a
+// pointer, not the entry, in and out of the map's calls; by value, a hit
+// measured 50 ns against 32 for the hand-written cache this replaced, by
+// pointer the same as it (BenchmarkTokenCacheHit).
 type tokenCache struct {
-	m    *ttlmap.Map[cacheKey, cacheEntry]
+	m    *ttlmap.Map[cacheKey, *cacheEntry]
 	hits atomic.Int64
 }
 
 func newTokenCache(size int) *tokenCache {
 	perShard := max(1, size/cacheShards)
-	return &tokenCache{m: ttlmap.New(ttlmap.Config[cacheKey, cacheEntry]{
+	return &tokenCache{m: ttlmap.New(ttlmap.Config[cacheKey, *cacheEntry]{
 		Shards:   cacheShards,
 		PerShard: perShard,
 		LowWater: perShard * 7 / 8,
 		// The key is a SHA-256: its first byte is as good a shard
 		// index as any hash of it, and free.
 		Hash:    func(k cacheKey) uint64 { return uint64(k[0]) },
-		Expired: func(e cacheEntry, now time.Time) bool { return !now.Before(e.until) },
+		Expired: func(e *cacheEntry, now time.Time) bool { return !now.Before(e.until) },
 	})}
 }
 
@@ -57,10 +61,11 @@ func (c *tokenCache) key(token string) cacheKey { return sha256.Sum256([]byte(to
 // valid at now.
 func (c *tokenCache) get(k cacheKey, now time.Time) (Identity, bool) {
 	e, ok := c.m.Get(k, now)
-	if ok {
-		c.hits.Add(1)
+	if !ok {
+		return Identity{}, false
 	}
-	return e.id, ok
+	c.hits.Add(1)
+	return e.id, true
 }
 
 // put remembers a verified identity until until.
@@ -68,7 +73,7 @@ func (c *tokenCache) put(k cacheKey, id Identity, until, now time.Time) {
 	if !now.Before(until) {
 		return
 	}
-	c.m.Put(k, cacheEntry{id: id, until: until}, now)
+	c.m.Put(k, &cacheEntry{id: id, until: until}, now)
 }
 
 func (c *tokenCache) len() int { return c.m.Len() }

@@ -29,7 +29,8 @@ const (
 	// (changes made through a pointer V are kept, being in the pointee),
 	// an absent key stays absent.
 	Keep Op = iota
-	// Store stores *v under the key, inserting it if it was absent.
+	// Store stores the value the callback returned under the key,
+	// inserting it if it was absent.
 	Store
 	// Delete removes the key's entry, if any. OnEvict is not called: the
 	// caller decided it.
@@ -38,7 +39,9 @@ const (
 
 // Config describes a Map. Shards, PerShard and Expired are required.
 type Config[K comparable, V any] struct {
-	// Shards is the number of independently locked shards.
+	// Shards is the number of independently locked shards, a power of two
+	// (the shard index is then a mask, not a division: the hit path
+	// measured the difference).
 	Shards int
 	// PerShard bounds the entries of one shard; the map holds at most
 	// Shards × PerShard entries.
@@ -67,6 +70,7 @@ type Config[K comparable, V any] struct {
 // and Do's) run under a shard's lock and must not call the Map.
 type Map[K comparable, V any] struct {
 	cfg    Config[K, V]
+	mask   uint64 // Shards-1
 	shards []shard[K, V]
 }
 
@@ -75,11 +79,12 @@ type shard[K comparable, V any] struct {
 	m  map[K]V
 }
 
-// New returns an empty Map. It panics on a Config that lacks Shards,
-// PerShard or Expired: those are constants of the calling code, not input.
+// New returns an empty Map. It panics on a Config without Shards (a power
+// of two), PerShard or Expired: those are constants of the calling code,
+// not input.
 func New[K comparable, V any](cfg Config[K, V]) *Map[K, V] {
-	if cfg.Shards < 1 || cfg.PerShard < 1 || cfg.Expired == nil {
-		panic("ttlmap: Config needs Shards ≥ 1, PerShard ≥ 1 and Expired")
+	if cfg.Shards < 1 || cfg.Shards&(cfg.Shards-1) != 0 || cfg.PerShard < 1 || cfg.Expired == nil {
+		panic("ttlmap: Config needs Shards a power of two, PerShard ≥ 1 and Expired")
 	}
 	if cfg.LowWater <= 0 || cfg.LowWater >= cfg.PerShard {
 		cfg.LowWater = cfg.PerShard - 1
@@ -88,7 +93,7 @@ func New[K comparable, V any](cfg Config[K, V]) *Map[K, V] {
 		seed := maphash.MakeSeed()
 		cfg.Hash = func(k K) uint64 { return maphash.Comparable(seed, k) }
 	}
-	m := &Map[K, V]{cfg: cfg, shards: make([]shard[K, V], cfg.Shards)}
+	m := &Map[K, V]{cfg: cfg, mask: uint64(cfg.Shards - 1), shards: make([]shard[K, V], cfg.Shards)}
 	for i := range m.shards {
 		m.shards[i].m = make(map[K]V)
 	}
@@ -97,7 +102,7 @@ func New[K comparable, V any](cfg Config[K, V]) *Map[K, V] {
 
 // Shard returns the index of key's shard, in [0, Shards).
 func (m *Map[K, V]) Shard(key K) int {
-	return int(m.cfg.Hash(key) % uint64(len(m.shards)))
+	return int(m.cfg.Hash(key) & m.mask)
 }
 
 // Get returns key's value if it is present and not expired at now. An
@@ -121,16 +126,19 @@ func (m *Map[K, V]) Get(key K, now time.Time) (V, bool) {
 
 // Do runs fn under key's shard lock with the key's current value (the zero
 // V and ok false when absent; an expired entry not yet swept is present)
-// and applies the Op fn returns. Storing a new key into a full shard first
-// makes room (see the package comment), sweeping with now. Callers keep
-// their own semantics in fn: check and update, insert or not, atomically.
-func (m *Map[K, V]) Do(key K, now time.Time, fn func(v *V, ok bool) Op) {
+// and applies the Op fn returns, with the value it returns for Store.
+// Storing a new key into a full shard first makes room (see the package
+// comment), sweeping with now. Callers keep their own semantics in fn:
+// check and update, insert or not, atomically. (Values go in and out of fn
+// by copy: a pointer to a local would make every call allocate.)
+func (m *Map[K, V]) Do(key K, now time.Time, fn func(v V, ok bool) (V, Op)) {
 	i := m.Shard(key)
 	sh := &m.shards[i]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	v, ok := sh.m[key]
-	switch fn(&v, ok) {
+	v, op := fn(v, ok)
+	switch op {
 	case Store:
 		if !ok && len(sh.m) >= m.cfg.PerShard {
 			m.makeRoomLocked(i, now)
@@ -145,7 +153,7 @@ func (m *Map[K, V]) Do(key K, now time.Time, fn func(v *V, ok bool) Op) {
 
 // Put stores v under key, as Do with Store.
 func (m *Map[K, V]) Put(key K, v V, now time.Time) {
-	m.Do(key, now, func(p *V, _ bool) Op { *p = v; return Store })
+	m.Do(key, now, func(V, bool) (V, Op) { return v, Store })
 }
 
 // Sweep removes every entry expired at now and returns how many.

@@ -36,31 +36,30 @@ func TestGetExpires(t *testing.T) {
 
 func TestDoOps(t *testing.T) {
 	m := deadline(4, 8, 0)
-	m.Do("a", t0, func(v *time.Time, ok bool) Op {
+	m.Do("a", t0, func(v time.Time, ok bool) (time.Time, Op) {
 		if ok {
 			t.Error("absent key reported present")
 		}
-		return Keep
+		return t0, Keep
 	})
 	if m.Len() != 0 {
 		t.Fatal("Keep on an absent key inserted it")
 	}
-	m.Do("a", t0, func(v *time.Time, ok bool) Op { *v = t0.Add(time.Minute); return Store })
-	m.Do("a", t0, func(v *time.Time, ok bool) Op {
+	m.Do("a", t0, func(time.Time, bool) (time.Time, Op) { return t0.Add(time.Minute), Store })
+	m.Do("a", t0, func(v time.Time, ok bool) (time.Time, Op) {
 		if !ok || !v.Equal(t0.Add(time.Minute)) {
-			t.Errorf("stored value not seen: %v %v", *v, ok)
+			t.Errorf("stored value not seen: %v %v", v, ok)
 		}
-		*v = t0 // not stored: Keep
-		return Keep
+		return t0, Keep // not stored: Keep
 	})
 	if v, ok := m.Get("a", t0); !ok || !v.Equal(t0.Add(time.Minute)) {
 		t.Fatalf("Keep stored a change to the value: %v %v", v, ok)
 	}
-	m.Do("a", t0, func(*time.Time, bool) Op { return Delete })
+	m.Do("a", t0, func(v time.Time, _ bool) (time.Time, Op) { return v, Delete })
 	if m.Len() != 0 {
 		t.Fatal("Delete left the entry")
 	}
-	m.Do("a", t0, func(*time.Time, bool) Op { return Delete }) // absent: nothing to do
+	m.Do("a", t0, func(v time.Time, _ bool) (time.Time, Op) { return v, Delete }) // absent: nothing to do
 }
 
 // TestSweep: Sweep removes exactly the expired entries, calls OnEvict for
@@ -81,7 +80,7 @@ func TestSweep(t *testing.T) {
 	for i := range 50 {
 		m.Put("k"+strconv.Itoa(i), t0.Add(time.Duration(i)*time.Second), t0)
 	}
-	m.Do("k49", t0, func(*time.Time, bool) Op { return Delete })
+	m.Do("k49", t0, func(v time.Time, _ bool) (time.Time, Op) { return v, Delete })
 	if n := m.Sweep(t0.Add(10 * time.Second)); n != 11 {
 		t.Fatalf("swept %d, want 11 (k0..k10: an entry expires at its deadline)", n)
 	}
@@ -164,7 +163,7 @@ func TestNoRoomMadeWithoutStore(t *testing.T) {
 		m.Put("k"+strconv.Itoa(i), t0.Add(time.Hour), t0)
 	}
 	m.Put("k0", t0.Add(2*time.Hour), t0)
-	m.Do("absent", t0, func(*time.Time, bool) Op { return Keep })
+	m.Do("absent", t0, func(v time.Time, _ bool) (time.Time, Op) { return v, Keep })
 	if m.Len() != 4 {
 		t.Fatalf("Len %d, want 4", m.Len())
 	}
@@ -189,12 +188,12 @@ func TestConcurrent(t *testing.T) {
 	for w := range workers {
 		wg.Go(func() {
 			for i := range rounds {
-				m.Do(i%100, t0, func(c **counter, ok bool) Op {
+				m.Do(i%100, t0, func(c *counter, ok bool) (*counter, Op) {
 					if !ok {
-						*c = &counter{}
+						c = &counter{}
 					}
-					(*c).n++
-					return Store
+					c.n++
+					return c, Store
 				})
 				switch i % 50 {
 				case 0:
@@ -241,6 +240,7 @@ func TestNewPanicsOnBadConfig(t *testing.T) {
 	for name, cfg := range map[string]Config[string, int]{
 		"no shards": {PerShard: 1, Expired: func(int, time.Time) bool { return false }},
 		"no bound":  {Shards: 1, Expired: func(int, time.Time) bool { return false }},
+		"3 shards":  {Shards: 3, PerShard: 1, Expired: func(int, time.Time) bool { return false }},
 		"no expiry": {Shards: 1, PerShard: 1},
 	} {
 		t.Run(name, func(t *testing.T) {

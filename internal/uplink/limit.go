@@ -110,11 +110,11 @@ func (g grant) refund() {
 	if g.e == nil {
 		return
 	}
-	g.set.m.Do(g.key, time.Time{}, func(ep **limiterEntry, ok bool) ttlmap.Op {
-		if ok && *ep == g.e {
-			g.e.tokens = min(g.e.tokens+g.n, max(g.e.share*g.set.burst, g.n))
+	g.set.m.Do(g.key, time.Time{}, func(e *limiterEntry, ok bool) (*limiterEntry, ttlmap.Op) {
+		if ok && e == g.e {
+			e.tokens = min(e.tokens+g.n, max(e.share*g.set.burst, g.n))
 		}
-		return ttlmap.Keep
+		return e, ttlmap.Keep
 	})
 }
 
@@ -125,13 +125,13 @@ func (g grant) refund() {
 // used under the shard lock, so a concurrent sweep never evicts a bucket
 // that is about to be charged.
 func (l *limiterSet) take(key string, now time.Time, n int) (g grant, wait time.Duration, ok bool) {
-	l.m.Do(key, now, func(ep **limiterEntry, found bool) ttlmap.Op {
+	l.m.Do(key, now, func(e *limiterEntry, found bool) (*limiterEntry, ttlmap.Op) {
 		op := ttlmap.Keep
 		if !found {
-			*ep, op = l.newEntry(key, now), ttlmap.Store
+			e, op = l.newEntry(key, now), ttlmap.Store
 		}
-		g, wait, ok = l.takeLocked(*ep, key, now, n)
-		return op
+		g, wait, ok = l.takeLocked(e, key, now, n)
+		return e, op
 	})
 	return g, wait, ok
 }

@@ -84,13 +84,12 @@ func slowKey(room protocol.Room, user protocol.User) string { return string(room
 // admit records a comment at now and returns 0, or how long the user must
 // still wait.
 func (s *slowMode) admit(room protocol.Room, user protocol.User, now time.Time, interval time.Duration) (wait time.Duration) {
-	s.m.Do(slowKey(room, user), now, func(last *time.Time, ok bool) ttlmap.Op {
-		if ok && now.Sub(*last) < interval {
-			wait = interval - now.Sub(*last)
-			return ttlmap.Keep
+	s.m.Do(slowKey(room, user), now, func(last time.Time, ok bool) (time.Time, ttlmap.Op) {
+		if ok && now.Sub(last) < interval {
+			wait = interval - now.Sub(last)
+			return last, ttlmap.Keep
 		}
-		*last = now
-		return ttlmap.Store
+		return now, ttlmap.Store
 	})
 	return wait
 }
@@ -108,12 +107,11 @@ func (s *slowMode) wait(room protocol.Room, user protocol.User, now time.Time, i
 // pair's owner, said), within the same memory bound as admit. An older
 // answer arriving late never moves the last comment back.
 func (s *slowMode) set(room protocol.Room, user protocol.User, t time.Time) {
-	s.m.Do(slowKey(room, user), t, func(last *time.Time, ok bool) ttlmap.Op {
-		if ok && !t.After(*last) {
-			return ttlmap.Keep
+	s.m.Do(slowKey(room, user), t, func(last time.Time, ok bool) (time.Time, ttlmap.Op) {
+		if ok && !t.After(last) {
+			return last, ttlmap.Keep
 		}
-		*last = t
-		return ttlmap.Store
+		return t, ttlmap.Store
 	})
 }
 
