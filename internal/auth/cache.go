@@ -2,9 +2,10 @@ package auth
 
 import (
 	"crypto/sha256"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/liveroom/liveroom/internal/ttlmap"
 )
 
 // The verified-token cache. Profiles of a join storm and of the uplink spent
@@ -29,82 +30,50 @@ type cacheEntry struct {
 	until time.Time
 }
 
-type cacheShard struct {
-	mu sync.Mutex
-	m  map[cacheKey]cacheEntry
-}
-
+// tokenCache is a ttlmap of verified identities. A full shard first drops
+// its expired entries, then, if that freed too little, an eighth of its
+// entries (arbitrary ones): the cost of eviction is amortised over many puts.
+// Entries are pointers, never changed once stored: a hit then copies a
+// pointer, not the entry, in and out of the map's calls; by value, a hit
+// measured 50 ns against 32 for the hand-written cache this replaced, by
+// pointer the same as it (BenchmarkTokenCacheHit).
 type tokenCache struct {
-	perShard int
-	shards   [cacheShards]cacheShard
-	hits     atomic.Int64
+	m    *ttlmap.Map[cacheKey, *cacheEntry]
+	hits atomic.Int64
 }
 
 func newTokenCache(size int) *tokenCache {
-	c := &tokenCache{perShard: max(1, size/cacheShards)}
-	for i := range c.shards {
-		c.shards[i].m = make(map[cacheKey]cacheEntry)
-	}
-	return c
+	perShard := max(1, size/cacheShards)
+	return &tokenCache{m: ttlmap.New(ttlmap.Config[cacheKey, *cacheEntry]{
+		Shards:   cacheShards,
+		PerShard: perShard,
+		LowWater: perShard * 7 / 8,
+		// The key is a SHA-256: its first byte is as good a shard
+		// index as any hash of it, and free.
+		Hash:    func(k cacheKey) uint64 { return uint64(k[0]) },
+		Expired: func(e *cacheEntry, now time.Time) bool { return !now.Before(e.until) },
+	})}
 }
 
 func (c *tokenCache) key(token string) cacheKey { return sha256.Sum256([]byte(token)) }
 
-func (c *tokenCache) shard(k cacheKey) *cacheShard { return &c.shards[k[0]%cacheShards] }
-
 // get returns the identity of a token verified before whose entry is still
 // valid at now.
 func (c *tokenCache) get(k cacheKey, now time.Time) (Identity, bool) {
-	sh := c.shard(k)
-	sh.mu.Lock()
-	e, ok := sh.m[k]
-	if ok && !now.Before(e.until) {
-		delete(sh.m, k)
-		ok = false
+	e, ok := c.m.Get(k, now)
+	if !ok {
+		return Identity{}, false
 	}
-	sh.mu.Unlock()
-	if ok {
-		c.hits.Add(1)
-	}
-	return e.id, ok
+	c.hits.Add(1)
+	return e.id, true
 }
 
-// put remembers a verified identity until until. A full shard first drops
-// its expired entries, then, if that freed too little, an eighth of its
-// entries (Go's map order is random, so which ones is arbitrary): the cost
-// of eviction is amortised over many puts.
+// put remembers a verified identity until until.
 func (c *tokenCache) put(k cacheKey, id Identity, until, now time.Time) {
 	if !now.Before(until) {
 		return
 	}
-	sh := c.shard(k)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if len(sh.m) >= c.perShard {
-		for ek, e := range sh.m {
-			if !now.Before(e.until) {
-				delete(sh.m, ek)
-			}
-		}
-		if drop := len(sh.m) - c.perShard*7/8; drop > 0 {
-			for ek := range sh.m {
-				delete(sh.m, ek)
-				if drop--; drop == 0 {
-					break
-				}
-			}
-		}
-	}
-	sh.m[k] = cacheEntry{id: id, until: until}
+	c.m.Put(k, &cacheEntry{id: id, until: until}, now)
 }
 
-func (c *tokenCache) len() int {
-	n := 0
-	for i := range c.shards {
-		sh := &c.shards[i]
-		sh.mu.Lock()
-		n += len(sh.m)
-		sh.mu.Unlock()
-	}
-	return n
-}
+func (c *tokenCache) len() int { return c.m.Len() }

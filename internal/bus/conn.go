@@ -63,8 +63,17 @@ const (
 )
 
 // Connect connects to NATS with reconnects that never give up, logging state
-// changes. name identifies the role in NATS monitoring.
+// changes. name identifies the role in NATS monitoring. It is
+// ConnectContext without a way to stop its wait of up to 2 s for the first
+// connection.
 func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	return ConnectContext(context.Background(), url, name, log, extra...)
+}
+
+// ConnectContext is Connect that gives up its wait for the first connection
+// (up to 2 s) when ctx ends: the connection is then closed and the error
+// wraps ctx's.
+func ConnectContext(ctx context.Context, url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -120,6 +129,8 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 	// With RetryOnFailedConnect, Connect returns before the first attempt
 	// is known; a server that refuses the credentials closes the connection
 	// at once. Say so now rather than wait on a dead connection.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && !nc.IsConnected(); {
 		if nc.IsClosed() {
 			err := nc.LastError()
@@ -129,7 +140,12 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 			}
 			return nil, fmt.Errorf("cannot connect to nats at %s: %w", redactURL(url), err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return nil, fmt.Errorf("cannot connect to nats at %s: %w", redactURL(url), ctx.Err())
+		case <-tick.C:
+		}
 	}
 	return nc, nil
 }

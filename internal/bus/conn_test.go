@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -37,5 +38,19 @@ func TestEnsureStreamsIsIdempotentAndKeepsSettings(t *testing.T) {
 	}
 	if _, err := js.KeyValue(ctx, bus.RoomStateKV); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConnectContextStopsWaiting: the wait for a first connection to a
+// server that does not answer ends with the caller's context, with an error
+// that says so and no connection left behind (goleak checks its goroutines).
+// Connect would wait its 2 s and return a connection still retrying.
+func TestConnectContextStopsWaiting(t *testing.T) {
+	url := "nats://" + testutil.Addr(testutil.FreePort(t)) // nobody listens
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	nc, err := bus.ConnectContext(ctx, url, "t", testutil.Logger())
+	if !errors.Is(err, context.Canceled) || nc != nil {
+		t.Fatalf("ConnectContext after cancel = %v, %v; want no connection and context.Canceled", nc, err)
 	}
 }

@@ -120,8 +120,9 @@ type Config struct {
 	// ReliableWindow is how many recent reliable messages per room are kept
 	// in memory to serve reconnects with since=. Default 1024.
 	ReliableWindow int
-	// ReplayMax bounds how many reliable messages one reconnect replays.
-	// Default 10000.
+	// ReplayMax bounds how many reliable messages one reconnect's catch-up
+	// sends (welcome.replayed in the protocol); the rest follow on the next
+	// connection. Default 10000.
 	ReplayMax int
 	// CheckInterval is how often every hosted room is checked against the
 	// reliable stream while the stream moves (reliable.go): the safety net

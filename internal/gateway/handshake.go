@@ -372,7 +372,7 @@ func (s *Server) attach(nc net.Conn, a admitted, early []byte) {
 	err = s.join(ctx, c, a.room, a.since, a.hasSince)
 	cancel()
 	switch {
-	case errors.Is(err, errReplayContinues):
+	case errors.Is(err, errCatchUpContinues):
 		// Its last frames are queued; the poller writes them and closes.
 	case err != nil:
 		s.log.Warn("cannot join room", "room", a.room, "err", err)

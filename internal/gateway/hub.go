@@ -13,7 +13,7 @@ import (
 //	shard.mu         a shard's rooms and connections (hub.go)
 //	room.mu          a room's members, pending messages and window (room.go)
 //	conn.mu          a connection's socket writes and backlog (conn.go);
-//	                 a join writes the welcome and replay under room.mu
+//	                 a join writes the welcome and catch-up under room.mu
 //	poller.mu        a poller's reap list (netpoll_linux.go); conn.close
 //	                 releases conn.mu before it hands over to the poller
 //

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -53,11 +52,10 @@ func (s *Server) admitJoin(id protocol.Room, who auth.Identity) *protocol.Error 
 		return nil
 	}
 	if b, ok := s.mod.Banned(id, who.User, time.Now()); ok && moderation.Sanctionable(who) {
-		return protocol.Errorf(http.StatusForbidden, protocol.CodeBanned, "",
-			"you are banned from this room until "+time.UnixMilli(b.UntilMS).UTC().Format(time.RFC3339)).WithUntil(b.UntilMS)
+		return moderation.BannedError(b)
 	}
 	if s.mod.Room(id).Closed && who.Role != protocol.RoleAdmin {
-		return protocol.Errorf(http.StatusForbidden, protocol.CodeRoomClosed, "", "the room is closed")
+		return moderation.RoomClosedError()
 	}
 	return nil
 }
@@ -94,8 +92,7 @@ func (s *Server) onModeration(ch moderation.Change) {
 			if !moderation.Sanctionable(c.who) {
 				continue // an admin connection under that user id
 			}
-			c.closeWith(protocol.CodeBanned, "you are banned from this room until "+
-				time.UnixMilli(ch.Sanction.UntilMS).UTC().Format(time.RFC3339))
+			c.closeWith(protocol.CodeBanned, moderation.BannedText(ch.Sanction.UntilMS))
 		}
 	case ch.Kind == moderation.KindRoom && ch.State.Closed && !ch.Before.Closed:
 		s.goLoop(func() {

@@ -160,10 +160,10 @@ const (
 )
 
 // fetchReliable reads room messages with seq in (since, upTo] from the
-// stream for a reconnect older than the memory window, at most ReplayMax of
-// them, with Direct Get batches (no consumer). It returns the messages, the
-// highest sequence it is sure to have covered, and whether it stopped at
-// ReplayMax before reaching upTo.
+// stream for the catch-up of a reconnect older than the memory window, at
+// most ReplayMax of them, with Direct Get batches (no consumer). It returns
+// the messages, the highest sequence it is sure to have covered, and
+// whether it stopped at ReplayMax before reaching upTo.
 func (s *Server) fetchReliable(ctx context.Context, id protocol.Room, since, upTo uint64) (out []relMsg, covered uint64, partial bool, err error) {
 	covered = since
 	backoff := 50 * time.Millisecond
@@ -174,11 +174,11 @@ func (s *Server) fetchReliable(ctx context.Context, id protocol.Room, since, upT
 		msgs, more, err := s.direct.After(ctx, bus.ReliableStream, relSubjectOf(id), covered+1, min(repairBatch, s.cfg.ReplayMax-len(out)))
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, 0, false, fmt.Errorf("cannot replay room %s: %w", id, err)
+				return nil, 0, false, fmt.Errorf("cannot catch up room %s: %w", id, err)
 			}
-			s.log.Debug("replay read failed, retrying", "room", id, "err", err)
+			s.log.Debug("catch-up read failed, retrying", "room", id, "err", err)
 			if !sleepCtx(ctx, backoff) {
-				return nil, 0, false, fmt.Errorf("cannot replay room %s: %w", id, err)
+				return nil, 0, false, fmt.Errorf("cannot catch up room %s: %w", id, err)
 			}
 			backoff = min(2*backoff, time.Second)
 			continue

@@ -141,7 +141,7 @@ func (np *netpoll) closeFDs() {
 }
 
 // register adds c to a poller. Frames c queued before (the welcome and a
-// replay under pushback) make it ask for writability at once. It reports
+// catch-up under pushback) make it ask for writability at once. It reports
 // false if c was closed already: the caller then reaps it.
 func (np *netpoll) register(c *conn) bool {
 	p := np.pollers[c.fd%len(np.pollers)]

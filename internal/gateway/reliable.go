@@ -254,9 +254,9 @@ func (s *Server) endRepair(r *room, reached bool) bool {
 	return false
 }
 
-// catchUp makes r read what the stream holds beyond relSeq (a viewer knows
+// reachSince makes r read what the stream holds beyond relSeq (a viewer knows
 // of since), and waits until r has flushed it or ctx ends.
-func (s *Server) catchUp(ctx context.Context, r *room, since uint64) {
+func (s *Server) reachSince(ctx context.Context, r *room, since uint64) {
 	if !s.cfg.NC.IsConnected() {
 		return // nothing can be read now; the join goes on from memory
 	}

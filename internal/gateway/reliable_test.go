@@ -27,7 +27,7 @@ func giftIDs(msgs []protocol.Message) []string {
 	return ids
 }
 
-func TestReconnectWithSinceReplaysExactlyWhatWasMissed(t *testing.T) {
+func TestReconnectWithSinceCatchesUpExactlyWhatWasMissed(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		window int // reliable messages kept in memory
@@ -138,7 +138,7 @@ func TestOnlineCountSumsAcrossGateways(t *testing.T) {
 	}
 }
 
-func TestReplayTooFarBehindContinuesOverReconnects(t *testing.T) {
+func TestCatchUpTooFarBehindContinuesOverReconnects(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
 		window, replayMax int
@@ -147,11 +147,11 @@ func TestReplayTooFarBehindContinuesOverReconnects(t *testing.T) {
 		{"jetstream plus memory larger than the limit", 4, 5},
 		{"memory alone larger than the limit", 1024, 3},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testReplayInParts(t, tc.window, tc.replayMax) })
+		t.Run(tc.name, func(t *testing.T) { testCatchUpInParts(t, tc.window, tc.replayMax) })
 	}
 }
 
-func testReplayInParts(t *testing.T, window, replayMax int) {
+func testCatchUpInParts(t *testing.T, window, replayMax int) {
 	e := newEnv(t)
 	g := e.gateway(func(c *Config) { c.ReliableWindow = window; c.ReplayMax = replayMax })
 	keeper := g.dial(t, "deep", "keeper", "")

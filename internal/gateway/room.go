@@ -274,9 +274,9 @@ func batchSize(msgs [][]byte, id protocol.Room) int {
 	return n
 }
 
-// replayFrames encodes reliable messages as batch frames of at most 500
+// catchUpFrames encodes reliable messages as batch frames of at most 500
 // messages each.
-func replayFrames(id protocol.Room, msgs []relMsg) []*frame {
+func catchUpFrames(id protocol.Room, msgs []relMsg) []*frame {
 	var out []*frame
 	for len(msgs) > 0 {
 		n := min(len(msgs), 500)

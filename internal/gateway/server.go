@@ -335,12 +335,18 @@ func (r *room) leave(c *conn) {
 	}
 }
 
-// errReplayContinues ends a join that replayed a first part of what the
-// client missed and asked it to reconnect for the rest.
-var errReplayContinues = errors.New("replay continues on the next connection")
+// The catch-up: a viewer reconnecting with since= gets what it missed, from
+// the memory window or the stream, before live traffic. (The protocol calls
+// these messages "replayed"; internal/replay is something else, the replay
+// of a recorded session.)
 
-// replayContinues is the frame that ends a partial replay.
-func replayContinues() []byte {
+// errCatchUpContinues ends a join that sent a first part of what the client
+// missed and asked it to reconnect for the rest.
+var errCatchUpContinues = errors.New("catch-up continues on the next connection")
+
+// catchUpContinues is the frame that ends a partial catch-up (its reason,
+// replay_continues, is the protocol's name).
+func catchUpContinues() []byte {
 	return textFrame(protocol.Encode(protocol.Reconnect{Type: protocol.FrameReconnect, AfterMS: 0, Reason: "replay_continues"}))
 }
 
@@ -352,14 +358,14 @@ func (s *Server) welcomeFrame(id protocol.Room, c *conn, seq uint64, online, lik
 	}))
 }
 
-// errReplayRace asks join to fetch again: the memory window moved past what
+// errCatchUpRace asks join to fetch again: the memory window moved past what
 // was read from JetStream while it was being read.
-var errReplayRace = errors.New("replay raced the window")
+var errCatchUpRace = errors.New("catch-up raced the window")
 
 // join adds c to room id: it sends the welcome frame, then what the client
 // missed since `since` (when asked), then makes c a member so it receives
 // every following flush. Holding the room lock across these steps is what
-// makes replay and live traffic meet without gap or overlap.
+// makes the catch-up and live traffic meet without gap or overlap.
 func (s *Server) join(ctx context.Context, c *conn, id protocol.Room, since uint64, hasSince bool) error {
 	r, err := s.acquireRoom(ctx, id)
 	if err != nil {
@@ -376,7 +382,7 @@ func (s *Server) join(ctx context.Context, c *conn, id protocol.Room, since uint
 			// started here): read up to since first, so that the welcome
 			// never carries an older sequence and nothing the viewer had
 			// is sent again.
-			s.catchUp(ctx, r, since)
+			s.reachSince(ctx, r, since)
 		}
 	}
 	for attempt := 0; ; attempt++ {
@@ -393,24 +399,24 @@ func (s *Server) join(ctx context.Context, c *conn, id protocol.Room, since uint
 				return err
 			}
 			if partial {
-				// Too far behind for one replay: send this part, then ask
+				// Too far behind for one catch-up: send this part, then ask
 				// the client to come back for the rest with its new since.
 				r.mu.Lock()
 				seq, likes := r.lastSeq, r.likes
 				online := int64(len(r.members)+1) + r.remoteSum(time.Now())
 				r.mu.Unlock()
 				c.send(&frame{b: s.welcomeFrame(r.id, c, seq, online, likes, len(fetched), 0), reliable: true})
-				for _, f := range replayFrames(id, fetched) {
+				for _, f := range catchUpFrames(id, fetched) {
 					c.send(f)
 				}
 				s.stats.Replayed.Add(int64(len(fetched)))
 				s.stats.ReplayedFromJS.Add(int64(len(fetched)))
-				c.finish(replayContinues(), closeFrameBytes(ws.StatusNormalClosure, ""))
-				return errReplayContinues
+				c.finish(catchUpContinues(), closeFrameBytes(ws.StatusNormalClosure, ""))
+				return errCatchUpContinues
 			}
 		}
 		err = r.admit(c, since, hasSince, fetched, covered, needJS)
-		if err == errReplayRace && attempt < 5 {
+		if err == errCatchUpRace && attempt < 5 {
 			continue
 		}
 		return err
@@ -421,27 +427,27 @@ func (r *room) admit(c *conn, since uint64, hasSince bool, fetched []relMsg, cov
 	s := r.srv
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var replay []relMsg
+	var missed []relMsg
 	if hasSince && since < r.lastSeq {
 		from := since
 		if usedJS {
 			if covered < r.floor {
-				return errReplayRace
+				return errCatchUpRace
 			}
-			replay = append(replay, fetched...)
+			missed = append(missed, fetched...)
 			from = max(since, covered)
 		}
 		for _, m := range r.window {
 			if m.seq > from {
-				replay = append(replay, m)
+				missed = append(missed, m)
 			}
 		}
 	}
-	// Too much to replay at once: send the oldest part, then ask the client
+	// Too much to send at once: send the oldest part, then ask the client
 	// to come back for the rest with its new since (never skip the middle).
-	partial := len(replay) > s.cfg.ReplayMax
+	partial := len(missed) > s.cfg.ReplayMax
 	if partial {
-		replay = replay[:s.cfg.ReplayMax]
+		missed = missed[:s.cfg.ReplayMax]
 	}
 	now := time.Now()
 	online := int64(len(r.members)+1) + r.remoteSum(now)
@@ -453,7 +459,7 @@ func (r *room) admit(c *conn, since uint64, hasSince bool, fetched []relMsg, cov
 	if !hasSince {
 		hist, histN = r.historyFrame(now, c.deflate)
 	}
-	welcome := s.welcomeFrame(r.id, c, r.lastSeq, online, r.likes, len(replay), histN)
+	welcome := s.welcomeFrame(r.id, c, r.lastSeq, online, r.likes, len(missed), histN)
 	if c.send(&frame{b: welcome, reliable: true}) == sentClosed {
 		return errors.New("connection closed during join")
 	}
@@ -461,16 +467,16 @@ func (r *room) admit(c *conn, since uint64, hasSince bool, fetched []relMsg, cov
 		c.send(hist)
 		s.stats.HistoryFrames.Add(1)
 	}
-	for _, f := range replayFrames(r.id, replay) {
+	for _, f := range catchUpFrames(r.id, missed) {
 		c.send(f)
 	}
-	s.stats.Replayed.Add(int64(len(replay)))
+	s.stats.Replayed.Add(int64(len(missed)))
 	if usedJS {
-		s.stats.ReplayedFromJS.Add(int64(min(len(fetched), len(replay))))
+		s.stats.ReplayedFromJS.Add(int64(min(len(fetched), len(missed))))
 	}
 	if partial {
-		c.finish(replayContinues(), closeFrameBytes(ws.StatusNormalClosure, ""))
-		return errReplayContinues
+		c.finish(catchUpContinues(), closeFrameBytes(ws.StatusNormalClosure, ""))
+		return errCatchUpContinues
 	}
 	c.room = r
 	c.idx = len(r.members)

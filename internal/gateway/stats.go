@@ -24,7 +24,7 @@ type Stats struct {
 	ClosedIdle       atomic.Int64 // connections closed: no pong within the idle timeout
 	ClosedStalled    atomic.Int64 // connections closed: queued frames made no progress
 	ClosedBadFrame   atomic.Int64 // connections closed: oversized or malformed client frame
-	Replayed         atomic.Int64 // reliable messages replayed to reconnecting clients
+	Replayed         atomic.Int64 // reliable messages sent to reconnecting clients to catch up (since=)
 	ReplayedFromJS   atomic.Int64 // of which read from JetStream (not the memory window)
 	ReliableGaps     atomic.Int64 // rooms found behind the stream (a gap in the sequence, or a check)
 	ReliableRepaired atomic.Int64 // reliable messages read by repairs (Direct Get)

@@ -5,10 +5,10 @@ import (
 	"math"
 	"net/http"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/ttlmap"
 )
 
 const (
@@ -33,8 +33,11 @@ const (
 // algorithm of golang.org/x/time/rate it replaced.
 //
 // An entry is evicted once it has been idle long enough for its bucket to be
-// full again, so eviction loses nothing: a new bucket starts full too. It is
-// safe for concurrent use.
+// full again, so eviction loses nothing: a new bucket starts full too. A
+// shard full of live keys (a flood of distinct, authenticated keys) drops an
+// arbitrary one: its owner gets a fresh bucket, i.e. at most one extra
+// burst; memory stays bounded, which matters more. It is safe for
+// concurrent use.
 type limiterSet struct {
 	rate  float64 // tokens per second, fleet-wide
 	burst float64 // bucket size, fleet-wide
@@ -42,18 +45,16 @@ type limiterSet struct {
 	seed  maphash.Seed
 	// class is the set's index in the fleet's tables; fleet is nil when
 	// fleet-wide limits are off (Config.FleetInterval < 0).
-	class  int
-	fleet  *fleet
-	shards [limiterShards]limiterShard
+	class int
+	fleet *fleet
+	m     *ttlmap.Map[string, *limiterEntry]
+	// hot[i] holds the entries of m's shard i with hotUntil in the future,
+	// at most maxHotPerShard; it is guarded by that shard's lock (m's
+	// callbacks hold it, hotKeys takes it with Locked).
+	hot [limiterShards]map[string]*limiterEntry
 }
 
-type limiterShard struct {
-	mu  sync.Mutex
-	m   map[string]*limiterEntry
-	hot map[string]*limiterEntry // the entries with hotUntil in the future, at most maxHotPerShard
-}
-
-// limiterEntry is one key's bucket; every field is guarded by its shard's mu.
+// limiterEntry is one key's bucket; every field is guarded by its shard's lock.
 type limiterEntry struct {
 	tokens float64
 	at     time.Time // when tokens was last brought up to date
@@ -74,49 +75,69 @@ func newLimiterSet(perSec float64, burst int) *limiterSet {
 	// Time to refill an empty bucket, doubled to cover the small debt a
 	// request larger than a small share may leave, plus a second of slack.
 	refill := time.Duration(float64(burst) / perSec * float64(time.Second))
+	seed := maphash.MakeSeed()
 	l := &limiterSet{
 		rate:  perSec,
 		burst: float64(burst),
 		idle:  2*refill + time.Second,
-		seed:  maphash.MakeSeed(),
+		seed:  seed,
 	}
-	for i := range l.shards {
-		l.shards[i].m = make(map[string]*limiterEntry)
-		l.shards[i].hot = make(map[string]*limiterEntry)
+	for i := range l.hot {
+		l.hot[i] = make(map[string]*limiterEntry)
 	}
+	l.m = ttlmap.New(ttlmap.Config[string, *limiterEntry]{
+		Shards:   limiterShards,
+		PerShard: maxLimitersPerShard,
+		Hash:     func(k string) uint64 { return maphash.String(seed, k) },
+		Expired:  l.evictable,
+		OnEvict:  func(shard int, k string, _ *limiterEntry) { delete(l.hot[shard], k) },
+	})
 	return l
-}
-
-func (l *limiterSet) shard(key string) *limiterShard {
-	return &l.shards[maphash.String(l.seed, key)%limiterShards]
 }
 
 // grant is an admitted charge, which refund can hand back.
 type grant struct {
-	sh       *limiterShard
-	e        *limiterEntry
-	n, burst float64
+	set *limiterSet
+	key string
+	e   *limiterEntry
+	n   float64
 }
 
 // refund gives the charge back (the room refused what the user's bucket
-// admitted), up to the bucket's size.
+// admitted), up to the bucket's size. A bucket evicted meanwhile is not
+// refunded (nor recreated).
 func (g grant) refund() {
 	if g.e == nil {
 		return
 	}
-	g.sh.mu.Lock()
-	g.e.tokens = min(g.e.tokens+g.n, max(g.e.share*g.burst, g.n))
-	g.sh.mu.Unlock()
+	g.set.m.Do(g.key, time.Time{}, func(e *limiterEntry, ok bool) (*limiterEntry, ttlmap.Op) {
+		if ok && e == g.e {
+			e.tokens = min(e.tokens+g.n, max(e.share*g.set.burst, g.n))
+		}
+		return e, ttlmap.Keep
+	})
 }
 
-// take charges n tokens to key's bucket. It answers the grant, or the wait
-// until n tokens would be there (rate.InfDuration-like math.MaxInt64 when n
-// exceeds the burst and can never be admitted). It never waits.
-func (l *limiterSet) take(key string, now time.Time, n int) (grant, time.Duration, bool) {
-	sh := l.shard(key)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := l.getLocked(sh, key, now)
+// take charges n tokens to key's bucket, creating it full at the current
+// share if it is new. It answers the grant, or the wait until n tokens
+// would be there (rate.InfDuration-like math.MaxInt64 when n exceeds the
+// burst and can never be admitted). It never waits. The bucket is marked
+// used under the shard lock, so a concurrent sweep never evicts a bucket
+// that is about to be charged.
+func (l *limiterSet) take(key string, now time.Time, n int) (g grant, wait time.Duration, ok bool) {
+	l.m.Do(key, now, func(e *limiterEntry, found bool) (*limiterEntry, ttlmap.Op) {
+		op := ttlmap.Keep
+		if !found {
+			e, op = l.newEntry(key, now), ttlmap.Store
+		}
+		g, wait, ok = l.takeLocked(e, key, now, n)
+		return e, op
+	})
+	return g, wait, ok
+}
+
+// takeLocked is take on key's entry e, under its shard lock.
+func (l *limiterSet) takeLocked(e *limiterEntry, key string, now time.Time, n int) (grant, time.Duration, bool) {
 	f := l.fleet
 	v := f.current()
 	if e.gen != v.gen {
@@ -156,9 +177,9 @@ func (l *limiterSet) take(key string, now time.Time, n int) (grant, time.Duratio
 		if shared && (overdraft || now.Before(e.hotUntil)) {
 			// A key in use stays hot, so that the share it holds is
 			// still reported and not given back to the others.
-			l.markHotLocked(sh, key, e, now.Add(f.hold))
+			l.markHotLocked(key, e, now.Add(f.hold))
 		}
-		return grant{sh: sh, e: e, n: need, burst: l.burst}, 0, true
+		return grant{set: l, key: key, e: e, n: need}, 0, true
 	}
 	var wait time.Duration
 	switch {
@@ -174,17 +195,19 @@ func (l *limiterSet) take(key string, now time.Time, n int) (grant, time.Duratio
 		wait = time.Duration(missing / (l.rate * e.share) * float64(time.Second))
 	}
 	if shared {
-		l.markHotLocked(sh, key, e, now.Add(f.hold))
+		l.markHotLocked(key, e, now.Add(f.hold))
 	}
 	return grant{}, wait, false
 }
 
-// markHotLocked keeps key in sh's hot set, and so in the usage reports,
-// until until.
-func (l *limiterSet) markHotLocked(sh *limiterShard, key string, e *limiterEntry, until time.Time) {
+// markHotLocked keeps key in its shard's hot set, and so in the usage
+// reports, until until. The caller holds the shard's lock.
+func (l *limiterSet) markHotLocked(key string, e *limiterEntry, until time.Time) {
 	e.hotUntil = until
-	if _, ok := sh.hot[key]; !ok && len(sh.hot) < maxHotPerShard {
-		sh.hot[key] = e
+	if hot := l.hot[l.m.Shard(key)]; len(hot) < maxHotPerShard {
+		if _, ok := hot[key]; !ok {
+			hot[key] = e
+		}
 	}
 }
 
@@ -241,75 +264,28 @@ func (e *limiterEntry) demandAt(p uint64) float64 {
 	return e.demand / float64(uint64(1)<<(p-e.period))
 }
 
-// getLocked returns key's entry, creating it with a full bucket at the
-// current share. Marking the entry used happens under the shard lock, so a
-// concurrent sweep never evicts a bucket that is about to be charged.
-func (l *limiterSet) getLocked(sh *limiterShard, key string, now time.Time) *limiterEntry {
-	if e, ok := sh.m[key]; ok {
-		return e
-	}
-	if len(sh.m) >= maxLimitersPerShard {
-		l.sweepLocked(sh, now)
-		if len(sh.m) >= maxLimitersPerShard {
-			// A flood of distinct, authenticated keys: drop an arbitrary
-			// entry. Its owner gets a fresh bucket, i.e. at most one extra
-			// burst; memory stays bounded, which matters more.
-			for k := range sh.m {
-				delete(sh.m, k)
-				delete(sh.hot, k)
-				break
-			}
-		}
-	}
+// newEntry is a new bucket for key, full at the current share.
+func (l *limiterSet) newEntry(key string, now time.Time) *limiterEntry {
 	v := l.fleet.current()
 	share, cold := v.share(l.class, key)
-	e := &limiterEntry{tokens: share * l.burst, at: now, last: now, born: now, share: share, cold: cold, gen: v.gen}
-	sh.m[key] = e
-	return e
+	return &limiterEntry{tokens: share * l.burst, at: now, last: now, born: now, share: share, cold: cold, gen: v.gen}
+}
+
+// evictable reports whether e, idle and not hot, has a full bucket again:
+// forgetting it then changes nothing. It runs under e's shard lock.
+func (l *limiterSet) evictable(e *limiterEntry, now time.Time) bool {
+	if now.Sub(e.last) < l.idle || now.Before(e.hotUntil) {
+		return false
+	}
+	l.advance(e, now)
+	return e.tokens >= e.share*l.burst // else still paying a debt
 }
 
 // sweep evicts entries idle since before now-idle and reports how many.
-func (l *limiterSet) sweep(now time.Time) int {
-	n := 0
-	for i := range l.shards {
-		sh := &l.shards[i]
-		sh.mu.Lock()
-		n += l.sweepLocked(sh, now)
-		sh.mu.Unlock()
-	}
-	return n
-}
-
-// sweepLocked evicts the idle entries of sh whose bucket is full again and
-// that are not hot: forgetting them changes nothing.
-func (l *limiterSet) sweepLocked(sh *limiterShard, now time.Time) int {
-	n := 0
-	for k, e := range sh.m {
-		if now.Sub(e.last) < l.idle || now.Before(e.hotUntil) {
-			continue
-		}
-		l.advance(e, now)
-		if e.tokens < e.share*l.burst {
-			continue // still paying a debt
-		}
-		delete(sh.m, k)
-		delete(sh.hot, k)
-		n++
-	}
-	return n
-}
+func (l *limiterSet) sweep(now time.Time) int { return l.m.Sweep(now) }
 
 // size is the number of live entries.
-func (l *limiterSet) size() int {
-	n := 0
-	for i := range l.shards {
-		sh := &l.shards[i]
-		sh.mu.Lock()
-		n += len(sh.m)
-		sh.mu.Unlock()
-	}
-	return n
-}
+func (l *limiterSet) size() int { return l.m.Len() }
 
 // hotKeys returns the keys hot at now with their demand in report period
 // p, the hottest first, at most max of them, and forgets the keys that
@@ -320,21 +296,20 @@ func (l *limiterSet) hotKeys(now time.Time, p uint64, max int) map[string]float6
 		d float64
 	}
 	var all []kd
-	for i := range l.shards {
-		sh := &l.shards[i]
-		sh.mu.Lock()
-		for k, e := range sh.hot {
-			if !now.Before(e.hotUntil) {
-				delete(sh.hot, k)
-				continue
+	for i := range l.hot {
+		l.m.Locked(i, func() {
+			for k, e := range l.hot[i] {
+				if !now.Before(e.hotUntil) {
+					delete(l.hot[i], k)
+					continue
+				}
+				d := 0.0
+				if p >= e.period {
+					d = e.demandAt(p)
+				}
+				all = append(all, kd{k, d})
 			}
-			d := 0.0
-			if p >= e.period {
-				d = e.demandAt(p)
-			}
-			all = append(all, kd{k, d})
-		}
-		sh.mu.Unlock()
+		})
 	}
 	if len(all) > max {
 		sort.Slice(all, func(i, j int) bool { return all[i].d > all[j].d })

@@ -1,15 +1,14 @@
 package uplink
 
 import (
-	"fmt"
 	"hash/maphash"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/liveroom/liveroom/internal/auth"
 	"github.com/liveroom/liveroom/internal/moderation"
 	"github.com/liveroom/liveroom/internal/protocol"
+	"github.com/liveroom/liveroom/internal/ttlmap"
 )
 
 // moderate applies the room's moderation to a decoded send, from the cache
@@ -21,26 +20,23 @@ func (s *Server) moderate(now time.Time, room protocol.Room, id auth.Identity, r
 	if c := s.cfg.Moderation; c != nil {
 		st := c.Room(room)
 		if st.Closed && id.Role != protocol.RoleAdmin {
-			return protocol.Errorf(http.StatusForbidden, protocol.CodeRoomClosed, "", "the room is closed")
+			return moderation.RoomClosedError()
 		}
 		sanctionable := moderation.Sanctionable(id)
 		if b, ok := c.Banned(room, id.User, now); ok && sanctionable {
-			return protocol.Errorf(http.StatusForbidden, protocol.CodeBanned, "",
-				fmt.Sprintf("you are banned from this room until %s", time.UnixMilli(b.UntilMS).UTC().Format(time.RFC3339))).WithUntil(b.UntilMS)
+			return moderation.BannedError(b)
 		}
 		if req.Type == protocol.TypeDanmaku {
 			if m, ok := c.Muted(room, id.User, now); ok && sanctionable {
-				return protocol.Errorf(http.StatusForbidden, protocol.CodeMuted, "",
-					fmt.Sprintf("you are muted in this room until %s", time.UnixMilli(m.UntilMS).UTC().Format(time.RFC3339))).WithUntil(m.UntilMS)
+				return moderation.MutedError(m)
 			}
 			exempt := moderation.Exempt(c, room, id)
 			if st.MuteAll && !exempt {
-				return protocol.Errorf(http.StatusForbidden, protocol.CodeMutedAll, "", "only the anchor may speak in this room now")
+				return moderation.MutedAllError()
 			}
 			if st.SlowModeS > 0 && !exempt {
 				if wait := s.admitSlow(room, id.User, now, time.Duration(st.SlowModeS)*time.Second); wait > 0 {
-					return protocol.Errorf(http.StatusTooManyRequests, protocol.CodeSlowMode, "",
-						fmt.Sprintf("slow mode: one comment every %d s", st.SlowModeS)).WithRetry(wait.Milliseconds())
+					return moderation.SlowModeError(st.SlowModeS, wait)
 				}
 			}
 		}
@@ -60,106 +56,64 @@ func (s *Server) moderate(now time.Time, room protocol.Room, id auth.Identity, r
 // others remember the owner's answers (fleet.go, admitSlow).
 //
 // Its memory is bounded like a limiterSet's: at most perShard entries in each
-// of limiterShards shards.
+// of limiterShards shards. A shard full of pairs that spoke within the
+// longest interval forgets an arbitrary one, who may then speak once early.
 type slowMode struct {
 	seed     maphash.Seed
 	perShard int
-	shards   [limiterShards]slowShard
+	m        *ttlmap.Map[string, time.Time]
 }
 
-type slowShard struct {
-	mu   sync.Mutex
-	last map[string]time.Time
+func newSlowMode() *slowMode { return newSlowModeBound(maxLimitersPerShard) }
+
+// newSlowModeBound is newSlowMode with perShard entries per shard.
+func newSlowModeBound(perShard int) *slowMode {
+	seed := maphash.MakeSeed()
+	return &slowMode{seed: seed, perShard: perShard, m: ttlmap.New(ttlmap.Config[string, time.Time]{
+		Shards:   limiterShards,
+		PerShard: perShard,
+		Hash:     func(k string) uint64 { return maphash.String(seed, k) },
+		// Older than the longest slow-mode interval: remembering it
+		// can refuse nothing.
+		Expired: func(last, now time.Time) bool { return now.Sub(last) > moderation.MaxSlowModeS*time.Second },
+	})}
 }
 
-func newSlowMode() *slowMode {
-	s := &slowMode{seed: maphash.MakeSeed(), perShard: maxLimitersPerShard}
-	for i := range s.shards {
-		s.shards[i].last = map[string]time.Time{}
-	}
-	return s
-}
+func slowKey(room protocol.Room, user protocol.User) string { return string(room) + "|" + string(user) }
 
 // admit records a comment at now and returns 0, or how long the user must
 // still wait.
-func (s *slowMode) admit(room protocol.Room, user protocol.User, now time.Time, interval time.Duration) time.Duration {
-	key := string(room) + "|" + string(user)
-	sh := &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	last, ok := sh.last[key]
-	if ok && now.Sub(last) < interval {
-		return interval - now.Sub(last)
-	}
-	if !ok && len(sh.last) >= s.perShard {
-		sh.sweepLocked(now)
-		if len(sh.last) >= s.perShard {
-			// A flood of distinct, authenticated senders: forget an
-			// arbitrary one, who may then speak once early; memory stays
-			// bounded, which matters more.
-			for k := range sh.last {
-				delete(sh.last, k)
-				break
-			}
+func (s *slowMode) admit(room protocol.Room, user protocol.User, now time.Time, interval time.Duration) (wait time.Duration) {
+	s.m.Do(slowKey(room, user), now, func(last time.Time, ok bool) (time.Time, ttlmap.Op) {
+		if ok && now.Sub(last) < interval {
+			wait = interval - now.Sub(last)
+			return last, ttlmap.Keep
 		}
-	}
-	sh.last[key] = now
-	return 0
+		return now, ttlmap.Store
+	})
+	return wait
 }
 
 // wait returns how long user must still wait in room, without recording
 // anything: 0 when this uplink remembers no comment within interval.
 func (s *slowMode) wait(room protocol.Room, user protocol.User, now time.Time, interval time.Duration) time.Duration {
-	key := string(room) + "|" + string(user)
-	sh := &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if last, ok := sh.last[key]; ok && now.Sub(last) < interval {
+	if last, ok := s.m.Get(slowKey(room, user), now); ok && now.Sub(last) < interval {
 		return interval - now.Sub(last)
 	}
 	return 0
 }
 
 // set records that user last spoke in room at t (as another uplink, the
-// pair's owner, said), within the same memory bound as admit.
+// pair's owner, said), within the same memory bound as admit. An older
+// answer arriving late never moves the last comment back.
 func (s *slowMode) set(room protocol.Room, user protocol.User, t time.Time) {
-	key := string(room) + "|" + string(user)
-	sh := &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if _, ok := sh.last[key]; !ok && len(sh.last) >= s.perShard {
-		sh.sweepLocked(t)
-		for k := range sh.last {
-			if len(sh.last) < s.perShard {
-				break
-			}
-			delete(sh.last, k)
+	s.m.Do(slowKey(room, user), t, func(last time.Time, ok bool) (time.Time, ttlmap.Op) {
+		if ok && !t.After(last) {
+			return last, ttlmap.Keep
 		}
-	}
-	if last, ok := sh.last[key]; !ok || t.After(last) {
-		sh.last[key] = t
-	}
+		return t, ttlmap.Store
+	})
 }
 
 // sweep forgets entries older than the longest slow-mode interval.
-func (s *slowMode) sweep(now time.Time) int {
-	n := 0
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		n += sh.sweepLocked(now)
-		sh.mu.Unlock()
-	}
-	return n
-}
-
-func (sh *slowShard) sweepLocked(now time.Time) int {
-	n := 0
-	for k, t := range sh.last {
-		if now.Sub(t) > moderation.MaxSlowModeS*time.Second {
-			delete(sh.last, k)
-			n++
-		}
-	}
-	return n
-}
+func (s *slowMode) sweep(now time.Time) int { return s.m.Sweep(now) }

@@ -11,8 +11,7 @@ import (
 )
 
 func TestSlowModeBound(t *testing.T) {
-	s := newSlowMode()
-	s.perShard = 8
+	s := newSlowModeBound(8)
 	now := time.Unix(1_700_000_000, 0)
 	shardOf := func(user string) uint64 { return maphash.String(s.seed, "r|"+user) % limiterShards }
 	added := 0
@@ -26,7 +25,7 @@ func TestSlowModeBound(t *testing.T) {
 		}
 		added++
 	}
-	if n := len(s.shards[0].last); n != s.perShard {
+	if n := s.m.ShardLen(0); n != s.perShard {
 		t.Fatalf("shard holds %d entries, bound is %d", n, s.perShard)
 	}
 	// Expired entries go first when the bound is reached.
@@ -38,7 +37,7 @@ func TestSlowModeBound(t *testing.T) {
 			break
 		}
 	}
-	if n := len(s.shards[0].last); n != 1 {
+	if n := s.m.ShardLen(0); n != 1 {
 		t.Fatalf("shard holds %d entries after an insert that found every entry expired", n)
 	}
 }

@@ -337,7 +337,7 @@ func TestLimiterBound(t *testing.T) {
 		l.take(k, now, 1)
 		added++
 	}
-	if n := len(l.shards[0].m); n != maxLimitersPerShard {
+	if n := l.m.ShardLen(0); n != maxLimitersPerShard {
 		t.Fatalf("shard holds %d limiters, bound is %d", n, maxLimitersPerShard)
 	}
 	// Idle entries go first when the bound is reached.
