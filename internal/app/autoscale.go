@@ -119,16 +119,19 @@ func (n *Node) announced(now time.Time) []announce.Announcement {
 // waitGateway waits until a gateway beats, so that Start returns a node
 // viewers can join.
 func (n *Node) waitGateway(ctx context.Context) error {
-	sub, err := n.nc.SubscribeSync(bus.BeatWildcard)
-	if err != nil {
-		return fmt.Errorf("cannot subscribe to beats: %w", err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
+	// Dispatch already reads the fleet (internal/fleet): wait until it
+	// knows a gateway.
 	wait := 60*time.Second + n.cfg.Autoscale.StartDelay
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if _, err := sub.NextMsgWithContext(wctx); err != nil {
-		return fmt.Errorf("no gateway process beat within %v (see the gateway logs): %w", wait, err)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for len(n.disp.Server().Gateways()) == 0 {
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("no gateway process beat within %v (see the gateway logs): %w", wait, wctx.Err())
+		case <-tick.C:
+		}
 	}
 	return nil
 }

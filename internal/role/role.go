@@ -108,7 +108,7 @@ type ConnectConfig struct {
 // autoscaler read beats only and do not wait; the other roles wait until
 // the streams they use exist. The returned Deps have no Verifier.
 func Connect(ctx context.Context, c ConnectConfig) (Deps, error) {
-	nc, err := bus.Connect(c.URL, c.Name, c.Logger, c.Options...)
+	nc, err := bus.ConnectContext(ctx, c.URL, c.Name, c.Logger, c.Options...)
 	if err != nil {
 		return Deps{}, err
 	}
