@@ -14,10 +14,14 @@ test: deps check
 
 ## fuzz: run each native fuzzer for FUZZTIME (one target per `go test -fuzz` run); their seed
 ## corpora live in testdata/fuzz/<Fuzzer>/ beside each package and also run as plain tests.
+## FUZZTIME is a count of inputs, not a duration: Go 1.26's fuzz coordinator can report its own
+## -fuzztime deadline as a failure ("context deadline exceeded", no crasher; golang/go#75804,
+## fixed in Go 1.27), and a count has no deadline to race. FUZZTIME=30s still works for a
+## longer hunt by hand.
 ## Every decoder of bytes from the network has one: client frames (gateway), the send API body
 ## and Idempotency-Key (uplink), tokens (auth), room ids (protocol), the Go client's frame decoder
 ## and the load generator's frame scanner.
-FUZZTIME ?= 4s
+FUZZTIME ?= 20000x
 FUZZERS := ./internal/gateway:FuzzParseClientFrame ./internal/uplink:FuzzDecodeSend \
 	./internal/uplink:FuzzIdempotencyKey ./internal/uplink:FuzzServerBatch ./internal/auth:FuzzVerify ./internal/protocol:FuzzParseRoom \
 	./client:FuzzDecodeFrame ./internal/bench:FuzzScanFrame ./internal/moderation:FuzzWordFilter
