@@ -268,6 +268,9 @@ type Config struct {
 	// (its node hangs or fails over): beats stop arriving because of
 	// dispatch, not because the gateways died, so the gateways that were
 	// fresh when the trouble began stay offered, for at most this long.
+	// When the connection answers again within it, the outage still does
+	// not count as the gateways' silence until each has beaten again (the
+	// beats they sent meanwhile were lost with dispatch's connection).
 	// Default 15s; negative: no stale view (a gateway is dropped 3 beats
 	// after its last beat whatever the cause).
 	MaxStaleView time.Duration
@@ -309,6 +312,10 @@ type Server struct {
 	// aged as of feedOK (viewNow).
 	feedOK   atomic.Int64
 	feedDown atomic.Bool
+	// excused is the length of the last outage (nanoseconds) while beats
+	// from before its end are still owed (viewNow ages beats by the clock
+	// minus it), 0 otherwise; back is when that outage ended (Unix nanos).
+	excused, back atomic.Int64
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -468,33 +475,69 @@ func (s *Server) watchFeed(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		ok := s.cfg.NC.IsConnected() && s.cfg.NC.FlushTimeout(feedCheck) == nil
-		switch {
-		case ok:
-			s.feedOK.Store(s.nowFn().UnixNano())
-			if s.feedDown.Swap(false) {
-				s.log.Info("nats answers again: the fleet view is live again")
+		s.feed(s.cfg.NC.IsConnected() && s.cfg.NC.FlushTimeout(feedCheck) == nil)
+	}
+}
+
+// feed records whether dispatch's NATS connection answered a ping just now.
+func (s *Server) feed(ok bool) {
+	now := s.nowFn()
+	switch {
+	case ok:
+		lastOK := time.Unix(0, s.feedOK.Swap(now.UnixNano()))
+		if s.feedDown.Swap(false) {
+			// The gateways' beats of the outage went nowhere and their
+			// next ones are up to an interval away: age beats as if the
+			// outage had not happened until each gateway has beaten again
+			// (else every gateway looks silent at once, and dispatch
+			// answers "no gateway" to a healthy fleet). An outage longer
+			// than MaxStaleView is the fleet's.
+			out := now.Sub(lastOK)
+			if out <= s.cfg.MaxStaleView {
+				s.back.Store(now.UnixNano())
+				s.excused.Store(int64(out))
 			}
-		case !s.feedDown.Swap(true):
-			s.log.Warn("nats does not answer: answering from the last good view of the fleet",
-				"as_of", time.Unix(0, s.feedOK.Load()).Format(time.RFC3339Nano), "for_at_most", s.cfg.MaxStaleView)
+			s.log.Info("nats answers again: the fleet view is live again", "outage", out.Round(time.Millisecond))
+		} else if s.excused.Load() > 0 && !s.owed(now) {
+			s.excused.Store(0)
 		}
+	case !s.feedDown.Swap(true):
+		s.log.Warn("nats does not answer: answering from the last good view of the fleet",
+			"as_of", time.Unix(0, s.feedOK.Load()).Format(time.RFC3339Nano), "for_at_most", s.cfg.MaxStaleView)
 	}
 }
 
 // viewNow is the time beats are aged against: now, or, while dispatch's own
 // NATS connection is in trouble, the last time it answered, for at most
-// MaxStaleView (then now again: an outage that long is the fleet's).
+// MaxStaleView (then now again: an outage that long is the fleet's). After
+// such an outage, until every gateway has beaten again, now less the
+// outage.
 func (s *Server) viewNow() time.Time {
 	now := s.nowFn()
 	if !s.feedDown.Load() {
-		return now
+		return now.Add(-time.Duration(s.excused.Load()))
 	}
 	ok := time.Unix(0, s.feedOK.Load())
 	if now.Sub(ok) > s.cfg.MaxStaleView {
 		return now
 	}
 	return ok
+}
+
+// owed reports whether some gateway whose latest beat came before the last
+// outage ended is still fresh by the excused clock: its next beat is
+// still owed.
+func (s *Server) owed(now time.Time) bool {
+	back := time.Unix(0, s.back.Load())
+	at := now.Add(-time.Duration(s.excused.Load()))
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, g := range s.order {
+		if g.At.Before(back) && g.Fresh(at) {
+			return true
+		}
+	}
+	return false
 }
 
 // StaleView reports whether dispatch answers from its last good view of

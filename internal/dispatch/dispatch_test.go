@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -959,6 +960,58 @@ func TestAnswersFromLastGoodViewDuringNATSTrouble(t *testing.T) {
 	}
 	if s.StaleView() {
 		t.Fatal("still reporting a stale view after MaxStaleView")
+	}
+}
+
+// TestOutageIsNotTheGatewaysSilence: when dispatch's own NATS answers again
+// after a short outage, the beats the gateways sent meanwhile are lost and
+// their next ones are up to an interval away. Until each gateway has beaten
+// again the outage does not count as its silence (dispatch once answered
+// "no gateway is available" to a healthy fleet here, in the fault test);
+// a gateway that stays silent is dropped one stale window after the outage,
+// and then the clock is the real one again.
+func TestOutageIsNotTheGatewaysSilence(t *testing.T) {
+	c := newClock()
+	s := newTestServer(t, Config{StaleAfter: 3 * time.Second, MaxStaleView: 15 * time.Second}, c, 0)
+	sorted := func() []string { got := ids(s.Choose("r")); slices.Sort(got); return got }
+	s.Observe(active("gw-a", 1, 100))
+	s.Observe(active("gw-b", 1, 100))
+	s.feed(true)
+	c.Add(time.Second)
+	s.feed(false) // dispatch's node hangs: beats stop arriving
+	c.Add(4 * time.Second)
+	if got := sorted(); !slices.Equal(got, []string{"gw-a", "gw-b"}) {
+		t.Fatalf("during the outage dispatch offers %v", got)
+	}
+	s.feed(true) // back after 5 s: no beat since the one 5 s ago
+	if got := sorted(); !slices.Equal(got, []string{"gw-a", "gw-b"}) {
+		t.Fatalf("as the outage ends dispatch offers %v, want both gateways (their beats were lost with its connection)", got)
+	}
+	c.Add(500 * time.Millisecond)
+	s.Observe(active("gw-a", 2, 100)) // gw-a beats again; gw-b stays silent
+	c.Add(500 * time.Millisecond)
+	s.feed(true)
+	if got := sorted(); !slices.Equal(got, []string{"gw-a", "gw-b"}) {
+		t.Fatalf("1 s after the outage dispatch offers %v, want both", got)
+	}
+	c.Add(2 * time.Second) // one stale window after the outage
+	if got := sorted(); !slices.Equal(got, []string{"gw-a"}) {
+		t.Fatalf("a stale window after the outage dispatch offers %v, want only the gateway that beat again", got)
+	}
+	s.feed(true) // nothing owed any more: the real clock again
+	if s.excused.Load() != 0 {
+		t.Fatal("the outage is still excused after every gateway beat again or went silent")
+	}
+	if got := sorted(); !slices.Equal(got, []string{"gw-a"}) {
+		t.Fatalf("after the excuse ends dispatch offers %v", got)
+	}
+
+	// An outage longer than MaxStaleView is the fleet's: nothing excused.
+	s.feed(false)
+	c.Add(16 * time.Second)
+	s.feed(true)
+	if s.excused.Load() != 0 || len(s.Choose("r")) != 0 {
+		t.Fatalf("after a 16 s outage: excused %v, offers %v", time.Duration(s.excused.Load()), ids(s.Choose("r")))
 	}
 }
 
