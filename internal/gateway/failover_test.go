@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/liveroom/liveroom/internal/bus"
@@ -157,4 +158,35 @@ func TestJoinsDuringNATSTrouble(t *testing.T) {
 	v2 := g.dial(t, "fresh", "after", "")
 	defer v2.close()
 	v2.welcome(t)
+}
+
+// TestBeatsAtOnceWhenNATSComesBack: while a gateway's NATS connection is
+// away its beats go nowhere, so dispatch sees it silent; when the
+// connection comes back the gateway beats at once, not an interval later.
+func TestBeatsAtOnceWhenNATSComesBack(t *testing.T) {
+	e := newEnv(t)
+	g := e.gateway(func(c *Config) { c.ID = "gw-back"; c.BeatInterval = time.Minute })
+	beats := make(chan struct{}, 16)
+	sub, err := e.nc.Subscribe(bus.BeatSubject("gw-back"), func(*nats.Msg) { beats <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The beat at start, if it came after the subscription, is not the one
+	// this test waits for.
+	time.Sleep(500 * time.Millisecond)
+	for len(beats) > 0 {
+		<-beats
+	}
+	if err := g.nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-beats:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no beat within 20 s of the reconnect (the interval is a minute)")
+	}
 }

@@ -137,7 +137,8 @@ func (s *Server) keepalive(conns []*conn, now time.Time) {
 	}
 }
 
-// beatLoop publishes the load beat.
+// beatLoop publishes the load beat every interval, and at once when asked
+// (beatNow).
 func (s *Server) beatLoop() {
 	t := time.NewTicker(s.cfg.BeatInterval)
 	defer t.Stop()
@@ -147,11 +148,13 @@ func (s *Server) beatLoop() {
 		select {
 		case <-s.ctx.Done():
 			return
+		case <-s.beatNow:
+			t.Reset(s.cfg.BeatInterval)
 		case <-t.C:
-			cur := s.sampleLoad()
-			s.publishBeat(s.beat(prev, cur))
-			prev = cur
 		}
+		cur := s.sampleLoad()
+		s.publishBeat(s.beat(prev, cur))
+		prev = cur
 	}
 }
 

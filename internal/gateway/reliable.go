@@ -443,6 +443,12 @@ func (s *Server) watchNATS() (func(), error) {
 				}
 				s.log.Info("nats connection back: checking every room")
 				s.requestCheck()
+				// Dispatch may have heard nothing from this gateway for a
+				// while: say it is alive now, not an interval later.
+				select {
+				case s.beatNow <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}()

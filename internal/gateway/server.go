@@ -56,6 +56,9 @@ type Server struct {
 	starter  *starter
 	repairs  *repairQueue
 	checkNow chan struct{}
+	// beatNow asks the beat loop for a beat now (the NATS connection came
+	// back: the beats of the outage were lost).
+	beatNow chan struct{}
 	// unwatch stops watchNATS.
 	unwatch func()
 	// dropReliable, set by tests before Start, loses the republished
@@ -126,6 +129,7 @@ func New(cfg Config) (*Server, error) {
 		histSlots: make(chan struct{}, historyReaders),
 		histRate:  rate.NewLimiter(historyReadRate, historyReadBurst),
 		checkNow:  make(chan struct{}, 1),
+		beatNow:   make(chan struct{}, 1),
 		hsConns:   map[net.Conn]struct{}{},
 	}
 	s.hsCtx, s.hsCancel = context.WithCancel(context.Background())
