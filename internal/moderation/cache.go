@@ -152,7 +152,7 @@ func NewCache(ctx context.Context, cfg CacheConfig) (*Cache, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	kv, err := cfg.JS.KeyValue(ctx, bus.ModerationKV)
+	kv, err := bus.OpenKV(ctx, cfg.JS, bus.ModerationKV)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open bucket %s: %w", bus.ModerationKV, err)
 	}

@@ -119,7 +119,7 @@ func NewService(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
-	kv, err := cfg.JS.KeyValue(ctx, bus.ModerationKV)
+	kv, err := bus.OpenKV(ctx, cfg.JS, bus.ModerationKV)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open bucket %s: %w", bus.ModerationKV, err)
 	}
