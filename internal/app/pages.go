@@ -30,7 +30,7 @@ var _ role.Component = (*pages)(nil)
 
 // Start opens the sessions the replay page reads (for its 404).
 func (p *pages) Start(ctx context.Context) error {
-	skv, err := p.js.KeyValue(ctx, bus.SessionsKV)
+	skv, err := bus.OpenKV(ctx, p.js, bus.SessionsKV)
 	if err != nil {
 		return fmt.Errorf("cannot open bucket %s: %w", bus.SessionsKV, err)
 	}

@@ -64,7 +64,7 @@ func NewNonCore(d Deps, cfg NonCoreConfig, anchors replay.Anchors, dataDir strin
 // (when configured) and builds the replay API.
 func (nc *NonCore) Start(ctx context.Context) (err error) {
 	d := nc.d
-	kv, err := d.JS.KeyValue(ctx, bus.SessionsKV)
+	kv, err := bus.OpenKV(ctx, d.JS, bus.SessionsKV)
 	if err != nil {
 		return fmt.Errorf("cannot open bucket %s: %w", bus.SessionsKV, err)
 	}
