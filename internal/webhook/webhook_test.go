@@ -280,6 +280,9 @@ func TestRetryWithBackoff(t *testing.T) {
 		Endpoints: []webhook.Endpoint{{URL: r.srv.URL, Events: []string{"gift"}, Secret: "k"}}})
 	publish(t, js, protocol.Message{ID: "g-retry", Type: protocol.TypeGift, Room: "r1", TS: 1, Gift: "rose", Count: 1})
 	testutil.Eventually(t, 10*time.Second, "delivered after retries", func() bool { return len(r.delivered()) == 1 })
+	// The dispatcher counts a delivery after reading the endpoint's answer:
+	// the receiver has recorded it before.
+	testutil.Eventually(t, 5*time.Second, "the delivery counted", func() bool { return d.Stats().Delivered == 1 })
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if got := fmt.Sprint(r.attempts["g-retry"]); got != "[1 2 3 4]" {
